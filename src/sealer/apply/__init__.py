@@ -1,0 +1,1 @@
+"""The engine: desired vs observed state -> Plan -> execution with journal, lock and progress."""

@@ -1,0 +1,1 @@
+"""Command line: parse arguments, call the layers below, render results. No logic here."""

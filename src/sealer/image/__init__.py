@@ -1,0 +1,1 @@
+"""ClusterImages as OCI images: local store, registry client, Kubefile parser and builder."""

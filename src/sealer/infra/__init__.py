@@ -1,0 +1,1 @@
+"""Reaching hosts: SSH connector, command runner, sudo, bastion, file transfer, fan-out."""

@@ -1,0 +1,1 @@
+"""Talking to the cluster API: readiness, labels, taints, state ConfigMap."""

@@ -1,0 +1,1 @@
+"""Pure data: Clusterfile, hosts/roles/IP ranges, env merge, image metadata. Imports nothing from sealer."""

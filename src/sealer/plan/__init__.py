@@ -1,0 +1,1 @@
+"""Pure planning: Clusterfile + observed state -> ordered Actions. No I/O."""
