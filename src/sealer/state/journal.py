@@ -1,0 +1,224 @@
+"""The cluster journal: an append-only JSON-lines record of operations and their steps, for resume.
+
+An operation (one `apply`) writes `begin`, then for every step of every action a `start` and then a
+`done` or `failed` record, then `end`. A re-run of the same plan resumes the unfinished operation and
+skips every step whose last record is `done` with the same inputs digest. Writers hold the cluster
+lock, so records never interleave; a crash can only tear the last line, which readers ignore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from sealer.errors import StateError
+
+log = logging.getLogger(__name__)
+
+JOURNAL_VERSION = 1
+
+StepStatus = Literal["start", "done", "failed"]
+OpStatus = Literal["running", "done", "failed"]
+
+
+def digest_of(value: Any) -> str:
+    """A stable digest of a step's inputs (anything JSON-serialisable): same inputs, same digest."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class StepKey(NamedTuple):
+    """Identifies one step of one action on one host with given inputs; what resume compares."""
+
+    action: str
+    step: str
+    host: str | None
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    op: str
+    type: Literal["begin", "step", "end"]
+    time: str
+    action: str | None = None
+    step: str | None = None
+    host: str | None = None
+    status: str | None = None
+    digest: str | None = None
+    error: str | None = None
+    kind: str | None = None  # begin: what the operation is (apply, delete, upgrade, ...)
+    plan: str | None = None  # begin: digest of the plan being executed
+
+    @property
+    def key(self) -> StepKey:
+        return StepKey(self.action or "", self.step or "", self.host, self.digest)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"v": JOURNAL_VERSION, "op": self.op, "type": self.type, "time": self.time}
+        for name in ("action", "step", "host", "status", "digest", "error", "kind", "plan"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Summary of one operation read back from the journal."""
+
+    op: str
+    kind: str
+    plan: str
+    started: str
+    status: OpStatus
+    ended: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Journal:
+    """Append and read `journal.jsonl`. Each record is fsynced (durable=True) before the call returns,
+    so "done" on disk means the step really finished before any crash."""
+
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        self.path = path
+        self.durable = durable
+        self._fd: int | None = None
+
+    # writing -----------------------------------------------------------------------------------
+    def _open(self) -> int:
+        if self._fd is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # A crash may have torn the last line; start ours on a fresh line so it stays parseable.
+            size = os.fstat(fd).st_size
+            if size:
+                with open(self.path, "rb") as handle:
+                    handle.seek(size - 1)
+                    if handle.read(1) != b"\n":
+                        os.write(fd, b"\n")
+            self._fd = fd
+        return self._fd
+
+    def _append(self, entry: JournalEntry) -> None:
+        line = json.dumps(entry.to_dict(), separators=(",", ":")) + "\n"
+        fd = self._open()
+        try:
+            os.write(fd, line.encode())
+            if self.durable:
+                os.fsync(fd)
+        except OSError as err:
+            raise StateError(f"cannot append to {self.path}: {err.strerror}", "check free space")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def begin(self, kind: str, plan_digest: str) -> str:
+        """Start an operation; returns its id."""
+        op = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        self._append(JournalEntry(op=op, type="begin", time=_now(), kind=kind, plan=plan_digest))
+        return op
+
+    def step(
+        self,
+        op: str,
+        action: str,
+        step: str,
+        status: StepStatus,
+        *,
+        host: str | None = None,
+        digest: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._append(
+            JournalEntry(
+                op=op, type="step", time=_now(), action=action, step=step, host=host, status=status,
+                digest=digest, error=error,
+            )
+        )
+
+    def end(self, op: str, status: Literal["done", "failed"], error: str | None = None) -> None:
+        self._append(JournalEntry(op=op, type="end", time=_now(), status=status, error=error))
+
+    # reading -----------------------------------------------------------------------------------
+    def entries(self) -> Iterator[JournalEntry]:
+        try:
+            lines = self.path.read_bytes().split(b"\n")
+        except FileNotFoundError:
+            return
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+                if not isinstance(data, dict) or data.get("type") not in ("begin", "step", "end"):
+                    raise ValueError("not a journal record")
+                yield JournalEntry(
+                    op=str(data["op"]),
+                    type=data["type"],
+                    time=str(data["time"]),
+                    action=data.get("action"),
+                    step=data.get("step"),
+                    host=data.get("host"),
+                    status=data.get("status"),
+                    digest=data.get("digest"),
+                    error=data.get("error"),
+                    kind=data.get("kind"),
+                    plan=data.get("plan"),
+                )
+            except (ValueError, KeyError, TypeError):
+                # A crash mid-append tears a line. Skipping it is safe: at worst a finished step
+                # looks unfinished and is redone, and every step is idempotent.
+                log.warning("%s:%d: skipping an unreadable record (interrupted write?)", self.path, number)
+
+    def operations(self) -> list[Operation]:
+        ops: dict[str, Operation] = {}
+        for entry in self.entries():
+            if entry.type == "begin":
+                ops[entry.op] = Operation(
+                    op=entry.op, kind=entry.kind or "", plan=entry.plan or "", started=entry.time,
+                    status="running",
+                )
+            elif entry.type == "end" and entry.op in ops:
+                old = ops[entry.op]
+                status: OpStatus = "done" if entry.status == "done" else "failed"
+                ops[entry.op] = Operation(old.op, old.kind, old.plan, old.started, status, entry.time)
+        return list(ops.values())
+
+    def resumable(self, plan_digest: str) -> Operation | None:
+        """The latest operation, if it did not finish and executed this very plan: resume it.
+        A finished latest operation, or a different plan, means start afresh."""
+        ops = self.operations()
+        if not ops:
+            return None
+        last = ops[-1]
+        if last.status != "done" and last.plan == plan_digest:
+            return last
+        return None
+
+    def finished_steps(self, op: str) -> frozenset[StepKey]:
+        """Steps of `op` whose latest record is `done`; a step that failed after an earlier success
+        is not finished."""
+        latest: dict[StepKey, str] = {}
+        for entry in self.entries():
+            if entry.op == op and entry.type == "step" and entry.status is not None:
+                latest[entry.key] = entry.status
+        return frozenset(key for key, status in latest.items() if status == "done")
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
