@@ -35,6 +35,7 @@ from sealer.image.kubefile_lex import (
     split_lines,
     split_whitespace,
 )
+from sealer.image.oci import Platform, host_platform, normalise_arch
 
 INSTRUCTIONS = (
     "FROM", "COPY", "ADD", "RUN", "ARG", "ENV", "LABEL", "MAINTAINER", "CMD", "CMDS",
@@ -53,35 +54,14 @@ LABEL_CSI_PREFIX = "cluster.alpha.sealer.io/kube-csi-"
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm"}
 
 
-@dataclass(frozen=True)
-class Platform:
-    """An OCI platform such as linux/amd64 or linux/arm64/v8."""
-
-    os: str = "linux"
-    architecture: str = "amd64"
-    variant: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = [p.strip().lower() for p in text.strip().split("/")]
-        if len(parts) == 1 and parts[0]:
-            arch = parts[0]
-            return cls("linux", _ARCH_ALIASES.get(arch, arch))
-        if 2 <= len(parts) <= 3 and all(parts):
-            return cls(parts[0], _ARCH_ALIASES.get(parts[1], parts[1]), parts[2] if len(parts) == 3 else "")
-        raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/arm64")
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    def to_dict(self) -> dict[str, str]:
-        data = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            data["variant"] = self.variant
-        return data
+def parse_platform(text: str) -> Platform:
+    """`linux/arm64`, `linux/arm/v7` or a bare architecture such as `arm64` (Go sealer accepts both)."""
+    text = text.strip().lower()
+    if text and "/" not in text:
+        return Platform("linux", normalise_arch(text))
+    return Platform.parse(text)
 
 
 @dataclass(frozen=True)
@@ -458,9 +438,9 @@ class _Parser:
                 continue
             expanded = self.expand(ll, value, {**self.global_args, **self._platform_vars()})
             try:
-                platform = Platform.parse(expanded or value)
-            except ValueError as err:
-                self.error(ll, str(err))
+                platform = parse_platform(expanded or value)
+            except ImageError as err:
+                self.error(ll, err.message, err.hint)
         parts = split_whitespace(rest)
         if not parts:
             self.error(ll, "FROM needs an image", "FROM scratch, or FROM <registry>/<name>:<tag>")
@@ -991,7 +971,7 @@ def parse_kubefile(
         filename,
         context,
         build_args or {},
-        platform or Platform(),
+        platform or host_platform(),
         resolve_base,
         require_from,
     )
