@@ -1,0 +1,451 @@
+"""The planner: desired Cluster + last-applied Cluster (+ observed facts) -> an ordered Plan.
+
+Pure and linear in the number of hosts. Order of an update: remove workers, remove masters (one at a
+time), upgrade the remaining hosts, join new masters (one at a time), join new workers (in
+parallel), update labels/taints/env/hostAliases in place, launch apps. Transitions that cannot be done
+in place are refused with a PlanError that says why and what to do instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sealer.errors import PlanError
+from sealer.model.cluster import MASTER, NODE, Cluster, Host, Taint
+from sealer.plan.actions import ActionList, Plan
+
+ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
+# Keys the engine sets itself on every host; a difference there is not a user change.
+DERIVED_ENV_KEYS = frozenset({"HostIP"})
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """What is known about the running cluster beyond its last-applied Clusterfile."""
+
+    runtime_type: str | None = None  # kubernetes | k3s | k0s: from the image the cluster runs
+
+
+def make_plan(
+    desired: Cluster,
+    current: Cluster | None,
+    observed: ObservedState | None = None,
+    *,
+    desired_runtime_type: str | None = None,
+) -> Plan:
+    """Plan the move from `current` (None: no cluster yet) to `desired`."""
+    desired_hosts = desired.hosts
+    if current is not None and not any(h.is_master for h in desired_hosts):
+        raise PlanError(
+            f"cluster {desired.name}: the Clusterfile removes every master",
+            "a cluster needs its masters; keep at least master0, "
+            "or delete the cluster with `sealer delete -a`",
+        )
+    _check_desired(desired, desired_hosts)
+    if current is None:
+        return _create_plan(desired, desired_hosts)
+    current_hosts = current.hosts
+    _check_transition(desired, desired_hosts, current, current_hosts, observed, desired_runtime_type)
+    return _update_plan(desired, desired_hosts, current, current_hosts)
+
+
+def plan_delete(current: Cluster) -> Plan:
+    """Tear a whole cluster down: workers in parallel, then masters one at a time, master0 last."""
+    hosts = current.hosts
+    masters = [h.ip for h in hosts if h.is_master]
+    workers = [h.ip for h in hosts if not h.is_master]
+    actions = ActionList()
+    if workers:
+        actions.add(
+            "remove-workers", workers, "the cluster is being deleted; workers go first", parallel=True
+        )
+    for ip in reversed(masters[1:]):
+        actions.add(
+            "remove-master", [ip], "the cluster is being deleted; masters leave one at a time",
+            after=[actions.last],
+        )
+    if masters:
+        actions.add(
+            "uninstall", [masters[0]], "master0 goes last: it holds the registry and the cluster state",
+            after=[actions.last], details={"deleteState": True},
+        )
+    return Plan(
+        cluster=current.name,
+        operation="delete",
+        actions=tuple(actions.actions),
+        reason=f"delete cluster {current.name} ({len(masters)} master(s), {len(workers)} worker(s))",
+        image=None,
+        previous_image=current.image,
+    )
+
+
+# checks --------------------------------------------------------------------------------------------
+def _check_desired(desired: Cluster, hosts: Sequence[Host]) -> None:
+    if not desired.image:
+        raise PlanError(
+            f"cluster {desired.name}: spec.image is empty, nothing to install",
+            "set spec.image to the ClusterImage to run (e.g. docker.io/sealerio/kubernetes:v1.22.15)",
+        )
+    if not any(h.is_master for h in hosts):
+        raise PlanError(
+            f"cluster {desired.name}: no host has the master role",
+            "give at least one host group `roles: [master]`; its first IP becomes master0",
+        )
+    seen: set[str] = set()
+    for host in hosts:
+        if host.ip in seen:
+            raise PlanError(
+                f"cluster {desired.name}: host {host.ip} is listed twice",
+                "list each IP in exactly one spec.hosts entry",
+            )
+        seen.add(host.ip)
+
+
+def _family(ip: str) -> int | None:
+    try:
+        return ipaddress.ip_address(ip).version
+    except ValueError:
+        return None  # a host name: no family to compare
+
+
+def _families(hosts: Iterable[Host]) -> set[int]:
+    return {f for f in (_family(h.ip) for h in hosts) if f is not None}
+
+
+def _check_transition(
+    desired: Cluster,
+    desired_hosts: Sequence[Host],
+    current: Cluster,
+    current_hosts: Sequence[Host],
+    observed: ObservedState | None,
+    desired_runtime_type: str | None,
+) -> None:
+    name = desired.name
+    if desired.name != current.name:
+        raise PlanError(
+            f"the Clusterfile names cluster {desired.name} but the state compared with is cluster "
+            f"{current.name}",
+            "a cluster cannot be renamed; keep metadata.name, or create a new cluster under the new name",
+        )
+    current_runtime = observed.runtime_type if observed else None
+    if current_runtime and desired_runtime_type and current_runtime != desired_runtime_type:
+        raise PlanError(
+            f"cluster {name} runs {current_runtime}, and image {desired.image} is a "
+            f"{desired_runtime_type} image: the runtime type cannot change in place",
+            f"delete the cluster (`sealer delete -a`) and create it again from the {desired_runtime_type} "
+            f"image, or use a {current_runtime} image",
+        )
+    desired_masters = [h for h in desired_hosts if h.is_master]
+    old_family, new_family = _families(current_hosts), _families(desired_hosts)
+    if old_family and new_family and old_family != new_family:
+        def show(families: set[int]) -> str:
+            return "/".join(f"IPv{v}" for v in sorted(families))
+
+        raise PlanError(
+            f"cluster {name} uses {show(old_family)} addresses and the Clusterfile uses "
+            f"{show(new_family)}: the IP family of a cluster cannot change",
+            "keep the hosts' address family, or delete the cluster and create it again",
+        )
+    old_master0 = next(h for h in current_hosts if h.is_master).ip
+    new_master0 = desired_masters[0].ip
+    if old_master0 != new_master0:
+        desired_by_ip = {h.ip: h for h in desired_hosts}
+        if old_master0 in desired_by_ip and desired_by_ip[old_master0].is_master:
+            hint = (
+                f"make {old_master0} the first IP of the first master group again; the order of the "
+                "other masters does not matter"
+            )
+        else:
+            hint = (
+                f"keep {old_master0} as the first master: master0 holds the registry and the cluster "
+                "state and can only go away with the whole cluster (`sealer delete -a`)"
+            )
+        raise PlanError(
+            f"cluster {name}: master0 would change from {old_master0} to {new_master0}", hint
+        )
+    desired_by_ip = {h.ip: h for h in desired_hosts}
+    for old in current_hosts:
+        new = desired_by_ip.get(old.ip)
+        if new is not None and new.is_master != old.is_master:
+            before, after = (MASTER, NODE) if old.is_master else (NODE, MASTER)
+            raise PlanError(
+                f"cluster {name}: host {old.ip} would change role from {before} to {after} in place",
+                f"remove {old.ip} from the Clusterfile and apply, then add it back as a {after} and apply",
+            )
+    for what, old_value, new_value, hint in (
+        (
+            "spec.containerRuntime", current.container_runtime, desired.container_runtime,
+            "the container runtime of existing hosts cannot be swapped; keep it, or re-create the cluster",
+        ),
+        (
+            "spec.dataRoot", current.data_root, desired.data_root,
+            "the data root holds the installed rootfs; keep it, or re-create the cluster",
+        ),
+        (
+            "spec.registry", current.registry, desired.registry,
+            "every host and image reference points at the registry; changing it in place is not "
+            "supported: keep the old registry settings, or re-create the cluster",
+        ),
+    ):
+        if old_value != new_value:
+            raise PlanError(f"cluster {name}: {what} cannot change on a running cluster", hint)
+
+
+# plans ---------------------------------------------------------------------------------------------
+def _create_plan(desired: Cluster, hosts: Sequence[Host]) -> Plan:
+    masters = [h.ip for h in hosts if h.is_master]
+    workers = [h.ip for h in hosts if not h.is_master]
+    actions = ActionList()
+    actions.add(
+        "install", masters[:1], "master0 of a new cluster: initialise the control plane and the registry",
+        details={"image": desired.image},
+    )
+    _add_joins(actions, masters[1:], workers, "the new cluster")
+    actions.add(
+        "launch-apps", masters[:1], "a new cluster runs its image's applications", after=[actions.last]
+    )
+    return Plan(
+        cluster=desired.name,
+        operation="create",
+        actions=tuple(actions.actions),
+        reason=(
+            f"no last-applied state for cluster {desired.name}: create it with {len(masters)} master(s) "
+            f"and {len(workers)} worker(s)"
+        ),
+        image=desired.image,
+    )
+
+
+def _add_joins(actions: ActionList, masters: Sequence[str], workers: Sequence[str], where: str) -> None:
+    for ip in masters:
+        actions.add(
+            "join-master", [ip], f"new master of {where}; masters join one at a time to keep etcd quorum",
+            after=[actions.last],
+        )
+    if workers:
+        actions.add(
+            "join-workers", workers, f"new worker(s) of {where}; workers join in parallel",
+            after=[actions.last], parallel=True,
+        )
+
+
+def _update_plan(
+    desired: Cluster, desired_hosts: Sequence[Host], current: Cluster, current_hosts: Sequence[Host]
+) -> Plan:
+    desired_ips = {h.ip for h in desired_hosts}
+    current_by_ip = {h.ip: h for h in current_hosts}
+    actions = ActionList()
+
+    removed_workers = [h.ip for h in current_hosts if not h.is_master and h.ip not in desired_ips]
+    removed_masters = [h.ip for h in current_hosts if h.is_master and h.ip not in desired_ips]
+    if removed_workers:
+        actions.add(
+            "remove-workers", removed_workers, "no longer in the Clusterfile; workers leave in parallel",
+            parallel=True,
+        )
+    # Last joined, first removed; one at a time so etcd keeps quorum at every step.
+    for ip in reversed(removed_masters):
+        actions.add(
+            "remove-master", [ip], "no longer in the Clusterfile; masters leave one at a time",
+            after=[actions.last],
+        )
+
+    staying = [h for h in desired_hosts if h.ip in current_by_ip]
+    image_changed = desired.image != current.image
+    if image_changed:
+        # Before joins, so new hosts join the upgraded cluster with the same image.
+        actions.add(
+            "upgrade",
+            [h.ip for h in staying if h.is_master] + [h.ip for h in staying if not h.is_master],
+            "spec.image changed: upgrade the cluster, masters first",
+            after=[actions.last],
+            details={"from": current.image, "to": desired.image},
+        )
+
+    new_masters = [h.ip for h in desired_hosts if h.is_master and h.ip not in current_by_ip]
+    new_workers = [h.ip for h in desired_hosts if not h.is_master and h.ip not in current_by_ip]
+    _add_joins(actions, new_masters, new_workers, "the cluster")
+
+    barrier = actions.last
+    _add_updates(actions, barrier, staying, current_by_ip, "update-labels", _labels_change)
+    _add_updates(actions, barrier, staying, current_by_ip, "update-taints", _taints_change)
+    _add_updates(actions, barrier, staying, current_by_ip, "update-env", _env_change)
+    if desired.host_aliases != current.host_aliases:
+        actions.add(
+            "update-host-aliases", [h.ip for h in staying],
+            "spec.hostAliases changed: rewrite the /etc/hosts entries sealer manages (new hosts get them "
+            "when they join)",
+            after=[barrier],
+            parallel=True,
+            details={
+                "hostAliases": {a.ip: list(a.hostnames) for a in desired.host_aliases},
+            },
+        )
+
+    apps_changed = (desired.cmd, desired.app_names) != (current.cmd, current.app_names)
+    if image_changed or apps_changed:
+        why = "the new image's applications" if image_changed else "spec.cmd / spec.appNames changed"
+        actions.add(
+            "launch-apps", [_master0(desired_hosts)], f"launch applications: {why}", after=[actions.last]
+        )
+
+    notes = _notes(desired, current, staying, current_by_ip)
+    if not actions.actions:
+        return Plan(
+            cluster=desired.name,
+            operation="none",
+            actions=(),
+            reason=(
+                "nothing to do: hosts, roles, image, labels, taints, env and host aliases match the "
+                "last-applied Clusterfile"
+            ),
+            image=desired.image,
+            previous_image=current.image,
+            notes=notes,
+        )
+    return Plan(
+        cluster=desired.name,
+        operation="update",
+        actions=tuple(actions.actions),
+        reason=_summary(removed_workers, removed_masters, new_masters, new_workers, image_changed, actions),
+        image=desired.image,
+        previous_image=current.image,
+        notes=notes,
+    )
+
+
+def _master0(hosts: Sequence[Host]) -> str:
+    return next(h.ip for h in hosts if h.is_master)
+
+
+def _summary(
+    removed_workers: Sequence[str],
+    removed_masters: Sequence[str],
+    new_masters: Sequence[str],
+    new_workers: Sequence[str],
+    image_changed: bool,
+    actions: ActionList,
+) -> str:
+    parts = []
+    if new_masters or new_workers:
+        parts.append(f"add {len(new_masters)} master(s) and {len(new_workers)} worker(s)")
+    if removed_masters or removed_workers:
+        parts.append(f"remove {len(removed_masters)} master(s) and {len(removed_workers)} worker(s)")
+    if image_changed:
+        parts.append("upgrade the image")
+    updates = sorted({a.kind for a in actions.actions if a.kind.startswith("update-")})
+    if updates:
+        parts.append("update in place: " + ", ".join(u.removeprefix("update-") for u in updates))
+    return "; ".join(parts)
+
+
+def _notes(
+    desired: Cluster, current: Cluster, staying: Sequence[Host], current_by_ip: Mapping[str, Host]
+) -> tuple[str, ...]:
+    notes = []
+    if desired.ssh != current.ssh or any(h.ssh != current_by_ip[h.ip].ssh for h in staying):
+        notes.append(
+            "SSH settings changed: they are used for the next connections; nothing changes on the hosts"
+        )
+    return tuple(notes)
+
+
+# in-place updates --------------------------------------------------------------------------------
+Change = dict[str, Any]
+
+
+def _add_updates(
+    actions: ActionList,
+    barrier: str | None,
+    staying: Sequence[Host],
+    current_by_ip: Mapping[str, Host],
+    kind: str,
+    change_of: Callable[[Host, Host], Change | None],
+) -> None:
+    """One action per distinct change, listing every host that needs exactly that change: a host
+    group edited in the file stays one action, however many hosts it has."""
+    groups: dict[Hashable, tuple[Change, list[str]]] = {}
+    for host in staying:
+        change = change_of(current_by_ip[host.ip], host)
+        if change is None:
+            continue
+        key = _freeze(change)
+        if key not in groups:
+            groups[key] = (change, [])
+        groups[key][1].append(host.ip)
+    what = kind.removeprefix("update-")
+    for change, ips in groups.values():
+        actions.add(
+            kind, ips, f"{what} of existing host(s) changed in the Clusterfile", after=[barrier],
+            parallel=True, details=change,
+        )
+
+
+def _freeze(value: Any) -> Hashable:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value  # type: ignore[no-any-return]
+
+
+def effective_labels(host: Host) -> dict[str, str]:
+    """The node labels sealer owns on a host: its `labels` plus a role label per custom role."""
+    labels = dict(host.labels)
+    for role in host.roles:
+        if role not in (MASTER, NODE):
+            labels.setdefault(ROLE_LABEL_PREFIX + role, "")
+    return labels
+
+
+def _labels_change(old: Host, new: Host) -> Change | None:
+    before, after = effective_labels(old), effective_labels(new)
+    if before == after:
+        return None
+    change: Change = {}
+    set_ = {k: v for k, v in after.items() if before.get(k) != v}
+    remove = sorted(k for k in before if k not in after)
+    if set_:
+        change["set"] = dict(sorted(set_.items()))
+    if remove:
+        change["remove"] = remove
+    return change
+
+
+def _taints_change(old: Host, new: Host) -> Change | None:
+    if set(old.taints) == set(new.taints):
+        return None
+    old_present = {t for t in old.taints if not t.remove}
+    new_present = {t for t in new.taints if not t.remove}
+    add = sorted(str(t) for t in new_present - old_present)
+    # A taint dropped from the file is taken off; so is one the file now removes explicitly (`k-`).
+    dropped = {Taint(t.key, t.value, t.effect, remove=True) for t in old_present - new_present}
+    explicit = {t for t in new.taints if t.remove} - {t for t in old.taints if t.remove}
+    remove = sorted(str(t) for t in dropped | explicit)
+    if not add and not remove:
+        return None
+    change: Change = {}
+    if add:
+        change["add"] = add
+    if remove:
+        change["remove"] = remove
+    return change
+
+
+def _env_change(old: Host, new: Host) -> Change | None:
+    before = {k: v for k, v in old.env.items() if k not in DERIVED_ENV_KEYS}
+    after = {k: v for k, v in new.env.items() if k not in DERIVED_ENV_KEYS}
+    if before == after:
+        return None
+    # Keys only: env values may be secrets, and plans are printed and logged.
+    change: Change = {}
+    changed = sorted(k for k, v in after.items() if before.get(k) != v)
+    unset = sorted(k for k in before if k not in after)
+    if changed:
+        change["set"] = changed
+    if unset:
+        change["unset"] = unset
+    return change
