@@ -52,6 +52,7 @@ class SSH:
     bastion: Bastion | None = None
     host_key_policy: HostKeyPolicy | None = None
     host_key: str | None = None  # pinned public key, "ssh-ed25519 AAAA..." (per host)
+    encrypted: bool | None = None  # Go sealer: passwd is encrypted (kept for round trips)
 
     def merged_over(self, default: SSH) -> SSH:
         """Non-empty fields of self win (Go sealer's mergo semantics)."""
