@@ -1,0 +1,138 @@
+"""Fan-out over many hosts: routes each host to the SSH or local connector and runs commands or
+copies on all of them in parallel, one Outcome per host (one failure never hides the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+from sealer.infra import transfer
+from sealer.infra.connector import Connector, Outcome, Result, TransferStats, host_error_of
+from sealer.infra.host import Target
+from sealer.infra.local import LocalConnector, is_local_address
+from sealer.infra.ssh import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HANDSHAKES, SSHConnector
+
+T = TypeVar("T")
+
+
+class Fleet:
+    """Every connection of one run. `async with Fleet(known_hosts=..., logdir=...) as fleet:`."""
+
+    def __init__(
+        self,
+        *,
+        known_hosts: str | os.PathLike[str] | None,
+        logdir: str | os.PathLike[str] | None = None,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        cluster: str | None = None,
+        detect_local: bool = True,
+        ssh_config: bool = True,
+        trust_user_known_hosts: bool = True,
+    ) -> None:
+        self.ssh = SSHConnector(
+            known_hosts=known_hosts,
+            logdir=logdir,
+            max_handshakes=max_handshakes,
+            connect_timeout=connect_timeout,
+            cluster=cluster,
+            ssh_config=ssh_config,
+            trust_user_known_hosts=trust_user_known_hosts,
+        )
+        self.local = LocalConnector(logdir=logdir)
+        self.detect_local = detect_local
+        self._is_local: dict[str, bool] = {}
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def connector_for(self, host: Target) -> Connector:
+        """Local for this machine's own address reached directly; SSH otherwise."""
+        if not self.detect_local or host.bastion is not None or (host.port not in (None, 22)):
+            return self.ssh
+        local = self._is_local.get(host.address)
+        if local is None:
+            local = self._is_local[host.address] = is_local_address(host.address)
+        return self.local if local else self.ssh
+
+    async def run(
+        self,
+        host: Target,
+        cmd: str,
+        *,
+        sudo: bool = False,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        input: str | None = None,
+    ) -> Result:
+        return await self.connector_for(host).run(host, cmd, sudo=sudo, env=env, timeout=timeout, input=input)
+
+    async def put(
+        self, host: Target, src: str | os.PathLike[str], dst: str, *, sudo: bool = False
+    ) -> TransferStats:
+        return await self.connector_for(host).put(host, src, dst, sudo=sudo)
+
+    async def get(
+        self, host: Target, src: str, dst: str | os.PathLike[str], *, sudo: bool = False
+    ) -> TransferStats:
+        return await self.connector_for(host).get(host, src, dst, sudo=sudo)
+
+    async def each(
+        self, hosts: Iterable[Target], action: Callable[[Target], Awaitable[T]]
+    ) -> list[Outcome[T]]:
+        """Run action on every host in parallel; results in the hosts' order."""
+        targets = list(hosts)
+
+        async def one(host: Target) -> Outcome[T]:
+            try:
+                return Outcome(host.name, value=await action(host))
+            except Exception as err:
+                return Outcome(host.name, error=host_error_of(err, host.name))
+
+        return list(await asyncio.gather(*(one(h) for h in targets)))
+
+    async def run_many(
+        self,
+        hosts: Sequence[Target],
+        cmd: str,
+        *,
+        sudo: bool = False,
+        env: Mapping[str, str] | None = None,
+        host_env: bool = False,
+        timeout: float | None = None,
+    ) -> list[Outcome[Result]]:
+        """cmd on every host at once. host_env=True exports each host's Clusterfile env first."""
+
+        async def action(host: Target) -> Result:
+            merged = {**host.env, **(env or {})} if host_env else env
+            return await self.run(host, cmd, sudo=sudo, env=merged, timeout=timeout)
+
+        return await self.each(hosts, action)
+
+    async def copy_many(
+        self,
+        hosts: Sequence[Target],
+        src: str | os.PathLike[str],
+        dst: str,
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+    ) -> list[Outcome[TransferStats]]:
+        """src to dst on every host; the local manifest is computed once for all of them."""
+        tree = transfer.local_tree(src, dst)
+
+        async def action(host: Target) -> TransferStats:
+            conn = self.connector_for(host)
+            assert isinstance(conn, SSHConnector | LocalConnector)
+            return await conn.put(host, src, dst, sudo=sudo, tree=tree, timeout=timeout)
+
+        return await self.each(hosts, action)
+
+    async def close(self) -> None:
+        await asyncio.gather(self.ssh.close(), self.local.close())

@@ -1,0 +1,81 @@
+"""How to reach one machine: `Target` (address, login, keys, sudo, bastion) built from a model Host.
+
+Pure data; the connectors turn a Target into a connection. Secrets stay out of `repr`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sealer.model.cluster import DEFAULT_SSH_PORT, DEFAULT_SSH_USER, Bastion, Host, HostKeyPolicy
+
+
+@dataclass(frozen=True)
+class Target:
+    """One SSH endpoint. `user`/`port` None mean: let ~/.ssh/config decide, else root/22."""
+
+    address: str
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    pk: str | None = None
+    pk_password: str | None = field(default=None, repr=False)
+    sudo_password: str | None = field(default=None, repr=False)
+    bastion: Target | None = None
+    host_key_policy: HostKeyPolicy = "tofu"
+    host_key: str | None = None  # pinned "type base64" public key
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    roles: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """How messages and logs name this host: the address, plus the port when not 22."""
+        if self.port and self.port != DEFAULT_SSH_PORT:
+            return f"{self.address}:{self.port}"
+        return self.address
+
+    @property
+    def login_user(self) -> str:
+        return self.user or DEFAULT_SSH_USER
+
+    @property
+    def is_root(self) -> bool:
+        return self.login_user == "root"
+
+
+def _optional(value: str | None, default: str) -> str | None:
+    # The model fills user=root/port=22 when the Clusterfile leaves them out; treating those
+    # defaults as "unset" lets ~/.ssh/config supply User/Port for such hosts, as OpenSSH would.
+    return None if value in (None, "", default) else value
+
+
+def bastion_target(bastion: Bastion) -> Target:
+    return Target(
+        address=bastion.host,
+        port=bastion.port if bastion.port != DEFAULT_SSH_PORT else None,
+        user=bastion.user or None,
+        password=bastion.password or None,
+        pk=bastion.pk or None,
+        pk_password=bastion.pk_password or None,
+    )
+
+
+def target_from_host(host: Host) -> Target:
+    """The Target for a Clusterfile host (ssh settings already merged by the model)."""
+    ssh = host.ssh
+    port = ssh.port if ssh.port and ssh.port != DEFAULT_SSH_PORT else None
+    return Target(
+        address=host.ip,
+        port=port,
+        user=_optional(ssh.user, DEFAULT_SSH_USER),
+        password=ssh.password or None,
+        pk=ssh.pk or None,
+        pk_password=ssh.pk_password or None,
+        sudo_password=ssh.sudo_password or None,
+        bastion=bastion_target(ssh.bastion) if ssh.bastion is not None else None,
+        host_key_policy=ssh.host_key_policy or "tofu",
+        host_key=ssh.host_key or None,
+        env=dict(host.env),
+        roles=tuple(host.roles),
+    )

@@ -1,0 +1,71 @@
+"""Per-host output logs: `<logdir>/<host>.log`, appended as output arrives, mode 0600.
+
+Only commands and their output are written; passwords never reach these files because they
+travel on stdin, not on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import IO
+
+
+class HostLog:
+    """One host's log file, opened on first write."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def _open(self) -> IO[str] | None:
+        if self.path is None:
+            return None
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._file = os.fdopen(fd, "a", encoding="utf-8", errors="replace", buffering=1)
+        return self._file
+
+    def write(self, text: str) -> None:
+        f = self._open()
+        if f is not None:
+            f.write(text)
+
+    def begin(self, command: str, *, sudo: bool, env_names: list[str]) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        extra = " (sudo)" if sudo else ""
+        if env_names:
+            extra += f" env: {', '.join(env_names)}"
+        self.write(f"--- {stamp} $ {command}{extra}\n")
+
+    def end(self, exit_code: int | None, duration: float, note: str = "") -> None:
+        status = f"exit {exit_code}" if exit_code is not None else "no exit status"
+        self.write(f"--- {status} in {duration:.2f}s{(' ' + note) if note else ''}\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class HostLogs:
+    """The log directory of one run; hands out one HostLog per host."""
+
+    def __init__(self, logdir: str | os.PathLike[str] | None) -> None:
+        self.logdir = Path(logdir) if logdir is not None else None
+        self._logs: dict[str, HostLog] = {}
+
+    def for_host(self, name: str) -> HostLog:
+        log = self._logs.get(name)
+        if log is None:
+            safe = name.replace("/", "_").replace(":", "_")
+            log = HostLog(self.logdir / f"{safe}.log" if self.logdir is not None else None)
+            self._logs[name] = log
+        return log
+
+    def close(self) -> None:
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()

@@ -1,0 +1,201 @@
+"""Pinned host keys: the cluster's known_hosts file (read, record under a file lock, forget) and
+read-only lookups in ~/.ssh/known_hosts, in OpenSSH's file format.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import fnmatch
+import hashlib
+import hmac
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealer.errors import SealerError
+
+DEFAULT_PORT = 22
+
+
+class KnownHostsFileError(SealerError):
+    """A known_hosts file cannot be read or written."""
+
+
+def host_pattern(address: str, port: int | None) -> str:
+    """OpenSSH's name for a host in known_hosts: `addr`, or `[addr]:port` off port 22."""
+    if port and port != DEFAULT_PORT:
+        return f"[{address}]:{port}"
+    return address
+
+
+def fingerprint(key: str) -> str:
+    """SHA256 fingerprint of a "type base64" public key, as `ssh-keygen -l` prints it."""
+    parts = key.split()
+    if len(parts) < 2:
+        raise ValueError(f"not a public key: {key!r}")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ValueError(f"not a public key: {key!r}") from err
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def normalize_key(key: str) -> str:
+    """ "type base64" without a comment, the form keys are compared in."""
+    parts = key.split()
+    if len(parts) < 2:
+        raise ValueError(f"not a public key: {key!r}")
+    return f"{parts[0]} {parts[1]}"
+
+
+def _hashed_match(entry: str, name: str) -> bool:
+    # |1|base64(salt)|base64(HMAC-SHA1(salt, name)) — OpenSSH's HashKnownHosts form.
+    try:
+        _, magic, salt_b64, digest_b64 = entry.split("|")
+        if magic != "1":
+            return False
+        salt = base64.b64decode(salt_b64)
+        digest = base64.b64decode(digest_b64)
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
+
+
+def patterns_match(patterns: str, name: str) -> bool:
+    """OpenSSH pattern-list semantics: any positive match and no negated match."""
+    matched = False
+    for pattern in patterns.split(","):
+        negate = pattern.startswith("!")
+        pattern = pattern[1:] if negate else pattern
+        hit = _hashed_match(pattern, name) if pattern.startswith("|") else fnmatch.fnmatchcase(name, pattern)
+        if hit and negate:
+            return False
+        matched = matched or hit
+    return matched
+
+
+@dataclass(frozen=True)
+class Entry:
+    patterns: str
+    key: str  # "type base64"
+    marker: str | None = None  # "@revoked" / "@cert-authority"
+
+
+def parse(text: str) -> list[Entry]:
+    """Entries of a known_hosts text; malformed lines are skipped as OpenSSH does."""
+    entries: list[Entry] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        marker = None
+        if fields[0].startswith("@"):
+            marker, fields = fields[0], fields[1:]
+        if len(fields) < 3:
+            continue
+        entries.append(Entry(fields[0], f"{fields[1]} {fields[2]}", marker))
+    return entries
+
+
+def keys_for(entries: list[Entry], address: str, port: int | None) -> list[str]:
+    name = host_pattern(address, port)
+    return [e.key for e in entries if e.marker is None and patterns_match(e.patterns, name)]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[int]:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _read_fd(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+class KnownHostsFile:
+    """The cluster's own known_hosts (0600). Records are appended under an exclusive flock so
+    parallel sealer processes never interleave half lines."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def entries(self) -> list[Entry]:
+        try:
+            return parse(self.path.read_text(encoding="utf-8", errors="replace"))
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise KnownHostsFileError(f"cannot read {self.path}: {err.strerror}") from err
+
+    def keys_for(self, address: str, port: int | None) -> list[str]:
+        return keys_for(self.entries(), address, port)
+
+    def record(self, address: str, port: int | None, key: str) -> bool:
+        """Pin `key` for the host; False if it was pinned already (by us or a parallel run)."""
+        key = normalize_key(key)
+        try:
+            with _locked(self.path) as fd:
+                current = parse(_read_fd(fd))
+                if key in keys_for(current, address, port):
+                    return False
+                text = _read_fd(fd)
+                prefix = "" if not text or text.endswith("\n") else "\n"
+                os.lseek(fd, 0, os.SEEK_END)
+                os.write(fd, f"{prefix}{host_pattern(address, port)} {key}\n".encode())
+                return True
+        except OSError as err:
+            raise KnownHostsFileError(
+                f"cannot record the host key of {address} in {self.path}: {err.strerror}"
+            ) from err
+
+    def forget(self, address: str, port: int | None = None) -> int:
+        """Drop every key pinned for the host; returns how many lines went."""
+        name = host_pattern(address, port)
+        try:
+            with _locked(self.path) as fd:
+                lines = _read_fd(fd).splitlines(keepends=True)
+                kept: list[str] = []
+                removed = 0
+                for line in lines:
+                    fields = line.split()
+                    if fields and not line.lstrip().startswith("#"):
+                        pats = fields[1] if fields[0].startswith("@") and len(fields) > 1 else fields[0]
+                        if patterns_match(pats, name):
+                            removed += 1
+                            continue
+                    kept.append(line)
+                if removed:
+                    data = "".join(kept).encode()
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.ftruncate(fd, 0)
+                    os.write(fd, data)
+                return removed
+        except OSError as err:
+            raise KnownHostsFileError(f"cannot edit {self.path}: {err.strerror}") from err
+
+
+def user_known_hosts() -> list[Entry]:
+    """~/.ssh/known_hosts (and known_hosts2), read-only: keys the operator already trusts."""
+    found: list[Entry] = []
+    for name in ("known_hosts", "known_hosts2"):
+        path = Path.home() / ".ssh" / name
+        try:
+            found.extend(parse(path.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,235 @@
+"""The local connector: commands addressed to the operator machine's own IP run here, through
+the same interface (and the same copy scripts) as SSH, without a login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import ipaddress
+import os
+import socket
+import tarfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from sealer.infra import transfer
+from sealer.infra.connector import Result, TransferStats
+from sealer.infra.errors import CommandTimeoutError, SudoError, TransferError
+from sealer.infra.host import Target
+from sealer.infra.hostlog import HostLogs
+from sealer.infra.shell import (
+    NOPASSWD,
+    PASSWORD,
+    ROOT,
+    SUDO_PROBE_NOPASSWD,
+    SUDO_PROBE_PASSWORD,
+    SudoMode,
+    as_root,
+    sudo_failure,
+    with_env,
+)
+
+
+def is_local_address(address: str) -> bool:
+    """True if address belongs to this machine: loopback, or bindable here (an interface's IP)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+class LocalConnector:
+    """Connector for this machine. Runs `sh -c` as the current user; sudo as SSH does."""
+
+    def __init__(self, *, logdir: str | os.PathLike[str] | None = None) -> None:
+        self.logs = HostLogs(logdir)
+        self._sudo: SudoMode | None = None
+        self._sudo_error: SudoError | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> LocalConnector:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _sudo_mode(self, host: Target) -> SudoMode:
+        if os.geteuid() == 0:
+            return ROOT
+        async with self._lock:
+            if self._sudo_error is not None:
+                raise self._sudo_error
+            if self._sudo is not None:
+                return self._sudo
+            user = getpass.getuser()
+            code, _, err = await self._exec(SUDO_PROBE_NOPASSWD, b"", None, host, "sudo")
+            if code == 0:
+                self._sudo = NOPASSWD
+                return NOPASSWD
+            password = host.sudo_password or host.password
+            if password is None:
+                self._sudo_error = SudoError(host.name, *sudo_failure(err, user, False))
+                raise self._sudo_error
+            code, _, err = await self._exec(
+                SUDO_PROBE_PASSWORD, (password + "\n").encode(), None, host, "sudo"
+            )
+            if code != 0:
+                self._sudo_error = SudoError(host.name, *sudo_failure(err, user, True))
+                raise self._sudo_error
+            self._sudo = PASSWORD
+            return PASSWORD
+
+    async def _prepare(self, host: Target, cmd: str, sudo: bool) -> tuple[str, bytes]:
+        if not sudo:
+            return cmd, b""
+        mode = await self._sudo_mode(host)
+        preamble = b""
+        if mode is PASSWORD:
+            preamble = ((host.sudo_password or host.password or "") + "\n").encode()
+        return as_root(cmd, mode), preamble
+
+    async def _exec(
+        self,
+        line: str,
+        stdin: bytes | AsyncIterator[bytes],
+        timeout: float | None,
+        host: Target,
+        shown: str,
+        sink: object = None,
+    ) -> tuple[int, bytes, str]:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            line,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        out: list[bytes] = []
+        err: list[bytes] = []
+
+        async def pump(reader: asyncio.StreamReader | None, into: list[bytes]) -> None:
+            assert reader is not None
+            while chunk := await reader.read(65536):
+                into.append(chunk)
+                if callable(sink):
+                    sink(chunk.decode("utf-8", "replace"))
+
+        async def feed(writer: asyncio.StreamWriter | None) -> None:
+            assert writer is not None
+            try:
+                if isinstance(stdin, bytes):
+                    writer.write(stdin)
+                    await writer.drain()
+                else:
+                    async for chunk in stdin:
+                        writer.write(chunk)
+                        await writer.drain()
+                writer.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        async def whole() -> int:
+            await asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err), feed(proc.stdin))
+            return await proc.wait()
+
+        try:
+            code = await asyncio.wait_for(whole(), timeout)
+        except TimeoutError:
+            # the command's whole process group started with it; end it so nothing lingers
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+            raise CommandTimeoutError(
+                host.name,
+                f"`{shown}` did not finish within {timeout:g}s",
+                "raise the timeout, or look at the host's log",
+            ) from None
+        return code, b"".join(out), b"".join(err).decode("utf-8", "replace")
+
+    async def run(
+        self,
+        host: Target,
+        cmd: str,
+        *,
+        sudo: bool = False,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        input: str | None = None,
+    ) -> Result:
+        line, preamble = await self._prepare(host, with_env(cmd, env), sudo)
+        hlog = self.logs.for_host(host.name)
+        hlog.begin(cmd, sudo=sudo, env_names=sorted(env or {}))
+        start = time.monotonic()
+        data = preamble + (input.encode() if input else b"")
+        code, out, err = await self._exec(line, data, timeout, host, cmd, hlog.write)
+        duration = time.monotonic() - start
+        hlog.end(code, duration)
+        return Result(host.name, cmd, code, out.decode("utf-8", "replace"), err, duration)
+
+    def _execb(self, host: Target, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
+        async def execb(script: str, stdin: transfer.Stdin) -> tuple[int | None, bytes, str]:
+            line, preamble = await self._prepare(host, script, sudo)
+            data: bytes | AsyncIterator[bytes]
+            if stdin is None:
+                data = preamble
+            elif isinstance(stdin, bytes):
+                data = preamble + stdin
+            else:
+                data = transfer.prepend(preamble, stdin)
+            return await self._exec(line, data, timeout, host, "copy")
+
+        return execb
+
+    async def put(
+        self,
+        host: Target,
+        src: str | os.PathLike[str],
+        dst: str,
+        *,
+        sudo: bool = False,
+        tree: transfer.LocalTree | None = None,
+        timeout: float | None = None,
+    ) -> TransferStats:
+        tree = tree or transfer.local_tree(src, dst)
+        start = time.monotonic()
+        execb = self._execb(host, sudo, timeout)
+        plan = await transfer.plan_upload(host.name, execb, tree)
+        await transfer.send(host.name, execb, tree, plan)
+        return TransferStats(host.name, plan.files, plan.skipped, plan.bytes, time.monotonic() - start)
+
+    async def get(
+        self,
+        host: Target,
+        src: str,
+        dst: str | os.PathLike[str],
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+    ) -> TransferStats:
+        start = time.monotonic()
+        code, data, err = await self._execb(host, sudo, timeout)(transfer.download_script(src), None)
+        if code != 0:
+            raise transfer.transfer_failure(host.name, "reading", err, src)
+        try:
+            count = transfer.extract_download(data, Path(dst))
+        except (OSError, tarfile.TarError) as exc:
+            raise TransferError(host.name, f"cannot unpack {src} into {dst}: {exc}", None) from None
+        return TransferStats(host.name, count, 0, len(data), time.monotonic() - start)
+
+    async def close(self) -> None:
+        self.logs.close()

@@ -1,0 +1,96 @@
+"""Building remote shell command lines safely: env export prefixes, sudo wrapping, sudo diagnosis.
+
+Pure functions; every value that reaches a shell goes through `shlex.quote`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sealer.errors import SealerError
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class EnvNameError(SealerError):
+    """An environment variable name a shell cannot export."""
+
+
+def env_prefix(env: Mapping[str, str] | None) -> str:
+    """`export K='v' ...; ` or "" — names are validated, values quoted, so no value can inject."""
+    if not env:
+        return ""
+    parts: list[str] = []
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            raise EnvNameError(
+                f"environment variable name {name!r} is not a valid shell name",
+                "use letters, digits and underscores, not starting with a digit",
+            )
+        parts.append(f"{name}={shlex.quote(str(value))}")
+    return "export " + " ".join(parts) + "; "
+
+
+def with_env(cmd: str, env: Mapping[str, str] | None) -> str:
+    return env_prefix(env) + cmd
+
+
+@dataclass(frozen=True)
+class SudoMode:
+    """How a non-root login becomes root: `nopasswd` (sudo -n) or `password` (sudo -S from stdin)."""
+
+    kind: str  # "root" | "nopasswd" | "password"
+
+
+ROOT = SudoMode("root")
+NOPASSWD = SudoMode("nopasswd")
+PASSWORD = SudoMode("password")
+
+# -k ignores cached credentials so sudo always reads the password line we send: a cached
+# timestamp would otherwise leave the password in the command's own stdin.
+SUDO_PASSWORD_PREFIX = "sudo -k -S -p '' -- "
+SUDO_NOPASSWD_PREFIX = "sudo -n -- "
+
+
+def as_root(cmd: str, mode: SudoMode) -> str:
+    """Wrap a shell command so it runs as root; the command is one quoted `sh -c` argument."""
+    if mode.kind == "root":
+        return cmd
+    prefix = SUDO_PASSWORD_PREFIX if mode.kind == "password" else SUDO_NOPASSWD_PREFIX
+    return prefix + "sh -c " + shlex.quote(cmd)
+
+
+# The probes that decide the SudoMode of a connection, run once per connection.
+SUDO_PROBE_NOPASSWD = "sudo -k -n true"
+SUDO_PROBE_PASSWORD = "sudo -k -S -p '' true"
+
+
+def sudo_failure(stderr: str, user: str, had_password: bool) -> tuple[str, str]:
+    """(message, hint) for a failed sudo probe, from sudo's own stderr."""
+    text = stderr.lower()
+    if "not in the sudoers" in text or "not allowed to" in text or "may not run sudo" in text:
+        return (
+            f"sudo refused: user {user} may not run commands as root",
+            f"add {user} to the sudo group (or a sudoers rule) on the host, or log in as root",
+        )
+    if "incorrect password" in text or "sorry, try again" in text:
+        return (
+            f"sudo refused: incorrect sudo password for user {user}",
+            "fix ssh.sudoPasswd (or ssh.passwd, used when sudoPasswd is empty) in the Clusterfile",
+        )
+    if "a password is required" in text or "no password was provided" in text or not had_password:
+        return (
+            f"sudo needs a password for user {user} and none was given",
+            "set ssh.sudoPasswd for this host in the Clusterfile, or allow NOPASSWD sudo",
+        )
+    if "command not found" in text or "not found" in text:
+        return (f"sudo is not installed (user {user} is not root)", "install sudo or log in as root")
+    first = stderr.strip().splitlines()[0] if stderr.strip() else "no message"
+    return (f"sudo failed for user {user}: {first}", "check the sudo configuration on the host")
+
+
+def quote_path(path: str) -> str:
+    return shlex.quote(path)
