@@ -1,4 +1,4 @@
-"""A real distribution registry (Debian's `docker-registry`) on 127.0.0.1 for tests, plain HTTP or TLS+htpasswd.
+"""A real distribution registry (Debian docker-registry) on 127.0.0.1 for tests: plain HTTP or TLS+htpasswd.
 
     from tests.registry_fixture import Registry, start_registry
     reg = start_registry(tmp_path, tls=True, auth=True)
@@ -49,7 +49,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> tuple[Path, Path, Path]:
+def make_tls_files(
+    directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+) -> tuple[Path, Path, Path]:
     """A throw-away CA and a server certificate for `hosts`; returns (ca.crt, server.crt, server.key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -57,7 +59,7 @@ def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "loca
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sealer test CA")])
     ca = (
@@ -278,7 +280,7 @@ def make_test_image(
     created: str = "2026-01-01T00:00:00Z",
     tag: bool = True,
 ) -> object:
-    """Write a small OCI image (config + given layer bytes) into an ImageStore; returns its manifest Descriptor.
+    """Write a small OCI image (config + layer bytes) into an ImageStore; returns its manifest Descriptor.
 
     Layers are stored as opaque blobs with the OCI tar media type; the store does not look inside.
     """
