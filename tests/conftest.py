@@ -1,0 +1,3 @@
+"""Shared pytest setup: registers the test bed's fixtures (rootfs, testbed_factory)."""
+
+pytest_plugins = ["tests.testbed.plugin"]
