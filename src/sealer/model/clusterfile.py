@@ -645,7 +645,7 @@ def _convert_v1(
         spec_node,
         "spec",
         "v1 Clusterfile (spec.masters/spec.nodes) is deprecated; converted to v2 spec.hosts",
-        "write it as v2 (apiVersion: sealer.io/v2):\n  hosts:\n" + "\n".join(snippet),
+        "write it as v2 (apiVersion: sealer.io/v2, spec.hosts):\n  hosts:\n" + "\n".join(snippet),
     )
     if "network" in spec:
         reader.warn(
