@@ -40,7 +40,8 @@ def default_store_root() -> Path:
     return sealer_home() / "images"
 
 
-def _disk_error(err: OSError, path: Path) -> ImageError:
+def disk_error(err: OSError, path: Path) -> ImageError:
+    """An OSError from writing `path` as an ImageError a person can act on (ENOSPC above all)."""
     if err.errno == errno.ENOSPC:
         return ImageError(
             f"no space left on device while writing {path}",
@@ -80,7 +81,7 @@ class BlobWriter:
             self._file.write(data)
         except OSError as err:
             self.abort()
-            raise _disk_error(err, self._tmp)
+            raise disk_error(err, self._tmp)
 
     def commit(self) -> Descriptor:
         """Verify and move into place; returns a descriptor (media type left empty)."""
@@ -90,7 +91,7 @@ class BlobWriter:
         except OSError as err:
             self._file = None
             self._tmp.unlink(missing_ok=True)
-            raise _disk_error(err, self._tmp)
+            raise disk_error(err, self._tmp)
         self._file = None
         digest = "sha256:" + self._hash.hexdigest()
         if self.expected_digest is not None and digest != self.expected_digest:
@@ -251,7 +252,7 @@ class ImageStore:
             os.replace(tmp, path)
         except OSError as err:
             Path(tmp).unlink(missing_ok=True)
-            raise _disk_error(err, path)
+            raise disk_error(err, path)
 
     @contextlib.contextmanager
     def _flock(self, name: str, mode: int) -> Iterator[bool]:
@@ -291,7 +292,7 @@ class ImageStore:
         try:
             return BlobWriter(self, expected_digest, expected_size)
         except OSError as err:
-            raise _disk_error(err, self.ingest_dir / "blob")
+            raise disk_error(err, self.ingest_dir / "blob")
 
     def put_blob(self, data: bytes, expected_digest: str | None = None, media_type: str = "") -> Descriptor:
         with self.writer(expected_digest, None) as w:
