@@ -18,7 +18,8 @@ def group(
     env: Mapping[str, str] | None = None,
 ) -> HostGroup:
     return HostGroup(
-        ips=tuple(ips), roles=tuple(roles), labels=dict(labels or {}), taints=tuple(taints), env=dict(env or {})
+        ips=tuple(ips), roles=tuple(roles), labels=dict(labels or {}), taints=tuple(taints),
+        env=dict(env or {}),
     )
 
 
@@ -37,5 +38,6 @@ def cluster(
         if workers:
             groups.append(group(workers, ("node",)))
     return Cluster(
-        name=name, image=image, host_groups=tuple(groups), env=dict(env or {}), host_aliases=tuple(host_aliases)
+        name=name, image=image, host_groups=tuple(groups), env=dict(env or {}),
+        host_aliases=tuple(host_aliases),
     )
