@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import IO
 
 
+def _private_dirs(path: Path) -> None:
+    # mkdir(parents=True) gives intermediate dirs the default mode; logs may hold secrets a
+    # command printed, so every dir we create is 0700.
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
 class HostLog:
     """One host's log file, opened on first write."""
 
@@ -23,7 +34,7 @@ class HostLog:
         if self.path is None:
             return None
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_dirs(self.path.parent)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._file = os.fdopen(fd, "a", encoding="utf-8", errors="replace", buffering=1)
         return self._file

@@ -106,6 +106,13 @@ class _Conn:
         return self.username == "root"
 
 
+def _conn_key(t: Target) -> tuple[object, ...]:
+    # Everything that changes how we log in or become root: two Targets for the same address with
+    # different credentials must not share a connection (or its cached sudo mode).
+    bastion = _conn_key(t.bastion) if t.bastion is not None else None
+    return (t.address, t.port, t.user, t.password, t.pk, t.pk_password, t.sudo_password, bastion)
+
+
 class SSHConnector:
     """Connector over SSH. Use `async with SSHConnector(...) as c:`; connections open lazily."""
 
@@ -132,7 +139,7 @@ class SSHConnector:
         self.trust_user_known_hosts = trust_user_known_hosts
         self.cluster = cluster
         self._handshakes: asyncio.Semaphore | None = None
-        self._conns: dict[tuple[str, int | None, str | None], asyncio.Task[_Conn]] = {}
+        self._conns: dict[tuple[object, ...], asyncio.Task[_Conn]] = {}
         self._keys: dict[tuple[str, str | None], Any] = {}
         self.handshakes_done = 0
         self.max_handshakes_seen = 0
@@ -152,7 +159,7 @@ class SSHConnector:
         return self._handshakes
 
     async def _connection(self, target: Target) -> _Conn:
-        key = (target.address, target.port, target.user)
+        key = _conn_key(target)
         task = self._conns.get(key)
         if task is None or (
             task.done()
@@ -165,7 +172,7 @@ class SSHConnector:
         return await asyncio.shield(task)
 
     def _drop(self, target: Target) -> None:
-        self._conns.pop((target.address, target.port, target.user), None)
+        self._conns.pop(_conn_key(target), None)
 
     def _pinned(self, target: Target) -> dict[str, str]:
         pinned: dict[str, str] = {}

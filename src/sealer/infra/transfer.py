@@ -313,11 +313,39 @@ async def plan_upload(host: str, execb: ExecBytes, tree: LocalTree) -> UploadPla
     return UploadPlan(todo, len(files) - sent)
 
 
-async def send(host: str, execb: ExecBytes, tree: LocalTree, plan: UploadPlan) -> None:
+BATCH_BYTES = 32 << 20
+
+
+def batches(entries: list[LocalEntry], limit: int = BATCH_BYTES) -> list[list[LocalEntry]]:
+    """Split entries into tar streams of about `limit` bytes each. Each batch lands on its own,
+    so an interrupted copy keeps the batches already done and a re-copy skips them. Every batch
+    carries all directory entries (headers only), so no batch gives a directory a default mode."""
+    dirs = [e for e in entries if e.kind == "dir"]
+    out: list[list[LocalEntry]] = []
+    current: list[LocalEntry] = [e for e in entries if e.kind != "file"]
+    size = 0
+    for entry in entries:
+        if entry.kind != "file":
+            continue
+        if size and size + entry.size > limit:
+            out.append(current)
+            current, size = list(dirs), 0
+        current.append(entry)
+        size += entry.size
+    if current or not out:
+        out.append(current)
+    return out
+
+
+async def send(
+    host: str, execb: ExecBytes, tree: LocalTree, plan: UploadPlan, *, batch_bytes: int = BATCH_BYTES
+) -> None:
     is_dir = any(e.rel == "." for e in tree.entries)
-    code, _, err = await execb(extract_script(tree.root, is_dir=is_dir), tar_stream(plan.entries))
-    if code != 0:
-        raise transfer_failure(host, "copying to", err or f"exit {code}", tree.root)
+    script = extract_script(tree.root, is_dir=is_dir)
+    for batch in batches(plan.entries, batch_bytes):
+        code, _, err = await execb(script, tar_stream(batch))
+        if code != 0:
+            raise transfer_failure(host, "copying to", err or f"exit {code}", tree.root)
 
 
 def download_script(src: str) -> str:
