@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sealer.model.cluster import SSH, Bastion, Cluster, Clusterfile, Registry
+import yaml
+
+from sealer.model.cluster import Clusterfile
+from sealer.model.clusterfile import dump_clusterfile, env_list_to_map
 
 HIDDEN = "*****"
 _SECRET_KEY = re.compile(r"(passw|secret|token|certificatekey|privatekey)", re.IGNORECASE)
@@ -58,112 +61,37 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _drop_empty(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v not in (None, "", [], {})}
-
-
-def _bastion_doc(bastion: Bastion | None) -> dict[str, Any] | None:
-    if bastion is None:
-        return None
-    return _drop_empty(
-        {
-            "host": bastion.host, "port": bastion.port, "user": bastion.user, "passwd": bastion.password,
-            "pk": bastion.pk, "pkPasswd": bastion.pk_password,
-        }
-    )
-
-
-def _ssh_doc(ssh: SSH) -> dict[str, Any]:
-    return _drop_empty(
-        {
-            "user": ssh.user, "passwd": ssh.password, "pk": ssh.pk, "pkPasswd": ssh.pk_password,
-            "port": ssh.port, "sudoPasswd": ssh.sudo_password, "bastion": _bastion_doc(ssh.bastion),
-            "hostKeyPolicy": ssh.host_key_policy, "hostKey": ssh.host_key,
-        }
-    )
-
-
-def _registry_doc(registry: Registry) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    if registry.local is not None:
-        local = registry.local
-        doc["localRegistry"] = _drop_empty(
-            {
-                "domain": local.domain, "port": local.port, "username": local.username,
-                "password": local.password, "ha": local.ha, "insecure": local.insecure,
-                "cert": _drop_empty(
-                    {"subjectAltName": _drop_empty(
-                        {"dnsNames": list(local.cert_dns_names), "ips": list(local.cert_ips)}
-                    )}
-                ),
-            }
-        )
-    if registry.external is not None:
-        ext = registry.external
-        doc["externalRegistry"] = _drop_empty(
-            {"domain": ext.domain, "port": ext.port, "username": ext.username, "password": ext.password}
-        )
-    return doc
-
-
-def cluster_document(cluster: Cluster) -> dict[str, Any]:
-    """The Cluster as a plain dict shaped like its `kind: Cluster` document (real values, unredacted)."""
-    spec: dict[str, Any] = {
-        "image": cluster.image,
-        "env": dict(cluster.env),
-        "cmd": list(cluster.cmd),
-        "appNames": list(cluster.app_names) if cluster.app_names is not None else None,
-        "ssh": _ssh_doc(cluster.ssh),
-        "hosts": [
-            _drop_empty(
-                {
-                    "ips": list(g.ips), "roles": list(g.roles), "ssh": _ssh_doc(g.ssh), "env": dict(g.env),
-                    "labels": dict(g.labels), "taints": [str(t) for t in g.taints],
-                }
-            )
-            for g in cluster.host_groups
-        ],
-        "containerRuntime": {"type": cluster.container_runtime} if cluster.container_runtime else None,
-        "hostAliases": [{"ip": a.ip, "hostnames": list(a.hostnames)} for a in cluster.host_aliases],
-        "registry": _registry_doc(cluster.registry),
-        "dataRoot": cluster.data_root,
-    }
-    return {"metadata": {"name": cluster.name}, "spec": _drop_empty(spec)}
+def _env_map(value: Any) -> Any:
+    # Env is written as a list of K=V; as a map, one changed variable is one changed field.
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return env_list_to_map(value)
+    return value
 
 
 def clusterfile_documents(cf: Clusterfile) -> dict[str, Any]:
-    """Every document of a Clusterfile keyed by `Kind/name` (kubeadm documents by kind)."""
-    docs: dict[str, Any] = {"Cluster": cluster_document(cf.cluster)}
-    for config in cf.configs:
-        docs[f"Config/{config.name}"] = _drop_empty(
-            {
-                "path": config.path, "appName": config.app_name, "strategy": config.strategy,
-                "process": list(config.process), "data": config.data,
-            }
-        )
-    for plugin in cf.plugins:
-        docs[f"Plugin/{plugin.name}"] = _drop_empty(
-            {
-                "type": plugin.type, "action": list(plugin.actions), "scope": list(plugin.scope),
-                "data": plugin.data,
-            }
-        )
-    for doc in cf.kubeadm_documents:
-        docs[str(doc.get("kind", "Unknown"))] = _to_plain(doc)
-    for doc in cf.other_documents:
-        meta = doc.get("metadata")
-        name = meta.get("name") if isinstance(meta, Mapping) else None
+    """Every document of a Clusterfile as plain data shaped like the file (real values, unredacted),
+    keyed by `Kind` or `Kind/name`."""
+    docs: dict[str, Any] = {}
+    # Through the model's own writer, so the diff speaks exactly the file's vocabulary.
+    for doc in yaml.safe_load_all(dump_clusterfile(cf)):
+        if not isinstance(doc, dict):
+            continue
         kind = str(doc.get("kind", "Unknown"))
-        docs[f"{kind}/{name}" if name else kind] = _to_plain(doc)
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) and kind != "Cluster" else None
+        body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind")}
+        if kind == "Cluster" and isinstance(body.get("spec"), dict):
+            spec = body["spec"]
+            if "env" in spec:
+                spec["env"] = _env_map(spec["env"])
+            for host in spec.get("hosts") or []:
+                if isinstance(host, dict) and "env" in host:
+                    host["env"] = _env_map(host["env"])
+        key = f"{kind}/{name}" if name else kind
+        while key in docs:  # two unnamed documents of one kind: keep both
+            key += "+"
+        docs[key] = body
     return docs
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_plain(v) for v in value]
-    return value
 
 
 def _key_path(path: str, key: str) -> str:

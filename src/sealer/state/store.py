@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sealer.errors import StateError
+from sealer.model.cluster import Clusterfile
+from sealer.model.clusterfile import parse_clusterfile
 from sealer.state.files import atomic_write, ensure_private_dir, read_text_or_none, remove_stale_temps
 from sealer.state.journal import Journal
 from sealer.state.lock import ClusterLock
@@ -94,6 +96,22 @@ class ClusterState:
     def read_clusterfile(self) -> str | None:
         """The text of the last applied Clusterfile, or None if this cluster was never applied."""
         return read_text_or_none(self.clusterfile_path)
+
+    def last_applied(self) -> Clusterfile | None:
+        """The last applied Clusterfile, decoded; None if this cluster was never applied."""
+        text = self.read_clusterfile()
+        if text is None:
+            return None
+        clusterfile, problems = parse_clusterfile(text, str(self.clusterfile_path))
+        if clusterfile is None:
+            first = next((p for p in problems if p.severity == "error"), None)
+            detail = f": {first.render()}" if first else ""
+            raise StateError(
+                f"the last-applied Clusterfile of cluster {self.name} cannot be read{detail}",
+                f"it was edited or damaged; put the Clusterfile you last applied back at "
+                f"{self.clusterfile_path} (without it sealer cannot tell what is installed)",
+            )
+        return clusterfile
 
     def write_clusterfile(self, text: str) -> None:
         self.ensure()
