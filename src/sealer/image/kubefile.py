@@ -13,7 +13,7 @@ import json
 import posixpath
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ LABEL_CNI_PREFIX = "cluster.alpha.sealer.io/kube-cni-"
 LABEL_CSI_PREFIX = "cluster.alpha.sealer.io/kube-csi-"
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
 
 
 def parse_platform(text: str) -> Platform:
@@ -477,7 +476,10 @@ class _Parser:
             )
             return
         for app in base.applications:
-            self.result.applications[app.name] = app
+            # Copies: APPENV/APPCMDS below must not change the resolver's objects.
+            self.result.applications[app.name] = replace(
+                app, env=dict(app.env), cmds=list(app.cmds), files=list(app.files), inherited_from=image
+            )
         self.result.env.update(base.env)
         self.result.labels.update(base.labels)
         self.base_image = base
