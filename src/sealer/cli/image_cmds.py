@@ -1,9 +1,373 @@
-"""Image commands: build, pull, push, tag, images, inspect, rmi, save, load, login, logout."""
+"""Image commands: pull, push, tag, images, inspect, rmi, save, load, login, logout (build: build_cmds)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from sealer.cli.output import emit_data, output_option
+from sealer.image import archive, service
+from sealer.image.registry import RegistryOptions, TransferEvent
+from sealer.image.store import ImageStore
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _quiet(ctx: click.Context, local: bool) -> bool:
+    return local or bool(getattr(ctx.obj, "quiet", False))
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class TransferBars:
+    """One rich progress bar per blob; a no-op when quiet."""
+
+    def __init__(self, verb: str, quiet: bool) -> None:
+        self.verb = verb
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> TransferBars:
+        if not self.quiet:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    @property
+    def callback(self) -> Callable[[TransferEvent], None] | None:
+        return self._on_event if self._progress is not None else None
+
+    def _on_event(self, ev: TransferEvent) -> None:
+        assert self._progress is not None
+        short = ev.digest.split(":", 1)[-1][:12]
+        task = self._tasks.get(ev.digest)
+        if task is None:
+            task = self._progress.add_task(f"{self.verb} {short}", total=ev.total or None)
+            self._tasks[ev.digest] = task
+        label = {"exists": "already there", "mounted": "mounted"}.get(ev.status)
+        if label:
+            self._progress.update(task, completed=ev.total, description=f"{label:>8} {short}")
+        else:
+            self._progress.update(task, completed=ev.done)
+
+
+def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--max-parallel",
+        type=click.IntRange(1, 32),
+        default=4,
+        show_default=True,
+        help="Blobs transferred at the same time.",
+    )(f)
+    f = click.option(
+        "--authfile",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Credentials file (Docker config.json format). Default: $REGISTRY_AUTH_FILE, then the "
+        "containers/docker/sealer auth files.",
+    )(f)
+    f = click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="CA certificate (PEM) to trust for the registry's TLS certificate.",
+    )(f)
+    f = click.option(
+        "--insecure",
+        "--skip-tls-verify",
+        "insecure",
+        is_flag=True,
+        help="Allow plain HTTP and unverified TLS for this registry. Only for registries you control.",
+    )(f)
+    return f
+
+
+def _options(
+    insecure: bool, ca_file: Path | None, authfile: Path | None, max_parallel: int
+) -> RegistryOptions:
+    return RegistryOptions(insecure=insecure, ca_file=ca_file, authfile=authfile, max_parallel=max_parallel)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="os/arch[/variant] to pull from a multi-platform image (repeatable or comma-separated). "
+    "Default: this machine's.",
+)
+@click.option("--all-platforms", is_flag=True, help="Pull every platform of a multi-platform image.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the names pulled.")
+@registry_options
+@click.pass_context
+def pull(
+    ctx: click.Context,
+    images: tuple[str, ...],
+    platforms: tuple[str, ...],
+    all_platforms: bool,
+    quiet: bool,
+    insecure: bool,
+    ca_file: Path | None,
+    authfile: Path | None,
+    max_parallel: int,
+) -> None:
+    """Pull ClusterImages from a registry into the local store."""
+    quiet = _quiet(ctx, quiet)
+    if platforms and all_platforms:
+        raise click.UsageError("--platform and --all-platforms exclude each other")
+    plats = service.parse_platforms(platforms)
+    store = ImageStore()
+    opts = _options(insecure, ca_file, authfile, max_parallel)
+    for name in images:
+        with TransferBars("pull", quiet) as bars:
+            res = _run(
+                service.pull(
+                    store, name, opts, platforms=plats, all_platforms=all_platforms, progress=bars.callback
+                )
+            )
+        if quiet:
+            click.echo(res.name)
+        else:
+            click.echo(
+                f"Pulled {res.name} ({', '.join(res.platforms)}): {res.blobs_transferred} blob(s), "
+                f"{human_size(res.bytes_transferred)} fetched, {res.blobs_skipped} already present"
+            )
+            click.echo(f"Digest: {res.digest}")
+
+
+@click.command()
+@click.argument("image")
+@click.argument("destination", required=False)
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="Push only this platform's image of a multi-platform image.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@registry_options
+@click.pass_context
+def push(
+    ctx: click.Context,
+    image: str,
+    destination: str | None,
+    platforms: tuple[str, ...],
+    quiet: bool,
+    insecure: bool,
+    ca_file: Path | None,
+    authfile: Path | None,
+    max_parallel: int,
+) -> None:
+    """Push a ClusterImage to a registry (to DESTINATION if given, else to its own name)."""
+    quiet = _quiet(ctx, quiet)
+    store = ImageStore()
+    opts = _options(insecure, ca_file, authfile, max_parallel)
+    with TransferBars("push", quiet) as bars:
+        res = _run(
+            service.push(
+                store,
+                image,
+                opts,
+                dest=destination,
+                platforms=service.parse_platforms(platforms),
+                progress=bars.callback,
+            )
+        )
+    if quiet:
+        click.echo(res.digest)
+        return
+    click.echo(
+        f"Pushed {res.name} ({', '.join(res.platforms)}): {res.blobs_transferred} blob(s), "
+        f"{human_size(res.bytes_transferred)} sent, {res.blobs_skipped} already there, "
+        f"{res.blobs_mounted} mounted"
+    )
+    click.echo(f"Digest: {res.digest}")
+
+
+@click.command()
+@click.argument("source")
+@click.argument("targets", nargs=-1, required=True)
+def tag(source: str, targets: tuple[str, ...]) -> None:
+    """Give a local image more names: sealer tag SOURCE NEW [NEW...]."""
+    for name in service.tag(ImageStore(), source, list(targets)):
+        click.echo(name)
+
+
+@click.command()
+@output_option()
+@click.option("--no-trunc", is_flag=True, help="Show full IDs.")
+def images(output: str, no_trunc: bool) -> None:
+    """List the images in the local store."""
+    rows = service.list_images(ImageStore())
+    if emit_data(rows, output):
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("NAME", "ID", "PLATFORMS", "RUNTIME", "CREATED", "SIZE"):
+        table.add_column(col, no_wrap=col != "NAME")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["digest"] if no_trunc else r["id"],
+            ",".join(r["platforms"]),
+            r.get("clusterRuntime") or "-",
+            (r.get("created") or "-")[:19].replace("T", " "),
+            human_size(r["size"]) if "error" not in r else f"[red]{r['error']}[/red]",
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+@click.command()
+@click.argument("image")
+@click.option("--platform", help="For a multi-platform image, inspect only this platform.")
+@click.option("-o", "--output", type=click.Choice(["json", "yaml"]), default="json", show_default=True)
+def inspect(image: str, platform: str | None, output: str) -> None:
+    """Show an image's config, labels, sealer metadata and layers."""
+    plats = service.parse_platforms([platform] if platform else None)
+    emit_data(service.inspect(ImageStore(), image, plats[0] if plats else None), output)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Remove even if other names or images still refer to it.")
+def rmi(images: tuple[str, ...], force: bool) -> None:
+    """Remove images from the local store (blobs nothing else needs are deleted)."""
+    for name in service.remove(ImageStore(), list(images), force):
+        click.echo(f"Untagged: {name}")
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Archive file to write (an OCI archive: a tar of an OCI image layout).",
+)
+@click.option("-q", "--quiet", is_flag=True)
+def save(images: tuple[str, ...], output: Path, quiet: bool) -> None:
+    """Save images into one OCI archive, to move them across an air gap."""
+    names = archive.save(ImageStore(), list(images), output)
+    if not quiet:
+        click.echo(f"Saved {', '.join(names)} to {output} ({human_size(output.stat().st_size)})")
+
+
+@click.command()
+@click.option(
+    "-i",
+    "--input",
+    "input_",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="OCI archive to load (from `sealer save` or `skopeo copy ... oci-archive:FILE:NAME`).",
+)
+@click.option("-q", "--quiet", is_flag=True)
+def load(input_: Path, quiet: bool) -> None:
+    """Load images from an OCI archive into the local store."""
+    res = archive.load(ImageStore(), input_)
+    for name in res.names:
+        click.echo(name if quiet else f"Loaded {name}")
+    if not quiet:
+        click.echo(
+            f"{res.blobs_loaded} blob(s) ({human_size(res.bytes_loaded)}) imported, "
+            f"{res.blobs_present} already present"
+        )
+
+
+@click.command()
+@click.argument("registry")
+@click.option("-u", "--username", required=True)
+@click.option("-p", "--password", help="Password (visible in the process list; prefer --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option(
+    "--authfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to store credentials in. Default: $REGISTRY_AUTH_FILE or ~/.docker/config.json.",
+)
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--insecure", "--skip-tls-verify", "insecure", is_flag=True)
+def login(
+    registry: str,
+    username: str,
+    password: str | None,
+    password_stdin: bool,
+    authfile: Path | None,
+    ca_file: Path | None,
+    insecure: bool,
+) -> None:
+    """Log in to a registry; credentials are checked, then stored (mode 0600)."""
+    if password and password_stdin:
+        raise click.UsageError("--password and --password-stdin exclude each other")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif password is None:
+        password = click.prompt("Password", hide_input=True)
+    path = _run(
+        service.login(
+            registry,
+            username,
+            password or "",
+            RegistryOptions(insecure=insecure, ca_file=ca_file, authfile=authfile),
+        )
+    )
+    click.echo(f"Login Succeeded (credentials saved in {path})")
+
+
+@click.command()
+@click.argument("registry")
+@click.option("--authfile", type=click.Path(dir_okay=False, path_type=Path))
+def logout(registry: str, authfile: Path | None) -> None:
+    """Remove stored credentials for a registry."""
+    for path in service.logout(registry, authfile):
+        click.echo(f"Removed credentials for {service.registry_host(registry)} from {path}")
+
+
+COMMANDS = (pull, push, tag, images, inspect, rmi, save, load, login, logout)
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the root group."""
+    for cmd in COMMANDS:
+        group.add_command(cmd)
