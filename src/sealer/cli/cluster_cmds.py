@@ -1,9 +1,276 @@
-"""Cluster commands: validate, diff, apply, run, status, delete, upgrade."""
+"""Cluster commands: `sealer validate`, `sealer apply` (plan, --dry-run), `sealer diff`, `sealer unlock`."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from typing import Any
+
 import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sealer.cli.output import emit_data, output_option
+from sealer.errors import NotImplementedYet, PlanError, Problem
+from sealer.model.cluster import Cluster, Clusterfile
+from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
+from sealer.model.yamlnodes import MAX_BYTES
+from sealer.plan import ObservedState, Plan, make_plan
+from sealer.plan.diff import FieldChange, diff_clusterfiles
+from sealer.state import ClusterLock, ClusterState, break_lock, check_cluster_name
+
+_CLUSTERFILE_HELP = "Path of the Clusterfile (sealer.io/v2, multi-document YAML)."
+
+
+def _console() -> Console:
+    # Built per call so it writes to whatever stdout is now (CliRunner swaps it in tests).
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _read_clusterfile(path: str) -> tuple[Clusterfile | None, list[Problem]]:
+    """Decode a Clusterfile and keep every problem, warnings included (load_clusterfile keeps only
+    the failure)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except IsADirectoryError:
+        return None, [Problem("is a directory, not a Clusterfile", file=path,
+                              hint="give the Clusterfile itself with -f, e.g. -f ./Clusterfile")]
+    except OSError as err:
+        return None, [Problem(f"cannot read the Clusterfile: {err.strerror}", file=path,
+                              hint="check the path given with -f and that you may read it")]
+    return parse_clusterfile(data, path)
+
+
+def _summary(cluster: Cluster) -> dict[str, Any]:
+    hosts = cluster.hosts
+    masters = [h.ip for h in hosts if h.is_master]
+    return {
+        "name": cluster.name,
+        "image": cluster.image,
+        "hosts": len(hosts),
+        "masters": len(masters),
+        "workers": len(hosts) - len(masters),
+        "master0": masters[0] if masters else None,
+    }
+
+
+# validate ----------------------------------------------------------------------------------------
+@click.command("validate")
+@click.option("-f", "--Clusterfile", "clusterfile", required=True, metavar="FILE", help=_CLUSTERFILE_HELP)
+@output_option()
+def validate_cmd(clusterfile: str, output: str) -> None:
+    """Check a Clusterfile without touching any host.
+
+    Prints every problem at once (errors and warnings), each with file:line:column, the field path
+    and a hint. Exits 0 when the file is valid (warnings allowed), 1 when it has errors.
+
+    \b
+    Example:
+      sealer validate -f Clusterfile
+      sealer validate -f Clusterfile -o json     # for CI: {"valid": ..., "problems": [...]}
+    """
+    cf, problems = _read_clusterfile(clusterfile)
+    errors = [p for p in problems if p.severity == "error"]
+    valid = cf is not None and not errors
+    data = {
+        "file": clusterfile,
+        "valid": valid,
+        "problems": [
+            {
+                "severity": p.severity, "message": p.message, "file": p.file, "line": p.line,
+                "column": p.column, "path": p.path, "hint": p.hint,
+            }
+            for p in problems
+        ],
+        "cluster": _summary(cf.cluster) if cf is not None else None,
+    }
+    if not emit_data(data, output):
+        for problem in problems:
+            click.echo(problem.render(), err=not valid)
+        if valid and cf is not None:
+            s = _summary(cf.cluster)
+            warnings = len(problems)
+            click.echo(
+                f"{clusterfile}: valid: cluster {s['name']}, image {s['image'] or '(none)'}, "
+                f"{s['hosts']} host(s): {s['masters']} master(s) (master0 {s['master0']}), "
+                f"{s['workers']} worker(s)" + (f"; {warnings} warning(s)" if warnings else "")
+            )
+        else:
+            click.echo(f"{clusterfile}: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)",
+                       err=True)
+    if not valid:
+        click.get_current_context().exit(1)
+
+
+# apply ---------------------------------------------------------------------------------------------
+def _load_current(state: ClusterState) -> tuple[Clusterfile | None, ObservedState]:
+    current = state.last_applied()
+    runtime = state.read_meta().get("runtime_type")
+    return current, ObservedState(runtime_type=str(runtime) if runtime else None)
+
+
+def _plan(desired: Clusterfile, state: ClusterState) -> Plan:
+    current, observed = _load_current(state)
+    return make_plan(desired.cluster, current.cluster if current else None, observed)
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    """The plan as a table for people; `-o json` prints `plan.to_dict()` instead."""
+    title = Text.assemble(
+        ("Plan", "bold"), f" for cluster {plan.cluster} ", (f"({plan.operation})", "cyan"), f": {plan.reason}"
+    )
+    console.print(title)
+    if plan.image and plan.previous_image and plan.image != plan.previous_image:
+        console.print(f"image: {plan.previous_image} -> {plan.image}")
+    if plan.actions:
+        table = Table(show_edge=False, pad_edge=False, expand=False)
+        for column in ("#", "ACTION", "HOSTS", "AFTER", "WHY"):
+            table.add_column(column, overflow="fold")
+        for row in plan.rows():
+            table.add_row(*row)
+        console.print(table)
+    for note in plan.notes:
+        console.print(f"note: {note}")
+
+
+def _execute(plan: Plan, desired: Clusterfile, state: ClusterState, lock: ClusterLock) -> None:
+    """Run the plan under the lock, journaling each step. The engine (apply/) plugs in here."""
+    if plan.empty:
+        click.echo(f"cluster {plan.cluster}: {plan.reason}")
+        return
+    raise NotImplementedYet(
+        f"the engine cannot execute plans yet: nothing was changed on cluster {plan.cluster} "
+        f"({len(plan.actions)} action(s) planned: {plan.reason})",
+        "run the same command with --dry-run to see the plan; execution arrives with the apply engine",
+    )
+
+
+@click.command("apply")
+@click.option("-f", "--Clusterfile", "clusterfile", required=True, metavar="FILE", help=_CLUSTERFILE_HELP)
+@click.option("--dry-run", is_flag=True, help="Only print the plan: what would be done, where and why.")
+@output_option()
+def apply_cmd(clusterfile: str, dry_run: bool, output: str) -> None:
+    """Make the cluster look like the Clusterfile.
+
+    Compares the Clusterfile with the one last applied to this cluster (kept in
+    $SEALER_HOME/<name>/Clusterfile, default ~/.sealer) and plans the difference: create the
+    cluster, add or remove masters and workers, upgrade to a new image, update labels, taints,
+    env and host aliases in place. Transitions that cannot be done in place (k3s -> k0s, a new
+    master0, a host switching between master and node, another IP family) are refused with the
+    reason and what to do instead. Only one apply runs on a cluster at a time.
+
+    \b
+    Example:
+      sealer apply -f Clusterfile --dry-run            # the plan as a table
+      sealer apply -f Clusterfile --dry-run -o json    # the plan for programs (schema: sealer.plan.schema)
+    """
+    desired = load_clusterfile(clusterfile)
+    state = ClusterState(desired.cluster.name)
+    if dry_run:
+        plan = _plan(desired, state)
+        if not emit_data(plan.to_dict(), output):
+            render_plan(plan, _console())
+        return
+    command = "sealer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with state.lock(command) as lock:
+        plan = _plan(desired, state)
+        if not emit_data(plan.to_dict(), output):
+            render_plan(plan, _console())
+        _execute(plan, desired, state, lock)
+
+
+# diff -----------------------------------------------------------------------------------------------
+def _render_changes(changes: list[FieldChange], console: Console) -> None:
+    styles = {"added": "green", "removed": "red", "changed": "yellow"}
+    for change in changes:
+        console.print(Text(change.text(), style=styles[change.change]))
+
+
+@click.command("diff")
+@click.option("-f", "--Clusterfile", "clusterfile", required=True, metavar="FILE", help=_CLUSTERFILE_HELP)
+@click.option(
+    "--exit-code", is_flag=True, help="Exit 2 when there are differences (like `git diff --exit-code`)."
+)
+@output_option()
+def diff_cmd(clusterfile: str, exit_code: bool, output: str) -> None:
+    """Show what changed in a Clusterfile since it was last applied.
+
+    Field by field, in the file's own terms (Cluster.spec.hosts[1].labels.disk), followed by what
+    `sealer apply` would do about it. Passwords and other secrets are compared but never shown;
+    Config data and Plugin scripts are summarised.
+
+    \b
+    Example:
+      sealer diff -f Clusterfile
+      sealer diff -f Clusterfile -o json
+    """
+    desired = load_clusterfile(clusterfile)
+    state = ClusterState(desired.cluster.name)
+    current, observed = _load_current(state)
+    if current is None:
+        data: dict[str, Any] = {
+            "cluster": desired.cluster.name, "lastApplied": None, "changes": [],
+            "message": f"no last-applied state for cluster {desired.cluster.name}: "
+            "`sealer apply` would create it",
+        }
+        if not emit_data(data, output):
+            click.echo(
+                f"no last-applied state for cluster {desired.cluster.name} ({state.clusterfile_path} "
+                "does not exist): `sealer apply` would create the cluster"
+            )
+        return
+    changes = diff_clusterfiles(current, desired)
+    try:
+        plan: Plan | None = make_plan(desired.cluster, current.cluster, observed)
+        refusal = None
+    except PlanError as err:
+        plan, refusal = None, err
+    data = {
+        "cluster": desired.cluster.name,
+        "lastApplied": str(state.clusterfile_path),
+        "changes": [c.to_dict() for c in changes],
+        "apply": plan.reason if plan else None,
+        "refused": {"message": refusal.message, "hint": refusal.hint} if refusal else None,
+    }
+    if not emit_data(data, output):
+        console = _console()
+        if not changes:
+            console.print(f"no differences from the last-applied Clusterfile ({state.clusterfile_path})")
+        else:
+            console.print(f"--- last applied ({state.clusterfile_path})\n+++ {clusterfile}")
+            _render_changes(changes, console)
+        if refusal is not None:
+            click.echo(refusal.render())
+        elif plan is not None and not plan.empty:
+            console.print(f"apply would: {plan.reason} ({len(plan.actions)} action(s); see apply --dry-run)")
+    if exit_code and changes:
+        click.get_current_context().exit(2)
+
+
+# unlock ---------------------------------------------------------------------------------------------
+@click.command("unlock")
+@click.option("--cluster", "cluster", required=True, metavar="NAME", help="metadata.name of the cluster.")
+@click.option("--force", is_flag=True,
+              help="Break a lock held from another machine (sealer cannot check that process is gone).")
+def unlock_cmd(cluster: str, force: bool) -> None:
+    """Break a stale cluster lock.
+
+    An apply or run holds the cluster lock until it ends; a crashed one normally releases it by
+    itself. Use this when sealer reports the cluster locked and the holder is gone. A live holder
+    on this machine is never broken; a holder on another machine (state on a shared disk) needs
+    --force once you have checked it is not running.
+    """
+    state = ClusterState(check_cluster_name(cluster))
+    if not state.exists():
+        click.echo(f"cluster {cluster} has no state in {state.home}; nothing to unlock")
+        return
+    click.echo(break_lock(state.lock_path, cluster, force=force))
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the root group."""
+    for command in (validate_cmd, apply_cmd, diff_cmd, unlock_cmd):
+        group.add_command(command)
+

@@ -200,12 +200,12 @@ def _create_plan(desired: Cluster, hosts: Sequence[Host]) -> Plan:
     workers = [h.ip for h in hosts if not h.is_master]
     actions = ActionList()
     actions.add(
-        "install", masters[:1], "master0 of a new cluster: initialise the control plane and the registry",
+        "install", masters[:1], "master0 of the new cluster: init the control plane and the registry",
         details={"image": desired.image},
     )
     _add_joins(actions, masters[1:], workers, "the new cluster")
     actions.add(
-        "launch-apps", masters[:1], "a new cluster runs its image's applications", after=[actions.last]
+        "launch-apps", masters[:1], "start the image's applications", after=[actions.last]
     )
     return Plan(
         cluster=desired.name,
@@ -222,12 +222,12 @@ def _create_plan(desired: Cluster, hosts: Sequence[Host]) -> Plan:
 def _add_joins(actions: ActionList, masters: Sequence[str], workers: Sequence[str], where: str) -> None:
     for ip in masters:
         actions.add(
-            "join-master", [ip], f"new master of {where}; masters join one at a time to keep etcd quorum",
+            "join-master", [ip], f"new master of {where}; one at a time, so etcd keeps quorum",
             after=[actions.last],
         )
     if workers:
         actions.add(
-            "join-workers", workers, f"new worker(s) of {where}; workers join in parallel",
+            "join-workers", workers, f"new worker(s) of {where}, joining in parallel",
             after=[actions.last], parallel=True,
         )
 
