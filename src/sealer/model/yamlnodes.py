@@ -128,6 +128,9 @@ class Reader:
                 )
                 continue
             key_nodes[key] = key_node
+            if key.startswith("//"):
+                self.report(key_node, sub, "'//' does not start a comment in YAML", "use '#' for comments")
+                continue
             if known is not None and key not in known:
                 if ignored is not None and key in ignored:
                     note = ignored[key]
