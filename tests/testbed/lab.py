@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -33,6 +34,11 @@ _NSPAWN_SH = (
     'set -e; m=$1; mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$4" "$m"; shift 4; '
     'exec systemd-nspawn --directory="$m" "$@"'
 )
+
+_NSPAWN_ARGS = "--quiet --boot --register=no --keep-unit --console=passive --link-journal=no"
+# runc joins a session keyring (nspawn's seccomp blocks keyctl); CNI plugins make veths in the host.
+_NESTED_ARGS = "--system-call-filter=@keyring --capability=CAP_NET_ADMIN"
+_LIGHT_UNSHARE = "unshare --uts --ipc --mount --pid --fork --kill-child --propagation private"
 
 # PID 1 of a light host (fresh pid/mount/uts/ipc namespaces inside the host's netns): overlay root,
 # the few pseudo filesystems sshd needs, then sshd in the foreground.
@@ -346,7 +352,7 @@ class Testbed:
             write_private(self.key_path.with_suffix(".pub"), pub + "\n", 0o644)
         if not self.light:
             sysctl.raise_to(INOTIFY, INOTIFY_MIN, self.name)
-            self._bases = cgroup.lab_bases(self.name)
+        self._bases = cgroup.lab_bases(self.name)
         self.net.up()
         etc_hosts = "127.0.0.1 localhost\n" + "".join(
             f"{self.net.host_ip(i)} {self.net.host_ns(i)}\n" for i in range(1, n + 1)
@@ -413,52 +419,26 @@ class Testbed:
                 "netns",
                 "exec",
                 h.netns,
-                "unshare",
-                "--uts",
-                "--ipc",
-                "--mount",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--propagation",
-                "private",
+                *_LIGHT_UNSHARE.split(),
                 "sh",
                 "-c",
                 _LIGHT_SH,
                 "sh",
                 *dirs,
-                h.name,
             ]
-            bases: list[str] = []
+            argv.append(h.name)
         else:
-            argv = [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                _NSPAWN_SH,
-                "sh",
-                *dirs,
-                "--quiet",
-                "--boot",
-                "--register=no",
-                "--keep-unit",
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _NSPAWN_SH, "sh", *dirs]
+            argv += _NSPAWN_ARGS.split()
+            argv += [
                 f"--machine={h.name}",
                 f"--hostname={h.name}",
                 f"--network-namespace-path=/run/netns/{h.netns}",
-                "--console=passive",
-                "--link-journal=no",
             ]
             if self.nested:
-                argv += [
-                    f"--bind={hd / 'data'}:/var/lib/containerd",
-                    "--system-call-filter=@keyring",
-                    "--capability=CAP_NET_ADMIN",
-                ]
-            bases = self._bases
-            cgroup.make(bases, h.name)
+                argv += [f"--bind={hd / 'data'}:/var/lib/containerd", *_NESTED_ARGS.split()]
+        bases = self._bases
+        cgroup.make(bases, h.name)
         with open(hd / "console.log", "ab") as log:
             p = subprocess.Popen(
                 argv,
@@ -621,7 +601,10 @@ class Testbed:
         input: str | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command as root on the host through its namespaces (works with the link cut)."""
+        """Run a command as root on the host through its namespaces (works with the link cut).
+
+        It runs with this machine's full root privileges, not the host's seccomp filter and capability
+        set: test what a host allows over ssh instead."""
         init = self._init_pid(h)
         if init is None:
             raise TestbedError(f"{h.name} is not running", "start_host() it first")
@@ -716,6 +699,16 @@ class Testbed:
             shutil.rmtree(self.dir, ignore_errors=True)
         self.hosts = []
 
+    def footprint(self) -> tuple[str, int, list[str], list[int]]:
+        """(lab, subnet k, cgroup dirs, every pid of the lab now): what `leftovers` checks after down()."""
+        pids = {p.pid for p in self._procs.values() if _alive(p)}
+        pids |= cgroup.pids(self._bases)
+        for h in self.hosts:
+            init = self._init_pid(h)
+            if init is not None:
+                pids.add(init)
+        return self.name, self._k, list(self._bases), sorted(pids)
+
     def status(self) -> dict[str, Any]:
         return {
             "lab": self.name,
@@ -733,3 +726,25 @@ class Testbed:
                 for h in self.hosts
             ],
         }
+
+
+def leftovers(lab: str, k: int, cgroup_bases: list[str], pids: list[int]) -> list[str]:
+    """Everything of lab `lab` still present on the machine (empty after a clean teardown)."""
+    net = LabNet(lab, k)
+    found: list[str] = []
+    hosts_re = re.compile(rf"^{re.escape(lab)}h\d+$")
+    found += [f"netns {ns}" for ns in netns_list() if ns == net.bridge_ns or hosts_re.match(ns)]
+    labdir = str(BASE / lab)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mp = line.split()[4]
+        if mp.startswith(labdir + "/") or mp.startswith(f"/run/netns/{lab}"):
+            found.append(f"mount {mp}")
+    found += [f"cgroup {b}" for b in cgroup_bases if Path(b).exists()]
+    found += [f"process {p}" for p in pids if Path(f"/proc/{p}").exists() and _starttime(p) is not None]
+    if run(["ip", "link", "show", net.main_if], check=False).returncode == 0:
+        found.append(f"link {net.main_if}")
+    if net.subnet in run(["ip", "route", "show", "type", "unreachable"], check=False).stdout:
+        found.append(f"route unreachable {net.subnet}")
+    if Path(labdir).exists():
+        found.append(f"dir {labdir}")
+    return found

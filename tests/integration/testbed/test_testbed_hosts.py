@@ -1,0 +1,249 @@
+"""The test bed itself on real hosts: many hosts up, each answering SSH as itself, the three logins,
+no route out of the lab, faults and shaping, and a teardown that leaves nothing behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from tests.testbed import Testbed, TestHost
+from tests.testbed import sysctl as tb_sysctl
+from tests.testbed.client import ssh
+from tests.testbed.lab import INOTIFY, leftovers
+
+pytestmark = [pytest.mark.integration, pytest.mark.testbed]
+
+Factory = Callable[..., Testbed]
+
+
+def _sysctl(name: str) -> int:
+    return int(Path("/proc/sys", name.replace(".", "/")).read_text())
+
+
+def _others_hold_inotify(lab: str) -> bool:
+    st = tb_sysctl._load().get(INOTIFY, {})
+    users = st.get("users", [])
+    return isinstance(users, list) and any(u != lab for u in users)
+
+
+def _check_identity(h: TestHost) -> None:
+    r = ssh(h, "hostname; cat /etc/hostname; ip -4 -o addr show dev eth0")
+    assert r.returncode == 0, f"{h.name}: {r.stderr}"
+    name, etc_name, addr = r.stdout.splitlines()
+    assert name == h.name and etc_name == h.name
+    assert f" {h.ip}/24 " in addr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["nspawn", "light"])
+def test_ten_hosts_answer_as_themselves_and_leave_nothing(testbed_factory: Factory, variant: str) -> None:
+    tb = testbed_factory(light=variant == "light")
+    forward_before = _sysctl("net.ipv4.ip_forward")
+    inotify_before = _sysctl(INOTIFY)
+    t0 = time.monotonic()
+    hosts = tb.up(10)
+    t_up = time.monotonic() - t0
+    assert [h.ip for h in hosts] == [tb.net.host_ip(i) for i in range(1, 11)]
+    assert len({h.host_key for h in hosts}) == 10, "host keys must be generated per host"
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(_check_identity, hosts))
+    if variant == "nspawn":
+        assert _sysctl(INOTIFY) >= 8192
+        state = tb.run_on(hosts[0], "systemctl is-system-running --wait", check=False).stdout.strip()
+        assert state in ("running", "degraded"), state
+    footprint = tb.footprint()
+    assert footprint[3], "a running lab has processes"
+    t0 = time.monotonic()
+    tb.down()
+    t_down = time.monotonic() - t0
+    print(f"\ntestbed {variant}: 10 hosts up (ssh answering) in {t_up:.2f} s, down in {t_down:.2f} s")
+    assert leftovers(*footprint) == []
+    assert _sysctl("net.ipv4.ip_forward") == forward_before
+    if not _others_hold_inotify(tb.name):
+        assert _sysctl(INOTIFY) == inotify_before
+    tb.down()  # idempotent
+
+
+@pytest.mark.parametrize("variant", ["nspawn", "light"])
+def test_root_by_key_password_user_and_sudo_with_password(testbed_factory: Factory, variant: str) -> None:
+    (h,) = testbed_factory(light=variant == "light").up(1)
+    assert ssh(h, "id -u").stdout.strip() == "0"
+    user, password = h.user_password_login
+    r = ssh(h, "id -un", user=user, password=password)
+    assert (r.returncode, r.stdout.strip()) == (0, user)
+    assert ssh(h, "true", user=user, password=password + "x").returncode == 255
+    assert ssh(h, "true", user="root", password="anything").returncode == 255, "root only by key"
+    suser, spass = h.sudo_user
+    r = ssh(h, "sudo -n id -u", user=suser, password=spass)
+    assert r.returncode != 0 and "password is required" in r.stderr
+    r = ssh(h, "sudo -S -p '' id -u", user=suser, password=spass, input=spass + "\n")
+    assert (r.returncode, r.stdout.strip()) == (0, "0")
+    r = ssh(h, "sudo -S -p '' id -u", user=suser, password=spass, input="wrong\n")
+    assert r.returncode != 0
+    r = ssh(h, "sudo -S -p '' id -u", user=user, password=password, input=password + "\n")
+    assert r.returncode != 0, "the password user is not a sudoer"
+
+
+def test_hosts_reach_each_other_and_the_operator_but_nothing_outside(testbed_factory: Factory) -> None:
+    tb = testbed_factory()
+    h1, h2 = tb.up(2)
+    routes = tb.run_on(h1, "ip route; ip -6 route").stdout
+    assert "default" not in routes
+    r = tb.run_on(h1, "ip route get 1.1.1.1", check=False)
+    assert r.returncode != 0 and "unreachable" in r.stderr.lower()
+    assert tb.run_on(h1, f"ping -c1 -W2 {tb.net.operator_ip}", check=False).returncode == 0
+    assert tb.run_on(h1, f"ping -c1 -W2 {h2.ip}", check=False).returncode == 0
+    assert tb.run_on(h1, f"getent hosts {h2.name}").stdout.split()[0] == h2.ip
+    # The operator side: a connected route via the lab veth, and the safety route behind it.
+    from tests.testbed.common import run
+
+    assert f"dev {tb.net.main_if}" in run(["ip", "route", "get", h1.ip]).stdout
+    assert tb.net.subnet in run(["ip", "route", "show", "type", "unreachable"]).stdout
+
+
+def test_two_labs_coexist_and_are_isolated(testbed_factory: Factory) -> None:
+    a, b = testbed_factory(), testbed_factory(light=True)
+    (ha,) = a.up(1)
+    (hb,) = b.up(1)
+    assert a.name != b.name and a.net.subnet != b.net.subnet
+    _check_identity(ha)
+    _check_identity(hb)
+    r = a.run_on(ha, f"ping -c1 -W1 {hb.ip}", check=False)
+    assert r.returncode != 0
+    fp = b.footprint()
+    b.down()
+    assert leftovers(*fp) == []
+    _check_identity(ha)  # the other lab is untouched
+
+
+def test_stop_and_start_keep_disk_keys_and_address(testbed_factory: Factory) -> None:
+    tb = testbed_factory()
+    h1, h2 = tb.up(2)
+    assert ssh(h1, "echo kept > /root/marker").returncode == 0
+    for hard in (False, True):
+        tb.stop_host(h1, hard=hard)
+        assert not tb.is_running(h1)
+        r = ssh(h1, "true", connect_timeout=3)
+        assert r.returncode == 255 and "refused" in r.stderr, r.stderr
+        assert ssh(h2, "true").returncode == 0, "the other host is unaffected"
+        tb.start_host(h1)
+        r = ssh(h1, "cat /root/marker; hostname")  # pinned host key: the same key after a reboot
+        assert (r.returncode, r.stdout.split()) == (0, ["kept", h1.name]), r.stderr
+
+
+def test_cut_link_times_out_and_restore_heals(testbed_factory: Factory) -> None:
+    tb = testbed_factory(light=True)
+    h1, h2 = tb.up(2)
+    tb.cut_link(h1)
+    r = ssh(h1, "true", connect_timeout=2)
+    assert r.returncode == 255 and "timed out" in r.stderr, r.stderr
+    assert ssh(h2, "true").returncode == 0
+    assert tb.run_on(h1, "hostname").stdout.strip() == h1.name, "run_on works without the link"
+    tb.restore_link(h1)
+    assert ssh(h1, "hostname").stdout.strip() == h1.name
+
+
+def test_cut_link_stalls_an_open_session(testbed_factory: Factory) -> None:
+    import subprocess
+
+    from tests.testbed.client import ssh_argv
+
+    tb = testbed_factory(light=True)
+    (h,) = tb.up(1)
+    kh = tb.dir / "known_hosts"
+    argv = [*ssh_argv(h, kh), "-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2", "cat"]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(b"ping\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == b"ping\n"
+        tb.cut_link(h)
+        # Keepalives go unanswered: the client gives up by itself (nothing refuses or resets).
+        assert p.wait(timeout=30) == 255
+    tb.restore_link(h)
+
+
+def test_shaping_installs_tbf_both_ways_and_limits_throughput(testbed_factory: Factory) -> None:
+    from tests.testbed.common import run
+
+    tb = testbed_factory(light=True)
+    h1, h2 = tb.up(2)
+    payload = "x" * (1 << 20)
+
+    def push(h: TestHost) -> float:
+        t0 = time.monotonic()
+        r = ssh(h, "cat > /dev/null", input=payload)
+        assert r.returncode == 0, r.stderr
+        return time.monotonic() - t0
+
+    tb.shape(h1, "4mbit")
+    bridge_q = run(["ip", "netns", "exec", tb.net.bridge_ns, "tc", "qdisc", "show", "dev", "v1"]).stdout
+    host_q = run(["ip", "netns", "exec", h1.netns, "tc", "-s", "qdisc", "show", "dev", "eth0"]).stdout
+    assert "tbf" in bridge_q and "rate 4Mbit" in bridge_q
+    assert "tbf" in host_q and "rate 4Mbit" in host_q
+    shaped, free = push(h1), push(h2)
+    host_q = run(["ip", "netns", "exec", h1.netns, "tc", "-s", "qdisc", "show", "dev", "eth0"]).stdout
+    assert " 0 bytes" not in host_q.split("Sent", 1)[1].split("\n")[0], "traffic went through the tbf"
+    print(f"\nshaping: 1 MiB at 4mbit {shaped:.2f} s vs unshaped {free:.2f} s (ratio {shaped / free:.1f})")
+    tb.shape(h1, None)
+    assert (
+        "tbf" not in run(["ip", "netns", "exec", tb.net.bridge_ns, "tc", "qdisc", "show", "dev", "v1"]).stdout
+    )
+    tb.shape_operator("100mbit")
+    assert "rate 100Mbit" in run(["tc", "qdisc", "show", "dev", tb.net.main_if]).stdout
+    assert (
+        "rate 100Mbit"
+        in run(["ip", "netns", "exec", tb.net.bridge_ns, "tc", "qdisc", "show", "dev", "main"]).stdout
+    )
+    tb.shape_operator(None)
+    assert "tbf" not in run(["tc", "qdisc", "show", "dev", tb.net.main_if]).stdout
+
+
+def test_rotated_host_key_is_refused_by_the_pinned_client(testbed_factory: Factory) -> None:
+    tb = testbed_factory()
+    (h,) = tb.up(1)
+    old = h.host_key
+    old_line = h.known_hosts_line
+    new = tb.rotate_host_key(h)
+    assert new != old and h.host_key == new
+    stale = TestHost(**{**h.__dict__, "host_key": old})
+    r = ssh(stale, "true")
+    assert r.returncode == 255 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr, old_line
+    assert ssh(h, "true").returncode == 0
+
+
+def test_ssh_firewalled_to_a_bastion(testbed_factory: Factory) -> None:
+    tb = testbed_factory(light=True)
+    target, bastion = tb.up(2)
+    tb.allow_ssh_only_from(target, [bastion.ip])
+    r = ssh(target, "true", connect_timeout=2)
+    assert r.returncode == 255 and "timed out" in r.stderr
+    probe = f"exec 3<>/dev/tcp/{target.ip}/22; head -c 4 <&3"
+    assert tb.run_on(bastion, ["bash", "-c", probe]).stdout == "SSH-"
+    tb.allow_ssh_only_from(target, None)
+    assert ssh(target, "true").returncode == 0
+
+
+@pytest.mark.slow
+def test_nested_hosts_can_run_container_runtimes(testbed_factory: Factory) -> None:
+    nested = testbed_factory(nested=True)
+    plain = testbed_factory()
+    (h,) = nested.up(1)
+    (p,) = plain.up(1)
+    # Over ssh, not run_on: only sshd's processes carry the container's seccomp filter and capabilities.
+    mounts = ssh(h, "findmnt -no FSTYPE /var/lib/containerd; findmnt -no OPTIONS /sys/fs/cgroup/memory")
+    fstype, memopts = mounts.stdout.split()
+    assert fstype == "ext4", "overlay snapshots need a non-overlay /var/lib/containerd"
+    assert memopts.startswith("rw"), "runc writes the cgroup v1 controllers"
+    assert ssh(p, "findmnt -no OPTIONS /sys/fs/cgroup/memory").stdout.startswith("ro")
+    # runc joins a session keyring: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) must not be filtered.
+    keyctl = "python3 -c 'import ctypes; print(ctypes.CDLL(None).syscall(250, 1, None))'"
+    assert int(ssh(h, keyctl).stdout) > 0
+    assert int(ssh(p, keyctl).stdout) < 0, "control: a plain host filters keyctl"
+    # CNI plugins create veths inside the host (CAP_NET_ADMIN).
+    veth = "ip link add tbt0 type veth peer name tbt1 && ip link del tbt0"
+    assert ssh(h, veth).returncode == 0
+    assert ssh(p, veth).returncode != 0, "control: a plain host has no CAP_NET_ADMIN"
