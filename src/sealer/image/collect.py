@@ -34,6 +34,8 @@ from sealer.image.reference import parse_reference
 
 YAML_SUFFIXES = (".yaml", ".yml", ".tmpl")
 _TEMPLATE_MARKERS = ("{{", "}}", "${", "<", ">")
+# YAML scalars that follow an `...image:` key but are flags, not references (e.g. `useImage: true`).
+_NOT_REFERENCES = frozenset({"true", "false", "yes", "no", "on", "off", "null", "~", "|", ">", "|-", ">-"})
 _MAX_SCAN_BYTES = 32 * 1024 * 1024  # a manifest larger than this is not a manifest
 
 
@@ -94,10 +96,13 @@ def decode_line(line: str) -> str | None:
     """sealer's line scanner: `<...image>: value` on an uncommented line yields value."""
     text = line.replace('"', "").replace("'", "").replace(",", "").replace(" ", "").replace("\t", "")
     key, sep, value = text.partition(":")
-    if not sep or not key.endswith("image") or "#" in key:
+    # Case-insensitive unlike sealer's, so `initImage:`/`sidecarImage:` count too.
+    if not sep or not key.lower().endswith("image") or "#" in key:
         return None
     # A trailing comment is not part of the reference.
     value = value.split("#", 1)[0]
+    if value.lower() in _NOT_REFERENCES:
+        return None
     return value or None
 
 
@@ -350,7 +355,7 @@ def images_in_chart(chart: _Chart) -> list[tuple[str, str]]:
                 continue
             key, sep, value = line.partition(":")
             key = key.strip().lstrip("-").strip().strip("\"'")
-            if not sep or not key.endswith("image"):
+            if not sep or not key.lower().endswith("image"):
                 continue
             value = value.strip().strip("\"'")
             found = render_image_value(value, parsed, meta) if "{{" in value else decode_line(line)
