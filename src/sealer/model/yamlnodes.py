@@ -19,7 +19,7 @@ from sealer.errors import Problem
 # A Clusterfile of 5,000 hosts is well under a megabyte; anything past this is not a Clusterfile.
 MAX_BYTES = 8 * 1024 * 1024
 # Node visits while walking (aliases count each time they are followed).
-MAX_VISITS = 2_000_000
+MAX_VISITS = 1_000_000
 
 _BOOL_WORDS = {"yes", "no", "on", "off", "true", "false", "y", "n"}
 STR_TAG = "tag:yaml.org,2002:str"
@@ -52,6 +52,7 @@ class Reader:
     problems: list[Problem] = field(default_factory=list)
     visits: int = 0
     _seen: set[Problem] = field(default_factory=set)
+    _open: set[int] = field(default_factory=set)  # nodes being walked by `plain`, to detect cycles
     _constructor: yaml.constructor.SafeConstructor = field(default_factory=yaml.constructor.SafeConstructor)
 
     # -- reporting -------------------------------------------------------------------------
@@ -67,12 +68,12 @@ class Reader:
         if node is not None and node.start_mark is not None:
             line, column = node.start_mark.line + 1, node.start_mark.column + 1
         problem = Problem(
-            message,
+            _printable(message),
             file=self.source,
             line=line,
             column=column,
-            path=path or None,
-            hint=hint,
+            path=_printable(path) or None,
+            hint=_printable(hint) if hint is not None else None,
             severity=severity,
         )
         # Documents kept verbatim are walked twice (to keep and to check); report each thing once.
@@ -252,12 +253,24 @@ class Reader:
         self.tick()
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.plain(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        mapping = self.mapping(node, path)
-        if mapping is None:
-            return {}
-        return {k: self.plain(v, f"{path}.{k}" if path else k) for k, v in mapping.items()}
+        if id(node) in self._open:
+            self.report(
+                node,
+                path,
+                "a YAML alias refers to a node that contains it (a cycle)",
+                "write the value out instead of using an alias",
+            )
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.plain(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+            mapping = self.mapping(node, path)
+            if mapping is None:
+                return {}
+            return {k: self.plain(v, f"{path}.{k}" if path else k) for k, v in mapping.items()}
+        finally:
+            self._open.discard(id(node))
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         tag = node.tag.rsplit(":", 1)[-1]
@@ -267,6 +280,11 @@ class Reader:
             except (yaml.YAMLError, ValueError, OverflowError):
                 return node.value
         return str(node.value)
+
+
+def _printable(text: str) -> str:
+    """Lone surrogates (from YAML "\\ud800" escapes) cannot be printed or written as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def is_null(node: yaml.Node) -> bool:
