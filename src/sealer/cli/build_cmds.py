@@ -15,12 +15,11 @@ from sealer.image.build import (
     IMAGE_TYPES,
     BuildOptions,
     BuildPlan,
+    local_store_resolver,
     plan_build,
-    store_base_resolver,
 )
 from sealer.image.kubefile import parse_platform
 from sealer.image.oci import Platform
-from sealer.image.store import ImageStore
 
 
 def _platforms(value: str | None) -> list[Platform]:
@@ -172,7 +171,7 @@ def register(group: click.Group) -> None:
             image_type=image_type,
             no_cache=no_cache,
         )
-        plan = plan_build(options, store_base_resolver(ImageStore()))
+        plan = plan_build(options, local_store_resolver())
         if dry_run:
             if not emit_data(plan.to_dict(), output):
                 render_plan(plan, Console())

@@ -16,7 +16,7 @@ from sealer.image.kubefile import BaseImage, BaseImageResolver, Kubefile, check_
 from sealer.image.metadata import ANNOTATION_IMAGE_EXTENSION
 from sealer.image.oci import Platform, host_platform
 from sealer.image.reference import parse_reference
-from sealer.image.store import ImageStore
+from sealer.image.store import ImageStore, default_store_root
 
 KUBEFILE_NAMES = ("Kubefile", "kubefile")
 IMAGE_TYPES = ("kube-installer", "app-installer")
@@ -126,6 +126,21 @@ def store_base_resolver(store: ImageStore) -> BaseImageResolver:
         if not isinstance(extension, dict):
             raise ImageError(f"base image {reference}: {ANNOTATION_IMAGE_EXTENSION} is not a JSON object")
         return BaseImage.from_extension(reference, extension, labels)
+
+    return resolve
+
+
+def local_store_resolver(root: Path | None = None) -> BaseImageResolver:
+    """Like store_base_resolver on the default store, but creates nothing when there is no store yet."""
+    store_root = root or default_store_root()
+    inner: list[BaseImageResolver] = []
+
+    def resolve(reference: str, platform: Platform) -> BaseImage | None:
+        if not (store_root / "index.json").exists():
+            return None
+        if not inner:
+            inner.append(store_base_resolver(ImageStore(store_root)))
+        return inner[0](reference, platform)
 
     return resolve
 

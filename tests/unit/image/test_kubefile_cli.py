@@ -1,0 +1,196 @@
+"""`sealer build --dry-run`: the plan for people and for programs, errors without tracebacks, and the
+base image's apps read from a real local OCI store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sealer.cli.main import cli
+from sealer.image import oci
+from sealer.image.metadata import ANNOTATION_IMAGE_EXTENSION
+from sealer.image.store import ImageStore
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SEALER_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def context(root: Path, kubefile: str, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Kubefile").write_text(kubefile)
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+KUBEFILE = """FROM scratch
+ARG V=1.25
+LABEL cluster.alpha.sealer.io/cluster-runtime-type=k3s
+COPY imageList manifests/
+COPY ${ARCH}/bin bin
+APP web local://web
+LAUNCH ["web"]
+"""
+FILES = {
+    "imageList": "busybox:1.36\n",
+    "web/deploy.yaml": "spec:\n  containers:\n  - image: nginx:1.25\n",
+    "amd64/bin/k3s": "",
+    "arm64/bin/k3s": "",
+}
+
+
+def test_dry_run_json(tmp_path: Path, home: Path) -> None:
+    ctx = context(tmp_path / "ctx", KUBEFILE, FILES)
+    code, out, err = run(
+        "build", "--dry-run", "-o", "json", "-t", "demo:v1", "--platform", "linux/amd64,linux/arm64", str(ctx)
+    )
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["tag"] == "docker.io/library/demo:v1"
+    assert plan["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert [s["instruction"] for s in plan["steps"]] == [
+        "FROM",
+        "ARG",
+        "LABEL",
+        "COPY",
+        "COPY",
+        "APP",
+        "LAUNCH",
+    ]
+    assert plan["launch_commands"] == ["kubectl apply -f application/apps/web/deploy.yaml"]
+    assert plan["labels"] == {"cluster.alpha.sealer.io/cluster-runtime-type": "k3s"}
+    assert [i["image"] for i in plan["container_images"]["images"]] == [
+        "docker.io/library/busybox:1.36",
+        "docker.io/library/nginx:1.25",
+    ]
+    assert plan["image_extension"]["launch"] == {"app_names": ["web"]}
+    assert not home.exists(), "a dry run must not create the image store"
+
+
+def test_dry_run_table(tmp_path: Path, home: Path) -> None:
+    ctx = context(tmp_path / "ctx", KUBEFILE, FILES)
+    code, out, err = run("build", "--dry-run", str(ctx))
+    assert code == 0, err
+    assert "container images to collect: 2" in out
+    assert "docker.io/library/nginx:1.25" in out and "[app web]" in out
+    assert "kubectl apply -f application/apps/web/deploy.yaml" in out
+
+
+def test_dry_run_reports_problems_with_file_and_line_and_no_traceback(tmp_path: Path, home: Path) -> None:
+    ctx = context(tmp_path / "ctx", "FROM scratch\nCOPY missing.yaml manifests/\nLAUNCH nope\n", {})
+    code, out, err = run("build", "--dry-run", "-f", str(ctx / "Kubefile"), str(ctx))
+    assert code == 1
+    assert f"{ctx / 'Kubefile'}:3: error: LAUNCH names unknown app 'nope'" in err
+    assert "Traceback" not in err + out
+    # Context problems are reported once the Kubefile itself is sound.
+    (ctx / "Kubefile").write_text("FROM scratch\nCOPY missing.yaml manifests/\n")
+    code, out, err = run("build", "--dry-run", str(ctx))
+    assert code == 1 and ":2: error: COPY source 'missing.yaml' not found" in err
+
+
+def test_bad_options_are_clear(tmp_path: Path, home: Path) -> None:
+    ctx = context(tmp_path / "ctx", "FROM scratch\n", {})
+    code, _, err = run("build", "--dry-run", "--build-arg", "novalue", str(ctx))
+    assert code == 1 and "--build-arg 'novalue' is not KEY=VALUE" in err
+    code, _, err = run("build", "--dry-run", "--platform", "linux/", str(ctx))
+    assert code == 2 and "--platform" in err
+    code, _, err = run("build", "--dry-run", "-t", "Bad Name", str(ctx))
+    assert code == 1 and "invalid image reference" in err
+    code, _, err = run("build", "--dry-run", str(tmp_path / "nowhere"))
+    assert code == 1 and "not a directory" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run("build", "--dry-run", str(empty))
+    assert code == 1 and "no Kubefile in the build context" in err
+
+
+def test_image_lists(tmp_path: Path, home: Path) -> None:
+    ctx = context(
+        tmp_path / "ctx", "FROM scratch\nCOPY imageList manifests/\n", {"imageList": "busybox\nnginx\n"}
+    )
+    (tmp_path / "extra").write_text("quay.io/a/b:1\n")
+    (tmp_path / "skip").write_text("nginx\n")
+    code, out, err = run(
+        "build", "--dry-run", "-o", "json", "--image-list", str(tmp_path / "extra"),
+        "--ignored-image-list", str(tmp_path / "skip"), str(ctx),
+    )  # fmt: skip
+    assert code == 0, err
+    images = json.loads(out)["container_images"]
+    assert [i["image"] for i in images["images"]] == ["docker.io/library/busybox:latest", "quay.io/a/b:1"]
+    assert images["ignored"] == ["docker.io/library/nginx:latest"]
+    code, _, err = run("build", "--dry-run", "--image-list", str(tmp_path / "absent"), str(ctx))
+    assert code == 1 and "cannot read image list" in err
+
+
+def _store_image_with_apps(home: Path) -> None:
+    """A base ClusterImage in the real local store, carrying app `calico` and a launch list."""
+    store = ImageStore(home / "images")
+    extension = {
+        "schemaVersion": "v1alpha1",
+        "type": "kube-installer",
+        "applications": [{"name": "calico", "type": "kube", "files": ["calico.yaml"], "version": "v1"}],
+        "env": {"PodCIDR": "100.64.0.0/10"},
+        "launch": {"app_names": ["calico"]},
+    }
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {"Labels": {"io.sealer.version": "test"}}}
+    ).encode()
+    config_desc = store.put_blob(config, media_type=oci.MEDIA_OCI_CONFIG)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": oci.MEDIA_OCI_MANIFEST,
+            "config": {
+                "mediaType": oci.MEDIA_OCI_CONFIG,
+                "digest": config_desc.digest,
+                "size": config_desc.size,
+            },
+            "layers": [],
+            "annotations": {ANNOTATION_IMAGE_EXTENSION: json.dumps(extension)},
+        }
+    ).encode()
+    store.tag("registry.local/base/k8s:v1", store.put_manifest(manifest))
+
+
+def test_base_image_apps_come_from_the_local_store(tmp_path: Path, home: Path) -> None:
+    _store_image_with_apps(home)
+    kubefile = 'FROM registry.local/base/k8s:v1\nAPP web local://web\nLAUNCH ["calico", "web"]\n'
+    ctx = context(tmp_path / "ctx", kubefile, FILES)
+    code, out, err = run("build", "--dry-run", "-o", "json", "--platform", "linux/amd64", str(ctx))
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["launch_commands"][0] == "kubectl apply -f application/apps/calico/calico.yaml"
+    assert plan["env"] == {"PodCIDR": "100.64.0.0/10"}
+    assert plan["labels"] == {"io.sealer.version": "test"}
+    # Without LAUNCH the base image's launch is inherited, and the dry run says so.
+    (ctx / "Kubefile").write_text("FROM registry.local/base/k8s:v1\nCOPY imageList manifests/\n")
+    code, out, err = run("build", "--dry-run", "--platform", "linux/amd64", str(ctx))
+    assert code == 0, err
+    assert "launch (inherited from the base image):" in out
+
+
+def test_unknown_base_image_explains_missing_apps(tmp_path: Path, home: Path) -> None:
+    _store_image_with_apps(home)
+    ctx = context(tmp_path / "ctx", 'FROM registry.local/other:v1\nLAUNCH ["calico"]\n', {})
+    code, _, err = run("build", "--dry-run", str(ctx))
+    assert code == 1
+    assert "unknown app 'calico'" in err and "could not be read: pull it first" in err
+
+
+def test_build_without_dry_run_is_not_faked(tmp_path: Path, home: Path) -> None:
+    ctx = context(tmp_path / "ctx", "FROM scratch\n", {})
+    code, _, err = run("build", "-t", "x:1", str(ctx))
+    assert code == 1 and "cannot write images yet" in err
