@@ -1,0 +1,40 @@
+"""Package a stand-in as one executable file (a Python zipapp run by /usr/bin/python3), the way the real
+tool ships as one static binary: `python3 -m tests.doubles.build k3s OUT` or `build_executable("k3s", out)`."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODULES = ("apiserver.py", "cliflags.py", "kubeclient.py", "kubectl.py", "patch.py", "pki.py", "k3s.py")
+ENTRY = {"k3s": "k3s", "apiserver": "apiserver", "kubectl": "kubectl"}
+# Debian's python3 carries the PyYAML and cryptography versions the test-bed hosts have.
+INTERPRETER = "/usr/bin/python3"
+
+
+def build_executable(name: str, out: Path, interpreter: str = INTERPRETER) -> Path:
+    if name not in ENTRY:
+        raise ValueError(f"unknown stand-in {name!r}; known: {', '.join(ENTRY)}")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for m in MODULES:
+            z.write(HERE / m, m)
+        main = f"import sys\nimport {ENTRY[name]} as _m\nsys.exit(_m.main(sys.argv[1:]))\n"
+        z.writestr("__main__.py", main)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(f"#!{interpreter}\n".encode() + buf.getvalue())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, out)
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print("usage: python3 -m tests.doubles.build k3s|apiserver|kubectl OUTPUT", file=sys.stderr)
+        sys.exit(2)
+    print(build_executable(sys.argv[1], Path(sys.argv[2])))
