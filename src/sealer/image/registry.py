@@ -418,7 +418,7 @@ class RegistryClient:
             for desc, mdata, _ in manifests:
                 store.put_manifest(mdata, desc.media_type)
             top = (
-                store.put_manifest(data, media)
+                store.put_manifest(data, media, partial=True)
                 if media in oci.INDEX_TYPES
                 else Descriptor(media, digest, len(data))
             )
@@ -508,7 +508,7 @@ class RegistryClient:
                     f"registry {ref.api_host} cannot resume blob downloads (no Range support)",
                     "retry the pull",
                 )
-            async for chunk in resp.aiter_raw(STREAM_CHUNK):
+            async for chunk in resp.aiter_bytes(STREAM_CHUNK):
                 writer.write(chunk)
                 if progress:
                     progress(TransferEvent(desc.digest, desc.size, writer.size, "progress"))

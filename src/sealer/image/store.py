@@ -360,14 +360,20 @@ class ImageStore:
         return oci.load_json(self.read_blob(digest), f"{what} {digest}")
 
     # ----------------------------------------------------------------- documents
-    def put_manifest(self, manifest: bytes, media_type: str | None = None) -> Descriptor:
-        """Store an image manifest or index after checking every blob it needs is already here."""
+    def put_manifest(
+        self, manifest: bytes, media_type: str | None = None, *, partial: bool = False
+    ) -> Descriptor:
+        """Store an image manifest or index after checking every blob it needs is already here.
+
+        `partial` allows an index of which only some platforms are local (a single-platform pull).
+        """
         doc = oci.load_json(manifest, "manifest")
         media = oci.detect_media_type(doc, media_type or "")
         if media in oci.INDEX_TYPES:
-            for d in Index.parse(manifest).manifests:
-                if not self.has_blob(d.digest):
-                    raise ImageError(f"index refers to manifest {d.digest} which is not in the store")
+            children = Index.parse(manifest).manifests
+            missing = [d for d in children if not self.has_blob(d.digest)]
+            if missing and not (partial and len(missing) < len(children)):
+                raise ImageError(f"index refers to manifest {missing[0].digest} which is not in the store")
         elif media in oci.MANIFEST_TYPES:
             for d in Manifest.parse(manifest).blobs():
                 if not self.has_blob(d.digest, d.size):
