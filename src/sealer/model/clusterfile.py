@@ -38,6 +38,8 @@ from sealer.model.cluster import (
 from sealer.model.taint import TaintError, label_value_problem, parse_taint, qualified_name_problem
 from sealer.model.yamlnodes import (
     MAX_BYTES,
+    SAFE_DUMPER,
+    SAFE_LOADER,
     BudgetExceeded,
     Reader,
     describe,
@@ -228,7 +230,9 @@ def parse_clusterfile(text: str | bytes, source: str = "<input>") -> tuple[Clust
         clusterfile = None
     if any(p.severity == "error" for p in reader.problems):
         clusterfile = None
-    return clusterfile, reader.problems
+    # In file order, so a reader can walk down the file; whole-file problems last.
+    problems = sorted(reader.problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+    return clusterfile, problems
 
 
 def load_clusterfile(path: str | Path) -> Clusterfile:
@@ -271,7 +275,9 @@ def dump_clusterfile(cf: Clusterfile, *, redact: bool = False) -> str:
     docs.extend(_config_doc(c) for c in cf.configs)
     docs.extend(_plugin_doc(p) for p in cf.plugins)
     docs.extend(dict(d) for d in cf.other_documents)
-    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096)
+    return yaml.dump_all(
+        docs, Dumper=SAFE_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
+    )
 
 
 def env_list_to_map(entries: list[str]) -> dict[str, str]:
@@ -340,7 +346,7 @@ def _parse(reader: Reader, raw: str | bytes) -> Clusterfile | None:
         )
         return None
     try:
-        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+        nodes = [n for n in yaml.compose_all(text, Loader=SAFE_LOADER) if n is not None]
     except yaml.YAMLError as exc:
         reader.problems.append(yaml_error_problem(exc, reader.source, text))
         return None
