@@ -1,0 +1,89 @@
+"""Benchmark: planning large clusters (issue 2: 5,000 hosts "well under a second").
+
+Measures, side by side in one run, 500 vs 5,000 hosts for: parsing the Clusterfile, planning a
+create, planning an update against the last-applied file (10% of workers replaced, image changed,
+one group relabelled), and the field-level diff. Prints times and the 5,000/500 ratio (10 = linear).
+
+    .venv/bin/python bench/plan.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from sealer.model.cluster import Cluster, Clusterfile, HostGroup
+from sealer.model.clusterfile import dump_clusterfile, parse_clusterfile
+from sealer.plan import make_plan
+from sealer.plan.diff import diff_clusterfiles
+
+
+def make_cluster(hosts: int, *, image: str = "example/k8s:v1.22.15", replaced: int = 0) -> Cluster:
+    """3 masters, the rest workers in groups of 100 (realistic: racks), each group labelled."""
+    count = hosts + replaced
+    addresses = [f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}" for n in range(256, 256 + count)]
+    masters = addresses[:3]
+    workers = addresses[3 + replaced:hosts + replaced]
+    groups = [HostGroup(ips=tuple(masters), roles=("master",))]
+    for start in range(0, len(workers), 100):
+        rack = start // 100
+        groups.append(
+            HostGroup(
+                ips=tuple(workers[start:start + 100]), roles=("node",),
+                labels={"rack": f"r{rack}", "disk": "ssd" if rack % 2 else "hdd"},
+            )
+        )
+    return Cluster(name="bench", image=image, host_groups=tuple(groups))
+
+
+def best_of(repeat: int, fn: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) if repeat < 5 else statistics.median(times)
+
+
+def measure(hosts: int, repeat: int) -> dict[str, float]:
+    current = make_cluster(hosts)
+    replaced = hosts // 10
+    desired = make_cluster(hosts, image="example/k8s:v1.23.17", replaced=replaced)
+    relabelled = list(desired.host_groups)
+    relabelled[1] = replace(relabelled[1], labels={"rack": "r0", "disk": "nvme"})
+    desired = replace(desired, host_groups=tuple(relabelled))
+    text = dump_clusterfile(Clusterfile(cluster=desired))
+    parsed, problems = parse_clusterfile(text, "bench")
+    assert parsed is not None, problems
+    update = make_plan(desired, current)
+    assert len(update.actions) >= 3, update.text()
+    return {
+        "parse": best_of(repeat, lambda: parse_clusterfile(text, "bench")),
+        "plan create": best_of(repeat, lambda: make_plan(desired, None)),
+        "plan update": best_of(repeat, lambda: make_plan(desired, current)),
+        "diff": best_of(
+            repeat, lambda: diff_clusterfiles(Clusterfile(cluster=current), Clusterfile(cluster=desired))
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    small, large = 500, 5000
+    a = measure(small, args.repeat)
+    b = measure(large, args.repeat)
+    print(f"{'operation':<14}{small:>10} hosts{large:>10} hosts{'ratio':>9}")
+    for key in a:
+        print(f"{key:<14}{a[key] * 1000:>13.1f} ms{b[key] * 1000:>13.1f} ms{b[key] / a[key]:>9.1f}")
+    total = b["parse"] + b["plan update"]
+    print(f"5,000 hosts, parse + plan an update: {total * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
