@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sealer.errors import ClusterfileError, Problem
-from sealer.model.clusterfile import dump_clusterfile, load_clusterfile, parse_clusterfile
+from sealer.model.clusterfile import dump_clusterfile, load_clusterfile, parse_clusterfile, parse_plugins
 
 CORPUS = Path(__file__).parent / "data" / "sealer"
 ENTRIES = [e for e in json.loads((CORPUS / "expected.json").read_text()) if e["kind"] == "clusterfile"]
@@ -178,6 +178,12 @@ def test_corpus_file(entry: dict[str, Any]) -> None:
     assert cf is None
     no_cluster = [p for p in errors if p.message == "no kind: Cluster document"]
     assert no_cluster and no_cluster[0].hint and "kind: Cluster" in no_cluster[0].hint, rendered
+    # Plugin-only fragments are what an image's plugins/ directory holds: read them as such.
+    expected_plugins = entry["harness_result"].get("plugins")
+    if expected_plugins and not entry["harness_result"].get("configs"):
+        plugins, plugin_problems = parse_plugins((CORPUS / entry["file"]).read_bytes(), name)
+        assert not [p for p in plugin_problems if p.severity == "error"]
+        assert [f"{p.name}:{p.type}:{'|'.join(p.actions)}" for p in plugins] == expected_plugins
 
 
 def test_every_problem_is_located_or_global() -> None:

@@ -10,7 +10,7 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,25 @@ def load_clusterfile(path: str | Path) -> Clusterfile:
     return clusterfile
 
 
+def parse_plugins(text: str | bytes, source: str = "<input>") -> tuple[tuple[PluginDoc, ...], list[Problem]]:
+    """Plugin documents of an image's `plugins/*.yaml` (no Cluster document needed there); the
+    plugins are empty when any problem is an error. Go sealer uses only the plugins of such a file."""
+    reader = Reader(source)
+    plugins: tuple[PluginDoc, ...] = ()
+    try:
+        docs = _parse_documents(reader, text, what="plugin file")
+        if docs is not None:
+            plugins = tuple(p for p, _ in docs.plugins)
+            for node, _cluster in docs.clusters:
+                reader.warn(node, "kind", "a Cluster document in a plugin file is not used")
+    except (BudgetExceeded, RecursionError):
+        reader.problems.append(Problem("the YAML is too large or too deeply nested; refused", file=source))
+    problems = sorted(reader.problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+    if any(p.severity == "error" for p in problems):
+        plugins = ()
+    return plugins, problems
+
+
 def dump_clusterfile(cf: Clusterfile, *, redact: bool = False) -> str:
     """YAML text for `cf` (Cluster first, then kubeadm, Config, Plugin and other documents).
 
@@ -331,19 +350,28 @@ def _decode_text(reader: Reader, text: str | bytes) -> str | None:
     return decoded.removeprefix("\ufeff")
 
 
-def _parse(reader: Reader, raw: str | bytes) -> Clusterfile | None:
+@dataclass
+class _Documents:
+    """Every decoded document of one text, before the one-Cluster rule is applied."""
+
+    clusters: list[tuple[yaml.Node, Cluster | None]] = field(default_factory=list)
+    configs: list[ConfigDoc] = field(default_factory=list)
+    plugins: list[tuple[PluginDoc, yaml.Node]] = field(default_factory=list)
+    kubeadm: list[Mapping[str, Any]] = field(default_factory=list)
+    others: list[Mapping[str, Any]] = field(default_factory=list)
+
+
+def _parse_documents(reader: Reader, raw: str | bytes, what: str = "Clusterfile") -> _Documents | None:
     text = _decode_text(reader, raw)
     if text is None:
         return None
     if not text.strip():
-        reader.problems.append(
-            Problem(
-                "the Clusterfile is empty",
-                file=reader.source,
-                hint="start from examples/Clusterfile: a kind: Cluster document with spec.image "
-                "and spec.hosts",
-            )
+        hint = (
+            "start from examples/Clusterfile: a kind: Cluster document with spec.image and spec.hosts"
+            if what == "Clusterfile"
+            else None
         )
+        reader.problems.append(Problem(f"the {what} is empty", file=reader.source, hint=hint))
         return None
     try:
         nodes = [n for n in yaml.compose_all(text, Loader=SAFE_LOADER) if n is not None]
@@ -351,12 +379,7 @@ def _parse(reader: Reader, raw: str | bytes) -> Clusterfile | None:
         reader.problems.append(yaml_error_problem(exc, reader.source, text))
         return None
 
-    clusters: list[tuple[yaml.Node, Cluster | None]] = []
-    configs: list[ConfigDoc] = []
-    plugins: list[PluginDoc] = []
-    kubeadm: list[Mapping[str, Any]] = []
-    others: list[Mapping[str, Any]] = []
-    kinds_seen: list[str] = []
+    docs = _Documents()
     for index, node in enumerate(nodes):
         reader.tick()
         if is_null(node):
@@ -372,28 +395,34 @@ def _parse(reader: Reader, raw: str | bytes) -> Clusterfile | None:
         kind = _kind(reader, node)
         if kind is None:
             continue
-        kinds_seen.append(kind)
         if kind == "Cluster":
-            clusters.append((node, _decode_cluster(reader, node)))
+            docs.clusters.append((node, _decode_cluster(reader, node)))
         elif kind == "Config":
             config = _decode_config(reader, node)
             if config is not None:
-                configs.append(config)
+                docs.configs.append(config)
         elif kind == "Plugin":
             plugin = _decode_plugin(reader, node)
             if plugin is not None:
-                plugins.append(plugin)
+                docs.plugins.append((plugin, node))
         elif kind in KUBEADM_KINDS:
             doc = reader.plain(node, "")
             _check_kubeadm(reader, node, kind)
-            kubeadm.append(doc)
+            docs.kubeadm.append(doc)
         elif kind == "Application":
             _check_application(reader, node)
-            others.append(reader.plain(node, ""))
+            docs.others.append(reader.plain(node, ""))
         else:
-            doc = reader.plain(node, "")
-            others.append(doc)
+            docs.others.append(reader.plain(node, ""))
+    return docs
 
+
+def _parse(reader: Reader, raw: str | bytes) -> Clusterfile | None:
+    docs = _parse_documents(reader, raw)
+    if docs is None:
+        return None
+    clusters, configs, kubeadm, others = docs.clusters, docs.configs, docs.kubeadm, docs.others
+    plugins = docs.plugins
     if not clusters:
         fragment = bool(configs or plugins or kubeadm or others)
         hint = (
@@ -425,7 +454,7 @@ def _parse(reader: Reader, raw: str | bytes) -> Clusterfile | None:
     return Clusterfile(
         cluster=cluster,
         configs=tuple(configs),
-        plugins=tuple(plugins),
+        plugins=tuple(p for p, _ in plugins),
         kubeadm_documents=tuple(kubeadm),
         other_documents=tuple(others),
         source=reader.source,
@@ -1241,28 +1270,38 @@ def _decode_plugin(reader: Reader, node: yaml.MappingNode) -> PluginDoc | None:
     scope = tuple(
         p.strip() for p in (reader.string(spec.get("scope"), "spec.scope") or "").split("|") if p.strip()
     )
+    for role in scope:
+        if qualified_name_problem(f"node-role.kubernetes.io/{role}"):
+            reader.warn(
+                spec.get("scope"),
+                "spec.scope",
+                f"scope {role!r} is not a role name, so it matches no host",
+                "join roles with '|', e.g. scope: master|node",
+            )
     if _error_count(reader) > errors_before or data is None:
         return None
     return PluginDoc(name=name, type=ptype, data=data, actions=tuple(actions), scope=scope)
 
 
-def _check_plugin_scopes(reader: Reader, plugins: list[PluginDoc], cluster: Cluster) -> None:
+def _check_plugin_scopes(
+    reader: Reader, plugins: list[tuple[PluginDoc, yaml.Node]], cluster: Cluster
+) -> None:
     host_actions = {"pre-init-host", "post-init-host", "pre-clean-host", "post-clean-host", "upgrade-host"}
     roles = {r for g in cluster.host_groups for r in g.roles}
-    for plugin in plugins:
+    for plugin, node in plugins:
         if not host_actions.intersection(plugin.actions):
             continue
         if not plugin.scope:
             reader.warn(
-                None,
+                node,
                 f"Plugin {plugin.name}",
                 "a host plugin without scope runs on no host",
                 "set scope to roles joined by '|', e.g. master|node",
             )
         for role in plugin.scope:
-            if role not in roles:
+            if role not in roles and not qualified_name_problem(f"node-role.kubernetes.io/{role}"):
                 reader.warn(
-                    None,
+                    node,
                     f"Plugin {plugin.name}",
                     f"scope {role!r} matches no host role",
                     "roles are joined with '|', e.g. scope: master|node",

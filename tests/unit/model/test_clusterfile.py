@@ -11,7 +11,7 @@ import pytest
 
 from sealer.errors import ClusterfileError, Problem
 from sealer.model.cluster import DEFAULT_DATA_ROOT, Bastion, Clusterfile, LocalRegistry, Taint
-from sealer.model.clusterfile import dump_clusterfile, load_clusterfile, parse_clusterfile
+from sealer.model.clusterfile import dump_clusterfile, load_clusterfile, parse_clusterfile, parse_plugins
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -580,11 +580,9 @@ def test_plugin_legacy_action_and_scope_warn() -> None:
     )
     messages = [p.message for p in warnings(doc(extra=extra))]
     assert any("v0.8 action 'PostInstall'" in m for m in messages)
-    extra = extra.replace("PostInstall", "pre-init-host")
-    assert any(
-        "scope 'master/node' matches no host role" in m
-        for m in (p.message for p in warnings(doc(extra=extra)))
-    )
+    assert any("scope 'master/node' is not a role name" in m for m in messages)
+    extra = extra.replace("PostInstall", "pre-init-host").replace("master/node", "master|gpu")
+    assert any("scope 'gpu' matches no host role" in p.message for p in warnings(doc(extra=extra)))
 
 
 @pytest.mark.parametrize(
@@ -753,3 +751,28 @@ def test_example_shape() -> None:
     assert any(h.labels for h in cf.cluster.hosts) and any(h.taints for h in cf.cluster.hosts)
     k3s = load_clusterfile(EXAMPLES / "Clusterfile.k3s-1m2n")
     assert len(k3s.cluster.masters) == 1 and len(k3s.cluster.workers) == 2
+
+
+def test_parse_plugins_for_image_plugin_files() -> None:
+    text = """\
+---
+apiVersion: sealer.io/v1
+kind: Plugin
+metadata: {name: a}
+spec: {type: SHELL, action: pre-init-host, scope: master, data: echo a}
+---
+kind: Plugin
+metadata: {name: b}
+spec: {type: SHELL, action: post-install, data: echo b}
+"""
+    plugins, problems = parse_plugins(text, "plugins/x.yaml")
+    assert problems == []
+    assert [(p.name, p.actions, p.scope, p.data) for p in plugins] == [
+        ("a", ("pre-init-host",), ("master",), "echo a"),
+        ("b", ("post-install",), (), "echo b"),
+    ]
+    plugins, problems = parse_plugins(text.replace("SHELL", "LABEL", 1), "plugins/x.yaml")
+    assert plugins == () and problems[0].path == "spec.type" and problems[0].line == 5
+    plugins, problems = parse_plugins(b"\xff", "plugins/x.yaml")
+    assert plugins == () and "UTF-8" in problems[0].message
+    assert parse_plugins("", "p.yaml")[1][0].message == "the plugin file is empty"
