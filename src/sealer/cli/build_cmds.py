@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import click
@@ -9,17 +10,19 @@ from rich.console import Console
 from rich.table import Table
 
 from sealer.cli.output import emit_data, output_option
-from sealer.errors import ImageError, InputError, NotImplementedYet, Problem
+from sealer.errors import ImageError, InputError, Problem
 from sealer.image.build import (
     BUILD_MODES,
     IMAGE_TYPES,
     BuildOptions,
     BuildPlan,
+    build_image,
     local_store_resolver,
     plan_build,
 )
 from sealer.image.kubefile import parse_platform
 from sealer.image.oci import Platform
+from sealer.image.store import ImageStore
 
 
 def _platforms(value: str | None) -> list[Platform]:
@@ -50,6 +53,14 @@ def _build_args(values: tuple[str, ...]) -> dict[str, str]:
     if problems:
         raise InputError(problems, "command line")
     return out
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 def render_plan(plan: BuildPlan, console: Console) -> None:
@@ -144,7 +155,9 @@ def register(group: click.Group) -> None:
         "--dry-run", is_flag=True, help="Parse and check the Kubefile against its context; build nothing."
     )
     @output_option()
+    @click.pass_context
     def build(
+        ctx: click.Context,
         context: Path,
         kubefile: Path | None,
         tag: str | None,
@@ -159,6 +172,7 @@ def register(group: click.Group) -> None:
         output: str,
     ) -> None:
         """Build a ClusterImage from a Kubefile and its build CONTEXT directory."""
+        quiet = bool(getattr(ctx.find_root().obj, "quiet", False))
         options = BuildOptions(
             context=context,
             kubefile=kubefile,
@@ -176,7 +190,17 @@ def register(group: click.Group) -> None:
             if not emit_data(plan.to_dict(), output):
                 render_plan(plan, Console())
             return
-        raise NotImplementedYet(
-            "sealer build can check a Kubefile but cannot write images yet",
-            "use `sealer build --dry-run` to check it; the image builder is in progress",
+        store = ImageStore()
+        result = asyncio.run(
+            build_image(
+                options, store=store, progress=None if quiet else lambda line: click.echo(line, err=True)
+            )
+        )
+        if emit_data(result.to_dict(), output):
+            return
+        cached = sum(1 for s in result.steps if s.cached)
+        click.echo(
+            f"built {result.name} ({', '.join(result.platforms)}): {result.digest}\n"
+            f"  {result.layers} layers ({cached} of this build's {len(result.steps)} from cache), "
+            f"{_size(result.size)}, {len(result.images)} container images collected"
         )

@@ -4,19 +4,44 @@ context, and work out which container images the build will collect (what `build
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import hashlib
+import io
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import os
+import posixpath
+import shlex
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from sealer.errors import ImageError, InputError, KubefileError, Problem
-from sealer.image.collect import Collection, collect_images, image_list_sources, planned_tree
-from sealer.image.kubefile import BaseImage, BaseImageResolver, Kubefile, check_context, parse_kubefile
-from sealer.image.metadata import ANNOTATION_IMAGE_EXTENSION
-from sealer.image.oci import Platform, host_platform
+import httpx
+
+from sealer import __version__
+from sealer.errors import ImageError, InputError, KubefileError, NotImplementedYet, Problem
+from sealer.image import oci
+from sealer.image.collect import (
+    WELL_KNOWN_DIRS,
+    Collection,
+    collect_images,
+    image_list_sources,
+    planned_tree,
+    tree_of,
+)
+from sealer.image.kubefile import BaseImage, BaseImageResolver, Kubefile, Step, check_context, parse_kubefile
+from sealer.image.metadata import ANNOTATION_CONTAINER_IMAGES, ANNOTATION_IMAGE_EXTENSION
+from sealer.image.oci import Descriptor, Platform, host_platform
 from sealer.image.reference import parse_reference
-from sealer.image.store import ImageStore, default_store_root
+from sealer.image.registry import RegistryClient, RegistryOptions
+from sealer.image.service import ensure_image
+from sealer.image.store import ImageStore, default_store_root, sealer_home
 
 KUBEFILE_NAMES = ("Kubefile", "kubefile")
 IMAGE_TYPES = ("kube-installer", "app-installer")
@@ -186,3 +211,733 @@ def plan_build(options: BuildOptions, resolve_base: BaseImageResolver | None) ->
         ignored_lists=image_list_sources(options.ignored_image_lists),
     )
     return BuildPlan(options, path, kubefiles, collection, tag)
+
+
+# ================================================================== the builder
+# Layers are reproducible: entries sorted, parents listed, mtime fixed, uid/gid 0, no user names,
+# gzip header without name or time. The same context therefore always gives the same digests.
+
+BUILD_EPOCH = 0
+ZERO_TIME = "1970-01-01T00:00:00Z"
+_COPY_LIKE = ("COPY", "ADD", "APP", "CNI", "CSI")
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing a layer puts into the rootfs."""
+
+    path: str  # rootfs-relative posix path, no leading slash
+    kind: str  # file, dir, symlink, whiteout
+    mode: int = 0o644
+    source: Path | None = None
+    data: bytes | None = None
+    link: str = ""
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    digest: str
+    size: int
+    diff_id: str
+    media_type: str
+
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, self.size)
+
+
+@dataclass
+class StepReport:
+    line: int
+    instruction: str
+    summary: str
+    cached: bool
+    layer: LayerInfo | None
+
+
+@dataclass
+class BuildResult:
+    name: str
+    digest: str
+    media_type: str
+    platforms: list[str]
+    steps: list[StepReport] = field(default_factory=list)
+    layers: int = 0
+    size: int = 0
+    images: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "digest": self.digest,
+            "platforms": self.platforms,
+            "layers": self.layers,
+            "size": self.size,
+            "container_images": self.images,
+            "steps": [
+                {
+                    "line": s.line,
+                    "instruction": s.instruction,
+                    "cached": s.cached,
+                    "layer": s.layer.digest if s.layer else None,
+                }
+                for s in self.steps
+            ],
+        }
+
+
+ProgressFn = Callable[[str], None]
+
+
+class _HashingWriter:
+    """File-like sink that hashes what passes through (the layer's diff_id) and forwards it."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _WriterFile:
+    """Adapts a store BlobWriter to the file protocol gzip and tarfile expect."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes) -> int:
+        self.writer.write(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _with_parents(entries: list[Entry]) -> list[Entry]:
+    by_path: dict[str, Entry] = {}
+    for entry in entries:
+        by_path[entry.path] = entry
+    for entry in list(by_path.values()):
+        parent = posixpath.dirname(entry.path)
+        while parent and parent not in by_path:
+            by_path[parent] = Entry(parent, "dir", 0o755)
+            parent = posixpath.dirname(parent)
+    return [by_path[p] for p in sorted(by_path)]
+
+
+def write_layer(store: ImageStore, entries: list[Entry], compress: bool = True) -> LayerInfo:
+    """Write entries as one reproducible layer blob into the store."""
+    media = oci.MEDIA_OCI_LAYER_GZIP if compress else oci.MEDIA_OCI_LAYER
+    with store.writer() as blob:
+        sink = _WriterFile(blob)
+        gz = (
+            gzip.GzipFile(filename="", fileobj=sink, mode="wb", mtime=BUILD_EPOCH, compresslevel=6)
+            if compress
+            else None
+        )
+        tee = _HashingWriter(gz if gz is not None else sink)
+        with tarfile.open(fileobj=tee, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            for entry in _with_parents(entries):
+                _add_entry(tar, entry)
+        if gz is not None:
+            gz.close()
+        desc = blob.commit()
+    return LayerInfo(desc.digest, desc.size, "sha256:" + tee.hash.hexdigest(), media)
+
+
+def _add_entry(tar: tarfile.TarFile, entry: Entry) -> None:
+    info = tarfile.TarInfo(entry.path if entry.kind != "dir" else entry.path + "/")
+    info.mtime = BUILD_EPOCH
+    info.uid, info.gid, info.uname, info.gname = entry.uid, entry.gid, "", ""
+    info.mode = entry.mode & 0o7777
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.link
+        tar.addfile(info)
+    elif entry.kind == "whiteout":
+        info.name = posixpath.join(posixpath.dirname(entry.path), ".wh." + posixpath.basename(entry.path))
+        info.size = 0
+        tar.addfile(info, io.BytesIO(b""))
+    elif entry.data is not None:
+        info.size = len(entry.data)
+        tar.addfile(info, io.BytesIO(entry.data))
+    else:
+        assert entry.source is not None
+        with entry.source.open("rb") as handle:
+            info.size = os.fstat(handle.fileno()).st_size
+            tar.addfile(info, handle)
+
+
+def _tree_entries(root: Path, dest: str) -> list[Entry]:
+    """A directory's contents (not the directory itself) placed under dest, as Docker COPY does."""
+    out: list[Entry] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        base = (
+            dest
+            if rel_dir == "."
+            else posixpath.join(dest, Path(rel_dir).as_posix())
+            if dest
+            else Path(rel_dir).as_posix()
+        )
+        if rel_dir != ".":
+            out.append(Entry(base, "dir", os.stat(dirpath).st_mode))
+        for name in sorted(filenames) + sorted(
+            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+        ):
+            path = Path(dirpath) / name
+            target = posixpath.join(base, name) if base else name
+            if path.is_symlink():
+                out.append(Entry(target, "symlink", 0o777, link=os.readlink(path)))
+            elif path.is_file():
+                out.append(Entry(target, "file", path.stat().st_mode, source=path))
+    return out
+
+
+def _chmod_chown(entries: list[Entry], flags: tuple[str, ...]) -> list[Entry]:
+    mode: int | None = None
+    uid = gid = 0
+    for flag in flags:
+        key, _, value = flag[2:].partition("=")
+        if key == "chmod":
+            try:
+                mode = int(value, 8)
+            except ValueError:
+                raise ImageError(f"--chmod={value}: not an octal mode", "e.g. --chmod=0755") from None
+        elif key == "chown":
+            user, _, group = value.partition(":")
+            if not user.isdigit() or (group and not group.isdigit()):
+                raise ImageError(f"--chown={value}: only numeric UID[:GID] are supported", "e.g. --chown=0:0")
+            uid, gid = int(user), int(group or user)
+    return [
+        replace(e, mode=mode if mode is not None and e.kind == "file" else e.mode, uid=uid, gid=gid)
+        for e in entries
+    ]
+
+
+async def _download(url: str, cache: Path) -> Path:
+    """Fetch an http(s) source for ADD/APP into the build cache; the layer cache key uses its content."""
+    target_dir = cache / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:32]
+    target_dir.mkdir(parents=True, exist_ok=True)
+    name = posixpath.basename(urlparse(url).path.rstrip("/")) or "index"
+    target = target_dir / name
+    tmp = target_dir / f".{name}.part"
+    try:
+        async with (
+            httpx.AsyncClient(follow_redirects=True, timeout=120) as client,
+            client.stream("GET", url) as resp,
+        ):
+            if resp.status_code != 200:
+                raise ImageError(f"download of {url} failed: HTTP {resp.status_code}", "check the URL")
+            with tmp.open("wb") as handle:
+                async for chunk in resp.aiter_bytes(1 << 20):
+                    handle.write(chunk)
+    except httpx.HTTPError as err:
+        tmp.unlink(missing_ok=True)
+        raise ImageError(f"download of {url} failed: {err}", "check the URL and the network") from None
+    os.replace(tmp, target)
+    return target
+
+
+async def step_entries(step: Step, context: Path, dirs: set[str], cache: Path) -> list[Entry]:
+    """What a COPY/ADD/APP/CNI/CSI step adds, following Docker's COPY rules for the destination."""
+    root = context.resolve()
+    dest_raw = step.dest or ""
+    dest = posixpath.normpath(dest_raw.lstrip("/")) if dest_raw.strip("/") not in ("", ".") else ""
+    dest = "" if dest == "." else dest
+    sources: list[tuple[Path, bool]] = []  # (path, is_download)
+    for source in step.sources:
+        if source.remote:
+            sources.append((await _download(source.path, cache), True))
+            continue
+        if step.instruction == "ADD" and source.path.endswith(_ARCHIVE_SUFFIXES):
+            raise NotImplementedYet(
+                f"line {step.line}: ADD does not unpack local archives yet ({source.path})",
+                "COPY the archive and unpack it with RUN tar -xf, or COPY the unpacked tree",
+            )
+        matches = (
+            sorted(root.glob(source.path)) if any(c in source.path for c in "*?[") else [root / source.path]
+        )
+        if source.path in (".", ""):
+            matches = [root]
+        for match in matches:
+            if not (match.exists() or match.is_symlink()):
+                raise KubefileError(
+                    [Problem(f"{step.instruction} source {source.raw!r} not found", line=step.line)]
+                )
+            sources.append((match, False))
+    as_dir = dest_raw.endswith("/") or dest == "" or len(sources) > 1 or dest in dirs
+    entries: list[Entry] = []
+    for path, _ in sources:
+        if path.is_dir() and not path.is_symlink():
+            entries.extend(_tree_entries(path, dest))
+            if dest:
+                entries.append(Entry(dest, "dir", 0o755))
+        elif path.is_symlink():
+            target = posixpath.join(dest, path.name) if as_dir else dest
+            entries.append(Entry(target, "symlink", 0o777, link=os.readlink(path)))
+        else:
+            target = posixpath.join(dest, path.name) if as_dir and dest else (path.name if as_dir else dest)
+            entries.append(Entry(target, "file", path.stat().st_mode, source=path))
+    return _chmod_chown(entries, step.flags)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def entries_key(entries: list[Entry]) -> list[Any]:
+    """What a layer is made of, for the cache key: paths, modes, owners and content hashes."""
+    out: list[Any] = []
+    for e in _with_parents(entries):
+        content = (
+            _file_digest(e.source)
+            if e.source is not None
+            else (hashlib.sha256(e.data).hexdigest() if e.data is not None else "")
+        )
+        out.append([e.path, e.kind, e.mode & 0o7777, e.uid, e.gid, e.link, content])
+    return out
+
+
+class BuildCache:
+    """Layer cache: key (parent layers + instruction + inputs) -> a layer blob already in the store."""
+
+    def __init__(self, root: Path, store: ImageStore, enabled: bool = True) -> None:
+        self.root = root
+        self.store = store
+        self.enabled = enabled
+        (root / "layers").mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @staticmethod
+    def key(parent: str, what: Any) -> str:
+        return hashlib.sha256(json.dumps([parent, what], sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> LayerInfo | None:
+        if not self.enabled:
+            return None
+        path = self.root / "layers" / f"{key}.json"
+        try:
+            data = json.loads(path.read_text())
+            info = LayerInfo(data["digest"], int(data["size"]), data["diff_id"], data["media_type"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return info if self.store.has_blob(info.digest, info.size) else None
+
+    def put(self, key: str, info: LayerInfo) -> None:
+        path = self.root / "layers" / f"{key}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info.__dict__))
+        os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ RUN
+# RUN has no container engine behind it: a ClusterImage rootfs has no shell or libc of its own
+# (FROM scratch + binaries), so the command runs with the HOST's shell and tools, with its working
+# directory at the image rootfs, in a private mount namespace where every host mount is read-only
+# and only the rootfs is writable. Relative paths change the image; absolute ones cannot change the
+# host. No network isolation (downloads work), no chroot, no user namespace: it needs root.
+_RUN_SCRIPT = r"""
+set -e
+R="$1"; shift
+awk '{print $2}' /proc/self/mounts | sort -r | while read -r mp; do
+  case "$mp" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac
+  mount -o remount,bind,ro "$mp" 2>/dev/null || true
+done
+mount --bind "$R" "$R"
+mount -o remount,bind,rw "$R"
+cd "$R"
+exec /bin/sh -c "$1"
+"""
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int, int, int, str]]:
+    out: dict[str, tuple[str, int, int, int, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = Path(os.path.relpath(path, root)).as_posix()
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", st.st_mode, 0, 0, os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", st.st_mode, 0, 0, "")
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", st.st_mode, st.st_size, st.st_mtime_ns, "")
+    return out
+
+
+def _diff(root: Path, before: dict[str, tuple[str, int, int, int, str]]) -> list[Entry]:
+    after = _snapshot(root)
+    entries: list[Entry] = []
+    for rel, meta in after.items():
+        if before.get(rel) == meta:
+            continue
+        kind, mode, _, _, link = meta
+        if kind == "file":
+            entries.append(Entry(rel, "file", mode, source=root / rel))
+        elif kind == "symlink":
+            entries.append(Entry(rel, "symlink", 0o777, link=link))
+        else:
+            entries.append(Entry(rel, "dir", mode))
+    removed = sorted(set(before) - set(after))
+    for rel in removed:
+        if posixpath.dirname(rel) in removed:
+            continue  # the parent's whiteout covers it
+        entries.append(Entry(rel, "whiteout", 0o644))
+    return entries
+
+
+class _WorkTree:
+    """The image rootfs on disk, materialised only once a RUN needs it, then kept in step."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.applied = 0
+
+    def sync(self, store: ImageStore, layers: list[LayerInfo]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for layer in layers[self.applied :]:
+            _extract(store.blob_path(layer.digest), self.root)
+        self.applied = len(layers)
+
+
+def _extract(blob: Path, root: Path) -> None:
+    with tarfile.open(blob, mode="r:*") as tar:
+        for member in tar:
+            name = posixpath.normpath(member.name.lstrip("/"))
+            if name.startswith("..") or name == ".":
+                continue
+            base = posixpath.basename(name)
+            parent = root / posixpath.dirname(name)
+            if base == ".wh..wh..opq":
+                if parent.is_dir():
+                    for child in parent.iterdir():
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                continue
+            if base.startswith(".wh."):
+                victim = parent / base[4:]
+                if victim.is_dir() and not victim.is_symlink():
+                    shutil.rmtree(victim)
+                elif victim.exists() or victim.is_symlink():
+                    victim.unlink()
+                continue
+            target = root / name
+            if (target.exists() or target.is_symlink()) and not (member.isdir() and target.is_dir()):
+                shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            member.name = name
+            tar.extract(member, root, set_attrs=True, filter="tar")
+
+
+async def run_step(step: Step, work: Path, env: Mapping[str, str]) -> list[Entry]:
+    """Execute a RUN in the work tree (see above) and return what it changed."""
+    if os.geteuid() != 0:
+        raise ImageError(
+            f"line {step.line}: RUN needs root (it runs in a private mount namespace)",
+            "build as root, or drop RUN and COPY prepared files instead",
+        )
+    if shutil.which("unshare") is None:
+        raise ImageError(f"line {step.line}: RUN needs unshare (util-linux)", "apt-get install util-linux")
+    command = step.args[0] if not step.json_form else shlex.join(step.args)
+    before = _snapshot(work)
+    run_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/root", **env}
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "--mount", "--propagation", "private", "--fork", "--",
+        "/bin/sh", "-c", _RUN_SCRIPT, "sealer-run", str(work), command,
+        env=run_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await proc.communicate()
+    if proc.returncode != 0:
+        tail = "\n".join(output.decode(errors="replace").splitlines()[-20:])
+        raise ImageError(
+            f"line {step.line}: RUN {command!r} exited with {proc.returncode}:\n{tail}",
+            "RUN runs host tools with the image rootfs as working directory; absolute paths are read-only",
+        )
+    return _diff(work, before)
+
+
+# ------------------------------------------------------------------ container images -> registry/
+REGISTRY_ROOT = "registry/docker/registry/v2"
+
+
+def _link(path: str, digest: str) -> Entry:
+    return Entry(path, "file", 0o644, data=digest.encode())
+
+
+async def registry_entries(
+    images: list[str],
+    platform: Platform,
+    cache_store: ImageStore,
+    options: RegistryOptions,
+    progress: ProgressFn | None,
+) -> tuple[list[Entry], list[str]]:
+    """Pull each image for one platform and lay it out as docker-registry's filesystem storage.
+
+    Blobs are shared between images (one copy per digest). Only the platform's own manifest is
+    stored, as Go sealer does, so the registry serves it under the tag.
+    """
+    entries: dict[str, Entry] = {}
+    stored: list[str] = []
+    async with RegistryClient(options) as client:
+        for name in images:
+            ref = parse_reference(name)
+            if progress:
+                progress(f"  pulling {name} ({platform})")
+            await client.pull(ref, cache_store, platforms=[platform])
+            image = cache_store.select(str(ref), platform)
+            manifest_digest = image.descriptor.digest
+            blobs = [
+                manifest_digest,
+                image.manifest.config.digest,
+                *(layer.digest for layer in image.manifest.layers),
+            ]
+            for digest in blobs:
+                hexd = digest.split(":", 1)[1]
+                path = f"{REGISTRY_ROOT}/blobs/sha256/{hexd[:2]}/{hexd}/data"
+                entries[path] = Entry(path, "file", 0o644, source=cache_store.blob_path(digest))
+            repo = f"{REGISTRY_ROOT}/repositories/{ref.path}"
+            mhex = manifest_digest.split(":", 1)[1]
+            for path in (f"{repo}/_manifests/revisions/sha256/{mhex}/link",):
+                entries[path] = _link(path, manifest_digest)
+            if ref.tag:
+                for path in (
+                    f"{repo}/_manifests/tags/{ref.tag}/current/link",
+                    f"{repo}/_manifests/tags/{ref.tag}/index/sha256/{mhex}/link",
+                ):
+                    entries[path] = _link(path, manifest_digest)
+            for digest in blobs[1:]:
+                path = f"{repo}/_layers/sha256/{digest.split(':', 1)[1]}/link"
+                entries[path] = _link(path, digest)
+            stored.append(str(ref))
+    return list(entries.values()), stored
+
+
+# ------------------------------------------------------------------ build
+def _base_layers(
+    store: ImageStore, base: str | None, platform: Platform
+) -> tuple[list[Descriptor], dict[str, Any]]:
+    if base in (None, "scratch"):
+        return [], {}
+    image = store.select(str(base), platform)
+    return list(image.manifest.layers), image.config
+
+
+async def build_image(
+    options: BuildOptions,
+    *,
+    store: ImageStore,
+    registry_options: RegistryOptions | None = None,
+    cache_root: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> BuildResult:
+    """Build and tag a ClusterImage: one layer per filesystem step, plus registry/ with every image."""
+    if not options.tag:
+        raise InputError([Problem("a build needs a name", hint="sealer build -t my-image:v1 .")], "build")
+    registry_options = registry_options or RegistryOptions()
+    say = progress or (lambda _: None)
+    cache_dir = cache_root or sealer_home() / "build-cache"
+    platforms = list(options.platforms) or [host_platform()]
+    # The base image must be local before parsing, so its apps are known to LAUNCH/APPCMDS.
+    first = plan_build(replace(options, platforms=platforms[:1]), None)
+    base = first.primary.base
+    if base not in (None, "scratch"):
+        say(f"base image {base}")
+        await ensure_image(store, str(base), registry_options, platforms=platforms)
+    plan = plan_build(replace(options, platforms=platforms), store_base_resolver(store))
+    tag = plan.tag or options.tag
+    cache = BuildCache(cache_dir, store, enabled=not options.no_cache)
+    cache_store = ImageStore(cache_dir / "images")
+    result = BuildResult(tag, "", "", [str(p) for p in platforms])
+    manifests: list[Descriptor] = []
+    with store.ingest(), tempfile.TemporaryDirectory(prefix="sealer-build-", dir=cache_dir) as tmp:
+        for platform in platforms:
+            kubefile = plan.kubefiles[str(platform)]
+            manifests.append(
+                await _build_platform(
+                    plan,
+                    kubefile,
+                    platform,
+                    store,
+                    cache,
+                    cache_store,
+                    registry_options,
+                    Path(tmp) / str(platform).replace("/", "_"),
+                    result,
+                    say,
+                )
+            )
+        if len(manifests) == 1:
+            top = manifests[0]
+        else:
+            index = oci.new_index(manifests)
+            top = store.put_manifest(index, oci.MEDIA_OCI_INDEX)
+            top = Descriptor(oci.MEDIA_OCI_INDEX, top.digest, top.size)
+        store.tag(tag, top)
+    result.digest, result.media_type = top.digest, top.media_type
+    return result
+
+
+async def _build_platform(
+    plan: BuildPlan,
+    kubefile: Kubefile,
+    platform: Platform,
+    store: ImageStore,
+    cache: BuildCache,
+    cache_store: ImageStore,
+    registry_options: RegistryOptions,
+    tmp: Path,
+    result: BuildResult,
+    say: ProgressFn,
+) -> Descriptor:
+    options = plan.options
+    context = options.context
+    base_layers, base_config = _base_layers(store, kubefile.base, platform)
+    base_inner = base_config.get("config") or {}
+    base_rootfs = base_config.get("rootfs") or {}
+    diff_ids: list[str] = list(base_rootfs.get("diff_ids") or [])
+    history: list[dict[str, Any]] = list(base_config.get("history") or [])
+    layers: list[LayerInfo] = []
+    parent = BuildCache.key("base", [str(platform), [d.digest for d in base_layers]])
+    tree: dict[str, Path] = {}
+    dirs: set[str] = set(WELL_KNOWN_DIRS)
+    work: _WorkTree | None = None
+    base_infos = [LayerInfo(d.digest, d.size, diff_ids[i] if i < len(diff_ids) else "", d.media_type)
+                  for i, d in enumerate(base_layers)]  # fmt: skip
+    steps = [s for s in kubefile.steps if s.changes_filesystem]
+    for number, step in enumerate(kubefile.steps, start=1):
+        label = f"[{platform} {number}/{len(kubefile.steps)}] {step.instruction} {step.summary()}"
+        if not step.changes_filesystem:
+            history.append({"created": ZERO_TIME, "created_by": step.original, "empty_layer": True})
+            say(label)
+            continue
+        entries: list[Entry] | None = None
+        if step.instruction == "RUN":
+            env = {**kubefile.args, **kubefile.env}
+            key = BuildCache.key(parent, ["RUN", list(step.args), step.json_form, sorted(env.items())])
+        else:
+            entries = await step_entries(step, context, dirs, cache.root)
+            key = BuildCache.key(
+                parent, [step.instruction, step.dest, list(step.flags), entries_key(entries)]
+            )
+        info = cache.get(key)
+        cached = info is not None
+        if info is None:
+            if step.instruction == "RUN":
+                if work is None:
+                    work = _WorkTree(tmp / "rootfs")
+                work.sync(store, base_infos + layers)
+                entries = await run_step(step, work.root, {**kubefile.args, **kubefile.env})
+            assert entries is not None
+            info = write_layer(store, entries)
+            cache.put(key, info)
+        if work is not None:
+            work.sync(store, base_infos + layers + [info])
+        for entry in entries or []:
+            if entry.kind == "dir":
+                dirs.add(entry.path)
+            if entry.kind == "file" and entry.source is not None:
+                tree[entry.path] = entry.source
+                dirs.add(posixpath.dirname(entry.path))
+        say(label + ("  (cached)" if cached else f"  -> {info.digest[:19]}"))
+        result.steps.append(StepReport(step.line, step.instruction, step.summary(), cached, info))
+        layers.append(info)
+        diff_ids.append(info.diff_id)
+        history.append({"created": ZERO_TIME, "created_by": step.original})
+        parent = BuildCache.key(parent, info.digest)
+    if any(s.instruction == "RUN" for s in steps):
+        # RUN may have written manifests or charts; scan the whole tree as it now stands.
+        if work is None:
+            work = _WorkTree(tmp / "rootfs")
+        work.sync(store, base_infos + layers)
+        tree = {**tree_of(work.root), **tree}
+    collection = collect_images(
+        tree,
+        image_lists=image_list_sources(options.image_lists),
+        ignored_lists=image_list_sources(options.ignored_image_lists),
+    )
+    images = collection.names()
+    container_images: list[dict[str, Any]] = []
+    if images and options.build_mode == "all":
+        say(f"[{platform}] collecting {len(images)} container image(s) into registry/")
+        entries, stored = await registry_entries(images, platform, cache_store, registry_options, say)
+        key_material = sorted(
+            [e.path, e.data.decode() if e.data else (e.source.name if e.source else "")] for e in entries
+        )
+        key = BuildCache.key(parent, ["registry", key_material])
+        info = cache.get(key)
+        cached = info is not None
+        if info is None:
+            info = write_layer(store, entries, compress=False)
+            cache.put(key, info)
+        result.steps.append(StepReport(0, "IMAGES", f"{len(stored)} images", cached, info))
+        layers.append(info)
+        diff_ids.append(info.diff_id)
+        history.append({"created": ZERO_TIME, "created_by": f"sealer: {len(stored)} container images"})
+        apps = {i.image: i.app for i in collection.images}
+        container_images = [
+            {
+                "image": name,
+                **({"appName": apps[name]} if apps.get(name) else {}),
+                "platform": platform.to_json(),
+            }
+            for name in stored
+        ]
+        for name in stored:
+            if name not in result.images:
+                result.images.append(name)
+    config_env = [f"{k}={v}" for k, v in _merged_env(base_inner.get("Env"), kubefile.env).items()]
+    labels = {**(base_inner.get("Labels") or {}), **kubefile.labels, "io.sealer.version": _version()}
+    config: dict[str, Any] = {
+        "created": ZERO_TIME,
+        "architecture": platform.architecture,
+        "os": platform.os,
+        **({"variant": platform.variant} if platform.variant else {}),
+        "config": {"Env": config_env, "Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }
+    config_desc = store.put_blob(oci.encode_json(config), media_type=oci.MEDIA_OCI_CONFIG)
+    config_desc = Descriptor(oci.MEDIA_OCI_CONFIG, config_desc.digest, config_desc.size)
+    annotations = {
+        ANNOTATION_IMAGE_EXTENSION: json.dumps(
+            kubefile.image_extension(options.image_type, _version()), separators=(",", ":")
+        )
+    }
+    if container_images:
+        annotations[ANNOTATION_CONTAINER_IMAGES] = json.dumps(container_images, separators=(",", ":"))
+    all_layers = base_layers + [info.descriptor() for info in layers]
+    manifest = oci.new_manifest(config_desc, all_layers, annotations)
+    desc = store.put_manifest(manifest, oci.MEDIA_OCI_MANIFEST)
+    result.layers += len(all_layers)
+    result.size += sum(d.size for d in all_layers) + config_desc.size + desc.size
+    return Descriptor(oci.MEDIA_OCI_MANIFEST, desc.digest, desc.size, platform=platform)
+
+
+def _merged_env(base_env: Any, env: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in base_env or []:
+        key, _, value = str(item).partition("=")
+        out[key] = value
+    out.update(env)
+    return out
+
+
+def _version() -> str:
+    return __version__

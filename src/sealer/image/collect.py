@@ -509,7 +509,7 @@ def image_list_sources(paths: Iterable[Path]) -> list[tuple[str, str]]:
     return out
 
 
-_WELL_KNOWN_DIRS = frozenset(
+WELL_KNOWN_DIRS = frozenset(
     {
         "application",
         "applications",
@@ -551,7 +551,7 @@ def planned_tree(steps: Iterable[Any], context: Path) -> dict[str, Path]:
             or dest == ""
             or len(step.sources) > 1
             or dest in dirs
-            or dest in _WELL_KNOWN_DIRS
+            or dest in WELL_KNOWN_DIRS
         )
         for source in local:
             matches = (
