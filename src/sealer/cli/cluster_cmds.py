@@ -25,7 +25,7 @@ _CLUSTERFILE_HELP = "Path of the Clusterfile (sealer.io/v2, multi-document YAML)
 
 def _console() -> Console:
     # Built per call so it writes to whatever stdout is now (CliRunner swaps it in tests).
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=True)
 
 
 def _read_clusterfile(path: str) -> tuple[Clusterfile | None, list[Problem]]:
