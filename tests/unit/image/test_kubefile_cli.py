@@ -190,7 +190,30 @@ def test_unknown_base_image_explains_missing_apps(tmp_path: Path, home: Path) ->
     assert "unknown app 'calico'" in err and "could not be read: pull it first" in err
 
 
-def test_build_without_dry_run_is_not_faked(tmp_path: Path, home: Path) -> None:
+def test_build_needs_a_name(tmp_path: Path, home: Path) -> None:
     ctx = context(tmp_path / "ctx", "FROM scratch\n", {})
-    code, _, err = run("build", "-t", "x:1", str(ctx))
-    assert code == 1 and "cannot write images yet" in err
+    code, _, err = run("build", str(ctx))
+    assert code == 1 and "a build needs a name" in err and "-t my-image:v1" in err
+
+
+def test_build_scratch_image_into_the_store(tmp_path: Path, home: Path) -> None:
+    kubefile = "FROM scratch\nCOPY web/deploy.yaml manifests/\nAPP web local://web\nLAUNCH web\n"
+    ctx = context(tmp_path / "ctx", kubefile, {"web/deploy.yaml": "kind: ConfigMap\n"})
+    code, out, err = run(
+        "build", "--build-mode", "lite", "-t", "demo:v1", "--platform", "linux/amd64", str(ctx)
+    )
+    assert code == 0, err
+    assert "built docker.io/library/demo:v1 (linux/amd64)" in out and "2 layers" in out
+    assert "[linux/amd64 2/4] COPY web/deploy.yaml -> manifests/" in err
+    store = ImageStore(home / "images")
+    image = store.select("demo:v1", oci.Platform("linux", "amd64"))
+    extension = json.loads(image.manifest.annotations[ANNOTATION_IMAGE_EXTENSION])
+    assert extension["launch"] == {"app_names": ["web"]}
+    assert extension["applications"][0]["files"] == ["deploy.yaml"]
+    assert image.config["config"]["Labels"]["io.sealer.version"]
+    # Unchanged rebuild: every layer from the cache, same digest.
+    code, out2, err = run(
+        "build", "--build-mode", "lite", "-t", "demo:v1", "--platform", "linux/amd64", str(ctx)
+    )
+    assert code == 0 and "(2 of this build's 2 from cache)" in out2
+    assert out.splitlines()[0] == out2.splitlines()[0]
