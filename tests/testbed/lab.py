@@ -359,15 +359,13 @@ class Testbed:
         )
         started: list[TestHost] = []
         try:
-            for i in range(1, n + 1):
-                name = self.net.host_ns(i)
-                if _alive(self._procs.get(name)):
-                    continue
-                h = self._prepare_host(i, etc_hosts)
-                self.net.add_host(i)
+            todo = [i for i in range(1, n + 1) if not _alive(self._procs.get(self.net.host_ns(i)))]
+            hosts = [self._prepare_host(i, etc_hosts) for i in todo]
+            self.net.add_hosts(todo)
+            for h in hosts:
                 self._spawn(h, lower)
                 started.append(h)
-                self._save()
+                self._save()  # record each pid at once: `down` must find it even if we die now
             self._wait_ready(started)
         finally:
             self._save()
@@ -391,6 +389,8 @@ class Testbed:
         shutil.copyfile(self.key_path.with_suffix(".pub"), up / "root/.ssh/authorized_keys")
         os.chmod(up / "root/.ssh/authorized_keys", 0o600)
         (up / "etc/hostname").write_text(name + "\n")
+        # Distinct per host, as on real machines (the lower rootfs's would be shared by all of them).
+        (up / "etc/machine-id").write_text(os.urandom(16).hex() + "\n")
         (up / "etc/hosts").write_text(etc_hosts)
         priv, pub = _keypair()
         write_private(up / "etc/ssh/ssh_host_ed25519_key", priv)
