@@ -22,6 +22,7 @@ from sealer.image.build import (
 )
 from sealer.image.kubefile import parse_platform
 from sealer.image.oci import Platform
+from sealer.image.registry import RegistryOptions
 from sealer.image.store import ImageStore
 
 
@@ -152,6 +153,19 @@ def register(group: click.Group) -> None:
     )
     @click.option("--no-cache", is_flag=True, help="Rebuild every layer.")
     @click.option(
+        "--insecure",
+        "--skip-tls-verify",
+        "insecure",
+        is_flag=True,
+        help="Allow plain-HTTP or unverified-TLS registries when pulling base and container images.",
+    )
+    @click.option(
+        "--ca-file", type=click.Path(path_type=Path, dir_okay=False), help="CA bundle for registries."
+    )
+    @click.option(
+        "--authfile", type=click.Path(path_type=Path, dir_okay=False), help="Registry credentials file."
+    )
+    @click.option(
         "--dry-run", is_flag=True, help="Parse and check the Kubefile against its context; build nothing."
     )
     @output_option()
@@ -168,6 +182,9 @@ def register(group: click.Group) -> None:
         build_mode: str,
         image_type: str,
         no_cache: bool,
+        insecure: bool,
+        ca_file: Path | None,
+        authfile: Path | None,
         dry_run: bool,
         output: str,
     ) -> None:
