@@ -210,7 +210,10 @@ def register(group: click.Group) -> None:
         store = ImageStore()
         result = asyncio.run(
             build_image(
-                options, store=store, progress=None if quiet else lambda line: click.echo(line, err=True)
+                options,
+                store=store,
+                registry_options=RegistryOptions(insecure=insecure, ca_file=ca_file, authfile=authfile),
+                progress=None if quiet else lambda line: click.echo(line, err=True),
             )
         )
         if emit_data(result.to_dict(), output):
