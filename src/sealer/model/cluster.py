@@ -229,6 +229,14 @@ class Cluster:
         return masters[0] if masters else None
 
     @property
+    def ip_family(self) -> int | None:
+        """4 or 6 (validation guarantees one family per cluster); None without hosts."""
+        for group in self.host_groups:
+            for ip in group.ips:
+                return 6 if ":" in ip else 4
+        return None
+
+    @property
     def rootfs(self) -> str:
         return f"{self.data_root.rstrip('/')}/{self.name}/rootfs"
 

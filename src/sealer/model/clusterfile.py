@@ -564,7 +564,8 @@ def _decode_cluster(reader: Reader, node: yaml.MappingNode) -> Cluster | None:
             image_node, "spec.image", "must not be empty", "set spec.image to the ClusterImage to run"
         )
 
-    env = _decode_env(reader, spec.get("env"), "spec.env")
+    env_where: dict[str, tuple[str, yaml.Node]] = {}
+    env = _decode_env(reader, spec.get("env"), "spec.env", env_where)
     cmd = tuple(text for _, text, _ in reader.strings(spec.get("cmd"), "spec.cmd"))
     app_names: tuple[str, ...] | None = None
     if "appNames" in spec and not is_null(spec["appNames"]):
@@ -609,7 +610,7 @@ def _decode_cluster(reader: Reader, node: yaml.MappingNode) -> Cluster | None:
         )
 
     family = _check_hosts(reader, groups)
-    env = _derive_env(reader, env, registry, container_runtime, family)
+    env = _derive_env(reader, env, env_where, registry, container_runtime, family)
     if _error_count(reader) > errors_before:
         return None
     return Cluster(
@@ -700,7 +701,9 @@ def _convert_v1(
     return groups
 
 
-def _decode_env(reader: Reader, node: yaml.Node | None, path: str) -> dict[str, str]:
+def _decode_env(
+    reader: Reader, node: yaml.Node | None, path: str, where: dict[str, tuple[str, yaml.Node]] | None = None
+) -> dict[str, str]:
     """`[K=V, ...]` (Go sealer's form); a mapping (sealer's design docs use it) is accepted with a warning."""
     result: dict[str, str] = {}
     if node is None or is_null(node):
@@ -717,6 +720,8 @@ def _decode_env(reader: Reader, node: yaml.Node | None, path: str) -> dict[str, 
             text = reader.string(value_node, f"{path}.{key}")
             _env_key_check(reader, value_node, f"{path}.{key}", key)
             result[key] = text or ""
+            if where is not None:
+                where[key] = (f"{path}.{key}", value_node)
         return result
     for sub, entry, item in reader.strings(node, path):
         name, sep, value = entry.partition("=")
@@ -726,6 +731,8 @@ def _decode_env(reader: Reader, node: yaml.Node | None, path: str) -> dict[str, 
             continue
         _env_key_check(reader, item, sub, name)
         result[name] = value
+        if where is not None:
+            where[name] = (sub, item)
     return result
 
 
@@ -873,7 +880,13 @@ def _decode_hosts(reader: Reader, node: yaml.Node | None, path: str) -> list[tup
                 continue
             if role not in roles:
                 roles.append(role)
-        if not roles and ips:
+        misspelt_roles = any(
+            isinstance(k, yaml.ScalarNode)
+            and k.value != "roles"
+            and did_you_mean(k.value, _HOST_KEYS) == "roles"
+            for k, _ in (item.value if isinstance(item, yaml.MappingNode) else [])
+        )
+        if not roles and ips and not misspelt_roles:
             reader.report(
                 m.get("roles") or item,
                 f"{sub}.roles",
@@ -1089,15 +1102,21 @@ def _check_domain(reader: Reader, node: yaml.Node | None, path: str, domain: str
 
 
 def _derive_env(
-    reader: Reader, env: dict[str, str], registry: Registry, container_runtime: str | None, family: int | None
+    reader: Reader,
+    env: dict[str, str],
+    where: dict[str, tuple[str, yaml.Node]],
+    registry: Registry,
+    container_runtime: str | None,
+    family: int | None,
 ) -> dict[str, str]:
     """Go sealer's decoder: drop user-set reserved keys, then add the derived ones."""
     result = {}
     for key, value in env.items():
         if key in RESERVED_ENV:
+            path, node = where.get(key, (f"spec.env.{key}", None))
             reader.warn(
-                None,
-                f"spec.env.{key}",
+                node,
+                path,
                 f"{key} is derived by sealer; the value in the file is ignored",
                 "set spec.registry / spec.containerRuntime / SvcCIDR instead",
             )
@@ -1136,13 +1155,15 @@ def _derive_env(
             try:
                 nets.append(ipaddr.parse_cidr(part))
             except ipaddr.AddressError as exc:
-                reader.report(None, f"spec.env.{cidr_key}", exc.message, exc.hint)
+                path, node = where.get(cidr_key, (f"spec.env.{cidr_key}", None))
+                reader.report(node, path, f"{cidr_key}: {exc.message}", exc.hint)
         if cidr_key == "SvcCIDR" and nets:
             try:
                 result["KubeSvcIP"] = ipaddr.nth_address(nets[0], 1)
                 result["DNSSvcIP"] = ipaddr.nth_address(nets[0], 10)
             except ipaddr.AddressError as exc:
-                reader.report(None, "spec.env.SvcCIDR", exc.message, exc.hint)
+                path, node = where.get("SvcCIDR", ("spec.env.SvcCIDR", None))
+                reader.report(node, path, f"SvcCIDR: {exc.message}", exc.hint)
     if family == 6:
         result["HostIPFamily"] = "IPv6"
     return result

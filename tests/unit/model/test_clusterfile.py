@@ -129,6 +129,7 @@ def test_ipv6_cluster_gets_host_ip_family() -> None:
     c = ok(doc("hosts:\n  - ips: [fd00::1-fd00::3]\n    roles: [master]\n")).cluster
     assert [h.ip for h in c.hosts] == ["fd00::1", "fd00::2", "fd00::3"]
     assert c.env["HostIPFamily"] == "IPv6"
+    assert c.ip_family == 6 and ok(doc()).cluster.ip_family == 4
 
 
 def test_bad_ip_is_located_precisely() -> None:
@@ -271,11 +272,17 @@ def test_reserved_env_is_rederived() -> None:
     assert c.env["RegistryURL"] == "sea.hub:5000"
     assert (c.env["KubeSvcIP"], c.env["DNSSvcIP"]) == ("10.96.0.1", "10.96.0.10")
     assert c.env["ContainerRuntime"] == "containerd"
-    assert any(p.path == "spec.env.RegistryURL" for p in warnings(text))
+    reserved = [p for p in warnings(text) if "RegistryURL is derived" in p.message]
+    assert reserved and reserved[0].path == "spec.env[0]" and reserved[0].line == 7
 
 
 def test_bad_svc_cidr() -> None:
-    one_error(doc("env: [SvcCIDR=10.96.0.1/16]\n"), "spec.env.SvcCIDR", "host bits", "10.96.0.0/16")
+    one_error(
+        doc("env: [SvcCIDR=10.96.0.1/16]\n"),
+        "spec.env[0]",
+        "SvcCIDR: '10.96.0.1/16' has host bits",
+        "10.96.0.0/16",
+    )
 
 
 # -- ssh, bastion, host keys ----------------------------------------------------------------
@@ -446,6 +453,13 @@ def test_cluster_name_must_be_safe_for_paths() -> None:
 
 
 # -- keys, kinds, documents --------------------------------------------------------------------
+
+
+def test_misspelt_roles_is_reported_once() -> None:
+    found = errors(doc("hosts:\n  - ips: [10.0.0.1]\n    role: [master]\n"))
+    assert [p.message for p in found if p.path and p.path.startswith("spec.hosts[0]")] == [
+        "unknown field 'role'"
+    ]
 
 
 def test_misspelt_keys_have_did_you_mean_and_unknown_keys_warn() -> None:

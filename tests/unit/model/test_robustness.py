@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sealer.errors import ClusterfileError, Problem
+from sealer.model import clusterfile
 from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
 from sealer.model.yamlnodes import MAX_BYTES
 
@@ -216,3 +217,20 @@ def test_load_raises_only_clusterfile_error(tmp_path_factory: pytest.TempPathFac
         load_clusterfile(path)
     except ClusterfileError as exc:
         assert exc.problems and exc.render()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 3000 + "]" * 3000,
+        _laughs(12) + "kind: Application\nspec: *l11\n",
+        "kind: Cluster\nspec:\n  ssh:\n    passwd: *****\n",
+        "kind: Cluster\x00\n",
+    ],
+)
+def test_pure_python_yaml_fallback_keeps_the_contract(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Without libyaml, PyYAML's own composer is used; it must be just as safe."""
+    monkeypatch.setattr(clusterfile, "SAFE_LOADER", yaml.SafeLoader)
+    assert any(p.severity == "error" for p in check_contract(text))
+    example = (ROOT / "examples" / "Clusterfile").read_text()
+    assert parse_clusterfile(example, "x")[0] is not None
