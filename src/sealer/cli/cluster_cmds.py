@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -12,7 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sealer.cli.output import emit_data, output_option
-from sealer.errors import NotImplementedYet, PlanError, Problem
+from sealer.errors import ImageError, NotImplementedYet, PlanError, Problem
+from sealer.image.service import image_info
+from sealer.image.store import ImageStore, default_store_root
 from sealer.model.cluster import Cluster, Clusterfile
 from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
 from sealer.model.yamlnodes import MAX_BYTES
@@ -105,15 +108,69 @@ def validate_cmd(clusterfile: str, output: str) -> None:
 
 
 # apply ---------------------------------------------------------------------------------------------
+_RUNTIME_ALIASES = {"k8s": "kubernetes"}
+
+
+def _local_image_runtime(image: str | None) -> tuple[str | None, str | None]:
+    """(cluster runtime type of `image` if it is in the local store, why it could not be read).
+    Never pulls and never creates the store: planning must stay offline and side-effect free."""
+    if not image:
+        return None, None
+    root = default_store_root()
+    if not (root / "index.json").is_file():
+        return None, f"image {image} is not in the local store"
+    try:
+        info = image_info(ImageStore(root), image)
+    except ImageError as err:
+        return None, err.message
+    runtime = info.cluster_runtime.strip().lower()
+    return _RUNTIME_ALIASES.get(runtime, runtime), None
+
+
 def _load_current(state: ClusterState) -> tuple[Clusterfile | None, ObservedState]:
     current = state.last_applied()
-    runtime = state.read_meta().get("runtime_type")
-    return current, ObservedState(runtime_type=str(runtime) if runtime else None)
+    recorded = state.read_meta().get("runtime_type")
+    runtime = str(recorded) if recorded else None
+    if runtime is None and current is not None:
+        # Not recorded by an apply yet: the image it was installed from tells, if it is still here.
+        runtime, _ = _local_image_runtime(current.cluster.image)
+    return current, ObservedState(runtime_type=runtime)
 
 
 def _plan(desired: Clusterfile, state: ClusterState) -> Plan:
     current, observed = _load_current(state)
-    return make_plan(desired.cluster, current.cluster if current else None, observed)
+    desired_runtime, unknown = _local_image_runtime(desired.cluster.image)
+    plan = make_plan(
+        desired.cluster, current.cluster if current else None, observed, desired_runtime_type=desired_runtime
+    )
+    if current is not None and desired_runtime is None and unknown:
+        plan = replace(plan, notes=(*plan.notes, f"runtime type not checked yet: {unknown}; apply checks it "
+                                    "after pulling the image"))
+    return plan
+
+
+# Values of these options are secrets; the lock file records the command line without them.
+_SECRET_OPTIONS = ("-p", "--passwd", "--password", "--pk-passwd", "--sudo-passwd")
+
+
+def _command_line(argv: list[str]) -> str:
+    words: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            words.append("*****")
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if name in _SECRET_OPTIONS:
+            if eq:
+                words.append(f"{name}=*****")
+            else:
+                words.append(arg)
+                hide_next = True
+            continue
+        words.append(shlex.quote(arg))
+    return "sealer " + " ".join(words)
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -173,7 +230,7 @@ def apply_cmd(clusterfile: str, dry_run: bool, output: str) -> None:
         if not emit_data(plan.to_dict(), output):
             render_plan(plan, _console())
         return
-    command = "sealer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line(sys.argv[1:])
     with state.lock(command) as lock:
         plan = _plan(desired, state)
         if not emit_data(plan.to_dict(), output):

@@ -36,7 +36,16 @@ def sealer_home(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("HOME") or Path.home()) / ".sealer"
 
 
+# Other parts of sealer keep their own data next to the cluster directories in SEALER_HOME.
+RESERVED_NAMES = frozenset({"images", "build-cache", "auth.json", "cache", "tmp", "logs"})
+
+
 def check_cluster_name(name: str) -> str:
+    if name in RESERVED_NAMES:
+        raise StateError(
+            f"cluster name {name!r} is reserved: sealer keeps other data under $SEALER_HOME/{name}",
+            "choose another metadata.name (reserved: " + ", ".join(sorted(RESERVED_NAMES)) + ")",
+        )
     if not _NAME.match(name) or ".." in name:
         raise StateError(
             f"cluster name {name!r} cannot be used as a state directory name",

@@ -322,3 +322,56 @@ def test_the_installed_command_prints_no_traceback_for_garbage(tmp_path: Path, h
         proc = subprocess.run([SEALER, *args], capture_output=True, text=True, check=False)
         assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr and str(path) in proc.stderr
+
+
+# runtime type from the local image store ---------------------------------------------------------------
+def store_image(home: Path, name: str, runtime: str) -> None:
+    from sealer.image import oci
+    from sealer.image.metadata import LABEL_CLUSTER_RUNTIME_TYPE
+    from sealer.image.store import ImageStore
+
+    store = ImageStore(home / "images")
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {"Labels": {LABEL_CLUSTER_RUNTIME_TYPE: runtime}}}
+    ).encode()
+    desc = store.put_blob(config, media_type=oci.MEDIA_OCI_CONFIG)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2, "mediaType": oci.MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": oci.MEDIA_OCI_CONFIG, "digest": desc.digest, "size": desc.size},
+            "layers": [],
+        }
+    ).encode()
+    store.tag(name, store.put_manifest(manifest))
+
+
+def test_switching_runtime_type_is_refused_using_the_local_images(
+    tmp_path: Path, runner: CliRunner, home: Path
+) -> None:
+    store_image(home, "example.com/k3s:v1.27", "k3s")
+    store_image(home, "example.com/k0s:v1.27", "k0s")
+    applied(home, BASE.replace("docker.io/sealerio/kubernetes:v1.22.15", "example.com/k3s:v1.27"))
+    desired = write(tmp_path, BASE.replace("docker.io/sealerio/kubernetes:v1.22.15", "example.com/k0s:v1.27"))
+    result = run(runner, "apply", "-f", desired, "--dry-run")
+    assert result.exit_code == 1
+    assert "cluster demo runs k3s, and image example.com/k0s:v1.27 is a k0s image" in result.stderr
+    # The recorded runtime type (written by the engine after an apply) takes precedence.
+    ClusterState("demo", home).update_meta(runtime_type="k0s")
+    assert run(runner, "apply", "-f", desired, "--dry-run").exit_code == 0
+
+
+def test_image_not_in_the_store_is_a_note_not_an_error(tmp_path: Path, runner: CliRunner, home: Path) -> None:
+    applied(home)
+    upgraded = write(tmp_path, BASE.replace("v1.22.15", "v1.23.17"))
+    result = run(runner, "apply", "-f", upgraded, "--dry-run", "-o", "json")
+    assert result.exit_code == 0
+    notes = json.loads(result.stdout)["notes"]
+    assert any("runtime type not checked yet" in n and "not in the local store" in n for n in notes)
+    assert not (home / "images").exists(), "planning must not create the image store"
+
+
+def test_the_lock_records_the_command_without_secrets() -> None:
+    from sealer.cli.cluster_cmds import _command_line
+
+    line = _command_line(["apply", "-f", "my file", "-p", "hunter2", "--pk-passwd=s3", "--dry-run"])
+    assert line == "sealer apply -f 'my file' -p ***** --pk-passwd=***** --dry-run"

@@ -116,6 +116,12 @@ def test_cluster_names_that_would_escape_the_state_dir_are_refused(tmp_path: Pat
         ClusterState(name, tmp_path)
 
 
+@pytest.mark.parametrize("name", ["images", "build-cache"])
+def test_names_of_other_sealer_data_in_the_home_are_reserved(tmp_path: Path, name: str) -> None:
+    with pytest.raises(StateError, match="is reserved"):
+        ClusterState(name, tmp_path)
+
+
 def test_atomic_write_keeps_the_old_file_when_the_rename_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
