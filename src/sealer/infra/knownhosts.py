@@ -8,10 +8,10 @@ import base64
 import binascii
 import contextlib
 import fcntl
-import fnmatch
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +66,19 @@ def _hashed_match(entry: str, name: str) -> bool:
     return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
 
 
+def _glob_match(pattern: str, name: str) -> bool:
+    # OpenSSH patterns know only * and ?; brackets are literal ("[10.0.0.1]:2222").
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name) is not None
+
+
 def patterns_match(patterns: str, name: str) -> bool:
     """OpenSSH pattern-list semantics: any positive match and no negated match."""
     matched = False
     for pattern in patterns.split(","):
         negate = pattern.startswith("!")
         pattern = pattern[1:] if negate else pattern
-        hit = _hashed_match(pattern, name) if pattern.startswith("|") else fnmatch.fnmatchcase(name, pattern)
+        hit = _hashed_match(pattern, name) if pattern.startswith("|") else _glob_match(pattern, name)
         if hit and negate:
             return False
         matched = matched or hit

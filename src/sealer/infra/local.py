@@ -5,6 +5,7 @@ the same interface (and the same copy scripts) as SSH, without a login.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import ipaddress
 import os
@@ -137,9 +138,10 @@ class LocalConnector:
                     async for chunk in stdin:
                         writer.write(chunk)
                         await writer.drain()
-                writer.close()
             except (BrokenPipeError, ConnectionResetError):
-                pass
+                return
+            finally:
+                writer.close()
 
         async def whole() -> int:
             await asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err), feed(proc.stdin))
@@ -149,16 +151,21 @@ class LocalConnector:
             code = await asyncio.wait_for(whole(), timeout)
         except TimeoutError:
             # the command's whole process group started with it; end it so nothing lingers
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
             await proc.wait()
             raise CommandTimeoutError(
                 host.name,
                 f"`{shown}` did not finish within {timeout:g}s",
                 "raise the timeout, or look at the host's log",
             ) from None
+        except BaseException:
+            # e.g. a local file vanished mid-copy: the command saw EOF and fails on its own
+            # (no completion mark); end it anyway so no child outlives this call
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+            await asyncio.shield(proc.wait())
+            raise
         return code, b"".join(out), b"".join(err).decode("utf-8", "replace")
 
     async def run(

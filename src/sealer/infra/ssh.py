@@ -430,6 +430,8 @@ class SSHConnector:
                     sink(chunk.decode("utf-8", "replace"))
 
         async def feed(writer: Any, preamble: bytes) -> None:
+            # Errors of the source (a local file) propagate; errors writing mean the remote side
+            # ended early, and its exit status says why.
             try:
                 if isinstance(stdin, bytes):
                     if stdin:
@@ -438,9 +440,13 @@ class SSHConnector:
                     async for chunk in stdin:
                         writer.write(chunk)
                         await writer.drain()
-                writer.write_eof()
             except (BrokenPipeError, ConnectionError, asyncssh.Error):
-                pass  # the remote side ended early; its exit status says why
+                return
+            finally:
+                try:
+                    writer.write_eof()
+                except (BrokenPipeError, ConnectionError, asyncssh.Error, OSError):
+                    pass
 
         async def whole() -> Any:
             proc = await c.conn.create_process(line, encoding=None)

@@ -25,6 +25,9 @@ from sealer.infra.shell import quote_path
 CHUNK = 256 * 1024
 STAGE_PREFIX = ".sealer-stage."
 STAT_MARK = b"\0::sealer-stat::\0"
+# The last member of every stream: a stream cut at a member boundary is still a valid tar, so
+# the remote side moves nothing into place unless this arrived.
+COMPLETE_MARK = STAGE_PREFIX + "complete"
 
 
 class LocalSourceError(SealerError):
@@ -206,6 +209,8 @@ def extract_script(root: str, *, is_dir: bool) -> str:
         "trap 'rm -rf -- \"$s\"' EXIT; "
         'tar -x -p --no-same-owner -C "$s" -f -; '
         'cd "$s"; '
+        f'[ -f {COMPLETE_MARK} ] || {{ echo "sealer: incomplete transfer (stream cut short)" >&2; exit 1; }}; '
+        f"rm -f {COMPLETE_MARK}; "
         # one mkdir for every directory, then per directory one mv of all its non-dirs
         'find . -mindepth 1 -type d -print0 | (cd "$r" && xargs -0 -r mkdir -p --); '
         "find . -type d -print0 | xargs -0 -r sh -c "
@@ -259,6 +264,9 @@ async def tar_stream(entries: Iterable[LocalEntry]) -> AsyncIterator[bytes]:
         pad = (-entry.size) % tarfile.BLOCKSIZE
         if pad:
             yield b"\0" * pad
+    mark = tarfile.TarInfo("./" + COMPLETE_MARK)
+    mark.mode = 0o600
+    yield mark.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
     yield b"\0" * (tarfile.BLOCKSIZE * 2)
 
 

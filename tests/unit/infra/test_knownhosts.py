@@ -1,0 +1,104 @@
+"""known_hosts handling: OpenSSH format, hashed names, ports, record under a lock, forget."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import multiprocessing
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sealer.infra.knownhosts import (
+    KnownHostsFile,
+    fingerprint,
+    host_pattern,
+    keys_for,
+    parse,
+    patterns_match,
+)
+
+KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFh2m3Y1p8dYQw1c3Gd3lqYqG1w0r9M0mQyq0G2oX7hU"
+KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJq8d9pOeKxV2bT7C1u0zFjv9u6wY5k2l8fR3nQ4sE1m"
+
+
+def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    pub = (tmp_path / "k.pub").read_text()
+    out = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "k.pub")], capture_output=True, text=True)
+    assert fingerprint(pub) == out.stdout.split()[1]
+    assert fingerprint(pub).startswith("SHA256:")
+
+
+def test_host_pattern_uses_brackets_off_port_22() -> None:
+    assert host_pattern("10.0.0.1", None) == "10.0.0.1"
+    assert host_pattern("10.0.0.1", 22) == "10.0.0.1"
+    assert host_pattern("10.0.0.1", 2222) == "[10.0.0.1]:2222"
+
+
+def test_patterns_lists_wildcards_and_negation() -> None:
+    assert patterns_match("a,10.0.0.*", "10.0.0.7")
+    assert not patterns_match("10.0.0.*,!10.0.0.7", "10.0.0.7")
+    assert not patterns_match("10.0.0.1", "10.0.0.10")
+
+
+def test_hashed_entries_match_like_openssh() -> None:
+    salt = os.urandom(20)
+    digest = hmac.new(salt, b"10.1.2.3", hashlib.sha1).digest()
+    entry = f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()} {KEY_A}\n"
+    entries = parse(entry + f"@cert-authority * {KEY_B}\n# comment\nbroken-line\n")
+    assert keys_for(entries, "10.1.2.3", None) == [KEY_A]
+    assert keys_for(entries, "10.1.2.4", None) == []
+
+
+def test_hashed_entry_written_by_ssh_keygen_is_found(tmp_path: Path) -> None:
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"10.9.9.9 {KEY_A}\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True, capture_output=True)
+    assert "10.9.9.9" not in kh.read_text()
+    assert keys_for(parse(kh.read_text()), "10.9.9.9", None) == [KEY_A]
+
+
+def test_record_forget_and_file_mode(tmp_path: Path) -> None:
+    store = KnownHostsFile(tmp_path / "c" / "known_hosts")
+    assert store.keys_for("10.0.0.1", None) == []
+    assert store.record("10.0.0.1", None, KEY_A + " comment")
+    assert not store.record("10.0.0.1", None, KEY_A)  # already pinned: no duplicate line
+    assert store.record("10.0.0.1", 2222, KEY_B)
+    assert store.keys_for("10.0.0.1", None) == [KEY_A]
+    assert store.keys_for("10.0.0.1", 2222) == [KEY_B]
+    assert (store.path.stat().st_mode & 0o777) == 0o600
+    assert store.forget("10.0.0.1") == 1
+    assert store.keys_for("10.0.0.1", None) == []
+    assert store.keys_for("10.0.0.1", 2222) == [KEY_B]
+    assert store.forget("10.0.0.99") == 0
+
+
+def _record_many(path: str, start: int) -> None:
+    store = KnownHostsFile(path)
+    for i in range(start, start + 50):
+        store.record(f"10.0.{i // 250}.{i % 250}", None, KEY_A)
+
+
+def test_parallel_processes_never_corrupt_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "known_hosts")
+    procs = [multiprocessing.Process(target=_record_many, args=(path, k * 50)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    lines = Path(path).read_text().splitlines()
+    assert len(lines) == 200
+    assert all(line.endswith(KEY_A) and len(line.split()) == 3 for line in lines)
+
+
+def test_bad_key_text_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        fingerprint("ssh-ed25519")
+    with pytest.raises(ValueError):
+        fingerprint("ssh-ed25519 !!notbase64!!")

@@ -1,0 +1,73 @@
+"""Quoting and sudo wrapping: values reach the command unchanged and can never inject."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sealer.infra.shell import (
+    NOPASSWD,
+    PASSWORD,
+    ROOT,
+    EnvNameError,
+    as_root,
+    env_prefix,
+    sudo_failure,
+    with_env,
+)
+
+
+def sh(line: str) -> str:
+    # bytes, then decode: text mode would turn "\r" into "\n"
+    out = subprocess.run(["/bin/sh", "-c", line], capture_output=True, check=True).stdout
+    return out.decode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40))
+def test_env_values_arrive_verbatim_through_a_real_shell(value: str) -> None:
+    out = sh(with_env('printf %s "$V"', {"V": value}))
+    assert out == value
+
+
+def test_injection_attempt_stays_a_value() -> None:
+    evil = "'; echo PWNED; '$(echo PWNED)`echo PWNED`"
+    assert sh(with_env('printf %s "$X"', {"X": evil})) == evil
+
+
+def test_bad_env_name_is_an_error_naming_it() -> None:
+    with pytest.raises(EnvNameError, match="A-B"):
+        env_prefix({"A-B": "1"})
+    with pytest.raises(EnvNameError):
+        env_prefix({"X; rm -rf /": "1"})
+    assert env_prefix({}) == ""
+
+
+def test_as_root_wraps_one_quoted_argument_and_never_the_password() -> None:
+    cmd = "echo 'a b' && id -u"
+    assert as_root(cmd, ROOT) == cmd
+    wrapped = as_root(cmd, PASSWORD)
+    assert wrapped.startswith("sudo -k -S -p '' -- sh -c ")
+    assert as_root(cmd, NOPASSWD).startswith("sudo -n -- sh -c ")
+    # the wrapped command, unwrapped by a shell, is the original one
+    inner = wrapped.removeprefix("sudo -k -S -p '' -- sh -c ")
+    assert sh(f"printf %s {inner}") == cmd
+
+
+@pytest.mark.parametrize(
+    ("stderr", "had_password", "expect"),
+    [
+        ("Sorry, try again.\nsudo: 1 incorrect password attempt\n", True, "incorrect sudo password"),
+        ("sudo: a password is required\n", False, "needs a password"),
+        ("bob is not in the sudoers file.  This incident will be reported.\n", True, "may not run"),
+        ("Sorry, user bob may not run sudo on h1.\n", False, "may not run"),
+        ("sh: 1: sudo: not found\n", True, "not installed"),
+    ],
+)
+def test_sudo_failures_are_told_apart(stderr: str, had_password: bool, expect: str) -> None:
+    message, hint = sudo_failure(stderr, "bob", had_password)
+    assert expect in message
+    assert hint
