@@ -776,7 +776,9 @@ class Server:
         self.stop = threading.Event()
         self.api: apis.APIServer | None = None
         self.leader: tuple[str, int] | None = None
-        self.datastore = "etcd" if opts["cluster-init"] or opts["server"] else "sqlite"
+        # Once initialised, embedded etcd stays the datastore on restarts without --cluster-init, as in k3s.
+        existing_etcd = (self.data / "server" / "db" / "etcd").is_dir()
+        self.datastore = "etcd" if opts["cluster-init"] or opts["server"] or existing_etcd else "sqlite"
         if opts.get("datastore-endpoint"):
             raise Fatal("the k3s stand-in supports only the embedded datastores (sqlite, etcd); "
                         "--datastore-endpoint is not implemented")
