@@ -194,7 +194,12 @@ def start_registry(
     }
     ca_file = None
     if tls:
-        ca_file, cert, key = make_tls_files(workdir / "certs")
+        ca_src, cert, key = make_tls_files(workdir / "certs")
+        # The CA alone in a directory: skopeo's --cert-dir takes every *.crt there and refuses a
+        # *.key without its *.cert.
+        (workdir / "ca").mkdir(exist_ok=True)
+        ca_file = workdir / "ca" / "ca.crt"
+        ca_file.write_bytes(ca_src.read_bytes())
         config["http"]["tls"] = {"certificate": str(cert), "key": str(key)}  # type: ignore[index]
     authfile = None
     if auth:

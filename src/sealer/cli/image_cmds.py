@@ -287,8 +287,10 @@ def rmi(images: tuple[str, ...], force: bool) -> None:
     help="Archive file to write (an OCI archive: a tar of an OCI image layout).",
 )
 @click.option("-q", "--quiet", is_flag=True)
-def save(images: tuple[str, ...], output: Path, quiet: bool) -> None:
+@click.pass_context
+def save(ctx: click.Context, images: tuple[str, ...], output: Path, quiet: bool) -> None:
     """Save images into one OCI archive, to move them across an air gap."""
+    quiet = _quiet(ctx, quiet)
     names = archive.save(ImageStore(), list(images), output)
     if not quiet:
         click.echo(f"Saved {', '.join(names)} to {output} ({human_size(output.stat().st_size)})")
@@ -304,8 +306,10 @@ def save(images: tuple[str, ...], output: Path, quiet: bool) -> None:
     help="OCI archive to load (from `sealer save` or `skopeo copy ... oci-archive:FILE:NAME`).",
 )
 @click.option("-q", "--quiet", is_flag=True)
-def load(input_: Path, quiet: bool) -> None:
+@click.pass_context
+def load(ctx: click.Context, input_: Path, quiet: bool) -> None:
     """Load images from an OCI archive into the local store."""
+    quiet = _quiet(ctx, quiet)
     res = archive.load(ImageStore(), input_)
     for name in res.names:
         click.echo(name if quiet else f"Loaded {name}")

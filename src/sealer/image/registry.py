@@ -52,7 +52,8 @@ class RegistryOptions:
 
 @dataclass
 class TransferEvent:
-    """Progress of one blob: status is start, progress, done, exists (skipped) or mounted."""
+    """Progress of one blob: status is start, progress, chunk (committed upload chunk), done,
+    exists (skipped) or mounted."""
 
     digest: str
     total: int
@@ -736,10 +737,22 @@ class RegistryClient:
                     )
                 status = await self._resume_session(host, repo, scope, sessions, desc.digest)
                 if status is None:
-                    raise RegistryError(
-                        f"upload of {desc.digest} was interrupted and the registry forgot it",
-                        "retry the push",
+                    # distribution invalidates a session that kept part of an interrupted chunk
+                    # ("upload resumed at wrong offset"): start this blob again.
+                    log.info("registry %s cannot resume the upload of %s; restarting it", host, desc.digest)
+                    resp = await self._retry(
+                        lambda: self.request(
+                            "POST",
+                            host,
+                            f"/v2/{repo}/blobs/uploads/",
+                            scope=scope,
+                            repository=repo,
+                            ok=(202,),
+                            what=f"restart upload of {desc.digest}",
+                        )
                     )
+                    status = (self._location(resp, host), 0)
+                    sessions.save(desc.digest, status[0])
                 loc, offset = status
                 hasher = _rehash(path, offset)
                 continue
@@ -747,6 +760,9 @@ class RegistryClient:
             loc = self._location(resp, host) if resp.headers.get("location") else loc
             offset = end
             sessions.save(desc.digest, loc)
+            if progress:
+                # The registry holds [0, offset) and we know its session: a kill from here on resumes.
+                progress(TransferEvent(desc.digest, desc.size, offset, "chunk"))
         actual = "sha256:" + hasher.hexdigest()
         if actual != desc.digest:
             sessions.drop(desc.digest)

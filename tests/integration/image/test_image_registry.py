@@ -1,0 +1,296 @@
+"""sealer's image commands against a real distribution registry (Debian docker-registry) on loopback.
+
+Plain HTTP and TLS + htpasswd. Covers push/pull identity, login/logout, resumable uploads after a
+killed push, corruption, and the errors users meet (registry down, bad TLS, bad password, full disk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from tests.registry_fixture import (
+    Registry,
+    free_port,
+    htpasswd_missing_reason,
+    make_test_image,
+    registry_missing_reason,
+    start_registry,
+)
+
+from sealer.cli.main import cli
+from sealer.image.store import ImageStore
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(registry_missing_reason() is not None, reason=str(registry_missing_reason())),
+]
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with start_registry(tmp_path_factory.mktemp("plain-registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    if reason := htpasswd_missing_reason():
+        pytest.skip(reason)
+    with start_registry(tmp_path_factory.mktemp("tls-registry"), tls=True, auth=True) as reg:
+        yield reg
+
+
+@pytest.fixture(params=["plain", "tls+htpasswd"])
+def registry(request: pytest.FixtureRequest) -> Registry:
+    return request.getfixturevalue("plain" if request.param == "plain" else "secure")  # type: ignore[no-any-return]
+
+
+def sealer(home: Path, *args: str, input: str | None = None) -> Result:
+    runner = CliRunner()
+    return runner.invoke(
+        cli, ["-q", *args], env={"SEALER_HOME": str(home)}, input=input, catch_exceptions=False
+    )
+
+
+def reg_flags(reg: Registry) -> list[str]:
+    if not reg.tls:
+        return ["--insecure"]
+    return ["--ca-file", str(reg.ca_file), "--authfile", str(reg.authfile)]
+
+
+def blob_digests(store: ImageStore, name: str) -> list[str]:
+    img = store.select(name)
+    return [img.descriptor.digest, img.manifest.config.digest, *(x.digest for x in img.manifest.layers)]
+
+
+def test_push_then_pull_gives_identical_digests(registry: Registry, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    name = registry.ref("sealer/k3s:v1.27")
+    make_test_image(
+        ImageStore(a / "images"),
+        name,
+        [os.urandom(300_000), os.urandom(5000), b"small"],
+        labels={"cluster.alpha.sealer.io/cluster-runtime-type": "k3s"},
+    )
+    res = sealer(a, "push", name, *reg_flags(registry))
+    assert res.exit_code == 0, res.output
+    pushed_digest = res.output.strip()
+    res = sealer(b, "pull", name, *reg_flags(registry))
+    assert res.exit_code == 0, res.output
+    sa, sb = ImageStore(a / "images"), ImageStore(b / "images")
+    assert blob_digests(sa, name) == blob_digests(sb, name)
+    assert sb.resolve(name).descriptor.digest == pushed_digest
+    for digest in blob_digests(sb, name):
+        sb.verify_blob(digest)
+    rows = json.loads(sealer(b, "images", "-o", "json").output)
+    assert rows[0]["name"] == name and rows[0]["clusterRuntime"] == "k3s"
+    # Pushing again sends nothing: the registry answers HEAD with 200 for every blob.
+    res = CliRunner().invoke(cli, ["push", name, *reg_flags(registry)], env={"SEALER_HOME": str(a)})
+    assert res.exit_code == 0 and "0 blob(s)" in res.output and "4 already there" in res.output
+
+
+def test_cross_repository_mount(registry: Registry, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    src, dst = registry.ref("mount/src:v1"), registry.ref("mount/dst:v1")
+    store = ImageStore(home / "images")
+    desc = make_test_image(store, src, [os.urandom(100_000)])
+    assert sealer(home, "push", src, *reg_flags(registry)).exit_code == 0
+    store.tag(dst, desc)  # type: ignore[arg-type]
+    res = CliRunner().invoke(cli, ["push", dst, *reg_flags(registry)], env={"SEALER_HOME": str(home)})
+    assert res.exit_code == 0, res.output
+    assert "2 mounted" in res.output and "0 blob(s)" in res.output
+
+
+def test_login_checks_and_stores_credentials_0600_and_logout_removes_them(
+    secure: Registry, tmp_path: Path
+) -> None:
+    home, authfile = tmp_path / "h", tmp_path / "cfg" / "config.json"
+    base = ["--ca-file", str(secure.ca_file), "--authfile", str(authfile)]
+    bad = sealer(home, "login", secure.host, "-u", "sealer", "--password-stdin", *base, input="wrong\n")
+    assert bad.exit_code == 1 and "login to" in bad.output and "rejected" in bad.output
+    assert not authfile.exists()
+    ok = sealer(
+        home, "login", secure.host, "-u", "sealer", "--password-stdin", *base, input=f"{secure.password}\n"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert oct(authfile.stat().st_mode & 0o777) == "0o600"
+    assert secure.password not in ok.output
+    assert secure.host in json.loads(authfile.read_text())["auths"]
+    name = secure.ref("login/app:v1")
+    make_test_image(ImageStore(home / "images"), name, [b"x" * 1000])
+    assert sealer(home, "push", name, *base).exit_code == 0
+    out = sealer(home, "logout", secure.host, "--authfile", str(authfile))
+    assert out.exit_code == 0 and json.loads(authfile.read_text())["auths"] == {}
+    denied = sealer(home, "push", name, *base)
+    assert denied.exit_code == 1 and "requires authentication" in denied.output
+
+
+def test_registry_errors_are_clear(secure: Registry, plain: Registry, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    down = sealer(home, "pull", f"127.0.0.1:{free_port()}/x:v1", "--insecure")
+    assert down.exit_code == 1 and "cannot reach registry" in down.output and "hint:" in down.output
+    no_ca = sealer(home, "pull", secure.ref("x:v1"), "--authfile", str(secure.authfile))
+    assert no_ca.exit_code == 1 and "TLS" in no_ca.output and "--ca-file" in no_ca.output
+    http_without_opt_in = sealer(home, "pull", plain.ref("x:v1"))
+    assert http_without_opt_in.exit_code == 1 and "--insecure" in http_without_opt_in.output
+    missing = sealer(home, "pull", plain.ref("nothing/here:v1"), "--insecure")
+    assert missing.exit_code == 1 and "not found" in missing.output
+    bad_ref = sealer(home, "pull", "Not A Ref")
+    assert bad_ref.exit_code == 1 and "invalid image reference" in bad_ref.output
+    assert "Traceback" not in down.output + no_ca.output + missing.output + bad_ref.output
+
+
+KILLER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from sealer.image.store import ImageStore
+    from sealer.image.reference import parse_reference
+    from sealer.image.registry import RegistryClient, RegistryOptions
+
+    root, name, digest, status, limit = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+
+    def progress(ev):
+        if ev.digest == digest and ev.status == status and ev.done >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)  # killed half-way: no cleanup, no goodbye
+
+    async def main():
+        opts = RegistryOptions(insecure=True, chunk_size=2 << 20, max_parallel=1)
+        async with RegistryClient(opts) as c:
+            await c.push(ImageStore(root), name, parse_reference(name), progress=progress)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _killed_push(tmp_path: Path, root: Path, name: str, digest: str, status: str, limit: int) -> None:
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(root), name, digest, status, str(limit)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def _push_again(store: ImageStore, name: str) -> tuple[object, list[object]]:
+    import asyncio
+
+    from sealer.image.reference import parse_reference
+    from sealer.image.registry import RegistryClient, RegistryOptions, TransferEvent
+
+    events: list[TransferEvent] = []
+
+    async def go() -> object:
+        async with RegistryClient(RegistryOptions(insecure=True, chunk_size=2 << 20)) as c:
+            return await c.push(store, name, parse_reference(name), progress=events.append)
+
+    return asyncio.run(go()), events  # type: ignore[return-value]
+
+
+def test_upload_killed_between_chunks_resumes_at_the_registry_offset(plain: Registry, tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    store = ImageStore(root)
+    name = plain.ref("resume/chunks:v1")
+    layer = os.urandom(8 << 20)
+    make_test_image(store, name, [layer])
+    digest = store.select(name).manifest.layers[0].digest
+    _killed_push(tmp_path, root, name, digest, "chunk", 4 << 20)
+    assert list((root / "uploads").iterdir()), "the killed push left its upload session on disk"
+    result, events = _push_again(store, name)
+    start = next(e for e in events if e.digest == digest and e.status == "start")  # type: ignore[attr-defined]
+    assert start.done == 4 << 20  # type: ignore[attr-defined]
+    assert result.bytes_transferred == 4 << 20  # type: ignore[attr-defined]
+    assert list((root / "uploads").iterdir()) == []
+    other = tmp_path / "other"
+    assert sealer(other, "pull", name, "--insecure").exit_code == 0
+    assert ImageStore(other / "images").blob_path(digest).read_bytes() == layer
+
+
+def test_upload_killed_mid_chunk_recovers_and_keeps_finished_layers(plain: Registry, tmp_path: Path) -> None:
+    # distribution keeps the partial chunk and then refuses the session; sealer must notice, restart
+    # that blob, and still skip every layer that was finished before the kill.
+    root = tmp_path / "images"
+    store = ImageStore(root)
+    name = plain.ref("resume/mid:v1")
+    layers = [os.urandom(3 << 20) for _ in range(3)]
+    make_test_image(store, name, layers)
+    last = store.select(name).manifest.layers[-1].digest
+    _killed_push(tmp_path, root, name, last, "progress", 3 << 19)
+    result, _ = _push_again(store, name)
+    assert result.blobs_skipped >= 2  # type: ignore[attr-defined]
+    assert result.bytes_transferred <= 3 << 20  # type: ignore[attr-defined]
+    other = tmp_path / "other"
+    assert sealer(other, "pull", name, "--insecure").exit_code == 0
+    pulled = ImageStore(other / "images")
+    assert [pulled.blob_path(x.digest).read_bytes() for x in pulled.select(name).manifest.layers] == layers
+
+
+def test_corrupted_blob_in_the_store_is_detected_and_repairable(plain: Registry, tmp_path: Path) -> None:
+    home, clean = tmp_path / "h", tmp_path / "clean"
+    name = plain.ref("corrupt/app:v1")
+    layer_data = os.urandom(50_000)
+    make_test_image(ImageStore(home / "images"), name, [layer_data])
+    make_test_image(ImageStore(clean / "images"), name, [layer_data])
+    store = ImageStore(home / "images")
+    layer = store.select(name).manifest.layers[0].digest
+    path = store.blob_path(layer)
+    data = bytearray(path.read_bytes())
+    data[1234] ^= 0x01
+    path.write_bytes(bytes(data))
+    for args in (["push", name, "--insecure"], ["save", "-o", str(tmp_path / "x.tar"), name]):
+        res = sealer(home, *args)
+        assert res.exit_code == 1 and "corrupt blob" in res.output, res.output
+        assert "sealer rmi --force" in res.output
+    assert not (tmp_path / "x.tar").exists()
+    assert not any(f.name.startswith(".x.tar") for f in tmp_path.iterdir())
+    # The registry never got the bad bytes (nor a manifest naming them).
+    assert sealer(tmp_path / "probe", "pull", name, "--insecure").exit_code == 1
+    assert sealer(home, "rmi", "--force", name).exit_code == 0
+    assert sealer(clean, "push", name, "--insecure").exit_code == 0
+    assert sealer(home, "pull", name, "--insecure").exit_code == 0
+    ImageStore(home / "images").verify_blob(layer)
+
+
+def _can_mount_tmpfs() -> bool:
+    return os.geteuid() == 0 and bool(subprocess.run(["which", "mount"], capture_output=True).returncode == 0)
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root to mount a small tmpfs")
+def test_disk_full_during_pull_leaves_the_store_as_it_was(plain: Registry, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    name = plain.ref("big/app:v1")
+    make_test_image(ImageStore(src / "images"), name, [os.urandom(3 << 20), os.urandom(3 << 20)])
+    assert sealer(src, "push", name, "--insecure").exit_code == 0
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        make_test_image(ImageStore(small / "images"), "local/keep:v1", [b"already here"])
+        index_before = (small / "images" / "index.json").read_bytes()
+        res = sealer(small, "pull", name, "--insecure")
+        assert res.exit_code == 1
+        assert "no space left on device" in res.output and "store is unchanged" in res.output
+        assert "Traceback" not in res.output
+        after = ImageStore(small / "images")
+        assert (small / "images" / "index.json").read_bytes() == index_before
+        assert [r.name for r in after.records()] == ["docker.io/local/keep:v1"]
+        assert list(after.ingest_dir.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
