@@ -217,3 +217,71 @@ def test_build_scratch_image_into_the_store(tmp_path: Path, home: Path) -> None:
     )
     assert code == 0 and "(2 of this build's 2 from cache)" in out2
     assert out.splitlines()[0] == out2.splitlines()[0]
+
+
+def test_multi_platform_build_makes_an_index(tmp_path: Path, home: Path) -> None:
+    kubefile = "FROM scratch\nCOPY ${ARCH}/bin bin\n"
+    ctx = context(tmp_path / "ctx", kubefile, {"amd64/bin/tool": "x86", "arm64/bin/tool": "arm"})
+    code, out, err = run(
+        "-q", "build", "-o", "json", "-t", "multi:v1", "--platform", "linux/amd64,linux/arm64", str(ctx)
+    )
+    assert code == 0, err
+    assert json.loads(out)["platforms"] == ["linux/amd64", "linux/arm64"]
+    store = ImageStore(home / "images")
+    details = store.details(store.resolve("multi:v1"))
+    assert details.is_index and [str(i.platform) for i in details.images] == ["linux/amd64", "linux/arm64"]
+    for image, want in zip(details.images, (b"x86", b"arm"), strict=True):
+        assert image.config["architecture"] == image.platform.architecture  # type: ignore[union-attr]
+        import tarfile
+
+        with tarfile.open(store.blob_path(image.manifest.layers[0].digest)) as tar:
+            member = tar.extractfile("bin/tool")
+            assert member is not None and member.read() == want
+
+
+def test_remote_app_and_add_sources_are_downloaded(tmp_path: Path, home: Path) -> None:
+    import http.server
+    import threading
+
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "flannel.yml").write_text("spec:\n  containers:\n  - image: flannel/flannel:v0.20\n")
+    (served / "tool.bin").write_text("binary")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, directory=str(served), **kw)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        kubefile = f"FROM scratch\nADD {base}/tool.bin bin/\nCNI flannel {base}/flannel.yml\nLAUNCH flannel\n"
+        ctx = context(tmp_path / "ctx", kubefile, {})
+        code, out, err = run("-q", "build", "--build-mode", "lite", "-t", "remote:v1", str(ctx))
+        assert code == 0, err
+        code, out, err = run("build", "--dry-run", "-o", "json", str(ctx))
+        plan = json.loads(out)
+        assert plan["labels"] == {"cluster.alpha.sealer.io/kube-cni-flannel": "true"}
+        assert plan["launch_commands"] == ["kubectl apply -f application/apps/flannel/flannel.yml"]
+        store = ImageStore(home / "images")
+        image = store.select("remote:v1")
+        import tarfile
+
+        names: list[str] = []
+        for layer in image.manifest.layers:
+            with tarfile.open(store.blob_path(layer.digest)) as tar:
+                names += tar.getnames()
+        assert "bin/tool.bin" in names and "application/apps/flannel/flannel.yml" in names
+        # A URL that does not answer 200 is a clear error naming it.
+        (ctx / "Kubefile").write_text(f"FROM scratch\nADD {base}/missing.bin bin/\n")
+        code, _, err = run("-q", "build", "--build-mode", "lite", "-t", "remote:v2", str(ctx))
+        assert code == 1 and "missing.bin failed: HTTP 404" in err
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
