@@ -8,7 +8,6 @@ in place are refused with a PlanError that says why and what to do instead.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,10 +104,13 @@ def _check_desired(desired: Cluster, hosts: Sequence[Host]) -> None:
 
 
 def _family(ip: str) -> int | None:
-    try:
-        return ipaddress.ip_address(ip).version
-    except ValueError:
-        return None  # a host name: no family to compare
+    # The parser has validated the addresses; telling the family apart needs no full parse (which
+    # dominated planning time at 5,000 hosts).
+    if ":" in ip:
+        return 6
+    if ip.replace(".", "").isdigit():
+        return 4
+    return None  # a host name: no family to compare
 
 
 def _families(hosts: Iterable[Host]) -> set[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +110,10 @@ def test_the_validator_rejects_broken_plans() -> None:
 
 def test_schema_is_valid_json() -> None:
     assert json.loads(json.dumps(PLAN_SCHEMA)) == PLAN_SCHEMA
+
+
+def test_the_published_schema_file_matches_the_code() -> None:
+    published = Path(__file__).parents[3] / "docs" / "plan.schema.json"
+    assert json.loads(published.read_text()) == PLAN_SCHEMA, (
+        "docs/plan.schema.json is stale: regenerate it from sealer.plan.schema.PLAN_SCHEMA"
+    )
