@@ -295,8 +295,20 @@ def dump_clusterfile(cf: Clusterfile, *, redact: bool = False) -> str:
     docs.extend(_plugin_doc(p) for p in cf.plugins)
     docs.extend(dict(d) for d in cf.other_documents)
     return yaml.dump_all(
-        docs, Dumper=SAFE_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
+        docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
     )
+
+
+class _Dumper(SAFE_DUMPER):  # type: ignore[valid-type,misc]  # chosen at import: C or Python
+    """Multi-line strings (plugin scripts, Config data) as `|` blocks, as people write them."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def env_list_to_map(entries: list[str]) -> dict[str, str]:
