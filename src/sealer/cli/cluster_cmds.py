@@ -19,7 +19,7 @@ from sealer.image.store import ImageStore, default_store_root
 from sealer.model.cluster import Cluster, Clusterfile
 from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
 from sealer.model.yamlnodes import MAX_BYTES
-from sealer.plan import ObservedState, Plan, make_plan
+from sealer.plan import ObservedState, Plan, plan_clusterfile
 from sealer.plan.diff import FieldChange, diff_clusterfiles
 from sealer.state import ClusterLock, ClusterState, break_lock, check_cluster_name
 
@@ -140,9 +140,7 @@ def _load_current(state: ClusterState) -> tuple[Clusterfile | None, ObservedStat
 def _plan(desired: Clusterfile, state: ClusterState) -> Plan:
     current, observed = _load_current(state)
     desired_runtime, unknown = _local_image_runtime(desired.cluster.image)
-    plan = make_plan(
-        desired.cluster, current.cluster if current else None, observed, desired_runtime_type=desired_runtime
-    )
+    plan = plan_clusterfile(desired, current, observed, desired_runtime_type=desired_runtime)
     if current is not None and desired_runtime is None and unknown:
         plan = replace(plan, notes=(*plan.notes, f"runtime type not checked yet: {unknown}; apply checks it "
                                     "after pulling the image"))
@@ -265,7 +263,7 @@ def diff_cmd(clusterfile: str, exit_code: bool, output: str) -> None:
     """
     desired = load_clusterfile(clusterfile)
     state = ClusterState(desired.cluster.name)
-    current, observed = _load_current(state)
+    current = state.last_applied()
     if current is None:
         data: dict[str, Any] = {
             "cluster": desired.cluster.name, "lastApplied": None, "changes": [],
@@ -280,7 +278,7 @@ def diff_cmd(clusterfile: str, exit_code: bool, output: str) -> None:
         return
     changes = diff_clusterfiles(current, desired)
     try:
-        plan: Plan | None = make_plan(desired.cluster, current.cluster, observed)
+        plan: Plan | None = _plan(desired, state)
         refusal = None
     except PlanError as err:
         plan, refusal = None, err

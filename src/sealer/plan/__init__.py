@@ -1,7 +1,7 @@
 """Pure planning: Clusterfile + observed state -> ordered Actions. No I/O."""
 
 from sealer.plan.actions import ACTION_KINDS, PLAN_API_VERSION, Action, Plan
-from sealer.plan.planner import ObservedState, effective_labels, make_plan, plan_delete
+from sealer.plan.planner import ObservedState, effective_labels, make_plan, plan_clusterfile, plan_delete
 
 __all__ = [
     "ACTION_KINDS",
@@ -11,5 +11,6 @@ __all__ = [
     "Plan",
     "effective_labels",
     "make_plan",
+    "plan_clusterfile",
     "plan_delete",
 ]

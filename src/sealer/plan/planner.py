@@ -9,11 +9,11 @@ in place are refused with a PlanError that says why and what to do instead.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sealer.errors import PlanError
-from sealer.model.cluster import MASTER, NODE, Cluster, Host, Taint
+from sealer.model.cluster import MASTER, NODE, Cluster, Clusterfile, Host, Taint
 from sealer.plan.actions import ActionList, Plan
 
 ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
@@ -49,6 +49,39 @@ def make_plan(
     current_hosts = current.hosts
     _check_transition(desired, desired_hosts, current, current_hosts, observed, desired_runtime_type)
     return _update_plan(desired, desired_hosts, current, current_hosts)
+
+
+def plan_clusterfile(
+    desired: Clusterfile,
+    current: Clusterfile | None,
+    observed: ObservedState | None = None,
+    *,
+    desired_runtime_type: str | None = None,
+) -> Plan:
+    """`make_plan` for whole Clusterfiles: also says what changed documents (Config, Plugin, kubeadm)
+    will and will not do, since no action re-applies them to hosts already installed."""
+    plan = make_plan(
+        desired.cluster, current.cluster if current else None, observed,
+        desired_runtime_type=desired_runtime_type,
+    )
+    if current is None:
+        return plan
+    notes = list(plan.notes)
+    changed = [
+        what
+        for what, old, new in (
+            ("Config", current.configs, desired.configs),
+            ("Plugin", current.plugins, desired.plugins),
+            ("kubeadm", current.kubeadm_documents, desired.kubeadm_documents),
+        )
+        if old != new
+    ]
+    if changed:
+        notes.append(
+            f"{', '.join(changed)} documents changed: they apply to hosts installed, joined or upgraded from "
+            "now on; hosts already in the cluster keep what they were installed with"
+        )
+    return replace(plan, notes=tuple(notes)) if notes != list(plan.notes) else plan
 
 
 def plan_delete(current: Cluster) -> Plan:

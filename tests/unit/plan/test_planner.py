@@ -10,8 +10,18 @@ from tests.unit.plan.builders import IMAGE, cluster, group
 from tests.unit.plan.simulate import simulate
 
 from sealer.errors import PlanError
-from sealer.model.cluster import SSH, Cluster, HostAlias, LocalRegistry, Registry, Taint
-from sealer.plan import ObservedState, Plan, make_plan, plan_delete
+from sealer.model.cluster import (
+    SSH,
+    Cluster,
+    Clusterfile,
+    ConfigDoc,
+    HostAlias,
+    LocalRegistry,
+    PluginDoc,
+    Registry,
+    Taint,
+)
+from sealer.plan import ObservedState, Plan, make_plan, plan_clusterfile, plan_delete
 
 
 def kinds(plan: Plan) -> list[str]:
@@ -305,3 +315,15 @@ def test_plan_renders_rows_and_json_and_a_stable_digest() -> None:
     assert plan.digest() == make_plan(cluster(["10.0.0.1"], workers), None).digest()
     assert plan.digest() != make_plan(cluster(["10.0.0.1"], workers[:-1]), None).digest()
     assert "a2 join-workers on 10.0.1.1" in plan.text()
+
+
+def test_changed_documents_are_noted_because_no_action_reapplies_them() -> None:
+    c = cluster(["10.0.0.1"])
+    old = Clusterfile(cluster=c, configs=(ConfigDoc("values", "etc/values.yaml", "a: 1\n"),))
+    new = Clusterfile(cluster=c, configs=(ConfigDoc("values", "etc/values.yaml", "a: 2\n"),),
+                      plugins=(PluginDoc("swap", "SHELL", "swapoff -a", ("pre-init-host",)),))
+    plan = plan_clusterfile(new, old)
+    assert plan.empty
+    assert any(n.startswith("Config, Plugin documents changed") for n in plan.notes)
+    assert plan_clusterfile(old, old).notes == ()
+    assert plan_clusterfile(new, None).operation == "create"
