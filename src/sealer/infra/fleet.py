@@ -32,6 +32,9 @@ class Fleet:
         detect_local: bool = True,
         ssh_config: bool = True,
         trust_user_known_hosts: bool = True,
+        keepalive_interval: float = 5.0,
+        keepalive_count_max: int = 3,
+        copy_batch_bytes: int = transfer.BATCH_BYTES,
     ) -> None:
         self.ssh = SSHConnector(
             known_hosts=known_hosts,
@@ -41,7 +44,10 @@ class Fleet:
             cluster=cluster,
             ssh_config=ssh_config,
             trust_user_known_hosts=trust_user_known_hosts,
+            keepalive_interval=keepalive_interval,
+            keepalive_count_max=keepalive_count_max,
         )
+        self.ssh.copy_batch_bytes = copy_batch_bytes
         self.local = LocalConnector(logdir=logdir)
         self.detect_local = detect_local
         self._is_local: dict[str, bool] = {}

@@ -62,6 +62,7 @@ CIPHERS = (
 )
 DEFAULT_MAX_HANDSHAKES = 32
 DEFAULT_CONNECT_TIMEOUT = 10.0
+SUDO_PROBE_TIMEOUT = 30.0
 
 
 @dataclass
@@ -138,6 +139,7 @@ class SSHConnector:
         self.ssh_config = ssh_config
         self.trust_user_known_hosts = trust_user_known_hosts
         self.cluster = cluster
+        self.copy_batch_bytes = transfer.BATCH_BYTES
         self._handshakes: asyncio.Semaphore | None = None
         self._conns: dict[tuple[object, ...], asyncio.Task[_Conn]] = {}
         self._keys: dict[tuple[str, str | None], Any] = {}
@@ -360,17 +362,18 @@ class SSHConnector:
             if c.sudo is not None:
                 return c.sudo
             name = c.target.name
-            probe = await c.conn.run(SUDO_PROBE_NOPASSWD, check=False)
-            if probe.exit_status == 0:
+            code, _, stderr = await self._exec(c, SUDO_PROBE_NOPASSWD, b"", SUDO_PROBE_TIMEOUT, "sudo")
+            if code == 0:
                 c.sudo = NOPASSWD
                 return c.sudo
             password = c.target.sudo_password or c.target.password
             if password is None:
-                c.sudo_error = SudoError(name, *sudo_failure(str(probe.stderr), c.username, False))
+                c.sudo_error = SudoError(name, *sudo_failure(stderr, c.username, False))
                 raise c.sudo_error
-            probe = await c.conn.run(SUDO_PROBE_PASSWORD, input=password + "\n", check=False)
-            if probe.exit_status != 0:
-                c.sudo_error = SudoError(name, *sudo_failure(str(probe.stderr), c.username, True))
+            line = (password + "\n").encode()
+            code, _, stderr = await self._exec(c, SUDO_PROBE_PASSWORD, line, SUDO_PROBE_TIMEOUT, "sudo")
+            if code != 0:
+                c.sudo_error = SudoError(name, *sudo_failure(stderr, c.username, True))
                 raise c.sudo_error
             c.sudo = PASSWORD
             return c.sudo
@@ -472,12 +475,14 @@ class SSHConnector:
                 f"`{shown}` did not finish within {timeout:g}s",
                 "raise the timeout, or look at the host's log for where it hung",
             ) from None
-        except (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError, BrokenPipeError) as exc:
+        except (asyncssh.Error, OSError) as exc:
+            # ChannelOpenError, ConnectionLost, DisconnectError, resets: the connection is gone
             self._drop(c.target)
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             raise ConnectionLostError(
                 name,
-                f"connection lost while running `{shown}`: {exc}",
-                "check the host and the network path to it",
+                f"connection lost while running `{shown}`: {reason}",
+                "check that the host is up and reachable, then run again",
             ) from None
         code = proc.exit_status
         stderr = b"".join(err).decode("utf-8", "replace")
@@ -525,7 +530,7 @@ class SSHConnector:
         hlog.begin(f"copy {src} -> {tree.root}", sudo=sudo, env_names=[])
         execb = self._execb(c, sudo, timeout)
         plan = await transfer.plan_upload(host.name, execb, tree)
-        await transfer.send(host.name, execb, tree, plan)
+        await transfer.send(host.name, execb, tree, plan, batch_bytes=self.copy_batch_bytes)
         duration = time.monotonic() - start
         hlog.end(0, duration, f"sent {plan.files} file(s), {plan.bytes} bytes; skipped {plan.skipped} equal")
         return TransferStats(host.name, plan.files, plan.skipped, plan.bytes, duration)

@@ -209,7 +209,8 @@ def extract_script(root: str, *, is_dir: bool) -> str:
         "trap 'rm -rf -- \"$s\"' EXIT; "
         'tar -x -p --no-same-owner -C "$s" -f -; '
         'cd "$s"; '
-        f'[ -f {COMPLETE_MARK} ] || {{ echo "sealer: incomplete transfer (stream cut short)" >&2; exit 1; }}; '
+        f"[ -f {COMPLETE_MARK} ] || "
+        '{ echo "sealer: incomplete transfer (stream cut short)" >&2; exit 1; }; '
         f"rm -f {COMPLETE_MARK}; "
         # one mkdir for every directory, then per directory one mv of all its non-dirs
         'find . -mindepth 1 -type d -print0 | (cd "$r" && xargs -0 -r mkdir -p --); '

@@ -138,8 +138,9 @@ def test_manifest_reports_only_regular_files(tmp_path: Path) -> None:
     tree = transfer.LocalTree(str(root), (transfer.LocalEntry("l", "file", 0o644, 1, found["f"].sha256),))
     assert [e.rel for e in needed(tree, found)] == ["l"]
     # a destination that does not exist yet is simply empty
-    out = subprocess.run(["sh", "-c", manifest_script(str(tmp_path / "nope"))], input=names,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["sh", "-c", manifest_script(str(tmp_path / "nope"))], input=names, capture_output=True, check=True
+    ).stdout
     assert parse_manifest(out) == {}
 
 
@@ -191,9 +192,11 @@ def test_copy_errors_name_host_and_cause(tmp_path: Path) -> None:
     src.write_text("x")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(TransferError, match="127.0.0.1: copying to"):
+    with pytest.raises(TransferError, match=r"127\.0\.0\.1: copying to"):
         run_local(lambda c: c.put(ME, src, str(blocker / "under" / "x")))
-    err = transfer.transfer_failure("h1", "copying to", "tar: x: Cannot write: No space left on device\n", "/d")
+    err = transfer.transfer_failure(
+        "h1", "copying to", "tar: x: Cannot write: No space left on device\n", "/d"
+    )
     assert isinstance(err, DiskFullError) and "h1" in str(err) and "no space" in err.message
 
 
