@@ -95,7 +95,8 @@ class ImageExtension:
         build = data.get("buildClient") or {}
         if not isinstance(build, dict):
             raise ImageError(f"{ANNOTATION_IMAGE_EXTENSION}: buildClient must be an object")
-        apps_raw = data.get("applications") or []
+        apps_raw = data.get("applications")
+        apps_raw = [] if apps_raw is None else apps_raw
         if not isinstance(apps_raw, list):
             raise ImageError(f"{ANNOTATION_IMAGE_EXTENSION}: applications must be an array")
         apps: list[Application] = []
