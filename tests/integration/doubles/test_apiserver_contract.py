@@ -1,0 +1,295 @@
+"""Contract of the API-server stand-in, driven by the real lightkube client the product uses: auth that
+rejects wrong credentials, Nodes with Ready conditions/labels/taints, ConfigMap and Secret round trips,
+patch flavours, watch, conflicts, validation, persistence."""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import subprocess
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.models.core_v1 import NodeSpec, Taint
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Secret
+from lightkube.types import PatchType
+
+from tests.doubles import pki
+from tests.doubles.build import build_executable
+
+from .conftest import FAST, Node as StandinNode, _interpreter_ok, free_port, need_containerd, node_ready, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class ApiServerProc:
+    def __init__(self, binary: Path, data: Path, port: int, tokens: Path, grace: str = "3") -> None:
+        self.data, self.port, self.binary, self.tokens, self.grace = data, port, binary, tokens, grace
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--data-dir", str(self.data), "--port", str(self.port), "--token-auth-file",
+             str(self.tokens), "--node-monitor-grace-period", self.grace],
+            stdout=subprocess.DEVNULL, stderr=open(self.data / "log", "ab"))  # noqa: SIM115
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+        def up() -> bool:
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{self.port}/readyz", context=ctx, timeout=2)
+            except urllib.error.HTTPError as e:
+                return e.code == 401  # listening, and anonymous is refused
+            return False
+
+        wait_for(up, what="apiserver listening")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+    def client(self, kubeconfig: str = "admin.kubeconfig") -> Client:
+        return Client(KubeConfig.from_file(self.data / kubeconfig))
+
+
+@pytest.fixture
+def api() -> Iterator[ApiServerProc]:
+    reason = _interpreter_ok()
+    if reason:
+        pytest.skip(reason)
+    d = Path(tempfile.mkdtemp(prefix="kapi", dir="/tmp"))
+    binary = build_executable("apiserver", d / "apiserver")
+    tokens = d / "tokens.csv"
+    tokens.write_text('admin-token,admin,1,"system:masters"\nviewer-token,viewer,2\n')
+    os.chmod(tokens, 0o600)
+    s = ApiServerProc(binary, d, free_port(), tokens)
+    s.start()
+    yield s
+    s.stop()
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def token_kubeconfig(api: ApiServerProc, token: str, name: str) -> str:
+    ca = (api.data / "tls" / "server-ca.crt").read_bytes()
+    (api.data / name).write_text(pki.kubeconfig(f"https://127.0.0.1:{api.port}", ca, token=token))
+    return name
+
+
+def test_lightkube_configmap_and_secret_round_trip(api: ApiServerProc) -> None:
+    c = api.client()
+    c.create(Namespace(metadata=ObjectMeta(name="sealer-system")))
+    c.create(ConfigMap(metadata=ObjectMeta(name="state", namespace="sealer-system", labels={"app": "sealer"}),
+                       data={"Clusterfile": "apiVersion: sealer.io/v2\n", "weird": "ünïcode ✓"}))
+    got = c.get(ConfigMap, "state", namespace="sealer-system")
+    assert got.data == {"Clusterfile": "apiVersion: sealer.io/v2\n", "weird": "ünïcode ✓"}
+    got.data["Clusterfile"] = "changed"
+    c.replace(got)
+    assert c.get(ConfigMap, "state", namespace="sealer-system").data["Clusterfile"] == "changed"
+    c.create(Secret(metadata=ObjectMeta(name="creds", namespace="sealer-system"), stringData={"password": "s3cr3t"},
+                    data={"bin": base64.b64encode(b"\x00\xff").decode()}))
+    s = c.get(Secret, "creds", namespace="sealer-system")
+    assert base64.b64decode(s.data["password"]) == b"s3cr3t"
+    assert base64.b64decode(s.data["bin"]) == b"\x00\xff"
+    assert s.stringData is None and s.type == "Opaque"
+    assert [x.metadata.name for x in c.list(ConfigMap, namespace="sealer-system", labels={"app": "sealer"})] == [
+        "state"]
+    assert list(c.list(ConfigMap, namespace="sealer-system", labels={"app": "other"})) == []
+    c.delete(ConfigMap, "state", namespace="sealer-system")
+    with pytest.raises(ApiError) as e:
+        c.get(ConfigMap, "state", namespace="sealer-system")
+    assert e.value.status.code == 404 and e.value.status.reason == "NotFound"
+
+
+def test_lightkube_node_labels_taints_and_patches(api: ApiServerProc) -> None:
+    c = api.client()
+    c.create(Node(metadata=ObjectMeta(name="n1", labels={"a": "1"}),
+                  spec=NodeSpec(taints=[Taint(key="k", value="v", effect="NoSchedule")])))
+    # strategic merge (lightkube's default): labels merge, null deletes
+    n = c.patch(Node, "n1", {"metadata": {"labels": {"b": "2"}}})
+    assert n.metadata.labels == {"a": "1", "b": "2"}
+    n = c.patch(Node, "n1", {"metadata": {"labels": {"a": None}}}, patch_type=PatchType.MERGE)
+    assert n.metadata.labels == {"b": "2"}
+    # taints have no patch strategy upstream: the list is replaced
+    n = c.patch(Node, "n1", {"spec": {"taints": [{"key": "x", "effect": "NoExecute"}]}})
+    assert [(t.key, t.effect) for t in n.spec.taints] == [("x", "NoExecute")]
+    n = c.patch(Node, "n1", [{"op": "add", "path": "/metadata/labels/c", "value": "3"}], patch_type=PatchType.JSON)
+    assert n.metadata.labels == {"b": "2", "c": "3"}
+    with pytest.raises(ApiError) as e:
+        c.patch(Node, "n1", [{"op": "test", "path": "/metadata/labels/c", "value": "4"}], patch_type=PatchType.JSON)
+    assert e.value.status.code == 422
+    with pytest.raises(ApiError) as e:
+        c.patch(Node, "n1", {"spec": {"taints": [{"key": "x", "effect": "Sometimes"}]}})
+    assert e.value.status.code == 422
+    # status conditions merge by type through the status subresource
+    c.patch(Node.Status, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    c.patch(Node.Status, "n1", {"status": {"conditions": [{"type": "DiskPressure", "status": "False"}]}})
+    types = {x.type: x.status for x in c.get(Node, "n1").status.conditions}
+    assert types["DiskPressure"] == "False" and "Ready" in types
+    c.delete(Node, "n1")
+    assert [x.metadata.name for x in c.list(Node)] == []
+
+
+def test_wrong_credentials_are_rejected(api: ApiServerProc) -> None:
+    bad = api.client(token_kubeconfig(api, "wrong-token", "bad.kubeconfig"))
+    with pytest.raises(ApiError) as e:
+        list(bad.list(Node))
+    assert e.value.status.code == 401
+    good = api.client(token_kubeconfig(api, "admin-token", "tok.kubeconfig"))
+    assert [x.metadata.name for x in good.list(Namespace)] == ["default", "kube-node-lease", "kube-public",
+                                                                "kube-system"]
+    viewer = api.client(token_kubeconfig(api, "viewer-token", "viewer.kubeconfig"))
+    with pytest.raises(ApiError) as e:
+        list(viewer.list(Secret, namespace="default"))
+    assert e.value.status.code == 403 and 'User "viewer" cannot list resource "secrets"' in e.value.status.message
+    # a client certificate from another CA does not even complete the TLS handshake
+    ca, key = pki.make_ca("intruder")
+    cert, ckey = pki.issue(ca, key, "system:admin", organizations=["system:masters"], client=True)
+    server_ca = (api.data / "tls" / "server-ca.crt").read_bytes()
+    (api.data / "intruder.kubeconfig").write_text(pki.kubeconfig(
+        f"https://127.0.0.1:{api.port}", server_ca, cert_pem_bytes=cert, key_pem_bytes=ckey))
+    with pytest.raises(Exception) as exc:
+        list(api.client("intruder.kubeconfig").list(Node))
+    assert "401" not in str(exc.value)  # refused at TLS level, never served
+
+
+def test_conflicts_validation_and_not_found(api: ApiServerProc) -> None:
+    c = api.client()
+    cm = c.create(ConfigMap(metadata=ObjectMeta(name="c", namespace="default"), data={"v": "1"}))
+    with pytest.raises(ApiError) as e:
+        c.create(ConfigMap(metadata=ObjectMeta(name="c", namespace="default")))
+    assert e.value.status.code == 409 and e.value.status.reason == "AlreadyExists"
+    c.patch(ConfigMap, "c", {"data": {"v": "2"}}, namespace="default")
+    cm.data = {"v": "stale"}
+    with pytest.raises(ApiError) as e:
+        c.replace(cm)  # carries the old resourceVersion
+    assert e.value.status.code == 409 and e.value.status.reason == "Conflict"
+    with pytest.raises(ApiError) as e:
+        c.create(ConfigMap(metadata=ObjectMeta(name="Bad_Name", namespace="default")))
+    assert e.value.status.code == 422
+    with pytest.raises(ApiError) as e:
+        c.create(ConfigMap(metadata=ObjectMeta(name="x", namespace="nope")))
+    assert e.value.status.code == 404 and 'namespaces "nope" not found' in e.value.status.message
+    with pytest.raises(ApiError) as e:
+        c.get(Lease, "x", namespace="default")
+    assert e.value.status.code == 404
+
+
+def test_watch_sees_changes(api: ApiServerProc) -> None:
+    c = api.client()
+    seen: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        for kind, obj in api.client().watch(ConfigMap, namespace="default"):
+            seen.append((kind, obj.metadata.name))
+            if kind == "DELETED":
+                done.set()
+                return
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    wait_for(lambda: t.is_alive(), what="watch started")
+    import time
+
+    time.sleep(0.5)  # let the watch connect before the first event (not a timing assertion)
+    c.create(ConfigMap(metadata=ObjectMeta(name="w", namespace="default")))
+    c.patch(ConfigMap, "w", {"data": {"a": "b"}}, namespace="default")
+    c.delete(ConfigMap, "w", namespace="default")
+    wait_for(done.is_set, what="DELETED event")
+    assert [k for k, n in seen if n == "w"] == ["ADDED", "MODIFIED", "DELETED"]
+
+
+def test_state_persists_across_restart_and_nodes_go_unknown(api: ApiServerProc) -> None:
+    c = api.client()
+    c.create(Node(metadata=ObjectMeta(name="n1")))
+    c.patch(Node.Status, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True",
+                                                           "lastHeartbeatTime": _now()}]}})
+    api.stop()
+    assert oct((api.data / "state.json").stat().st_mode & 0o777) == "0o600"  # it holds Secrets
+    api.start()
+    c = api.client()
+    assert c.get(Node, "n1").metadata.name == "n1"
+    # no heartbeats: after the (shortened) grace period the node is Unknown and tainted unreachable
+    wait_for(lambda: {x.type: x.status for x in c.get(Node, "n1").status.conditions}["Ready"] == "Unknown",
+             what="n1 Unknown")
+    assert any(t.key == "node.kubernetes.io/unreachable" for t in c.get(Node, "n1").spec.taints)
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_discovery_documents(api: ApiServerProc) -> None:
+    c = api.client()
+    # lightkube's generic calls go through the same paths kubectl's discovery uses
+    ctx = ssl.create_default_context(cadata=(api.data / "tls" / "server-ca.crt").read_text())
+    ctx.load_cert_chain(str(api.data / "tls" / "client-admin.crt"), str(api.data / "tls" / "client-admin.key"))
+    import json
+
+    def get(path: str) -> dict[str, object]:
+        with urllib.request.urlopen(f"https://127.0.0.1:{api.port}{path}", context=ctx) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    assert get("/api")["versions"] == ["v1"]
+    names = {r["name"] for r in get("/api/v1")["resources"]}  # type: ignore[index, union-attr]
+    assert {"nodes", "nodes/status", "namespaces", "configmaps", "secrets"} <= names
+    groups = {g["name"] for g in get("/apis")["groups"]}  # type: ignore[index, union-attr]
+    assert "coordination.k8s.io" in groups and "apps" in groups
+    assert get("/version")["gitVersion"].startswith("v1.30.")  # type: ignore[union-attr]
+    assert c.get(Namespace, "default").status.phase == "Active"
+
+
+# ------------------------------------------------------------------ a stand-in k3s cluster, via lightkube
+
+
+@pytest.fixture
+def cluster(nodes: Callable[[str], StandinNode]) -> tuple[StandinNode, StandinNode]:
+    need_containerd()
+    s = nodes("m0")
+    s.start("server", "--cluster-init", "--https-listen-port", str(s.port), "--node-name", "m0", *FAST)
+    s.wait_ready("m0")
+    w = nodes("w1").start("agent", "--server", s.url, "--token", s.token, "--node-name", "w1", "--node-label",
+                          "sealer.io/pool=gpu", "--node-taint", "gpu=true:NoSchedule", *FAST[:2])
+    wait_for(lambda: node_ready(s.admin(), "w1") == "True", what="w1 Ready")
+    return s, w
+
+
+def test_lightkube_lists_k3s_cluster_nodes(cluster: tuple[StandinNode, StandinNode]) -> None:
+    s, w = cluster
+    c = Client(KubeConfig.from_file(s.root / "etc/rancher/k3s/k3s.yaml"))
+    nodes = {n.metadata.name: n for n in c.list(Node)}
+    assert set(nodes) == {"m0", "w1"}
+
+    def ready(n: Node) -> str:
+        return next(x.status for x in n.status.conditions if x.type == "Ready")
+
+    assert ready(nodes["m0"]) == "True" and ready(nodes["w1"]) == "True"
+    assert nodes["m0"].metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
+    assert nodes["w1"].metadata.labels["sealer.io/pool"] == "gpu"
+    assert [(t.key, t.value, t.effect) for t in nodes["w1"].spec.taints] == [("gpu", "true", "NoSchedule")]
+    assert nodes["w1"].status.nodeInfo.containerRuntimeVersion.startswith("containerd://")
+    # the product labels and taints nodes through the API; the stand-in applies it
+    c.patch(Node, "w1", {"metadata": {"labels": {"env": "prod"}},
+                         "spec": {"taints": [{"key": "gpu", "value": "true", "effect": "NoSchedule"},
+                                             {"key": "maint", "effect": "NoExecute"}]}})
+    n = c.get(Node, "w1")
+    assert n.metadata.labels["env"] == "prod" and len(n.spec.taints) == 2
+    # stop the agent: lightkube then sees it NotReady (Unknown) after the grace period
+    w.stop()
+    wait_for(lambda: ready(c.get(Node, "w1")) == "Unknown", what="w1 Unknown")
+    assert ready(c.get(Node, "m0")) == "True"
