@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -676,28 +677,62 @@ class Testbed:
         shutil.rmtree(hd, ignore_errors=True)
 
     def down(self, *, fast: bool = False) -> None:
-        """Stop every host, delete the lab's namespaces, cgroups, work dir; restore sysctls. Idempotent."""
-        hosts = [h for h in self.hosts if self.is_running(h)]
-        for h in hosts:
-            self._signal_stop(h, hard=fast)
-        # Hosts recorded only as processes (state of a crashed run) are stopped by pid file too.
-        known = {h.name for h in self.hosts}
-        orphans = [n for n, p in self._procs.items() if n not in known and _alive(p)]
-        for n in orphans:
-            os.kill(self._procs[n].pid, signal.SIGKILL if self.light else signal.SIGTERM)
-        self._reap(hosts, 0 if fast else self.stop_timeout)
-        for n in orphans:
-            self._procs.pop(n, None)
-        self.net.down()
-        left = cgroup.remove(self._bases)
-        sysctl.release(self.name)
-        if left:
-            raise TestbedError(f"lab {self.name}: cgroups still busy: {' '.join(left)}")
+        """Stop every host, delete the lab's namespaces, cgroups, work dir; restore sysctls. Idempotent.
+
+        Best effort: every step runs even if an earlier one failed; the lab's record is kept (so a
+        later `down` can retry) only when something is left, and then TestbedError says what."""
+        errors: list[str] = []
         for h in self.hosts:
-            self._rmtree_host(self._host_dir(h.name))
+            if self.is_running(h):
+                self._signal_stop(h, hard=fast)
+        try:
+            self._reap(self.hosts, 0 if fast else self.stop_timeout)
+        except TestbedError as e:
+            errors.append(e.message)
+        killed = self._kill_stragglers()
+        if killed:
+            print(f"testbed: lab {self.name}: killed leftover processes {killed}", file=sys.stderr)
+        self.net.down()
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.name}", ignore_errors=True)
+        left = cgroup.remove(self._bases)
+        if left:
+            errors.append(f"cgroups still busy: {' '.join(left)}")
+        sysctl.release(self.name)
+        try:
+            for h in self.hosts:
+                self._rmtree_host(self._host_dir(h.name))
+        except TestbedError as e:
+            errors.append(e.message)
+        if errors:
+            raise TestbedError(
+                f"lab {self.name} not fully torn down: " + "; ".join(errors),
+                f"python -m tests.testbed down --lab {self.name}",
+            )
         with flock(BASE / ".labs.lock"):
             shutil.rmtree(self.dir, ignore_errors=True)
         self.hosts = []
+        self._procs = {}
+
+    def _kill_stragglers(self) -> list[int]:
+        """Last resort after the hosts stopped: whatever still runs in this lab's cgroups or in its
+        hosts' network namespaces was started inside the lab, so it is ours to kill."""
+        hosts_re = re.compile(rf"^{re.escape(self.name)}h\d+$")
+        killed: list[int] = []
+        for _ in range(100):
+            pids = cgroup.pids(self._bases)
+            for ns in netns_list():
+                if hosts_re.match(ns):
+                    out = run(["ip", "netns", "pids", ns], check=False).stdout
+                    pids.update(int(x) for x in out.split() if x.isdigit())
+            pids = {p for p in pids if p != os.getpid() and _starttime(p) is not None}  # zombies: no
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+        return sorted(set(killed))
 
     def footprint(self) -> tuple[str, int, list[str], list[int]]:
         """(lab, subnet k, cgroup dirs, every pid of the lab now): what `leftovers` checks after down()."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.testbed import Testbed, rootfs
 from tests.testbed.common import BASE
-from tests.testbed.lab import leftovers, list_labs, reap_stale_labs
+from tests.testbed.lab import _starttime, leftovers, list_labs, reap_stale_labs
 
 pytestmark = [pytest.mark.integration, pytest.mark.testbed]
 
@@ -236,3 +236,22 @@ def test_adopt_refuses_an_unfinished_or_foreign_tree(tmp_path: Path, monkeypatch
     (tmp_path / "var/lib/dpkg/status").write_text("Package: openssh-server\nStatus: install ok installed\n")
     with pytest.raises(TestbedError, match="missing packages: openssh-sftp-server"):
         rootfs.adopt(tmp_path)
+
+
+def test_down_cleans_up_after_a_sigkilled_nspawn_and_strays_in_the_netns(testbed_factory: object) -> None:
+    assert callable(testbed_factory)
+    tb = testbed_factory()
+    h1, h2 = tb.up(2)
+    # The pitfall: SIGKILL on nspawn itself leaves the container's systemd running, orphaned.
+    nspawn = tb._procs[h1.name].pid
+    init = tb._init_pid(h1)
+    assert init is not None
+    os.kill(nspawn, signal.SIGKILL)
+    # And a stray process started in a host's netns by hand (outside any cgroup of the lab).
+    stray = subprocess.Popen(["ip", "netns", "exec", h2.netns, "sleep", "600"], start_new_session=True)
+    fp = tb.footprint()
+    assert init in fp[3]
+    tb.down()
+    stray.wait(timeout=10)
+    assert leftovers(*fp) == []
+    assert _starttime(init) is None, "the orphaned container's systemd is gone (at most a zombie)"
