@@ -38,7 +38,7 @@ from sealer.image.collect import (
 from sealer.image.kubefile import BaseImage, BaseImageResolver, Kubefile, Step, check_context, parse_kubefile
 from sealer.image.metadata import ANNOTATION_CONTAINER_IMAGES, ANNOTATION_IMAGE_EXTENSION
 from sealer.image.oci import Descriptor, Platform, host_platform
-from sealer.image.reference import parse_reference
+from sealer.image.reference import Reference, parse_reference
 from sealer.image.registry import RegistryClient, RegistryOptions
 from sealer.image.service import ensure_image
 from sealer.image.store import ImageStore, default_store_root, sealer_home
@@ -220,6 +220,7 @@ def plan_build(options: BuildOptions, resolve_base: BaseImageResolver | None) ->
 BUILD_EPOCH = 0
 ZERO_TIME = "1970-01-01T00:00:00Z"
 _COPY_LIKE = ("COPY", "ADD", "APP", "CNI", "CSI")
+_COPY_BUFFER = 1 << 20
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 
 
@@ -314,7 +315,7 @@ class _WriterFile:
         self.writer = writer
 
     def write(self, data: bytes) -> int:
-        self.writer.write(bytes(data))
+        self.writer.write(data)
         return len(data)
 
     def flush(self) -> None:
@@ -343,14 +344,18 @@ def write_layer(store: ImageStore, entries: list[Entry], compress: bool = True) 
             if compress
             else None
         )
-        tee = _HashingWriter(gz if gz is not None else sink)
-        with tarfile.open(fileobj=tee, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        # Uncompressed, the diff_id is the blob digest the store computes anyway: hash once.
+        tee: Any = _HashingWriter(gz) if gz is not None else sink
+        with tarfile.open(  # type: ignore[call-overload]
+            fileobj=tee, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=_COPY_BUFFER
+        ) as tar:
             for entry in _with_parents(entries):
                 _add_entry(tar, entry)
         if gz is not None:
             gz.close()
         desc = blob.commit()
-    return LayerInfo(desc.digest, desc.size, "sha256:" + tee.hash.hexdigest(), media)
+    diff_id = "sha256:" + tee.hash.hexdigest() if gz is not None else desc.digest
+    return LayerInfo(desc.digest, desc.size, diff_id, media)
 
 
 def _add_entry(tar: tarfile.TarFile, entry: Entry) -> None:
@@ -695,12 +700,17 @@ async def registry_entries(
     """
     entries: dict[str, Entry] = {}
     stored: list[str] = []
+    refs = [parse_reference(name) for name in images]
     async with RegistryClient(options) as client:
-        for name in images:
-            ref = parse_reference(name)
+
+        async def pull(ref: Reference) -> None:
             if progress:
-                progress(f"  pulling {name} ({platform})")
+                progress(f"  pulling {ref} ({platform})")
             await client.pull(ref, cache_store, platforms=[platform])
+
+        # The client bounds concurrent blob transfers; images are fetched side by side.
+        await asyncio.gather(*(pull(ref) for ref in refs))
+        for ref in refs:
             image = cache_store.select(str(ref), platform)
             manifest_digest = image.descriptor.digest
             blobs = [
