@@ -653,6 +653,24 @@ class Testbed:
             time.sleep(0.05)
         return pub
 
+    def authorize_key(self, h: TestHost, public_key: str, user: str = "root") -> None:
+        """Append a public key line to `user`'s authorized_keys on the host (e.g. a passphrase key)."""
+        line = public_key.strip()
+        if not line.startswith(("ssh-", "ecdsa-", "sk-")):
+            raise TestbedError(f"not an OpenSSH public key line: {line[:30]!r}")
+        script = (
+            'set -e; home=$(getent passwd "$1" | cut -d: -f6); '
+            'install -d -m700 -o "$1" -g "$1" "$home/.ssh"; cat >> "$home/.ssh/authorized_keys"; '
+            'chown "$1:$1" "$home/.ssh/authorized_keys"; chmod 600 "$home/.ssh/authorized_keys"'
+        )
+        self.run_on(h, ["sh", "-c", script, "sh", user], input=line + "\n")
+
+    def small_disk(self, h: TestHost, path: str, size: str = "1M") -> None:
+        """Mount a tiny tmpfs at `path` on the host, so writes there fail with ENOSPC (disk-full tests).
+        It lives in the host's mount namespace and goes away with the host."""
+        script = 'mkdir -p "$1" && mount -t tmpfs -o size="$2" tmpfs "$1"'
+        self.run_on(h, ["sh", "-c", script, "sh", path, size])
+
     def allow_ssh_only_from(self, h: TestHost, sources: list[str] | None) -> None:
         """Firewall the host's port 22 to the given source IPs (e.g. a bastion); None lifts it."""
         pre = ["ip", "netns", "exec", h.netns, "iptables", "-w"]

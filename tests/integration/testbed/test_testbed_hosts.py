@@ -269,3 +269,29 @@ def test_thirty_light_hosts_for_scale_tests(testbed_factory: Factory) -> None:
     t_down = time.monotonic() - t0
     print(f"\ntestbed light: 30 hosts up (ssh answering) in {t_up:.2f} s, down in {t_down:.2f} s")
     assert leftovers(*footprint) == []
+
+
+def test_authorize_key_and_small_disk_helpers(testbed_factory: Factory, tmp_path: Path) -> None:
+    import subprocess
+
+    tb = testbed_factory(light=True)
+    (h,) = tb.up(1)
+    key = tmp_path / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret-pass", "-f", str(key)], check=True)
+    tb.authorize_key(h, (tmp_path / "k.pub").read_text(), user=h.user_password_login[0])
+    st = tb.run_on(h, f"stat -c '%a %U' /home/{h.user_password_login[0]}/.ssh/authorized_keys").stdout.split()
+    assert st == ["600", h.user_password_login[0]]
+    from tests.testbed.client import ssh_argv
+
+    kh = tb.dir / "known_hosts"
+    argv = [*ssh_argv(h, kh, user=h.user_password_login[0]), "id -un"]
+    argv[argv.index(str(h.root_key))] = str(key)  # the passphrase key instead of the lab key
+    env = {"SSH_ASKPASS": str(tmp_path / "ap"), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+    (tmp_path / "ap").write_text("#!/bin/sh\necho secret-pass\n")
+    (tmp_path / "ap").chmod(0o700)
+    argv[argv.index("BatchMode=yes")] = "BatchMode=no"
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=False)
+    assert (r.returncode, r.stdout.strip()) == (0, h.user_password_login[0]), r.stderr
+    tb.small_disk(h, "/srv/small", "64k")
+    r = ssh(h, "head -c 200000 /dev/zero > /srv/small/f")
+    assert r.returncode != 0 and "No space left" in r.stderr
