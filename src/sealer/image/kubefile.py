@@ -219,7 +219,8 @@ class Kubefile:
             "launch_commands": self.launch_commands(),
             "env": dict(self.env),
             "labels": dict(self.labels),
-            "args": dict(self.args),
+            # Names only: build args often carry tokens, and this goes to terminals and logs.
+            "args": sorted(self.args),
             "maintainer": self.maintainer,
             "warnings": [w.render() for w in self.warnings],
         }
@@ -740,6 +741,16 @@ class _Parser:
                         if path
                         else f"{what} {name}: empty local:// source",
                         f"sources are paths inside the build context {self.context}",
+                    )
+                    ok = False
+                    continue
+                try:
+                    (self.context / rel).resolve().relative_to(self.context.resolve())
+                except ValueError:
+                    self.error(
+                        ll,
+                        f"{what} {name}: {rel!r} is a symlink out of the build context",
+                        "copy the files into the build context instead of linking to them",
                     )
                     ok = False
                     continue

@@ -354,6 +354,22 @@ def test_app_errors(ctx: Path) -> None:
     assert "needs an app name" in errors_of("FROM scratch\nAPP\n", ctx)[0][1]
 
 
+def test_app_source_symlinked_out_of_the_context_is_refused(
+    ctx: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.yaml").write_text("x")
+    (ctx / "linked").symlink_to(outside)
+    errs = errors_of("FROM scratch\nAPP a local://linked\n", ctx)
+    assert errs[0][0] == 2 and "symlink out of the build context" in errs[0][1]
+
+
+def test_build_arg_values_are_not_in_the_report(ctx: Path) -> None:
+    kf = parse("FROM scratch\nARG TOKEN\n", ctx, build_args={"TOKEN": "s3cr3t"})
+    assert kf.args == {"TOKEN": "s3cr3t"}
+    assert "s3cr3t" not in json.dumps(kf.to_dict())
+
+
 def test_app_json_form_and_redefinition_warning(ctx: Path) -> None:
     kf = parse('FROM scratch\nAPP ["a", "local://app.yaml"]\nAPP a local://install.sh\n', ctx)
     assert kf.applications["a"].type == "shell"
