@@ -756,6 +756,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _api(self, method: str, path: str, query: dict[str, list[str]], body: bytes, user: User) -> None:
         parts = path.strip("/").split("/")
+        if path.startswith("/openapi/v3") and method == "GET":
+            self._openapi_v3(path)
+            return
         if path == "/api" and method == "GET":
             self.send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.api.cfg.advertise}:{self.api.port}"}]})
@@ -859,6 +862,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if match(o["metadata"].get("labels") or {}):
                     store.delete(res, ns, o["metadata"]["name"])
             self.send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
+    def _openapi_v3(self, path: str) -> None:
+        """Just enough OpenAPI v3 for kubectl: it learns that each kind accepts server-side field
+        validation (fieldValidation on PATCH), so it validates on the server instead of downloading the
+        full schema. The schemas themselves are not served (kubectl explain will not work)."""
+        if path == "/openapi/v3":
+            self.send_json(200, {"paths": {
+                (f"apis/{g}/{GROUPS[g][0].version}" if g else "api/v1"): {
+                    "serverRelativeURL": f"/openapi/v3/{'apis/' + g + '/' + GROUPS[g][0].version if g else 'api/v1'}"
+                                         f"?hash={KUBE_VERSION}"} for g in GROUPS}})
+            return
+        gv = path[len("/openapi/v3/"):]
+        group, version = ("", "v1") if gv == "api/v1" else tuple(gv.split("/")[1:3])  # type: ignore[misc]
+        if group not in GROUPS or GROUPS[group][0].version != version:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        param = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+        paths: dict[str, Any] = {}
+        prefix = f"/apis/{group}/{version}" if group else "/api/v1"
+        for r in GROUPS[group]:
+            gvk = {"group": r.group, "version": r.version, "kind": r.kind}
+            item = (f"{prefix}/namespaces/{{namespace}}/{r.plural}/{{name}}" if r.namespaced
+                    else f"{prefix}/{r.plural}/{{name}}")
+            coll = item.rsplit("/", 1)[0]
+            for p, verbs in ((item, ("get", "put", "patch", "delete")), (coll, ("get", "post"))):
+                paths[p] = {v: {"operationId": f"{v}{r.kind}", "parameters": [param],
+                                "x-kubernetes-action": {"post": "post", "put": "put", "patch": "patch",
+                                                        "delete": "delete", "get": "get"}[v],
+                                "x-kubernetes-group-version-kind": gvk,
+                                "responses": {"200": {"description": "OK"}}} for v in verbs}
+        self.send_json(200, {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBE_VERSION},
+                             "paths": paths, "components": {"schemas": {}}})
 
     def _decode(self, body: bytes, res: Resource) -> dict[str, Any]:
         ctype = self.headers.get("Content-Type", "application/json")

@@ -293,3 +293,31 @@ def test_lightkube_lists_k3s_cluster_nodes(cluster: tuple[StandinNode, StandinNo
     w.stop()
     wait_for(lambda: ready(c.get(Node, "w1")) == "Unknown", what="w1 Unknown")
     assert ready(c.get(Node, "m0")) == "True"
+
+
+def test_real_kubectl_works_against_the_stand_in(api: ApiServerProc, tmp_path: Path) -> None:
+    import shutil
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no real kubectl on this machine")
+    env = {"KUBECONFIG": str(api.data / "admin.kubeconfig"), "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([kubectl, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  k: v\n")
+    assert run("apply", "-f", str(manifest)).stdout.strip() == "configmap/app created"
+    assert run("apply", "-f", str(manifest)).stdout.strip() == "configmap/app unchanged"
+    manifest.write_text(manifest.read_text().replace("k: v", "k: w"))
+    assert run("apply", "-f", str(manifest)).stdout.strip() == "configmap/app configured"
+    assert run("get", "cm", "app", "-o", "jsonpath={.data.k}").stdout == "w"
+    c = api.client()
+    c.create(Node(metadata=ObjectMeta(name="n1", labels={"node-role.kubernetes.io/control-plane": "true"})))
+    c.patch(Node.Status, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True",
+                                                           "lastHeartbeatTime": _now()}]}})
+    out = run("get", "nodes").stdout.split()
+    assert out[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"] and out[5:8] == ["n1", "Ready", "control-plane"]
+    r = run("get", "nodes", "--token", "wrong", "--kubeconfig", str(api.data / token_kubeconfig(api, "x", "t.kc")))
+    assert r.returncode == 1 and "Unauthorized" in r.stderr
