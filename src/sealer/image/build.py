@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import httpx
 
 from sealer import __version__
-from sealer.errors import ImageError, InputError, KubefileError, NotImplementedYet, Problem
+from sealer.errors import ImageError, InputError, KubefileError, Problem
 from sealer.image import oci
 from sealer.image.collect import (
     WELL_KNOWN_DIRS,
@@ -456,6 +456,29 @@ async def _download(url: str, cache: Path) -> Path:
     return target
 
 
+def _unpacked(archive: Path, cache: Path, line: int) -> Path:
+    """A local archive unpacked once into the build cache (keyed by its content)."""
+    target = cache / "unpacked" / _file_digest(archive)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            tar.extractall(tmp, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ImageError(
+            f"line {line}: ADD cannot unpack {archive.name}: {err}", "is it a tar archive?"
+        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another build unpacked it first
+    return target
+
+
 async def step_entries(step: Step, context: Path, dirs: set[str], cache: Path) -> list[Entry]:
     """What a COPY/ADD/APP/CNI/CSI step adds, following Docker's COPY rules for the destination."""
     root = context.resolve()
@@ -468,10 +491,9 @@ async def step_entries(step: Step, context: Path, dirs: set[str], cache: Path) -
             sources.append((await _download(source.path, cache), True))
             continue
         if step.instruction == "ADD" and source.path.endswith(_ARCHIVE_SUFFIXES):
-            raise NotImplementedYet(
-                f"line {step.line}: ADD does not unpack local archives yet ({source.path})",
-                "COPY the archive and unpack it with RUN tar -xf, or COPY the unpacked tree",
-            )
+            # As Docker does: ADD unpacks a local tar archive into the destination directory.
+            sources.append((_unpacked(root / source.path, cache, step.line), False))
+            continue
         matches = (
             sorted(root.glob(source.path)) if any(c in source.path for c in "*?[") else [root / source.path]
         )

@@ -285,3 +285,26 @@ def test_remote_app_and_add_sources_are_downloaded(tmp_path: Path, home: Path) -
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_add_unpacks_a_local_archive(tmp_path: Path, home: Path) -> None:
+    import io
+    import tarfile
+
+    ctx = context(tmp_path / "ctx", "FROM scratch\nADD cri.tgz cri/\n", {})
+    with tarfile.open(ctx / "cri.tgz", "w:gz") as tar:
+        data = b"#!/bin/sh\n"
+        info = tarfile.TarInfo("bin/containerd")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    code, _, err = run("-q", "build", "--build-mode", "lite", "-t", "cri:v1", str(ctx))
+    assert code == 0, err
+    store = ImageStore(home / "images")
+    layer = store.select("cri:v1").manifest.layers[0]
+    with tarfile.open(store.blob_path(layer.digest)) as tar:
+        member = tar.getmember("cri/bin/containerd")
+        assert member.mode == 0o755 and member.mtime == 0 and member.uid == 0
+    (ctx / "bad.tgz").write_text("not an archive")
+    (ctx / "Kubefile").write_text("FROM scratch\nADD bad.tgz x/\n")
+    code, _, err = run("-q", "build", "--build-mode", "lite", "-t", "cri:v2", str(ctx))
+    assert code == 1 and "line 2: ADD cannot unpack bad.tgz" in err
