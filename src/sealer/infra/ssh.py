@@ -209,7 +209,7 @@ class SSHConnector:
                 raise HostAuthError(
                     host, f"cannot read private key {path}: {err.strerror}", "check the file's permissions"
                 )
-            except asyncssh.KeyImportError as err:
+            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as err:
                 text = str(err)
                 if "assphrase" in text and passphrase is None:
                     msg = f"private key {path} is encrypted and no passphrase was given"
