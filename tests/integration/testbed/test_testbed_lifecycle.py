@@ -255,3 +255,48 @@ def test_down_cleans_up_after_a_sigkilled_nspawn_and_strays_in_the_netns(testbed
     stray.wait(timeout=10)
     assert leftovers(*fp) == []
     assert _starttime(init) is None, "the orphaned container's systemd is gone (at most a zombie)"
+
+
+CONCURRENT_LAB = """
+import json, sys, time
+from pathlib import Path
+from tests.testbed import Testbed
+from tests.testbed.client import ssh
+
+me, n, sync = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+tb = Testbed(None, light=True)
+try:
+    hosts = tb.up(2)
+    (sync / f"ready{me}").write_text("")
+    deadline = time.monotonic() + 120
+    while len(list(sync.glob("ready*"))) < n:  # all labs are up at the same time from here on
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    names = [ssh(h, "hostname").stdout.strip() for h in hosts]
+    want = [h.name for h in hosts]
+    print(json.dumps({"lab": tb.name, "subnet": tb.net.subnet, "names": names, "want": want}))
+finally:
+    tb.down(fast=True)
+"""
+
+
+def test_labs_made_at_the_same_time_get_their_own_names_and_subnets(rootfs: Path, tmp_path: Path) -> None:
+    n = 3
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_LAB, str(i), str(n), str(tmp_path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    labs = [json.loads(o[0]) for o in outs]
+    assert len({lab["lab"] for lab in labs}) == n
+    assert len({lab["subnet"] for lab in labs}) == n
+    for lab in labs:
+        assert lab["names"] == lab["want"], "each host answered as itself, not a host of another lab"
+        assert lab["lab"] not in list_labs()
