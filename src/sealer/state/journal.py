@@ -1,9 +1,10 @@
 """The cluster journal: an append-only JSON-lines record of operations and their steps, for resume.
 
-An operation (one `apply`) writes `begin`, then for every step of every action a `start` and then a
-`done` or `failed` record, then `end`. A re-run of the same plan resumes the unfinished operation and
-skips every step whose last record is `done` with the same inputs digest. Writers hold the cluster
-lock, so records never interleave; a crash can only tear the last line, which readers ignore.
+An operation (one `apply`) writes `begin` (or `resume` when it carries on an unfinished one), then a
+`start` and a `done` or `failed` record for every step of every action, then `end`. A re-run of the
+same plan resumes the unfinished operation and skips every step whose last record is `done` with
+the same inputs digest. Writers hold the cluster lock, so records never interleave; a crash can only
+tear the last line, which readers skip.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class StepKey(NamedTuple):
 @dataclass(frozen=True)
 class JournalEntry:
     op: str
-    type: Literal["begin", "step", "end"]
+    type: Literal["begin", "resume", "step", "end"]
     time: str
     action: str | None = None
     step: str | None = None
@@ -81,6 +82,18 @@ class Operation:
     started: str
     status: OpStatus
     ended: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """An operation being executed: its id, the steps already done, whether it was resumed."""
+
+    op: str
+    finished: frozenset[StepKey]
+    resumed: bool
+
+    def done(self, key: StepKey) -> bool:
+        return key in self.finished
 
 
 def _now() -> str:
@@ -131,6 +144,15 @@ class Journal:
         self._append(JournalEntry(op=op, type="begin", time=_now(), kind=kind, plan=plan_digest))
         return op
 
+    def resume_or_begin(self, kind: str, plan_digest: str) -> Run:
+        """What the engine calls first: carry on with the unfinished operation of this very plan
+        (skipping its finished steps), or begin a new one."""
+        previous = self.resumable(plan_digest)
+        if previous is None:
+            return Run(op=self.begin(kind, plan_digest), finished=frozenset(), resumed=False)
+        self._append(JournalEntry(op=previous.op, type="resume", time=_now(), kind=kind, plan=plan_digest))
+        return Run(op=previous.op, finished=self.finished_steps(previous.op), resumed=True)
+
     def step(
         self,
         op: str,
@@ -163,7 +185,7 @@ class Journal:
                 continue
             try:
                 data = json.loads(raw)
-                if not isinstance(data, dict) or data.get("type") not in ("begin", "step", "end"):
+                if not isinstance(data, dict) or data.get("type") not in ("begin", "resume", "step", "end"):
                     raise ValueError("not a journal record")
                 yield JournalEntry(
                     op=str(data["op"]),
@@ -191,6 +213,9 @@ class Journal:
                     op=entry.op, kind=entry.kind or "", plan=entry.plan or "", started=entry.time,
                     status="running",
                 )
+            elif entry.type == "resume" and entry.op in ops:
+                old = ops[entry.op]
+                ops[entry.op] = Operation(old.op, old.kind, old.plan, old.started, "running")
             elif entry.type == "end" and entry.op in ops:
                 old = ops[entry.op]
                 status: OpStatus = "done" if entry.status == "done" else "failed"

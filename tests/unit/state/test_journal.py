@@ -86,3 +86,23 @@ def test_a_torn_last_line_is_skipped_and_the_next_record_starts_a_fresh_line(tmp
 def test_missing_journal_reads_as_empty(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "none.jsonl")
     assert list(journal.entries()) == [] and journal.operations() == []
+
+
+def test_resume_or_begin_is_the_engines_entry_point(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    first = journal.resume_or_begin("apply", "sha256:p")
+    assert not first.resumed and first.finished == frozenset()
+    journal.step(first.op, "a1", "install", "done", host="10.0.0.1", digest="d1")
+    journal.step(first.op, "a2", "join", "failed", host="10.0.0.2", digest="d2", error="timeout")
+    journal.end(first.op, "failed", error="a2 failed on 10.0.0.2")
+    assert journal.operations()[-1].status == "failed"
+    # The same plan again: carry on where it stopped.
+    second = journal.resume_or_begin("apply", "sha256:p")
+    assert second.resumed and second.op == first.op
+    assert second.done(StepKey("a1", "install", "10.0.0.1", "d1"))
+    assert not second.done(StepKey("a2", "join", "10.0.0.2", "d2"))
+    assert journal.operations()[-1].status == "running"
+    journal.end(second.op, "done")
+    # Finished: the next apply is a new operation even with an identical plan.
+    third = journal.resume_or_begin("apply", "sha256:p")
+    assert not third.resumed and third.op != first.op
