@@ -56,17 +56,6 @@ class TransferBars:
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> TransferBars:
-        if not self.quiet:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._progress.start()
         return self
 
     def __exit__(
@@ -77,20 +66,34 @@ class TransferBars:
 
     @property
     def callback(self) -> Callable[[TransferEvent], None] | None:
-        return self._on_event if self._progress is not None else None
+        return None if self.quiet else self._on_event
+
+    def _bars(self) -> Progress:
+        # Started on the first event, so a command that fails before transferring prints no empty bars.
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._progress.start()
+        return self._progress
 
     def _on_event(self, ev: TransferEvent) -> None:
-        assert self._progress is not None
+        bars = self._bars()
         short = ev.digest.split(":", 1)[-1][:12]
         task = self._tasks.get(ev.digest)
         if task is None:
-            task = self._progress.add_task(f"{self.verb} {short}", total=ev.total or None)
+            task = bars.add_task(f"{self.verb} {short}", total=ev.total or None)
             self._tasks[ev.digest] = task
         label = {"exists": "already there", "mounted": "mounted"}.get(ev.status)
         if label:
-            self._progress.update(task, completed=ev.total, description=f"{label:>8} {short}")
+            bars.update(task, completed=ev.total, description=f"{label:>8} {short}")
         else:
-            self._progress.update(task, completed=ev.done)
+            bars.update(task, completed=ev.done)
 
 
 def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
