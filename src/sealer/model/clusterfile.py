@@ -49,6 +49,8 @@ from sealer.model.yamlnodes import (
 )
 
 DEFAULT_CLUSTER_NAME = "my-cluster"
+# Kubernetes supports 5,000 nodes; a typo in a range must not plan a million SSH sessions.
+MAX_HOSTS = 65536
 
 KUBEADM_KINDS = (
     "InitConfiguration",
@@ -587,8 +589,9 @@ def _decode_cluster(reader: Reader, node: yaml.MappingNode) -> Cluster | None:
     if v1:
         groups = _convert_v1(reader, spec_node, spec)
     else:
+        errors_before_hosts = _error_count(reader)
         groups = _decode_hosts(reader, spec.get("hosts"), "spec.hosts")
-        if not groups and _error_count(reader) == errors_before:
+        if not groups and _error_count(reader) == errors_before_hosts:
             reader.report(
                 spec.get("hosts") or spec_node,
                 "spec.hosts",
@@ -844,6 +847,15 @@ def _decode_bastion(reader: Reader, node: yaml.Node | None, path: str) -> Bastio
     )
 
 
+def _misspelt(node: yaml.Node, key: str, known: tuple[str, ...]) -> bool:
+    """Whether the mapping has a key that did-you-mean maps to `key` (already reported once)."""
+    pairs = node.value if isinstance(node, yaml.MappingNode) else []
+    return any(
+        isinstance(k, yaml.ScalarNode) and k.value != key and did_you_mean(k.value, known) == key
+        for k, _ in pairs
+    )
+
+
 def _valid_host(text: str) -> bool:
     try:
         ipaddr.parse_ip(text)
@@ -862,20 +874,33 @@ def _decode_hosts(reader: Reader, node: yaml.Node | None, path: str) -> list[tup
         )
         return []
     groups: list[tuple[HostGroup, yaml.Node]] = []
+    total = 0
     for sub, item in reader.items(node, path, what="a list of host groups"):
         m = reader.mapping(item, sub, _HOST_KEYS)
         if m is None:
             continue
         ips: list[str] = []
-        if "ips" not in m:
+        if "ips" not in m and not _misspelt(item, "ips", _HOST_KEYS):
             reader.report(
                 item, f"{sub}.ips", "host group has no ips", "add ips: [10.0.0.11] (or a range a-b)"
             )
         for ip_path, text, ip_node in reader.strings(m.get("ips"), f"{sub}.ips"):
             try:
-                ips.extend(ipaddr.expand_entry(text))
+                expanded = ipaddr.expand_entry(text)
             except ipaddr.AddressError as exc:
                 reader.report(ip_node, ip_path, exc.message, exc.hint)
+                continue
+            total += len(expanded)
+            if total > MAX_HOSTS:
+                reader.report(
+                    ip_node,
+                    ip_path,
+                    f"more than {MAX_HOSTS} hosts in one cluster",
+                    "Kubernetes supports 5,000 nodes; check the ranges for a typo",
+                )
+                return groups
+            reader.tick(len(expanded))
+            ips.extend(expanded)
         if "ips" in m and not ips and isinstance(m["ips"], yaml.SequenceNode) and not m["ips"].value:
             reader.report(m["ips"], f"{sub}.ips", "host group has no ips", "add at least one address")
         roles: list[str] = []
@@ -892,13 +917,7 @@ def _decode_hosts(reader: Reader, node: yaml.Node | None, path: str) -> list[tup
                 continue
             if role not in roles:
                 roles.append(role)
-        misspelt_roles = any(
-            isinstance(k, yaml.ScalarNode)
-            and k.value != "roles"
-            and did_you_mean(k.value, _HOST_KEYS) == "roles"
-            for k, _ in (item.value if isinstance(item, yaml.MappingNode) else [])
-        )
-        if not roles and ips and not misspelt_roles:
+        if not roles and ips and not _misspelt(item, "roles", _HOST_KEYS):
             reader.report(
                 m.get("roles") or item,
                 f"{sub}.roles",

@@ -455,11 +455,22 @@ def test_cluster_name_must_be_safe_for_paths() -> None:
 # -- keys, kinds, documents --------------------------------------------------------------------
 
 
-def test_misspelt_roles_is_reported_once() -> None:
-    found = errors(doc("hosts:\n  - ips: [10.0.0.1]\n    role: [master]\n"))
-    assert [p.message for p in found if p.path and p.path.startswith("spec.hosts[0]")] == [
-        "unknown field 'role'"
-    ]
+def test_misspelt_roles_or_ips_is_reported_once() -> None:
+    for spec, key in (
+        ("ips: [10.0.0.1]\n    role: [master]", "role"),
+        ("ip: [10.0.0.1]\n    roles: [master]", "ip"),
+    ):
+        found = errors(doc(f"hosts:\n  - {spec}\n"))
+        assert [p.message for p in found if p.path and p.path.startswith("spec.hosts[0]")] == [
+            f"unknown field {key!r}"
+        ]
+
+
+def test_total_host_count_is_capped() -> None:
+    ranges = ", ".join(f"10.{i}.0.0-10.{i}.255.255" for i in range(3))
+    one_error(
+        doc(f"hosts:\n  - ips: [{ranges}]\n    roles: [master]\n"), "spec.hosts[0].ips[1]", "more than 65536"
+    )
 
 
 def test_misspelt_keys_have_did_you_mean_and_unknown_keys_warn() -> None:
