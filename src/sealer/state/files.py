@@ -28,9 +28,9 @@ def ensure_private_dir(path: Path) -> Path:
             os.chmod(path, DIR_MODE)
     except FileExistsError:
         raise StateError(f"{path} exists but is not a directory", "move it away or set SEALER_HOME")
-    except PermissionError as err:
+    except OSError as err:
         raise StateError(
-            f"cannot create or secure state directory {path}: {err.strerror}",
+            f"cannot create or secure state directory {path}: {err.strerror or err}",
             "check the owner of that directory, or point SEALER_HOME at a directory you own",
         )
     return path

@@ -155,7 +155,13 @@ class ClusterLock:
         if self._fd is not None:
             raise StateError(f"lock of cluster {self.cluster} is already held by this process")
         for _ in range(_ATTEMPTS):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as err:
+                raise StateError(
+                    f"cannot open the lock file {self.path}: {err.strerror or err}",
+                    "check that SEALER_HOME is writable by you",
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -192,9 +198,16 @@ class ClusterLock:
             self.previous_holder = _read_holder(fd)
             holder = current_holder_info(self.command)
             payload = (json.dumps(asdict(holder)) + "\n").encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, payload, 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, payload, 0)
+                os.fsync(fd)
+            except OSError as err:
+                os.close(fd)
+                raise StateError(
+                    f"cannot record the lock holder in {self.path}: {err.strerror or err}",
+                    "check free space on the file system of SEALER_HOME",
+                )
             self._fd = fd
             return
         raise StateError(

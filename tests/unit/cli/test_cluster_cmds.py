@@ -375,3 +375,18 @@ def test_the_lock_records_the_command_without_secrets() -> None:
 
     line = _command_line(["apply", "-f", "my file", "-p", "hunter2", "--pk-passwd=s3", "--dry-run"])
     assert line == "sealer apply -f 'my file' -p ***** --pk-passwd=***** --dry-run"
+
+
+@pytest.mark.parametrize("bad_home", ["file", "under-a-file"])
+def test_unusable_sealer_home_is_a_clear_error(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch, bad_home: str
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("SEALER_HOME", str(blocker if bad_home == "file" else blocker / "home"))
+    path = write(tmp_path, BASE)
+    for args in (["apply", "-f", path], ["apply", "-f", path, "--dry-run"], ["diff", "-f", path]):
+        result = run(runner, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Traceback" not in result.output
+        assert str(blocker) in result.stderr and "hint:" in result.stderr
