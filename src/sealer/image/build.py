@@ -764,11 +764,24 @@ async def registry_entries(
 # ------------------------------------------------------------------ build
 def _base_layers(
     store: ImageStore, base: str | None, platform: Platform
-) -> tuple[list[Descriptor], dict[str, Any]]:
+) -> tuple[list[Descriptor], dict[str, Any], list[dict[str, Any]]]:
+    """The base image's layers, config and the container images its registry/ already holds."""
     if base in (None, "scratch"):
-        return [], {}
+        return [], {}, []
     image = store.select(str(base), platform)
-    return list(image.manifest.layers), image.config
+    held: list[dict[str, Any]] = []
+    text = image.manifest.annotations.get(ANNOTATION_CONTAINER_IMAGES)
+    if text:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = []
+        held = (
+            [v for v in value if isinstance(v, dict) and isinstance(v.get("image"), str)]
+            if isinstance(value, list)
+            else []
+        )
+    return list(image.manifest.layers), image.config, held
 
 
 async def build_image(
@@ -787,8 +800,19 @@ async def build_image(
     cache_dir = cache_root or sealer_home() / "build-cache"
     platforms = list(options.platforms) or [host_platform()]
     # The base image must be local before parsing, so its apps are known to LAUNCH/APPCMDS.
-    first = plan_build(replace(options, platforms=platforms[:1]), None)
-    base = first.primary.base
+    bases: list[str] = []
+
+    def record(reference: str, platform: Platform) -> None:
+        bases.append(reference)
+        return None
+
+    try:
+        plan_build(replace(options, platforms=platforms[:1]), record)
+    except KubefileError:
+        if not bases:
+            raise
+        # Problems naming apps of a base image that is not local yet are re-checked after the pull.
+    base = bases[0] if bases else None
     if base not in (None, "scratch"):
         say(f"base image {base}")
         await ensure_image(store, str(base), registry_options, platforms=platforms)
@@ -840,7 +864,7 @@ async def _build_platform(
 ) -> Descriptor:
     options = plan.options
     context = options.context
-    base_layers, base_config = _base_layers(store, kubefile.base, platform)
+    base_layers, base_config, base_images = _base_layers(store, kubefile.base, platform)
     base_inner = base_config.get("config") or {}
     base_rootfs = base_config.get("rootfs") or {}
     diff_ids: list[str] = list(base_rootfs.get("diff_ids") or [])
@@ -904,8 +928,10 @@ async def _build_platform(
         image_lists=image_list_sources(options.image_lists),
         ignored_lists=image_list_sources(options.ignored_image_lists),
     )
-    images = collection.names()
-    container_images: list[dict[str, Any]] = []
+    # Images the base image's registry/ already serves are not pulled again.
+    held = {str(i["image"]) for i in base_images}
+    images = [name for name in collection.names() if name not in held]
+    container_images: list[dict[str, Any]] = list(base_images)
     if images and options.build_mode == "all":
         say(f"[{platform}] collecting {len(images)} container image(s) into registry/")
         entries, stored = await registry_entries(images, platform, cache_store, registry_options, say)
@@ -923,7 +949,7 @@ async def _build_platform(
         diff_ids.append(info.diff_id)
         history.append({"created": ZERO_TIME, "created_by": f"sealer: {len(stored)} container images"})
         apps = {i.image: i.app for i in collection.images}
-        container_images = [
+        container_images += [
             {
                 "image": name,
                 **({"appName": apps[name]} if apps.get(name) else {}),

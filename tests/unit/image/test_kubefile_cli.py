@@ -308,3 +308,29 @@ def test_add_unpacks_a_local_archive(tmp_path: Path, home: Path) -> None:
     (ctx / "Kubefile").write_text("FROM scratch\nADD bad.tgz x/\n")
     code, _, err = run("-q", "build", "--build-mode", "lite", "-t", "cri:v2", str(ctx))
     assert code == 1 and "line 2: ADD cannot unpack bad.tgz" in err
+
+
+def test_derived_image_reuses_base_layers_and_inherits_apps(tmp_path: Path, home: Path) -> None:
+    base_kubefile = "FROM scratch\nENV PodCIDR=10.0.0.0/16\nCNI calico local://calico\nLAUNCH calico\n"
+    base_ctx = context(tmp_path / "base", base_kubefile, {"calico/calico.yaml": "kind: ConfigMap\n"})
+    lite = ("-q", "build", "--build-mode", "lite", "--platform", "linux/amd64")
+    code, _, err = run(*lite, "-t", "reg.local/k8s:v1", str(base_ctx))
+    assert code == 0, err
+    derived = 'FROM reg.local/k8s:v1\nCOPY app.yaml manifests/\nAPPCMDS calico ["kubectl apply -f ."]\n'
+    ctx = context(tmp_path / "derived", derived, {"app.yaml": "kind: ConfigMap\n"})
+    code, _, err = run(*lite, "-t", "app:v1", str(ctx))
+    assert code == 0, err
+    store = ImageStore(home / "images")
+    platform = oci.Platform("linux", "amd64")
+    base = store.select("reg.local/k8s:v1", platform)
+    image = store.select("app:v1", platform)
+    assert image.manifest.layers[: len(base.manifest.layers)] == base.manifest.layers
+    assert len(image.manifest.layers) == len(base.manifest.layers) + 1
+    extension = json.loads(image.manifest.annotations[ANNOTATION_IMAGE_EXTENSION])
+    calico = next(a for a in extension["applications"] if a["name"] == "calico")
+    assert calico["cmds"] == ["kubectl apply -f ."] and calico["type"] == "kube"
+    assert extension["launch"] == {"app_names": ["calico"]}  # inherited: the Kubefile has no LAUNCH
+    assert extension["env"] == {"PodCIDR": "10.0.0.0/16"}
+    assert "PodCIDR=10.0.0.0/16" in image.config["config"]["Env"]
+    assert image.config["config"]["Labels"]["cluster.alpha.sealer.io/kube-cni-calico"] == "true"
+    assert len(image.config["rootfs"]["diff_ids"]) == len(image.manifest.layers)
