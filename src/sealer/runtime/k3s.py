@@ -1,0 +1,346 @@
+"""The k3s runtime: master0 is a server with --cluster-init (embedded etcd, so one master can later
+become three), further servers join it with the token, agents join with K3S_URL/K3S_TOKEN from a
+0600 environment file; systemd units, the private-registry mirror in registries.yaml, and reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shlex
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from sealer.errors import NotImplementedYet, RuntimeErrorSealer
+from sealer.infra.shell import quote_path
+from sealer.model.cluster import Host
+from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
+
+BIN_DIR = "/usr/local/bin"
+ETC = "/etc/rancher/k3s"
+CONFIG = f"{ETC}/config.yaml"
+REGISTRIES = f"{ETC}/registries.yaml"
+REGISTRY_CA = f"{ETC}/sealer-registry-ca.crt"
+TOKEN_FILE = f"{ETC}/sealer-token"
+KUBECONFIG = f"{ETC}/k3s.yaml"
+NODE_TOKEN = "/var/lib/rancher/k3s/server/node-token"
+SERVER_UNIT = "k3s.service"
+AGENT_UNIT = "k3s-agent.service"
+UNIT_DIR = "/etc/systemd/system"
+INSTALLED_LIST = "/etc/sealer/k3s-installed"
+API_PORT = 6443
+START_TIMEOUT = 300
+# Tools some ClusterImages ship beside k3s (e.g. a containerd for k3s builds without a bundled
+# one); installed next to k3s, where k3s looks for them, and removed on reset.
+HELPERS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
+# k3s is a multi-call binary: these names run the bundled tool.
+MULTICALL = ("kubectl", "crictl", "ctr")
+
+
+def unit_file(kind: str) -> str:
+    """The systemd unit k3s's install script writes, for `server` or `agent`."""
+    name = SERVER_UNIT if kind == "server" else AGENT_UNIT
+    return f"""[Unit]
+Description=Lightweight Kubernetes ({kind}, installed by sealer)
+Documentation=https://k3s.io
+Wants=network-online.target
+After=network-online.target
+
+[Install]
+WantedBy=multi-user.target
+
+[Service]
+Type=notify
+EnvironmentFile=-/etc/default/%N
+EnvironmentFile=-{UNIT_DIR}/{name}.env
+KillMode=process
+Delegate=yes
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+TimeoutStartSec={START_TIMEOUT}
+Restart=always
+RestartSec=5s
+ExecStartPre=-/sbin/modprobe br_netfilter
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart={BIN_DIR}/k3s {kind}
+"""
+
+
+def taint_flags(host: Host) -> list[str]:
+    return [str(t) for t in host.taints if not t.remove and t.effect]
+
+
+def server_config(ctx: RuntimeContext, host: Host, *, init: bool) -> dict[str, object]:
+    """config.yaml of a server. Labels are set through the API by the engine (kubelets may not
+    label themselves with node-role.kubernetes.io/*); taints go here so nothing schedules first."""
+    sans = [API_ENDPOINT_NAME, *(m.ip for m in ctx.cluster.masters)]
+    config: dict[str, object] = {
+        "node-name": ctx.node_names[host.ip],
+        "node-ip": host.ip,
+        "advertise-address": host.ip,
+        "tls-san": list(dict.fromkeys(sans)),
+        "write-kubeconfig-mode": "0600",
+        "token-file": TOKEN_FILE,
+    }
+    if init:
+        config["cluster-init"] = True
+    else:
+        config["server"] = f"https://{ctx.master0.ip}:{API_PORT}"
+    if taint_flags(host):
+        config["node-taint"] = taint_flags(host)
+    return config
+
+
+def agent_config(ctx: RuntimeContext, host: Host) -> dict[str, object]:
+    config: dict[str, object] = {"node-name": ctx.node_names[host.ip], "node-ip": host.ip}
+    if taint_flags(host):
+        config["node-taint"] = taint_flags(host)
+    return config
+
+
+def registries_yaml(ctx: RuntimeContext) -> str | None:
+    """Every source registry the image's containers come from, mirrored through the private one."""
+    reg = ctx.registry
+    if reg is None:
+        return None
+    endpoint = [reg.url]
+    mirrors = {
+        name: {"endpoint": endpoint} for name in dict.fromkeys([reg.address, "docker.io", *reg.mirrored])
+    }
+    config: dict[str, object] = {"tls": {"ca_file": REGISTRY_CA}}
+    if reg.username:
+        config["auth"] = {"username": reg.username, "password": reg.password or ""}
+    return yaml.safe_dump({"mirrors": mirrors, "configs": {reg.address: config}}, sort_keys=False)
+
+
+class K3sRuntime:
+    """ClusterRuntime for k3s (see the module docstring)."""
+
+    name = "k3s"
+
+    def __init__(self) -> None:
+        self._version: str | None = None
+
+    # helpers ------------------------------------------------------------------------------------
+    async def _sh(self, ctx: RuntimeContext, host: Host, cmd: str, timeout: float | None = 120) -> str:
+        result = await ctx.fleet.run(ctx.target(host), cmd, sudo=True, timeout=timeout)
+        result.check()
+        return result.stdout
+
+    async def _put_if_changed(
+        self, ctx: RuntimeContext, host: Host, path: str, content: str, mode: str = "0644"
+    ) -> bool:
+        """Write the file through stdin; True when its content changed (the unit must restart)."""
+        new = f"{path}.sealer-new"
+        cmd = (
+            f"mkdir -p {quote_path(path.rsplit('/', 1)[0])} && umask 077 && cat > {quote_path(new)} && "
+            f"chmod {mode} {quote_path(new)} && "
+            f"if cmp -s {quote_path(new)} {quote_path(path)}; then rm -f {quote_path(new)}; echo same; "
+            f"else mv -f {quote_path(new)} {quote_path(path)}; echo changed; fi"
+        )
+        result = await ctx.fleet.run(ctx.target(host), cmd, sudo=True, input=content)
+        result.check()
+        return result.stdout.strip().endswith("changed")
+
+    async def _install_binaries(self, ctx: RuntimeContext, host: Host) -> None:
+        root = quote_path(ctx.rootfs)
+        helpers = " ".join(HELPERS)
+        script = f"""set -e
+if [ ! -x {root}/bin/k3s ]; then echo "no k3s binary at {ctx.rootfs}/bin/k3s" >&2; exit 3; fi
+mkdir -p /etc/sealer
+list={INSTALLED_LIST}; : > "$list.new"
+install -m 0755 {root}/bin/k3s {BIN_DIR}/k3s; echo {BIN_DIR}/k3s >> "$list.new"
+for b in {helpers}; do
+  if [ -x {root}/bin/$b ]; then install -m 0755 {root}/bin/$b {BIN_DIR}/$b; echo {BIN_DIR}/$b >> "$list.new"; fi
+done
+for t in {" ".join(MULTICALL)}; do
+  if [ ! -e {root}/bin/$t ]; then ln -sfn k3s {BIN_DIR}/$t; echo {BIN_DIR}/$t >> "$list.new"; fi
+done
+mv -f "$list.new" "$list"
+{BIN_DIR}/k3s --version | head -n1
+"""
+        result = await ctx.fleet.run(ctx.target(host), script, sudo=True, timeout=120)
+        if result.exit_code == 3:
+            raise RuntimeErrorSealer(
+                f"{host.ip}: the ClusterImage has no bin/k3s",
+                "is this a k3s ClusterImage? check `sealer inspect`",
+            )
+        result.check()
+        # "k3s version v1.30.6+k3s1 (1829eaae)"
+        words = result.stdout.split()
+        if len(words) >= 3:
+            self._version = words[2]
+
+    async def _registry_files(self, ctx: RuntimeContext, host: Host) -> bool:
+        text = registries_yaml(ctx)
+        if text is None or ctx.registry is None:
+            return False
+        changed = await self._put_if_changed(ctx, host, REGISTRY_CA, ctx.registry.ca_pem)
+        return await self._put_if_changed(ctx, host, REGISTRIES, text, "0600") or changed
+
+    async def _start(self, ctx: RuntimeContext, host: Host, unit: str, restart: bool) -> None:
+        """Enable the unit and (re)start it when its inputs changed or it is not running; systemd
+        returns once k3s reports READY (Type=notify)."""
+        action = "restart" if restart else "start"
+        cmd = (
+            f"systemctl daemon-reload && systemctl enable {unit} >/dev/null 2>&1; "
+            f"systemctl is-active --quiet {unit} && [ {int(restart)} = 0 ] || systemctl {action} {unit}"
+        )
+        result = await ctx.fleet.run(ctx.target(host), cmd, sudo=True, timeout=START_TIMEOUT + 30)
+        if not result.ok:
+            log = await ctx.fleet.run(
+                ctx.target(host), f"journalctl -u {unit} -n 30 --no-pager -o cat 2>&1 | tail -n 30", sudo=True
+            )
+            lines = [ln for ln in log.stdout.splitlines() if ln.strip()]
+            fatal = [ln for ln in lines if "level=fatal" in ln or "level=error" in ln]
+            detail = (fatal or lines or ["no journal output"])[-1]
+            raise RuntimeErrorSealer(
+                f"{host.ip}: {unit} did not start: {detail}",
+                f"see `journalctl -u {unit}` on {host.ip}; fix the cause and run the same command again",
+            )
+
+    async def _node_token(self, ctx: RuntimeContext) -> str:
+        """The join token from master0 (k3s's node-token: K10<CA hash>::server:<secret>, so joining
+        hosts verify the cluster CA). Fetched as a file, never printed into a log."""
+        cached = ctx.shared.get("k3s-node-token")
+        if cached:
+            return cached
+        with tempfile.TemporaryDirectory(prefix="sealer-k3s-") as tmp:
+            dst = Path(tmp) / "node-token"
+            await ctx.fleet.get(ctx.target(ctx.master0), NODE_TOKEN, dst, sudo=True)
+            token = dst.read_text().strip()
+        if not token:
+            raise RuntimeErrorSealer(
+                f"{ctx.master0.ip}: {NODE_TOKEN} is empty", "is the k3s server on master0 healthy?"
+            )
+        ctx.shared["k3s-node-token"] = token
+        return token
+
+    # ClusterRuntime ---------------------------------------------------------------------------
+    async def install(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
+        if masters:
+            await self._server(ctx, masters[0], init=True)
+        await self.join(ctx, masters[1:], workers)
+
+    async def _server(self, ctx: RuntimeContext, host: Host, *, init: bool) -> None:
+        ctx.say(host.ip, "installing k3s server" + (" (cluster-init)" if init else ""))
+        await self._install_binaries(ctx, host)
+        changed = await self._registry_files(ctx, host)
+        if init:
+            # Keep an existing token: k3s refuses to start on bootstrap data encrypted with another.
+            script = (
+                f"mkdir -p {ETC} && umask 077 && if [ ! -s {TOKEN_FILE} ]; then cat > {TOKEN_FILE}; "
+                f"echo changed; else cat > /dev/null; fi"
+            )
+            result = await ctx.fleet.run(
+                ctx.target(host), script, sudo=True, input=secrets.token_hex(24) + "\n"
+            )
+            result.check()
+            changed = "changed" in result.stdout or changed
+        else:
+            token = await self._node_token(ctx)
+            changed = await self._put_if_changed(ctx, host, TOKEN_FILE, token + "\n", "0600") or changed
+        config = yaml.safe_dump(server_config(ctx, host, init=init), sort_keys=False)
+        changed = await self._put_if_changed(ctx, host, CONFIG, config, "0600") or changed
+        changed = (
+            await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{SERVER_UNIT}", unit_file("server")) or changed
+        )
+        await self._start(ctx, host, SERVER_UNIT, changed)
+
+    async def _agent(self, ctx: RuntimeContext, host: Host) -> None:
+        ctx.say(host.ip, "installing k3s agent")
+        token = await self._node_token(ctx)
+        await self._install_binaries(ctx, host)
+        changed = await self._registry_files(ctx, host)
+        env = f"K3S_URL=https://{ctx.master0.ip}:{API_PORT}\nK3S_TOKEN={token}\n"
+        changed = (
+            await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{AGENT_UNIT}.env", env, "0600") or changed
+        )
+        config = yaml.safe_dump(agent_config(ctx, host), sort_keys=False)
+        changed = await self._put_if_changed(ctx, host, CONFIG, config, "0600") or changed
+        changed = (
+            await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{AGENT_UNIT}", unit_file("agent")) or changed
+        )
+        await self._start(ctx, host, AGENT_UNIT, changed)
+
+    async def join(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
+        for master in masters:  # one at a time, so etcd keeps quorum while members are added
+            await self._server(ctx, master, init=False)
+        if workers:
+            await self._node_token(ctx)  # fetch once, before the parallel joins
+            await asyncio.gather(*(self._agent(ctx, w) for w in workers))
+
+    async def remove(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
+        raise NotImplementedYet(
+            "removing hosts from a k3s cluster is not implemented yet", "scale-down arrives with issue 9"
+        )
+
+    async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
+        async def one(host: Host) -> None:
+            (await ctx.fleet.run(ctx.target(host), reset_script(), sudo=True, timeout=180)).check()
+            ctx.say(host.ip, "k3s removed")
+
+        await asyncio.gather(*(one(h) for h in hosts))
+
+    async def upgrade(self, ctx: RuntimeContext, image: str) -> None:
+        raise NotImplementedYet(
+            "upgrading a k3s cluster is not implemented yet", "upgrades arrive with issue 9"
+        )
+
+    async def kubeconfig(self, ctx: RuntimeContext) -> str:
+        with tempfile.TemporaryDirectory(prefix="sealer-k3s-") as tmp:
+            dst = Path(tmp) / "k3s.yaml"
+            await ctx.fleet.get(ctx.target(ctx.master0), KUBECONFIG, dst, sudo=True)
+            text = dst.read_text()
+        return rewrite_server(text, f"https://{ctx.master0.ip}:{API_PORT}")
+
+    def versions(self) -> Mapping[str, str]:
+        return {"k3s": self._version} if self._version else {}
+
+
+def rewrite_server(kubeconfig: str, server: str) -> str:
+    """Point every cluster entry of a kubeconfig at `server` (k3s writes https://127.0.0.1:6443)."""
+    doc = yaml.safe_load(kubeconfig)
+    if not isinstance(doc, dict):
+        raise RuntimeErrorSealer(
+            "the k3s kubeconfig on master0 is not a YAML mapping", "is k3s healthy there?"
+        )
+    for entry in doc.get("clusters") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("cluster"), dict):
+            entry["cluster"]["server"] = server
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def reset_script() -> str:
+    """Stop k3s, kill what it started, unmount and remove its files and the binaries sealer put in
+    place (the list written at install), like k3s-killall.sh + k3s-uninstall.sh."""
+    dirs = " ".join(
+        shlex.quote(d)
+        for d in (
+            "/etc/rancher",
+            "/var/lib/rancher",
+            "/run/k3s",
+            "/run/flannel",
+            "/var/lib/kubelet/pods",
+            "/etc/rancher/node",
+        )
+    )
+    return f"""
+for u in {SERVER_UNIT} {AGENT_UNIT}; do systemctl disable --now $u >/dev/null 2>&1; done
+for p in $(pgrep -f 'containerd-shim.*(/var/lib/rancher|k8s.io)' 2>/dev/null) $(pgrep -f '/run/k3s/containerd' 2>/dev/null); do
+  kill -9 "$p" 2>/dev/null
+done
+for m in $(awk '$2 ~ "^/(run/k3s|var/lib/rancher|var/lib/kubelet)" {{print $2}}' /proc/self/mounts | sort -r); do
+  umount -l "$m" 2>/dev/null
+done
+if [ -f {INSTALLED_LIST} ]; then xargs -r rm -f < {INSTALLED_LIST}; rm -f {INSTALLED_LIST}; fi
+rm -f {UNIT_DIR}/{SERVER_UNIT} {UNIT_DIR}/{AGENT_UNIT} {UNIT_DIR}/{SERVER_UNIT}.env {UNIT_DIR}/{AGENT_UNIT}.env
+rm -rf {dirs}
+systemctl daemon-reload >/dev/null 2>&1
+true
+"""
