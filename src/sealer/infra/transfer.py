@@ -280,7 +280,8 @@ ExecBytes = Callable[[str, Stdin], Awaitable[tuple[int | None, bytes, str]]]
 
 
 def transfer_failure(host: str, what: str, stderr: str, root: str) -> TransferError:
-    if "No space left on device" in stderr:
+    # GNU tar reports ENOSPC as either the errno text or, for a short write, "Wrote only N of M"
+    if "No space left on device" in stderr or "Wrote only" in stderr:
         return DiskFullError(
             host,
             f"disk full while {what} {root}: no space left on device",
