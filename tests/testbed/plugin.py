@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,27 @@ def pytest_configure(config: pytest.Config) -> None:
         with contextlib.suppress(ValueError):  # not the main thread
             if signal.getsignal(sig) in (signal.SIG_DFL, None):
                 signal.signal(sig, _on_signal)
+
+
+_timings: list[str] = []
+
+
+@pytest.fixture
+def testbed_timing() -> Callable[[str], None]:
+    """record(line): a measured figure shown in the test run's summary (measured, never asserted)."""
+
+    def record(line: str) -> None:
+        _timings.append(line)
+        print(line)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _timings:
+        terminalreporter.section("test bed timings")
+        for line in _timings:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -38,9 +38,12 @@ def _check_identity(h: TestHost) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["nspawn", "light"])
-def test_ten_hosts_answer_as_themselves_and_leave_nothing(testbed_factory: Factory, variant: str) -> None:
-    tb = testbed_factory(light=variant == "light")
+@pytest.mark.parametrize("variant", ["nspawn", "nested", "light"])
+def test_ten_hosts_answer_as_themselves_and_leave_nothing(
+    testbed_factory: Factory, variant: str, testbed_timing: Callable[[str], None]
+) -> None:
+    timing = testbed_timing
+    tb = testbed_factory(light=variant == "light", nested=variant == "nested")
     forward_before = _sysctl("net.ipv4.ip_forward")
     inotify_before = _sysctl(INOTIFY)
     t0 = time.monotonic()
@@ -50,7 +53,7 @@ def test_ten_hosts_answer_as_themselves_and_leave_nothing(testbed_factory: Facto
     assert len({h.host_key for h in hosts}) == 10, "host keys must be generated per host"
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(_check_identity, hosts))
-    if variant == "nspawn":
+    if variant != "light":
         assert _sysctl(INOTIFY) >= 8192
         state = tb.run_on(hosts[0], "systemctl is-system-running --wait", check=False).stdout.strip()
         assert state == "running", tb.run_on(hosts[0], "systemctl --failed", check=False).stdout
@@ -61,7 +64,7 @@ def test_ten_hosts_answer_as_themselves_and_leave_nothing(testbed_factory: Facto
     t0 = time.monotonic()
     tb.down()
     t_down = time.monotonic() - t0
-    print(f"\ntestbed {variant}: 10 hosts up (ssh answering) in {t_up:.2f} s, down in {t_down:.2f} s")
+    timing(f"testbed {variant}: 10 hosts up (ssh answering) in {t_up:.2f} s, down in {t_down:.2f} s")
     assert leftovers(*footprint) == []
     assert _sysctl("net.ipv4.ip_forward") == forward_before
     if not _others_hold_inotify(tb.name):
@@ -168,7 +171,10 @@ def test_cut_link_stalls_an_open_session(testbed_factory: Factory) -> None:
     tb.restore_link(h)
 
 
-def test_shaping_installs_tbf_both_ways_and_limits_throughput(testbed_factory: Factory) -> None:
+def test_shaping_installs_tbf_both_ways_and_limits_throughput(
+    testbed_factory: Factory, testbed_timing: Callable[[str], None]
+) -> None:
+    timing = testbed_timing
     from tests.testbed.common import run
 
     tb = testbed_factory(light=True)
@@ -189,7 +195,9 @@ def test_shaping_installs_tbf_both_ways_and_limits_throughput(testbed_factory: F
     shaped, free = push(h1), push(h2)
     host_q = run(["ip", "netns", "exec", h1.netns, "tc", "-s", "qdisc", "show", "dev", "eth0"]).stdout
     assert " 0 bytes" not in host_q.split("Sent", 1)[1].split("\n")[0], "traffic went through the tbf"
-    print(f"\nshaping: 1 MiB at 4mbit {shaped:.2f} s vs unshaped {free:.2f} s (ratio {shaped / free:.1f})")
+    timing(
+        f"testbed shaping: 1 MiB at 4mbit {shaped:.2f} s vs unshaped {free:.2f} s (ratio {shaped / free:.1f})"
+    )
     tb.shape(h1, None)
     assert (
         "tbf" not in run(["ip", "netns", "exec", tb.net.bridge_ns, "tc", "qdisc", "show", "dev", "v1"]).stdout
@@ -252,7 +260,10 @@ def test_nested_hosts_can_run_container_runtimes(testbed_factory: Factory) -> No
 
 
 @pytest.mark.slow
-def test_thirty_light_hosts_for_scale_tests(testbed_factory: Factory) -> None:
+def test_thirty_light_hosts_for_scale_tests(
+    testbed_factory: Factory, testbed_timing: Callable[[str], None]
+) -> None:
+    timing = testbed_timing
     tb = testbed_factory(light=True)
     t0 = time.monotonic()
     hosts = tb.up(30)
@@ -267,7 +278,7 @@ def test_thirty_light_hosts_for_scale_tests(testbed_factory: Factory) -> None:
     t0 = time.monotonic()
     tb.down()
     t_down = time.monotonic() - t0
-    print(f"\ntestbed light: 30 hosts up (ssh answering) in {t_up:.2f} s, down in {t_down:.2f} s")
+    timing(f"testbed light: 30 hosts up (ssh answering) in {t_up:.2f} s, down in {t_down:.2f} s")
     assert leftovers(*footprint) == []
 
 
