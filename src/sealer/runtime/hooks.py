@@ -68,7 +68,8 @@ async def run_phase(
                 tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-3:]
                 raise HostError(
                     host.ip,
-                    f"plugin {plugin.name} ({phase}) exited {result.exit_code}: {'; '.join(tail) or 'no output'}",
+                    f"plugin {plugin.name} ({phase}) exited {result.exit_code}: "
+                    + ("; ".join(tail) or "no output"),
                     "fix the plugin (Clusterfile or the image's plugins/) and run the same command again",
                 )
     return runs

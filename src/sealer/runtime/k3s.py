@@ -156,8 +156,17 @@ mkdir -p /etc/sealer
 list={INSTALLED_LIST}; : > "$list.new"
 install -m 0755 {root}/bin/k3s {BIN_DIR}/k3s; echo {BIN_DIR}/k3s >> "$list.new"
 for b in {helpers}; do
-  if [ -x {root}/bin/$b ]; then install -m 0755 {root}/bin/$b {BIN_DIR}/$b; echo {BIN_DIR}/$b >> "$list.new"; fi
+  if [ -x {root}/bin/$b ]; then
+    install -m 0755 {root}/bin/$b {BIN_DIR}/$b; echo {BIN_DIR}/$b >> "$list.new"
+  fi
 done
+# The image's own k3s settings (etc/k3s/config.yaml.d): k3s merges them after config.yaml.
+if [ -d {root}/etc/k3s/config.yaml.d ]; then
+  mkdir -p {ETC}/config.yaml.d
+  for f in {root}/etc/k3s/config.yaml.d/*.yaml; do
+    if [ -f "$f" ]; then install -m 0600 "$f" {ETC}/config.yaml.d/; fi
+  done
+fi
 for t in {" ".join(MULTICALL)}; do
   if [ ! -e {root}/bin/$t ]; then ln -sfn k3s {BIN_DIR}/$t; echo {BIN_DIR}/$t >> "$list.new"; fi
 done
@@ -332,14 +341,16 @@ def reset_script() -> str:
     )
     return f"""
 for u in {SERVER_UNIT} {AGENT_UNIT}; do systemctl disable --now $u >/dev/null 2>&1; done
-for p in $(pgrep -f 'containerd-shim.*(/var/lib/rancher|k8s.io)' 2>/dev/null) $(pgrep -f '/run/k3s/containerd' 2>/dev/null); do
+for p in $(pgrep -f 'containerd-shim.*(/var/lib/rancher|k8s.io)' 2>/dev/null) \
+         $(pgrep -f '/run/k3s/containerd' 2>/dev/null); do
   kill -9 "$p" 2>/dev/null
 done
-for m in $(awk '$2 ~ "^/(run/k3s|var/lib/rancher|var/lib/kubelet)" {{print $2}}' /proc/self/mounts | sort -r); do
+for m in $(awk '$2 ~ "^/(run/k3s|var/lib/rancher|var/lib/kubelet)" {{print $2}}' /proc/self/mounts \
+           | sort -r); do
   umount -l "$m" 2>/dev/null
 done
 if [ -f {INSTALLED_LIST} ]; then xargs -r rm -f < {INSTALLED_LIST}; rm -f {INSTALLED_LIST}; fi
-rm -f {UNIT_DIR}/{SERVER_UNIT} {UNIT_DIR}/{AGENT_UNIT} {UNIT_DIR}/{SERVER_UNIT}.env {UNIT_DIR}/{AGENT_UNIT}.env
+for u in {SERVER_UNIT} {AGENT_UNIT}; do rm -f {UNIT_DIR}/$u {UNIT_DIR}/$u.env; done
 rm -rf {dirs}
 systemctl daemon-reload >/dev/null 2>&1
 true
