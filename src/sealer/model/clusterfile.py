@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -201,40 +201,50 @@ class _Seen:
 def parse_clusterfile(text: str | bytes, source: str = "<input>") -> tuple[Clusterfile | None, list[Problem]]:
     """Decode and validate; the Clusterfile is None when any problem has severity "error"."""
     reader = Reader(source)
+    clusterfile = _guarded(reader, lambda: _parse(reader, text), "the Clusterfile")
+    problems = _sorted(reader.problems)
+    if any(p.severity == "error" for p in problems):
+        clusterfile = None
+    return clusterfile, problems
+
+
+_T = TypeVar("_T")
+
+
+def _guarded(reader: Reader, work: Callable[[], _T | None], what: str) -> _T | None:
+    """Run a parse; whatever it raises becomes a Problem (the contract: no input yields a traceback)."""
     try:
-        clusterfile = _parse(reader, text)
+        return work()
     except BudgetExceeded:
         reader.problems.append(
             Problem(
                 "the YAML expands to too many nodes (an alias/anchor bomb or a huge file); refused",
-                file=source,
+                file=reader.source,
                 hint="a Clusterfile needs no nested aliases; write the values out",
             )
         )
-        clusterfile = None
     except RecursionError:
         reader.problems.append(
             Problem(
                 "the YAML is nested too deeply to be a Clusterfile; refused",
-                file=source,
+                file=reader.source,
                 hint="check for runaway brackets or indentation",
             )
         )
-        clusterfile = None
-    except Exception as exc:  # the contract: no input escapes as a traceback; a bug is reported as one
+    except Exception as exc:  # a bug in sealer, reported as one rather than as a traceback
         reader.problems.append(
             Problem(
-                f"internal error while reading the Clusterfile ({type(exc).__name__}: {exc})",
-                file=source,
+                f"internal error while reading {what} ({type(exc).__name__}: {exc})",
+                file=reader.source,
                 hint="this is a bug in sealer; please report it with the file",
             )
         )
-        clusterfile = None
-    if any(p.severity == "error" for p in reader.problems):
-        clusterfile = None
-    # In file order, so a reader can walk down the file; whole-file problems last.
-    problems = sorted(reader.problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
-    return clusterfile, problems
+    return None
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    """In file order, so a reader can walk down the file; whole-file problems last."""
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
 
 
 def load_clusterfile(path: str | Path) -> Clusterfile:
@@ -270,16 +280,13 @@ def parse_plugins(text: str | bytes, source: str = "<input>") -> tuple[tuple[Plu
     """Plugin documents of an image's `plugins/*.yaml` (no Cluster document needed there); the
     plugins are empty when any problem is an error. Go sealer uses only the plugins of such a file."""
     reader = Reader(source)
+    docs = _guarded(reader, lambda: _parse_documents(reader, text, what="plugin file"), "the plugin file")
     plugins: tuple[PluginDoc, ...] = ()
-    try:
-        docs = _parse_documents(reader, text, what="plugin file")
-        if docs is not None:
-            plugins = tuple(p for p, _ in docs.plugins)
-            for node, _cluster in docs.clusters:
-                reader.warn(node, "kind", "a Cluster document in a plugin file is not used")
-    except (BudgetExceeded, RecursionError):
-        reader.problems.append(Problem("the YAML is too large or too deeply nested; refused", file=source))
-    problems = sorted(reader.problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+    if docs is not None:
+        plugins = tuple(p for p, _ in docs.plugins)
+        for node, _cluster in docs.clusters:
+            reader.warn(node, "kind", "a Cluster document in a plugin file is not used")
+    problems = _sorted(reader.problems)
     if any(p.severity == "error" for p in problems):
         plugins = ()
     return plugins, problems

@@ -234,3 +234,22 @@ def test_pure_python_yaml_fallback_keeps_the_contract(monkeypatch: pytest.Monkey
     assert any(p.severity == "error" for p in check_contract(text))
     example = (ROOT / "examples" / "Clusterfile").read_text()
     assert parse_clusterfile(example, "x")[0] is not None
+
+
+def test_a_bug_is_reported_as_a_problem_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(clusterfile, "_parse_documents", broken)
+    cf, problems = parse_clusterfile("kind: Cluster\n", "x")
+    assert (
+        cf is None and "internal error" in problems[0].message and "please report" in (problems[0].hint or "")
+    )
+    plugins, problems = clusterfile.parse_plugins("kind: Plugin\n", "p")
+    assert plugins == () and "internal error" in problems[0].message
+    path = tmp_path / "Clusterfile"
+    path.write_text("kind: Cluster\n")
+    with pytest.raises(ClusterfileError):
+        load_clusterfile(path)
