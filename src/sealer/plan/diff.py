@@ -44,6 +44,14 @@ class FieldChange:
             return f"+ {self.path}: {_show(self.new)}"
         if self.change == "removed":
             return f"- {self.path}: {_show(self.old)}"
+        if isinstance(self.old, list) and isinstance(self.new, list):
+            # Long IP lists: say which entries came and went rather than print both lists.
+            gone = [v for v in self.old if v not in self.new]
+            came = [v for v in self.new if v not in self.old]
+            if not gone and not came:
+                return f"~ {self.path}: reordered to {_show(self.new)}"
+            parts = ([f"-{_show(gone)}"] if gone else []) + ([f"+{_show(came)}"] if came else [])
+            return f"~ {self.path}: " + " ".join(parts)
         return f"~ {self.path}: {_show(self.old)} -> {_show(self.new)}"
 
 

@@ -108,7 +108,7 @@ def plan_delete(current: Cluster) -> Plan:
         cluster=current.name,
         operation="delete",
         actions=tuple(actions.actions),
-        reason=f"delete cluster {current.name} ({len(masters)} master(s), {len(workers)} worker(s))",
+        reason=f"delete cluster {current.name} ({_both(len(masters), len(workers))})",
         image=None,
         previous_image=current.image,
     )
@@ -247,8 +247,8 @@ def _create_plan(desired: Cluster, hosts: Sequence[Host]) -> Plan:
         operation="create",
         actions=tuple(actions.actions),
         reason=(
-            f"no last-applied state for cluster {desired.name}: create it with {len(masters)} master(s) "
-            f"and {len(workers)} worker(s)"
+            f"no last-applied state for cluster {desired.name}: create it with "
+            + _both(len(masters), len(workers))
         ),
         image=desired.image,
     )
@@ -356,6 +356,17 @@ def _master0(hosts: Sequence[Host]) -> str:
     return next(h.ip for h in hosts if h.is_master)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _both(masters: int, workers: int) -> str:
+    parts = [_count(masters, "master")] if masters else []
+    if workers:
+        parts.append(_count(workers, "worker"))
+    return " and ".join(parts)
+
+
 def _summary(
     removed_workers: Sequence[str],
     removed_masters: Sequence[str],
@@ -366,14 +377,16 @@ def _summary(
 ) -> str:
     parts = []
     if new_masters or new_workers:
-        parts.append(f"add {len(new_masters)} master(s) and {len(new_workers)} worker(s)")
+        parts.append("add " + _both(len(new_masters), len(new_workers)))
     if removed_masters or removed_workers:
-        parts.append(f"remove {len(removed_masters)} master(s) and {len(removed_workers)} worker(s)")
+        parts.append("remove " + _both(len(removed_masters), len(removed_workers)))
     if image_changed:
         parts.append("upgrade the image")
     updates = sorted({a.kind for a in actions.actions if a.kind.startswith("update-")})
     if updates:
         parts.append("update in place: " + ", ".join(u.removeprefix("update-") for u in updates))
+    if not parts:
+        parts.append("launch applications")
     return "; ".join(parts)
 
 

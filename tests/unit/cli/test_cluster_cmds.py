@@ -272,7 +272,7 @@ def test_diff_json_and_exit_code(tmp_path: Path, runner: CliRunner, home: Path) 
          "old": ["192.168.0.5", "192.168.0.6", "192.168.0.7"],
          "new": ["192.168.0.5", "192.168.0.6", "192.168.0.7", "192.168.0.8"]},
     ]
-    assert data["apply"] == "add 0 master(s) and 1 worker(s)" and data["refused"] is None
+    assert data["apply"] == "add 1 worker" and data["refused"] is None
 
 
 def test_diff_of_an_impossible_change_says_apply_would_refuse(

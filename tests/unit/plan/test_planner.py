@@ -45,7 +45,7 @@ def test_create_installs_master0_then_masters_one_by_one_then_workers_in_paralle
     assert workers.hosts == ("10.0.0.4", "10.0.0.5") and workers.parallel
     assert workers.depends_on == (m2.id,)
     assert apps.hosts == ("10.0.0.1",)
-    assert "create" in plan.reason and "3 master(s)" in plan.reason and "2 worker(s)" in plan.reason
+    assert "create" in plan.reason and plan.reason.endswith("create it with 3 masters and 2 workers")
     assert simulate(plan, {}, None) == roles_of(desired)
 
 
@@ -89,7 +89,7 @@ def test_add_masters_one_at_a_time_and_workers_in_parallel() -> None:
     assert [a.hosts for a in plan.actions[:2]] == [("10.0.0.2",), ("10.0.0.3",)]
     assert plan.actions[1].depends_on == (plan.actions[0].id,)
     assert plan.actions[2].hosts == ("10.0.0.5", "10.0.0.6") and plan.actions[2].parallel
-    assert plan.reason == "add 2 master(s) and 2 worker(s)"
+    assert plan.reason == "add 2 masters and 2 workers"
     assert simulate(plan, roles_of(old), "10.0.0.1") == roles_of(new)
 
 
