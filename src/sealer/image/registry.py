@@ -14,14 +14,14 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sealer.errors import ImageError, RegistryError
+from sealer.errors import ImageError, RegistryError, SealerError
 from sealer.image import oci
 from sealer.image.auth import Credentials, find_credentials
 from sealer.image.oci import Descriptor, Index, Manifest, Platform
@@ -415,7 +415,7 @@ class RegistryClient:
             for _, _, man in manifests:
                 for b in man.blobs():
                     blobs.setdefault(b.digest, b)
-            await asyncio.gather(*(self._fetch_blob(ref, b, store, result, progress) for b in blobs.values()))
+            await _all(self._fetch_blob(ref, b, store, result, progress) for b in blobs.values())
             for desc, mdata, _ in manifests:
                 store.put_manifest(mdata, desc.media_type)
             top = (
@@ -510,7 +510,8 @@ class RegistryClient:
                     "retry the pull",
                 )
             async for chunk in resp.aiter_bytes(STREAM_CHUNK):
-                writer.write(chunk)
+                # Hashing and disk writes release the GIL: off the loop, they overlap with the network.
+                await asyncio.to_thread(writer.write, chunk)
                 if progress:
                     progress(TransferEvent(desc.digest, desc.size, writer.size, "progress"))
         except (httpx.ReadError, httpx.RemoteProtocolError, httpx.TimeoutException) as err:
@@ -555,11 +556,9 @@ class RegistryClient:
             for b in img.manifest.blobs():
                 blobs.setdefault(b.digest, b)
         mount_from = self._mount_sources(store, dest, set(blobs))
-        await asyncio.gather(
-            *(
-                self._push_blob(store, dest, b, mount_from.get(b.digest), result, progress)
-                for b in blobs.values()
-            )
+        await _all(
+            self._push_blob(store, dest, b, mount_from.get(b.digest), result, progress)
+            for b in blobs.values()
         )
         reference = dest.tag or dest.digest or "latest"
         for img in images:
@@ -803,6 +802,25 @@ class RegistryClient:
         )
         tags = resp.json().get("tags") or []
         return [str(t) for t in tags]
+
+
+async def _all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run transfers together; the first failure cancels the rest and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in coros:
+                group.create_task(coro)
+    except BaseExceptionGroup as eg:
+        errors = _leaves(eg)
+        first = next((e for e in errors if isinstance(e, SealerError)), errors[0])
+        raise first from None
+
+
+def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in eg.exceptions:
+        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return out
 
 
 def _range_end(header: str | None) -> int:
