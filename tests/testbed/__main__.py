@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from . import rootfs
+from .client import ssh_argv
 from .common import TestbedError
-from .lab import Testbed, list_labs, require_root_and_tools
+from .lab import Testbed, TestHost, list_labs, require_root_and_tools
 
 
 def _down_all(fast: bool) -> int:
@@ -24,6 +26,17 @@ def _down_all(fast: bool) -> int:
             print(f"testbed: lab {lab}: {e}", file=sys.stderr)
             rc = 1
     return rc
+
+
+def _find_host(lab: str | None, ref: str) -> tuple[Testbed, TestHost]:
+    """A host by name or IP in any lab, or by index in `lab` (default tb)."""
+    for name in [lab] if lab else list_labs():
+        tb = Testbed.load(name)
+        for h in tb.hosts:
+            if ref in (h.name, h.ip) or (ref == str(h.index) and (lab or "tb") == name):
+                return tb, h
+    where = f"lab {lab}" if lab else "any lab"
+    raise TestbedError(f"no host {ref!r} in {where}", "python -m tests.testbed status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab", default="tb")
     p.add_argument("--all", action="store_true", help="every lab recorded under the work dir")
     p.add_argument("--fast", action="store_true", help="kill hosts' PID 1 instead of an orderly poweroff")
+    p = sub.add_parser("ssh", help="ssh into a host as root (host key pinned), optionally run CMD")
+    p.add_argument("--lab", help="needed only to name a host by index")
+    p.add_argument("host", help="host name (tbh2), IP, or index (2, with --lab; default lab tb)")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("fault", help="stop|kill|start a host, cut|restore its link, shape it (RATE or off)")
+    p.add_argument("action", choices=["stop", "kill", "start", "cut", "restore", "shape"])
+    p.add_argument("host", help="host name (tbh2), IP, or index (2, with --lab; default lab tb)")
+    p.add_argument("rate", nargs="?", default="off", help="for shape: e.g. 50mbit, or off")
+    p.add_argument("--lab", help="needed only to name a host by index")
     p = sub.add_parser("status", help="labs, hosts and how to reach them")
     p.add_argument("--lab")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -82,6 +104,22 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             Testbed.load(args.lab).down(fast=args.fast)
             print(f"testbed: lab {args.lab} down in {time.monotonic() - t0:.1f} s")
+            return 0
+        if args.cmd in ("ssh", "fault"):
+            tb, h = _find_host(args.lab, args.host)
+            if args.cmd == "ssh":
+                argv = [*ssh_argv(h, tb.dir / "known_hosts"), *args.command]
+                argv[argv.index("BatchMode=yes")] = "BatchMode=no"  # allow a tty session
+                os.execvp(argv[0], argv)
+            if args.action in ("stop", "kill"):
+                tb.stop_host(h, hard=args.action == "kill")
+            elif args.action == "start":
+                tb.start_host(h)
+            elif args.action in ("cut", "restore"):
+                tb.net.set_link(h.index, up=args.action == "restore")
+            else:
+                tb.shape(h, None if args.rate == "off" else args.rate)
+            print(f"testbed: {args.action} {h.name}: done")
             return 0
         labs = [args.lab] if args.lab else list_labs()
         states = [Testbed.load(lab).status() for lab in labs]

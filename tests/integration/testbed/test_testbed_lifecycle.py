@@ -62,6 +62,14 @@ def test_cli_up_status_down(rootfs: Path) -> None:
         assert st["variant"] == "light"
         fp = _footprint_from_disk(lab)
         assert all(Path(f"/proc/{p}").exists() for p in fp[3]), "hosts outlive the CLI process"
+        r = _py("-m", "tests.testbed", "ssh", f"{lab}h2", "hostname")
+        assert (r.returncode, r.stdout.strip()) == (0, f"{lab}h2"), r.stderr
+        assert _py("-m", "tests.testbed", "fault", "cut", f"{lab}h1").returncode == 0
+        r = _py("-m", "tests.testbed", "ssh", f"{lab}h1", "-o", "ConnectTimeout=1", "true")
+        assert r.returncode == 255 and "timed out" in r.stderr
+        assert _py("-m", "tests.testbed", "fault", "restore", "1", "--lab", lab).returncode == 0
+        r = _py("-m", "tests.testbed", "ssh", "--lab", lab, "1", "hostname")
+        assert (r.returncode, r.stdout.strip()) == (0, f"{lab}h1"), r.stderr
         r = _py("-m", "tests.testbed", "down", "--lab", lab)
         assert r.returncode == 0, r.stderr
         assert leftovers(*fp) == []
