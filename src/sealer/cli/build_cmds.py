@@ -109,6 +109,12 @@ def render_plan(plan: BuildPlan, console: Console) -> None:
     for found in images:
         owner = f" [app {found.app}]" if found.app else ""
         console.print(f"  {found.image}  <- {found.source}{owner}", markup=False)
+    remote = [src.path for step in kubefile.steps for src in step.sources if src.remote]
+    if remote:
+        console.print(
+            f"  (+ whatever the {len(remote)} remote source(s) reference: a dry run does not download them)",
+            markup=False,
+        )
     for name in plan.collection.ignored:
         console.print(f"  ignored: {name}", markup=False)
     for problem in plan.collection.skipped + plan.warnings():

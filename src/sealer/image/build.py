@@ -568,8 +568,10 @@ class BuildCache:
 
     def put(self, key: str, info: LayerInfo) -> None:
         path = self.root / "layers" / f"{key}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info.__dict__))
+        # A unique temporary name: concurrent builds may record the same layer at once.
+        fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(info.__dict__))
         os.replace(tmp, path)
 
 
