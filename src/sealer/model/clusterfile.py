@@ -590,7 +590,8 @@ def _decode_cluster(reader: Reader, node: yaml.MappingNode) -> Cluster | None:
     cmd = tuple(text for _, text, _ in reader.strings(spec.get("cmd"), "spec.cmd"))
     app_names: tuple[str, ...] | None = None
     if "appNames" in spec and not is_null(spec["appNames"]):
-        app_names = tuple(text for _, text, _ in reader.strings(spec["appNames"], "spec.appNames"))
+        # Go sealer overrides the image's LAUNCH only with a non-empty list; [""] launches nothing.
+        app_names = tuple(text for _, text, _ in reader.strings(spec["appNames"], "spec.appNames")) or None
     ssh = _decode_ssh(reader, spec.get("ssh"), "spec.ssh", cluster_level=True)
 
     if v1:

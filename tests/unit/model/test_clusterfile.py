@@ -374,6 +374,7 @@ def test_cmd_and_app_names() -> None:
     c = ok(doc("cmd: [kubectl apply -f a.yaml]\nappNames: ['']\n")).cluster
     assert c.cmd == ("kubectl apply -f a.yaml",) and c.app_names == ("",)
     assert ok(doc("appNames: [nginx, mysql]\n")).cluster.app_names == ("nginx", "mysql")
+    assert ok(doc("appNames: []\n")).cluster.app_names is None
 
 
 def test_container_runtime() -> None:
