@@ -431,9 +431,10 @@ class ImageStore:
     def tag(self, name: Reference | str, desc: Descriptor) -> None:
         """Point `name` at a manifest or index already in the store (replacing what it named before)."""
         ref = name if isinstance(name, Reference) else parse_reference(name)
-        if ref.tag is None:
-            raise ImageError(f"cannot name an image {ref} without a tag", "add :<tag>")
-        full = str(Reference(ref.domain, ref.path, ref.tag))
+        # A tag names it; an image pulled by digest alone is named repo@sha256:... (as docker does).
+        full = str(Reference(ref.domain, ref.path, ref.tag, None if ref.tag else ref.digest))
+        if ref.digest and not ref.tag and ref.digest != desc.digest:
+            raise ImageError(f"cannot name {desc.digest} as {full}: the digests differ")
         if not self.has_blob(desc.digest, desc.size):
             raise ImageError(f"cannot tag {full}: manifest {desc.digest} is not in the store")
         media = desc.media_type or oci.detect_media_type(self.read_json(desc.digest))

@@ -303,3 +303,12 @@ def test_push_refuses_a_corrupt_local_blob(store: ImageStore) -> None:
     with pytest.raises(ImageError, match="corrupt blob in the image store"):
         run(client(fake).push(store, "reg.test/app:v1", parse_reference("reg.test/app:v1")))
     assert ("app", "v1") not in fake.manifests
+
+
+def test_pull_by_digest_is_named_by_digest(store: ImageStore) -> None:
+    fake = FakeRegistry()
+    digest, _ = seed_image(fake, "app", "v1", [b"x"])
+    run(client(fake).pull(parse_reference(f"reg.test/app@{digest}"), store))
+    rec = store.resolve(f"reg.test/app@{digest}")
+    assert rec.name == f"reg.test/app@{digest}" and rec.descriptor.digest == digest
+    assert store.find("reg.test/app:v1") == []
