@@ -588,6 +588,8 @@ awk '{print $2}' /proc/self/mounts | sort -r | while read -r mp; do
   case "$mp" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac
   mount -o remount,bind,ro "$mp" 2>/dev/null || true
 done
+# Fail closed: never run the command with a writable host root.
+if [ -w / ]; then echo "sealer: could not make the host file system read-only for RUN" >&2; exit 97; fi
 mount --bind "$R" "$R"
 mount -o remount,bind,rw "$R"
 cd "$R"
