@@ -653,6 +653,20 @@ class Testbed:
             time.sleep(0.05)
         return pub
 
+    def put_file(self, h: TestHost, src: Path | str, dst: str, mode: int | None = None) -> None:
+        """Copy a file from this machine onto the host (through /proc/<pid>/root: no ssh, no link)."""
+        init = self._init_pid(h)
+        if init is None:
+            raise TestbedError(f"{h.name} is not running", "start_host() it first")
+        if not dst.startswith("/"):
+            raise TestbedError(f"put_file: destination {dst!r} must be absolute")
+        target = Path(f"/proc/{init}/root{dst}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tb-tmp")
+        shutil.copyfile(src, tmp)  # then rename: a running binary of the same name stays intact
+        os.chmod(tmp, mode if mode is not None else os.stat(src).st_mode & 0o7777)
+        os.replace(tmp, target)
+
     def authorize_key(self, h: TestHost, public_key: str, user: str = "root") -> None:
         """Append a public key line to `user`'s authorized_keys on the host (e.g. a passphrase key)."""
         line = public_key.strip()

@@ -306,3 +306,34 @@ def test_authorize_key_and_small_disk_helpers(testbed_factory: Factory, tmp_path
     tb.small_disk(h, "/srv/small", "64k")
     r = ssh(h, "head -c 200000 /dev/zero > /srv/small/f")
     assert r.returncode != 0 and "No space left" in r.stderr
+
+
+RUNC_HELLO = r"""set -e
+b=/root/bundle; rm -rf $b; mkdir -p $b/rootfs/bin $b/rootfs/proc $b/rootfs/dev $b/rootfs/sys
+cp /bin/sh $b/rootfs/bin/sh
+for l in $(ldd /bin/sh | grep -o '/lib[^ ]*'); do mkdir -p $b/rootfs${l%/*}; cp $l $b/rootfs$l; done
+cd $b && runc spec
+python3 -c '
+import json; c = json.load(open("config.json")); c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/sh", "-c", "echo hello-from-runc"]
+json.dump(c, open("config.json", "w"))'
+runc run tb-hello
+"""
+
+
+@pytest.mark.slow
+def test_real_runc_runs_a_container_inside_a_nested_host(testbed_factory: Factory) -> None:
+    import shutil
+
+    runc = shutil.which("runc")
+    if runc is None:
+        pytest.skip("runc is not installed (scripts/setup installs it)")
+    nested, plain = testbed_factory(nested=True), testbed_factory()
+    (h,) = nested.up(1)
+    (p,) = plain.up(1)
+    for host, tb in ((h, nested), (p, plain)):
+        tb.put_file(host, runc, "/usr/local/bin/runc")
+    r = ssh(h, RUNC_HELLO, timeout=120)
+    assert (r.returncode, r.stdout.strip()) == (0, "hello-from-runc"), r.stderr
+    r = ssh(p, RUNC_HELLO, timeout=120)
+    assert r.returncode != 0, "control: a plain nspawn host cannot run runc"
