@@ -22,6 +22,7 @@ from sealer.apply.progress import Progress
 from sealer.apply.rootfs import UnpackedImage, unpack
 from sealer.errors import HostError, NotImplementedYet, SealerError
 from sealer.image import oci
+from sealer.image.kubefile_apps import Application as KubefileApp
 from sealer.image.metadata import SealerImageInfo
 from sealer.image.reference import parse_reference
 from sealer.image.registry import RegistryOptions
@@ -400,7 +401,15 @@ class Engine:
                     f"image {self.cluster.image} has no app {name!r}",
                     f"apps in the image: {', '.join(apps) or 'none'} (see `sealer inspect`)",
                 )
-            cmds.extend(app.cmds)
+            # The same launch command Go sealer derives (kubectl apply / helm install / bash).
+            launch = KubefileApp.from_extension(app.to_json(), self.cluster.image).launch_cmd()
+            if not launch:
+                raise SealerError(
+                    f"app {name!r} of image {self.cluster.image} has no launch command "
+                    f"(type {app.type or '?'})",
+                    "give the app CMDS in the Kubefile, or launch it with --cmds",
+                )
+            cmds.append(launch)
         return cmds, list(names or [])
 
     async def _launch(self, fleet: Fleet, cmds: list[str]) -> str:
