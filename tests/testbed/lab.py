@@ -353,7 +353,8 @@ class Testbed:
             write_private(self.key_path.with_suffix(".pub"), pub + "\n", 0o644)
         if not self.light:
             sysctl.raise_to(INOTIFY, INOTIFY_MIN, self.name)
-        self._bases = cgroup.lab_bases(self.name)
+        if not self._bases:  # fixed at the first up: a later caller may sit in another cgroup
+            self._bases = cgroup.lab_bases(self.name)
         self.net.up()
         etc_hosts = "127.0.0.1 localhost\n" + "".join(
             f"{self.net.host_ip(i)} {self.net.host_ns(i)}\n" for i in range(1, n + 1)
