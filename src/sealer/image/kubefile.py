@@ -51,6 +51,11 @@ _DOCKER_ONLY = {
 LABEL_KUBE_VERSION = "app.alpha.sealer.io/supported-kube-version"
 LABEL_CNI_PREFIX = "cluster.alpha.sealer.io/kube-cni-"
 LABEL_CSI_PREFIX = "cluster.alpha.sealer.io/kube-csi-"
+# Labels that select how `sealer run` installs the image, and the values it understands.
+_RUNTIME_LABELS = {
+    "cluster.alpha.sealer.io/cluster-runtime-type": ("kubernetes", "k8s", "k3s", "k0s"),
+    "cluster.alpha.sealer.io/container-runtime-type": ("containerd", "docker"),
+}
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -568,6 +573,15 @@ class _Parser:
     def do_label(self, ll: LogicalLine, flags: list[str], rest: str) -> None:
         self.reject_flags(ll, "LABEL", flags)
         pairs = self._name_values(ll, "LABEL", rest, self.scope())
+        for key, allowed in _RUNTIME_LABELS.items():
+            # deliberate: Go sealer stores any value and fails at `sealer run`; say it before the build.
+            if key in pairs and pairs[key] not in allowed:
+                close = difflib.get_close_matches(pairs[key], allowed, n=1)
+                self.error(
+                    ll,
+                    f"label {key}={pairs[key]!r} names no runtime sealer knows",
+                    (f"did you mean {close[0]}? " if close else "") + "one of: " + ", ".join(allowed),
+                )
         self.result.labels.update(pairs)
         self.add_step(ll, "LABEL", args=tuple(f"{k}={v}" for k, v in pairs.items()))
 

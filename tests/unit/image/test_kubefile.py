@@ -225,6 +225,18 @@ def test_label_and_maintainer(ctx: Path) -> None:
     assert kf.maintainer == "me <m@x>"
 
 
+def test_runtime_labels_are_checked(ctx: Path) -> None:
+    text = "FROM scratch\nLABEL cluster.alpha.sealer.io/cluster-runtime-type=k3\n"
+    errs = errors_of(text, ctx)
+    assert (
+        errs[0][0] == 2
+        and "names no runtime" in errs[0][1]
+        and (errs[0][2] or "").startswith("did you mean k3s?")
+    )
+    ok = "FROM scratch\nLABEL cluster.alpha.sealer.io/container-runtime-type=containerd\n"
+    assert parse(ok, ctx).labels["cluster.alpha.sealer.io/container-runtime-type"] == "containerd"
+
+
 def test_run_shell_and_json(ctx: Path) -> None:
     kf = parse('FROM scratch\nRUN mkdir -p x && touch x/y\nRUN ["sh", "-c", "echo"]\n', ctx)
     assert kf.steps[1].args == ("mkdir -p x && touch x/y",) and not kf.steps[1].json_form
