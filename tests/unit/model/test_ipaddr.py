@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sealer.model import ipaddr
@@ -96,11 +96,13 @@ ipv4 = st.integers(min_value=0, max_value=2**32 - 1).map(lambda n: str(ipaddress
 ipv6 = st.integers(min_value=0, max_value=2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(ipv4, ipv6), max_size=40))
 def test_compress_then_expand_round_trips(ips: list[str]) -> None:
     assert ipaddr.expand(ipaddr.compress(ips)) == ips
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(min_value=0, max_value=2**32 - 2000), st.integers(min_value=1, max_value=1000))
 def test_range_expansion_matches_arithmetic(start: int, length: int) -> None:
     first, last = ipaddress.IPv4Address(start), ipaddress.IPv4Address(start + length)
@@ -110,6 +112,7 @@ def test_range_expansion_matches_arithmetic(start: int, length: int) -> None:
     assert ipaddr.compress(expanded) == [f"{first}-{last}"]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(min_value=0, max_value=2**128 - 1000), st.integers(min_value=1, max_value=300))
 def test_ipv6_range_round_trips(start: int, length: int) -> None:
     text = f"{ipaddress.IPv6Address(start)}-{ipaddress.IPv6Address(start + length)}"

@@ -122,13 +122,13 @@ def test_utf8_bom_is_accepted() -> None:
     assert cf is not None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2000))
 def test_random_bytes(data: bytes) -> None:
     check_contract(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=2000))
 def test_random_text(text: str) -> None:
     check_contract(text)
@@ -208,7 +208,7 @@ def test_mutated_real_files(seed: Path, edits: list[tuple[float, str, str]]) -> 
     check_contract(text)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_load_raises_only_clusterfile_error(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     path = tmp_path_factory.mktemp("cf") / "Clusterfile"
