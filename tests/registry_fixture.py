@@ -107,6 +107,115 @@ def make_tls_files(
     return ca_file, cert_file, key_file
 
 
+class TokenServer:
+    """A Docker token service (the `realm` of Bearer auth) issuing ES256 JWTs distribution verifies.
+
+    Grants exactly the scopes asked for to the one user it knows; refuses anyone else with 401.
+    Runs in a thread of the test process; `stop()` shuts it down.
+    """
+
+    issuer = "sealer-test-issuer"
+    service = "sealer-test-registry"
+
+    def __init__(self, workdir: Path, username: str, password: str) -> None:
+        import http.server
+        import threading
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.username, self.password = username, password
+        self.requests: list[dict[str, list[str]]] = []
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sealer test token signer")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.cert_file = workdir / "token-signer.crt"
+        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self._x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # http.server's naming
+                import urllib.parse
+
+                url = urllib.parse.urlparse(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                server.requests.append(query)
+                header = self.headers.get("Authorization", "")
+                user = ""
+                if header.startswith("Basic "):
+                    u, _, p = base64.b64decode(header[6:]).decode().partition(":")
+                    if (u, p) == (server.username, server.password):
+                        user = u
+                if url.path != "/token" or not user:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": server.issue(user, query.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def issue(self, user: str, scopes: list[str]) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        def b64url(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        access = []
+        for scope in scopes:
+            for one in scope.split(" "):
+                kind, _, rest = one.partition(":")
+                name, _, actions = rest.rpartition(":")
+                if kind == "repository" and name:
+                    access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [self._x5c]}
+        claims = {
+            "iss": self.issuer,
+            "sub": user,
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": base64.b16encode(os.urandom(8)).decode(),
+            "access": access,
+        }
+        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+        r, s_ = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s_.to_bytes(32, 'big'))}"
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 @dataclass
 class Registry:
     """A running docker-registry started by a test; `stop()` ends exactly the process it started."""
@@ -122,6 +231,7 @@ class Registry:
     password: str | None = field(default=None, repr=False)
     authfile: Path | None = None
     log_file: Path | None = None
+    token_server: TokenServer | None = None
 
     @property
     def url(self) -> str:
@@ -133,15 +243,19 @@ class Registry:
     def skopeo_flags(self) -> list[str]:
         """Flags skopeo needs to talk to this registry (for `docker://` source or destination)."""
         flags: list[str] = []
-        if not self.tls:
-            return ["--tls-verify=false"]
-        assert self.ca_file is not None
-        flags.append(f"--cert-dir={self.ca_file.parent}")
+        if self.tls:
+            assert self.ca_file is not None
+            flags.append(f"--cert-dir={self.ca_file.parent}")
+        else:
+            flags.append("--tls-verify=false")
         if self.username:
             flags.append(f"--creds={self.username}:{self.password}")
         return flags
 
     def stop(self) -> None:
+        if self.token_server is not None:
+            self.token_server.stop()
+            self.token_server = None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -171,12 +285,19 @@ def start_registry(
     password: str = "s3cret-Pa55",
     port: int | None = None,
     storage: Path | None = None,
+    token_auth: bool = False,
 ) -> Registry:
-    """Start docker-registry on 127.0.0.1:<free port>; wait until /v2/ answers. auth requires tls."""
+    """Start docker-registry on 127.0.0.1:<free port>; wait until /v2/ answers.
+
+    auth=True: htpasswd (distribution requires TLS for it). token_auth=True: Bearer tokens from a
+    TokenServer realm (works with or without TLS). Either way `authfile` holds the user's login.
+    """
     if reason := registry_missing_reason():
         raise RuntimeError(reason)
     if auth and not tls:
         raise ValueError("distribution only does htpasswd auth over TLS")
+    if auth and token_auth:
+        raise ValueError("choose htpasswd (auth) or token_auth, not both")
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     host = f"127.0.0.1:{port}"
@@ -210,6 +331,18 @@ def start_registry(
             ["htpasswd", "-Bbc", str(htpasswd), username, password], check=True, capture_output=True
         )
         config["auth"] = {"htpasswd": {"realm": "sealer-test", "path": str(htpasswd)}}
+    token_server = None
+    if token_auth:
+        token_server = TokenServer(workdir, username, password)
+        config["auth"] = {
+            "token": {
+                "realm": token_server.realm,
+                "service": TokenServer.service,
+                "issuer": TokenServer.issuer,
+                "rootcertbundle": str(token_server.cert_file),
+            }
+        }
+    if auth or token_auth:
         authfile = workdir / "auth.json"
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         authfile.write_text(json.dumps({"auths": {host: {"auth": token}}}))
@@ -235,10 +368,11 @@ def start_registry(
         process=proc,
         tls=tls,
         ca_file=ca_file,
-        username=username if auth else None,
-        password=password if auth else None,
+        username=username if auth or token_auth else None,
+        password=password if auth or token_auth else None,
         authfile=authfile,
         log_file=log_file,
+        token_server=token_server,
     )
     try:
         _wait_ready(reg)

@@ -294,3 +294,67 @@ def test_disk_full_during_pull_leaves_the_store_as_it_was(plain: Registry, tmp_p
         assert list(after.ingest_dir.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with start_registry(tmp_path_factory.mktemp("token-registry"), token_auth=True) as reg:
+        yield reg
+
+
+def test_bearer_token_auth_against_distribution(token_registry: Registry, tmp_path: Path) -> None:
+    reg = token_registry
+    assert reg.token_server is not None
+    a, b = tmp_path / "a", tmp_path / "b"
+    name = reg.ref("token/app:v1")
+    make_test_image(ImageStore(a / "images"), name, [os.urandom(100_000)])
+    pushed = sealer(a, "push", name, "--insecure", "--authfile", str(reg.authfile))
+    assert pushed.exit_code == 0, pushed.output
+    scopes = [s for q in reg.token_server.requests for s in q.get("scope", [])]
+    assert "repository:token/app:pull,push" in scopes
+    assert all(q.get("service") == ["sealer-test-registry"] for q in reg.token_server.requests)
+    pulled = sealer(b, "pull", name, "--insecure", "--authfile", str(reg.authfile))
+    assert pulled.exit_code == 0, pulled.output
+    assert ImageStore(b / "images").resolve(name).descriptor.digest == pushed.output.strip()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"auths": {reg.host: {"auth": "c2VhbGVyOndyb25n"}}}))  # sealer:wrong
+    denied = sealer(tmp_path / "c", "pull", name, "--insecure", "--authfile", str(bad))
+    assert denied.exit_code == 1 and "rejected the credentials of sealer" in denied.output
+    anonymous = sealer(tmp_path / "d", "pull", name, "--insecure", "--authfile", str(tmp_path / "none.json"))
+    assert anonymous.exit_code == 1 and "sealer login" in anonymous.output
+    info = subprocess.run(
+        ["skopeo", "inspect", *reg.skopeo_flags(), f"docker://{name}"], capture_output=True, text=True
+    )
+    if info.returncode == 0:  # skopeo is optional here; when present it agrees on the digest
+        assert json.loads(info.stdout)["Digest"] == pushed.output.strip()
+
+
+def test_ensure_image_pulls_only_what_is_missing(plain: Registry, tmp_path: Path) -> None:
+    import asyncio
+
+    from sealer.errors import ImageError
+    from sealer.image import service
+    from sealer.image.registry import RegistryOptions
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    name = plain.ref("ensure/app:v1")
+    make_test_image(
+        ImageStore(src / "images"),
+        name,
+        [b"e" * 1000],
+        labels={"cluster.alpha.sealer.io/cluster-runtime-type": "k0s"},
+    )
+    assert sealer(src, "push", name, "--insecure").exit_code == 0
+    store = ImageStore(dst / "images")
+    opts = RegistryOptions(insecure=True)
+    with pytest.raises(ImageError, match="pull policy is never"):
+        asyncio.run(service.ensure_image(store, name, opts, policy="never"))
+    rec = asyncio.run(service.ensure_image(store, name, opts, policy="missing"))
+    assert rec.name == name
+    assert service.image_info(store, name).cluster_runtime == "k0s"
+    plain_stop = plain.process.pid  # the registry is not needed once the image is local
+    assert (
+        asyncio.run(service.ensure_image(store, name, RegistryOptions(insecure=True), policy="never")).name
+        == name
+    )
+    assert plain_stop == plain.process.pid
