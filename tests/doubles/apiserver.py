@@ -102,7 +102,7 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_rfc3339(value: str) -> float:
@@ -119,8 +119,13 @@ class ApiError(Exception):
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
         }
         if self.details:
             body["details"] = self.details
@@ -129,8 +134,9 @@ class ApiError(Exception):
 
 def not_found(res: Resource, name: str) -> ApiError:
     what = f"{res.plural}.{res.group}" if res.group else res.plural
-    return ApiError(404, "NotFound", f'{what} "{name}" not found',
-                    {"name": name, "group": res.group, "kind": res.plural})
+    return ApiError(
+        404, "NotFound", f'{what} "{name}" not found', {"name": name, "group": res.group, "kind": res.plural}
+    )
 
 
 # ---------------------------------------------------------------------------------------------- store
@@ -167,8 +173,17 @@ class Store:
             for ns in DEFAULT_NAMESPACES:
                 key = self.key(_res("namespaces"), None, ns)
                 if key not in self.objects:
-                    self._put(key, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
-                                    "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}, "ADDED")
+                    self._put(
+                        key,
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Namespace",
+                            "metadata": {"name": ns},
+                            "spec": {"finalizers": ["kubernetes"]},
+                            "status": {"phase": "Active"},
+                        },
+                        "ADDED",
+                    )
             self._save()
 
     @staticmethod
@@ -214,19 +229,31 @@ class Store:
         name = obj["metadata"]["name"]
         with self.lock:
             if res.namespaced and self.key(_res("namespaces"), None, ns or "") not in self.objects:
-                raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
-                               {"name": ns, "kind": "namespaces"})
+                raise ApiError(
+                    404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"}
+                )
             key = self.key(res, ns, name)
             if key in self.objects:
                 what = f"{res.plural}.{res.group}" if res.group else res.plural
-                raise ApiError(409, "AlreadyExists", f'{what} "{name}" already exists',
-                               {"name": name, "group": res.group, "kind": res.plural})
+                raise ApiError(
+                    409,
+                    "AlreadyExists",
+                    f'{what} "{name}" already exists',
+                    {"name": name, "group": res.group, "kind": res.plural},
+                )
             for m in ("resourceVersion", "uid", "creationTimestamp"):
                 obj["metadata"].pop(m, None)
             return self._put(key, obj, "ADDED")
 
-    def update(self, res: Resource, ns: str | None, name: str,
-               mutate: Callable[[dict[str, Any]], dict[str, Any]], *, check_rv: str | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        res: Resource,
+        ns: str | None,
+        name: str,
+        mutate: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        check_rv: str | None = None,
+    ) -> dict[str, Any]:
         """Read-modify-write under the store lock, so concurrent patches never lose updates."""
         with self.lock:
             key = self.key(res, ns, name)
@@ -235,9 +262,13 @@ class Store:
                 raise not_found(res, name)
             if check_rv and check_rv != current["metadata"]["resourceVersion"]:
                 what = f"{res.plural}.{res.group}" if res.group else res.plural
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": the object '
-                               "has been modified; please apply your changes to the latest version and try again",
-                               {"name": name, "group": res.group, "kind": res.plural})
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {what} "{name}": the object '
+                    "has been modified; please apply your changes to the latest version and try again",
+                    {"name": name, "group": res.group, "kind": res.plural},
+                )
             new = mutate(copy.deepcopy(current))
             meta = new.setdefault("metadata", {})
             for m in ("uid", "creationTimestamp", "name", "namespace"):
@@ -322,7 +353,9 @@ def label_matcher(selector: str) -> Callable[[dict[str, str]], bool]:
         elif re.match(r"^[A-Za-z0-9_./-]+$", term):
             tests.append(lambda labels, k=term: k in labels)
         else:
-            raise ApiError(400, "BadRequest", f"unable to parse requirement: invalid label selector {selector!r}")
+            raise ApiError(
+                400, "BadRequest", f"unable to parse requirement: invalid label selector {selector!r}"
+            )
     return lambda labels: all(t(labels) for t in tests)
 
 
@@ -339,10 +372,19 @@ def field_matcher(selector: str) -> Callable[[dict[str, Any]], bool]:
                 cur = cur.get(p) if isinstance(cur, dict) else None
             return "" if cur is None else str(cur)
 
-        if k not in ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "type",
-                     "spec.unschedulable"):
-            raise ApiError(400, "BadRequest", f'"{k}" is not a known field selector: only "metadata.name", '
-                           '"metadata.namespace"')
+        if k not in (
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "status.phase",
+            "type",
+            "spec.unschedulable",
+        ):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'"{k}" is not a known field selector: only "metadata.name", "metadata.namespace"',
+            )
         tests.append(lambda o, get=get, v=v, neg=neg: (get(o) != v) if neg else (get(o) == v))
     return lambda obj: all(t(obj) for t in tests)
 
@@ -380,7 +422,7 @@ def authorize(user: User, verb: str, res: Resource | None, ns: str | None, name:
     if res is None:
         return True  # non-resource URLs (/version, /api, ...) are readable by every authenticated user
     if "system:nodes" in user.groups and user.name.startswith("system:node:"):
-        node = user.name[len("system:node:"):]
+        node = user.name[len("system:node:") :]
         if verb in ("get", "list", "watch"):
             return True
         if res.plural == "nodes":
@@ -397,7 +439,7 @@ def authorize(user: User, verb: str, res: Resource | None, ns: str | None, name:
 
 @dataclass
 class Upstream:
-    """Where a follower forwards API requests: the store owner, with an admin identity that may impersonate."""
+    """Where a follower forwards API requests: the store owner, via an identity allowed to impersonate."""
 
     host: str
     port: int
@@ -410,7 +452,9 @@ class Upstream:
 # ------------------------------------------------------------------------------------------- server
 
 
-ExtHandler = Callable[["Handler", str, str, dict[str, list[str]], bytes], "tuple[int, dict[str, str], bytes] | None"]
+ExtHandler = Callable[
+    ["Handler", str, str, dict[str, list[str]], bytes], "tuple[int, dict[str, str], bytes] | None"
+]
 
 
 @dataclass
@@ -491,8 +535,10 @@ class APIServer:
             for node in items:
                 name = node["metadata"]["name"]
                 beats = []
-                ready = next((c for c in node.get("status", {}).get("conditions", []) if c.get("type") == "Ready"),
-                             None)
+                ready = next(
+                    (c for c in node.get("status", {}).get("conditions", []) if c.get("type") == "Ready"),
+                    None,
+                )
                 if ready and ready.get("lastHeartbeatTime"):
                     beats.append(parse_rfc3339(ready["lastHeartbeatTime"]))
                 try:
@@ -516,15 +562,29 @@ def _reconcile_node(node: dict[str, Any], stale: bool) -> dict[str, Any]:
     if stale:
         for c in conditions:
             if c.get("status") != "Unknown":
-                c.update(status="Unknown", reason="NodeStatusUnknown", message="Kubelet stopped posting node status.",
-                         lastTransitionTime=ts)
+                c.update(
+                    status="Unknown",
+                    reason="NodeStatusUnknown",
+                    message="Kubelet stopped posting node status.",
+                    lastTransitionTime=ts,
+                )
         if not any(c.get("type") == "Ready" for c in conditions):
-            conditions.append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusNeverUpdated",
-                               "message": "Kubelet never posted node status.", "lastHeartbeatTime": ts,
-                               "lastTransitionTime": ts})
+            conditions.append(
+                {
+                    "type": "Ready",
+                    "status": "Unknown",
+                    "reason": "NodeStatusNeverUpdated",
+                    "message": "Kubelet never posted node status.",
+                    "lastHeartbeatTime": ts,
+                    "lastTransitionTime": ts,
+                }
+            )
     ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), "Unknown")
-    wanted = {"True": None, "False": "node.kubernetes.io/not-ready", "Unknown": "node.kubernetes.io/unreachable"}[
-        ready if ready in ("True", "False") else "Unknown"]
+    wanted = {
+        "True": None,
+        "False": "node.kubernetes.io/not-ready",
+        "Unknown": "node.kubernetes.io/unreachable",
+    }[ready if ready in ("True", "False") else "Unknown"]
     managed = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
     spec = node.setdefault("spec", {})
     taints = [t for t in spec.get("taints", []) if t.get("key") not in managed or t.get("key") == wanted]
@@ -588,8 +648,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
-    def send_bytes(self, code: int, body: bytes, ctype: str = "application/json",
-                   headers: dict[str, str] | None = None) -> None:
+    def send_bytes(
+        self, code: int, body: bytes, ctype: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -647,8 +708,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not as_user:
             return user
         if "system:masters" not in user.groups:
-            raise ApiError(403, "Forbidden", f'users "{as_user}" is forbidden: User "{user.name}" cannot '
-                           'impersonate resource "users" in API group "" at the cluster scope')
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'users "{as_user}" is forbidden: User "{user.name}" cannot '
+                'impersonate resource "users" in API group "" at the cluster scope',
+            )
         groups = tuple(self.headers.get_all("Impersonate-Group") or ())
         return User(as_user, (*groups, "system:authenticated"))
 
@@ -689,7 +754,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error_status(ApiError(500, "InternalError", f"Internal error occurred: {e}"))
 
     def _health(self, path: str) -> None:
-        ok, detail = True, f"[+]ping ok\n[+]log ok\n[+]etcd ok\n"
+        ok, detail = True, "[+]ping ok\n[+]log ok\n[+]etcd ok\n"
         up = self.api.cfg.upstream
         if up is not None:
             try:
@@ -715,8 +780,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _forward(self, method: str, user: User, body: bytes) -> None:
         up = self.api.cfg.upstream
         assert up is not None
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() in ("content-type", "accept") }
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
         headers["Impersonate-User"] = user.name
         try:
             conn = up.connection(timeout=None if "watch" in self.path else 15)  # type: ignore[arg-type]
@@ -730,8 +794,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             conn.endheaders(body)
             resp = conn.getresponse()
         except OSError as e:
-            raise ApiError(503, "ServiceUnavailable", f"etcdserver: request timed out (datastore {up.host}:"
-                           f"{up.port} unreachable: {e})")
+            raise ApiError(
+                503,
+                "ServiceUnavailable",
+                f"etcdserver: request timed out (datastore {up.host}:{up.port} unreachable: {e})",
+            )
         if resp.getheader("Transfer-Encoding", "").lower() == "chunked":
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.getheader("Content-Type", "application/json"))
@@ -760,12 +827,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._openapi_v3(path)
             return
         if path == "/api" and method == "GET":
-            self.send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.api.cfg.advertise}:{self.api.port}"}]})
+            self.send_json(
+                200,
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {
+                            "clientCIDR": "0.0.0.0/0",
+                            "serverAddress": f"{self.api.cfg.advertise}:{self.api.port}",
+                        }
+                    ],
+                },
+            )
             return
         if path == "/apis" and method == "GET":
-            self.send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                _group_doc(g) for g in GROUPS if g]})
+            self.send_json(
+                200,
+                {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group_doc(g) for g in GROUPS if g]},
+            )
             return
         if parts[0] == "api" and len(parts) >= 2:
             if parts[1] != "v1":
@@ -785,8 +865,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if not rest:
             if method != "GET":
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the "
-                               "requested resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             self.send_json(200, _resource_list(group, version))
             return
         ns: str | None = None
@@ -805,15 +886,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         watch = query.get("watch", [""])[0] in ("true", "1")
         verb = {
             "GET": "watch" if watch else ("get" if name else "list"),
-            "POST": "create", "PUT": "update", "PATCH": "patch",
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
             "DELETE": "delete" if name else "deletecollection",
         }[method]
         if not authorize(user, verb, res, ns, name):
             scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
             target = f'{res.plural} "{name}"' if name else res.plural
-            raise ApiError(403, "Forbidden", f'{target} is forbidden: User "{user.name}" cannot {verb} resource '
-                           f'"{res.plural}" in API group "{res.group}" {scope}',
-                           {"name": name or "", "group": res.group, "kind": res.plural})
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{target} is forbidden: User "{user.name}" cannot {verb} resource '
+                f'"{res.plural}" in API group "{res.group}" {scope}',
+                {"name": name or "", "group": res.group, "kind": res.plural},
+            )
         store = self.api.store
         assert store is not None
         if verb == "watch":
@@ -826,8 +913,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send_obj(200, res, obj)
         elif verb == "create":
             if name is not None:
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
-                               "resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             obj = self._decode(body, res)
             self._prepare_create(res, ns, obj)
             if _dry_run(query):
@@ -839,15 +927,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             obj = self._decode(body, res)
             meta = obj.setdefault("metadata", {})
             if meta.get("name") != name:
-                raise ApiError(400, "BadRequest", "the name of the object "
-                               f"({meta.get('name')}) does not match the name on the URL ({name})")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the name of the object "
+                    f"({meta.get('name')}) does not match the name on the URL ({name})",
+                )
             _normalise(res, obj)
 
             def replace(cur: dict[str, Any]) -> dict[str, Any]:
                 return _merge_subresource(res, cur, obj, sub)
 
-            self._send_obj(200, res, store.update(res, ns, name, replace,
-                                                  check_rv=meta.get("resourceVersion") or None))
+            self._send_obj(
+                200, res, store.update(res, ns, name, replace, check_rv=meta.get("resourceVersion") or None)
+            )
         elif verb == "patch":
             assert name is not None
             self._patch(res, ns, name, sub, body, query)
@@ -868,12 +961,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         validation (fieldValidation on PATCH), so it validates on the server instead of downloading the
         full schema. The schemas themselves are not served (kubectl explain will not work)."""
         if path == "/openapi/v3":
-            self.send_json(200, {"paths": {
-                (f"apis/{g}/{GROUPS[g][0].version}" if g else "api/v1"): {
-                    "serverRelativeURL": f"/openapi/v3/{'apis/' + g + '/' + GROUPS[g][0].version if g else 'api/v1'}"
-                                         f"?hash={KUBE_VERSION}"} for g in GROUPS}})
+            self.send_json(
+                200,
+                {
+                    "paths": {
+                        (f"apis/{g}/{GROUPS[g][0].version}" if g else "api/v1"): {
+                            "serverRelativeURL": f"/openapi/v3/{_gv_path(g)}?hash={KUBE_VERSION}"
+                        }
+                        for g in GROUPS
+                    }
+                },
+            )
             return
-        gv = path[len("/openapi/v3/"):]
+        gv = path[len("/openapi/v3/") :]
         group, version = ("", "v1") if gv == "api/v1" else tuple(gv.split("/")[1:3])  # type: ignore[misc]
         if group not in GROUPS or GROUPS[group][0].version != version:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -882,17 +982,38 @@ class Handler(http.server.BaseHTTPRequestHandler):
         prefix = f"/apis/{group}/{version}" if group else "/api/v1"
         for r in GROUPS[group]:
             gvk = {"group": r.group, "version": r.version, "kind": r.kind}
-            item = (f"{prefix}/namespaces/{{namespace}}/{r.plural}/{{name}}" if r.namespaced
-                    else f"{prefix}/{r.plural}/{{name}}")
+            item = (
+                f"{prefix}/namespaces/{{namespace}}/{r.plural}/{{name}}"
+                if r.namespaced
+                else f"{prefix}/{r.plural}/{{name}}"
+            )
             coll = item.rsplit("/", 1)[0]
             for p, verbs in ((item, ("get", "put", "patch", "delete")), (coll, ("get", "post"))):
-                paths[p] = {v: {"operationId": f"{v}{r.kind}", "parameters": [param],
-                                "x-kubernetes-action": {"post": "post", "put": "put", "patch": "patch",
-                                                        "delete": "delete", "get": "get"}[v],
-                                "x-kubernetes-group-version-kind": gvk,
-                                "responses": {"200": {"description": "OK"}}} for v in verbs}
-        self.send_json(200, {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBE_VERSION},
-                             "paths": paths, "components": {"schemas": {}}})
+                paths[p] = {
+                    v: {
+                        "operationId": f"{v}{r.kind}",
+                        "parameters": [param],
+                        "x-kubernetes-action": {
+                            "post": "post",
+                            "put": "put",
+                            "patch": "patch",
+                            "delete": "delete",
+                            "get": "get",
+                        }[v],
+                        "x-kubernetes-group-version-kind": gvk,
+                        "responses": {"200": {"description": "OK"}},
+                    }
+                    for v in verbs
+                }
+        self.send_json(
+            200,
+            {
+                "openapi": "3.0.0",
+                "info": {"title": "Kubernetes", "version": KUBE_VERSION},
+                "paths": paths,
+                "components": {"schemas": {}},
+            },
+        )
 
     def _decode(self, body: bytes, res: Resource) -> dict[str, Any]:
         ctype = self.headers.get("Content-Type", "application/json")
@@ -911,12 +1032,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", "the body of the request must be a JSON object")
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         if kind is not None and kind != res.kind:
-            raise ApiError(400, "BadRequest", f"the API version in the data ({api_version}) does not match the "
-                           f"expected API version ({res.group_version})" if api_version != res.group_version else
-                           f"kind {kind} does not match the expected kind {res.kind}")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({api_version}) does not match the "
+                f"expected API version ({res.group_version})"
+                if api_version != res.group_version
+                else f"kind {kind} does not match the expected kind {res.kind}",
+            )
         if api_version is not None and api_version != res.group_version:
-            raise ApiError(400, "BadRequest", f"the API version in the data ({api_version}) does not match the "
-                           f"expected API version ({res.group_version})")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({api_version}) does not match the "
+                f"expected API version ({res.group_version})",
+            )
         obj["kind"], obj["apiVersion"] = res.kind, res.group_version
         return obj
 
@@ -926,18 +1056,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         name = meta.get("name")
         if not name:
-            raise ApiError(422, "Invalid", f"{res.kind} \"\" is invalid: metadata.name: Required value: name or "
-                           "generateName is required", {"kind": res.kind})
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{res.kind} "" is invalid: metadata.name: Required value: name or generateName is required',
+                {"kind": res.kind},
+            )
         pattern = _DNS1123_LABEL if res.plural == "namespaces" else _DNS1123_SUBDOMAIN
         if not pattern.match(name) or len(name) > 253:
-            raise ApiError(422, "Invalid", f'{res.kind} "{name}" is invalid: metadata.name: Invalid value: '
-                           f'"{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric '
-                           "characters, '-' or '.', and must start and end with an alphanumeric character",
-                           {"name": name, "kind": res.kind})
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{res.kind} "{name}" is invalid: metadata.name: Invalid value: '
+                f'"{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric '
+                "characters, '-' or '.', and must start and end with an alphanumeric character",
+                {"name": name, "kind": res.kind},
+            )
         if res.namespaced:
             if meta.get("namespace") and ns and meta["namespace"] != ns:
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
-                               "namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = ns or meta.get("namespace") or "default"
         else:
             meta.pop("namespace", None)
@@ -947,8 +1088,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
 
-    def _patch(self, res: Resource, ns: str | None, name: str, sub: str | None, body: bytes,
-               query: dict[str, list[str]]) -> None:
+    def _patch(
+        self,
+        res: Resource,
+        ns: str | None,
+        name: str,
+        sub: str | None,
+        body: bytes,
+        query: dict[str, list[str]],
+    ) -> None:
         store = self.api.store
         assert store is not None
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
@@ -966,8 +1114,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             # Server-side apply, simplified: create if absent, else a strategic merge of the applied
             # configuration (no managedFields ownership tracking).
             if not query.get("fieldManager"):
-                raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
-                               "value: is required for apply patch")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required '
+                    "value: is required for apply patch",
+                )
             try:
                 store.get(res, ns, name)
             except ApiError as e:
@@ -987,9 +1139,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif ctype == "application/json-patch+json":
             fn = patchlib.json_patch
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                           f"accepted media types include: application/json-patch+json, application/merge-patch+json,"
-                           f" application/apply-patch+yaml, application/strategic-merge-patch+json")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - "
+                "accepted media types include: application/json-patch+json, application/merge-patch+json,"
+                " application/apply-patch+yaml, application/strategic-merge-patch+json",
+            )
 
         def mutate(cur: dict[str, Any]) -> dict[str, Any]:
             try:
@@ -1008,13 +1164,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self._send_obj(200, res, store.update(res, ns, name, mutate))
 
-    def _filtered(self, res: Resource, ns: str | None, query: dict[str, list[str]]
-                  ) -> tuple[list[dict[str, Any]], int, Callable[[dict[str, Any]], bool]]:
+    def _filtered(
+        self, res: Resource, ns: str | None, query: dict[str, list[str]]
+    ) -> tuple[list[dict[str, Any]], int, Callable[[dict[str, Any]], bool]]:
         store = self.api.store
         assert store is not None
         lm = label_matcher(query.get("labelSelector", [""])[0])
-        fm = field_matcher(query.get("fieldSelector", [""])[0]) if query.get("fieldSelector", [""])[0] else (
-            lambda o: True)
+        fm = (
+            field_matcher(query.get("fieldSelector", [""])[0])
+            if query.get("fieldSelector", [""])[0]
+            else (lambda o: True)
+        )
 
         def match(o: dict[str, Any]) -> bool:
             return lm(o.get("metadata", {}).get("labels") or {}) and fm(o)
@@ -1027,8 +1187,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if _wants_table(self.headers.get("Accept", "")):
             self.send_json(200, _table(res, items, rv))
             return
-        self.send_json(200, {"kind": f"{res.kind}List", "apiVersion": res.group_version,
-                             "metadata": {"resourceVersion": str(rv)}, "items": items})
+        self.send_json(
+            200,
+            {
+                "kind": f"{res.kind}List",
+                "apiVersion": res.group_version,
+                "metadata": {"resourceVersion": str(rv)},
+                "items": items,
+            },
+        )
 
     def _send_obj(self, code: int, res: Resource, obj: dict[str, Any]) -> None:
         if res.plural == "secrets" and obj.get("stringData"):
@@ -1073,8 +1240,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         store.lock.wait(timeout=min(1.0, max(0.0, deadline - time.time())))
                         events = store.events_since(since)
                 if events is None:
-                    emit("ERROR", ApiError(410, "Expired", f"too old resource version: {since} "
-                                           f"({store.rv})").status())
+                    emit(
+                        "ERROR",
+                        ApiError(410, "Expired", f"too old resource version: {since} ({store.rv})").status(),
+                    )
                     break
                 for e in events:
                     since = e.rv
@@ -1084,6 +1253,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         except (ConnectionError, ssl.SSLError, OSError):
             self.close_connection = True
+
+
+def _gv_path(group: str) -> str:
+    return f"apis/{group}/{GROUPS[group][0].version}" if group else "api/v1"
 
 
 def _dry_run(query: dict[str, list[str]]) -> bool:
@@ -1098,11 +1271,17 @@ def _validate_labels(res: Resource, meta: dict[str, Any]) -> None:
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ApiError(400, "BadRequest", f"metadata.{field_name} must be a map of string to string")
     for k, v in (meta.get("labels") or {}).items():
-        if not re.match(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", k) or \
-                (v and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", v)):
-            raise ApiError(422, "Invalid", f'{res.kind} "{meta.get("name", "")}" is invalid: metadata.labels: '
-                           f'Invalid value: "{v}": a valid label must be an empty string or consist of '
-                           "alphanumeric characters, '-', '_' or '.'", {"kind": res.kind})
+        if not re.match(
+            r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", k
+        ) or (v and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", v)):
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{res.kind} "{meta.get("name", "")}" is invalid: metadata.labels: '
+                f'Invalid value: "{v}": a valid label must be an empty string or consist of '
+                "alphanumeric characters, '-', '_' or '.'",
+                {"kind": res.kind},
+            )
 
 
 def _normalise(res: Resource, obj: dict[str, Any]) -> None:
@@ -1122,20 +1301,25 @@ def _normalise(res: Resource, obj: dict[str, Any]) -> None:
         taints = (obj.get("spec") or {}).get("taints") or []
         for t in taints:
             if t.get("effect") not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-                raise ApiError(422, "Invalid", f'Node "{obj["metadata"].get("name")}" is invalid: spec.taints'
-                               f'.effect: Unsupported value: "{t.get("effect")}": supported values: "NoExecute", '
-                               '"NoSchedule", "PreferNoSchedule"', {"kind": "Node"})
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Node "{obj["metadata"].get("name")}" is invalid: spec.taints'
+                    f'.effect: Unsupported value: "{t.get("effect")}": supported values: "NoExecute", '
+                    '"NoSchedule", "PreferNoSchedule"',
+                    {"kind": "Node"},
+                )
 
 
-def _merge_subresource(res: Resource, cur: dict[str, Any], new: dict[str, Any], sub: str | None) -> dict[str, Any]:
+def _merge_subresource(
+    res: Resource, cur: dict[str, Any], new: dict[str, Any], sub: str | None
+) -> dict[str, Any]:
     """Writes to the main resource keep the stored status; writes to /status keep everything else."""
     if not res.status:
         return new
     if sub == "status":
         out = copy.deepcopy(cur)
         out["status"] = new.get("status", {})
-        for k in ("labels", "annotations"):  # upstream lets status writers touch neither; keep stored
-            pass
         return out
     if "status" in cur:
         new["status"] = cur["status"]
@@ -1146,28 +1330,57 @@ def _merge_subresource(res: Resource, cur: dict[str, Any], new: dict[str, Any], 
 
 def version_info() -> dict[str, str]:
     major, minor = KUBE_VERSION[1:].split(".")[:2]
-    return {"major": major, "minor": minor, "gitVersion": f"{KUBE_VERSION}+k3s1",
-            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2024-10-25T00:00:00Z", "goVersion": "go1.22.8", "compiler": "gc",
-            "platform": "linux/amd64"}
+    return {
+        "major": major,
+        "minor": minor,
+        "gitVersion": f"{KUBE_VERSION}+k3s1",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2024-10-25T00:00:00Z",
+        "goVersion": "go1.22.8",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
 
 
 def _group_doc(group: str) -> dict[str, Any]:
     gv = f"{group}/{GROUPS[group][0].version}"
-    return {"name": group, "versions": [{"groupVersion": gv, "version": GROUPS[group][0].version}],
-            "preferredVersion": {"groupVersion": gv, "version": GROUPS[group][0].version}}
+    return {
+        "name": group,
+        "versions": [{"groupVersion": gv, "version": GROUPS[group][0].version}],
+        "preferredVersion": {"groupVersion": gv, "version": GROUPS[group][0].version},
+    }
 
 
 def _resource_list(group: str, version: str) -> dict[str, Any]:
     resources: list[dict[str, Any]] = []
     for r in GROUPS[group]:
-        resources.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                          "kind": r.kind, "verbs": VERBS, **({"shortNames": list(r.short)} if r.short else {})})
+        resources.append(
+            {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": VERBS,
+                **({"shortNames": list(r.short)} if r.short else {}),
+            }
+        )
         if r.status:
-            resources.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
-                              "kind": r.kind, "verbs": ["get", "patch", "update"]})
-    return {"kind": "APIResourceList", "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+            resources.append(
+                {
+                    "name": f"{r.plural}/status",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
 
 
 def _wants_table(accept: str) -> bool:
@@ -1195,8 +1408,11 @@ def node_status_word(node: dict[str, Any]) -> str:
 
 
 def node_roles(node: dict[str, Any]) -> str:
-    roles = sorted(k.split("/", 1)[1] for k, v in (node["metadata"].get("labels") or {}).items()
-                   if k.startswith("node-role.kubernetes.io/"))
+    roles = sorted(
+        k.split("/", 1)[1]
+        for k, v in (node["metadata"].get("labels") or {}).items()
+        if k.startswith("node-role.kubernetes.io/")
+    )
     return ",".join(roles) or "<none>"
 
 
@@ -1204,23 +1420,49 @@ def _table(res: Resource, items: list[dict[str, Any]], rv: int) -> dict[str, Any
     """The meta.k8s.io/v1 Table kubectl asks for, with the columns kubectl prints for these kinds."""
     cols: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [("Name", lambda o: o["metadata"]["name"])]
     if res.plural == "nodes":
-        cols += [("Status", node_status_word), ("Roles", node_roles), ("Age", _age),
-                 ("Version", lambda o: o.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""))]
+        cols += [
+            ("Status", node_status_word),
+            ("Roles", node_roles),
+            ("Age", _age),
+            ("Version", lambda o: o.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")),
+        ]
     elif res.plural == "configmaps":
         cols += [("Data", lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})), ("Age", _age)]
     elif res.plural == "secrets":
-        cols += [("Type", lambda o: o.get("type", "")), ("Data", lambda o: len(o.get("data") or {})), ("Age", _age)]
+        cols += [
+            ("Type", lambda o: o.get("type", "")),
+            ("Data", lambda o: len(o.get("data") or {})),
+            ("Age", _age),
+        ]
     elif res.plural == "namespaces":
         cols += [("Status", lambda o: o.get("status", {}).get("phase", "")), ("Age", _age)]
     else:
         cols += [("Age", _age)]
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": str(rv)},
-        "columnDefinitions": [{"name": n, "type": "string", "format": "name" if n == "Name" else "",
-                               "description": n, "priority": 0} for n, _ in cols],
-        "rows": [{"cells": [f(o) for _, f in cols], "object": {
-            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}}
-            for o in items],
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": str(rv)},
+        "columnDefinitions": [
+            {
+                "name": n,
+                "type": "string",
+                "format": "name" if n == "Name" else "",
+                "description": n,
+                "priority": 0,
+            }
+            for n, _ in cols
+        ],
+        "rows": [
+            {
+                "cells": [f(o) for _, f in cols],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"],
+                },
+            }
+            for o in items
+        ],
     }
 
 
@@ -1238,19 +1480,40 @@ def iter_watch_lines(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]
 def init_pki(data_dir: Path, sans: list[str]) -> dict[str, Path]:
     """Create (once) the CAs and serving cert a standalone server uses; returns the file paths."""
     tls = data_dir / "tls"
-    paths = {n: tls / n for n in ("server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key",
-                                  "serving.crt", "serving.key", "client-admin.crt", "client-admin.key")}
+    paths = {
+        n: tls / n
+        for n in (
+            "server-ca.crt",
+            "server-ca.key",
+            "client-ca.crt",
+            "client-ca.key",
+            "serving.crt",
+            "serving.key",
+            "client-admin.crt",
+            "client-admin.key",
+        )
+    }
     if not paths["server-ca.crt"].exists():
         for ca in ("server-ca", "client-ca"):
             c, k = pki.make_ca(f"k3s-{ca}")
             pki.write_private(paths[f"{ca}.crt"], c, 0o644)
             pki.write_private(paths[f"{ca}.key"], k)
-        c, k = pki.issue(paths["client-ca.crt"].read_bytes(), paths["client-ca.key"].read_bytes(),
-                         "system:admin", organizations=["system:masters"], client=True)
+        c, k = pki.issue(
+            paths["client-ca.crt"].read_bytes(),
+            paths["client-ca.key"].read_bytes(),
+            "system:admin",
+            organizations=["system:masters"],
+            client=True,
+        )
         pki.write_private(paths["client-admin.crt"], c, 0o644)
         pki.write_private(paths["client-admin.key"], k)
-    c, k = pki.issue(paths["server-ca.crt"].read_bytes(), paths["server-ca.key"].read_bytes(), "kube-apiserver",
-                     sans=["kubernetes", "kubernetes.default", "localhost", "127.0.0.1", *sans], server=True)
+    c, k = pki.issue(
+        paths["server-ca.crt"].read_bytes(),
+        paths["server-ca.key"].read_bytes(),
+        "kube-apiserver",
+        sans=["kubernetes", "kubernetes.default", "localhost", "127.0.0.1", *sans],
+        server=True,
+    )
     pki.write_private(paths["serving.crt"], c, 0o644)
     pki.write_private(paths["serving.key"], k)
     return paths
@@ -1269,16 +1532,30 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     paths = init_pki(args.data_dir, args.tls_san)
-    server = APIServer(Config(
-        data_dir=args.data_dir, bind=args.bind_address, port=args.port, server_cert=paths["serving.crt"],
-        server_key=paths["serving.key"], client_ca=paths["client-ca.crt"], token_auth_file=args.token_auth_file,
-        anonymous_auth=args.anonymous_auth, node_monitor_grace=args.node_monitor_grace_period,
-        advertise=(args.tls_san or ["127.0.0.1"])[0]))
+    server = APIServer(
+        Config(
+            data_dir=args.data_dir,
+            bind=args.bind_address,
+            port=args.port,
+            server_cert=paths["serving.crt"],
+            server_key=paths["serving.key"],
+            client_ca=paths["client-ca.crt"],
+            token_auth_file=args.token_auth_file,
+            anonymous_auth=args.anonymous_auth,
+            node_monitor_grace=args.node_monitor_grace_period,
+            advertise=(args.tls_san or ["127.0.0.1"])[0],
+        )
+    )
     server.serve_in_background()
     url = f"https://{args.bind_address}:{server.port}"
-    (args.data_dir / "admin.kubeconfig").write_text(pki.kubeconfig(
-        url, paths["server-ca.crt"].read_bytes(), cert_pem_bytes=paths["client-admin.crt"].read_bytes(),
-        key_pem_bytes=paths["client-admin.key"].read_bytes()))
+    (args.data_dir / "admin.kubeconfig").write_text(
+        pki.kubeconfig(
+            url,
+            paths["server-ca.crt"].read_bytes(),
+            cert_pem_bytes=paths["client-admin.crt"].read_bytes(),
+            key_pem_bytes=paths["client-admin.key"].read_bytes(),
+        )
+    )
     os.chmod(args.data_dir / "admin.kubeconfig", 0o600)
     if args.port_file:
         args.port_file.write_text(str(server.port))

@@ -1,5 +1,5 @@
 """Package a stand-in as one executable file (a Python zipapp run by /usr/bin/python3), the way the real
-tool ships as one static binary: `python3 -m tests.doubles.build k3s OUT` or `build_executable("k3s", out)`."""
+tool ships as one static binary: `python3 -m tests.doubles.build k3s OUT`, or build_executable()."""
 
 from __future__ import annotations
 

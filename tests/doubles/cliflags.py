@@ -37,7 +37,9 @@ class FlagSet:
     def lookup(self) -> dict[str, Flag]:
         return {n: f for f in self.flags for n in f.names()}
 
-    def parse(self, args: list[str], environ: dict[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    def parse(
+        self, args: list[str], environ: dict[str, str] | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
         env = os.environ if environ is None else environ
         table = self.lookup()
         values: dict[str, Any] = {}

@@ -86,6 +86,7 @@ def error(msg: str) -> None:
 
 # --------------------------------------------------------------------------------------------- flags
 
+
 def _common_agent_flags() -> list[Flag]:
     return [
         Flag("node-name", env=("K3S_NODE_NAME",)),
@@ -127,77 +128,129 @@ def _common_agent_flags() -> list[Flag]:
 
 
 def _log_flags() -> list[Flag]:
-    return [Flag("config", aliases=("c",), env=("K3S_CONFIG_FILE",), default="/etc/rancher/k3s/config.yaml"),
-            Flag("debug", "bool", env=("K3S_DEBUG",)), Flag("v", "int"), Flag("vmodule"),
-            Flag("log", aliases=("l",)), Flag("alsologtostderr", "bool")]
+    return [
+        Flag("config", aliases=("c",), env=("K3S_CONFIG_FILE",), default="/etc/rancher/k3s/config.yaml"),
+        Flag("debug", "bool", env=("K3S_DEBUG",)),
+        Flag("v", "int"),
+        Flag("vmodule"),
+        Flag("log", aliases=("l",)),
+        Flag("alsologtostderr", "bool"),
+    ]
 
 
 def server_flags() -> FlagSet:
-    return FlagSet([
-        *_log_flags(),
-        Flag("bind-address"), Flag("https-listen-port", "int", default=6443), Flag("advertise-address"),
-        Flag("advertise-port", "int"), Flag("tls-san", "slice", split=True), Flag("tls-san-security", "bool"),
-        Flag("data-dir", aliases=("d",), env=("K3S_DATA_DIR",)),
-        Flag("cluster-cidr", "slice", split=True), Flag("service-cidr", "slice", split=True),
-        Flag("service-node-port-range", default="30000-32767"), Flag("cluster-dns", "slice", split=True),
-        Flag("cluster-domain", default="cluster.local"), Flag("flannel-backend", default="vxlan"),
-        Flag("flannel-ipv6-masq", "bool"), Flag("flannel-external-ip", "bool"), Flag("egress-selector-mode"),
-        Flag("servicelb-namespace", default="kube-system"),
-        Flag("write-kubeconfig", aliases=("o",), env=("K3S_KUBECONFIG_OUTPUT",)),
-        Flag("write-kubeconfig-mode", env=("K3S_KUBECONFIG_MODE",)),
-        Flag("write-kubeconfig-group", env=("K3S_KUBECONFIG_GROUP",)),
-        Flag("helm-job-image"),
-        Flag("token", aliases=("t",), env=("K3S_TOKEN",)), Flag("token-file", env=("K3S_TOKEN_FILE",)),
-        Flag("agent-token", env=("K3S_AGENT_TOKEN",)), Flag("agent-token-file", env=("K3S_AGENT_TOKEN_FILE",)),
-        Flag("server", aliases=("s",), env=("K3S_URL",)),
-        Flag("cluster-init", "bool", env=("K3S_CLUSTER_INIT",)),
-        Flag("cluster-reset", "bool", env=("K3S_CLUSTER_RESET",)), Flag("cluster-reset-restore-path"),
-        Flag("kube-apiserver-arg", "slice"), Flag("etcd-arg", "slice"), Flag("kube-controller-manager-arg", "slice"),
-        Flag("kube-scheduler-arg", "slice"), Flag("kube-cloud-controller-manager-arg", "slice"),
-        Flag("datastore-endpoint", env=("K3S_DATASTORE_ENDPOINT",)), Flag("datastore-cafile"),
-        Flag("datastore-certfile"), Flag("datastore-keyfile"), Flag("etcd-expose-metrics", "bool"),
-        Flag("etcd-disable-snapshots", "bool"), Flag("etcd-snapshot-name", default="etcd-snapshot"),
-        Flag("etcd-snapshot-schedule-cron", default="0 */12 * * *"), Flag("etcd-snapshot-retention", "int", default=5),
-        Flag("etcd-snapshot-dir"), Flag("etcd-snapshot-compress", "bool"),
-        Flag("etcd-s3", "bool"), Flag("etcd-s3-endpoint"), Flag("etcd-s3-bucket"), Flag("etcd-s3-access-key"),
-        Flag("etcd-s3-secret-key"), Flag("etcd-s3-region"), Flag("etcd-s3-folder"),
-        Flag("default-local-storage-path"), Flag("disable", "slice", split=True), Flag("disable-scheduler", "bool"),
-        Flag("disable-cloud-controller", "bool"), Flag("disable-kube-proxy", "bool"),
-        Flag("disable-network-policy", "bool"), Flag("disable-helm-controller", "bool"),
-        Flag("embedded-registry", "bool"), Flag("supervisor-metrics", "bool"), Flag("secrets-encryption", "bool"),
-        Flag("disable-agent", "bool"), Flag("disable-apiserver", "bool"), Flag("disable-controller-manager", "bool"),
-        Flag("disable-etcd", "bool"), Flag("kine-tls", "bool"),
-        *_common_agent_flags(),
-    ])
+    return FlagSet(
+        [
+            *_log_flags(),
+            Flag("bind-address"),
+            Flag("https-listen-port", "int", default=6443),
+            Flag("advertise-address"),
+            Flag("advertise-port", "int"),
+            Flag("tls-san", "slice", split=True),
+            Flag("tls-san-security", "bool"),
+            Flag("data-dir", aliases=("d",), env=("K3S_DATA_DIR",)),
+            Flag("cluster-cidr", "slice", split=True),
+            Flag("service-cidr", "slice", split=True),
+            Flag("service-node-port-range", default="30000-32767"),
+            Flag("cluster-dns", "slice", split=True),
+            Flag("cluster-domain", default="cluster.local"),
+            Flag("flannel-backend", default="vxlan"),
+            Flag("flannel-ipv6-masq", "bool"),
+            Flag("flannel-external-ip", "bool"),
+            Flag("egress-selector-mode"),
+            Flag("servicelb-namespace", default="kube-system"),
+            Flag("write-kubeconfig", aliases=("o",), env=("K3S_KUBECONFIG_OUTPUT",)),
+            Flag("write-kubeconfig-mode", env=("K3S_KUBECONFIG_MODE",)),
+            Flag("write-kubeconfig-group", env=("K3S_KUBECONFIG_GROUP",)),
+            Flag("helm-job-image"),
+            Flag("token", aliases=("t",), env=("K3S_TOKEN",)),
+            Flag("token-file", env=("K3S_TOKEN_FILE",)),
+            Flag("agent-token", env=("K3S_AGENT_TOKEN",)),
+            Flag("agent-token-file", env=("K3S_AGENT_TOKEN_FILE",)),
+            Flag("server", aliases=("s",), env=("K3S_URL",)),
+            Flag("cluster-init", "bool", env=("K3S_CLUSTER_INIT",)),
+            Flag("cluster-reset", "bool", env=("K3S_CLUSTER_RESET",)),
+            Flag("cluster-reset-restore-path"),
+            Flag("kube-apiserver-arg", "slice"),
+            Flag("etcd-arg", "slice"),
+            Flag("kube-controller-manager-arg", "slice"),
+            Flag("kube-scheduler-arg", "slice"),
+            Flag("kube-cloud-controller-manager-arg", "slice"),
+            Flag("datastore-endpoint", env=("K3S_DATASTORE_ENDPOINT",)),
+            Flag("datastore-cafile"),
+            Flag("datastore-certfile"),
+            Flag("datastore-keyfile"),
+            Flag("etcd-expose-metrics", "bool"),
+            Flag("etcd-disable-snapshots", "bool"),
+            Flag("etcd-snapshot-name", default="etcd-snapshot"),
+            Flag("etcd-snapshot-schedule-cron", default="0 */12 * * *"),
+            Flag("etcd-snapshot-retention", "int", default=5),
+            Flag("etcd-snapshot-dir"),
+            Flag("etcd-snapshot-compress", "bool"),
+            Flag("etcd-s3", "bool"),
+            Flag("etcd-s3-endpoint"),
+            Flag("etcd-s3-bucket"),
+            Flag("etcd-s3-access-key"),
+            Flag("etcd-s3-secret-key"),
+            Flag("etcd-s3-region"),
+            Flag("etcd-s3-folder"),
+            Flag("default-local-storage-path"),
+            Flag("disable", "slice", split=True),
+            Flag("disable-scheduler", "bool"),
+            Flag("disable-cloud-controller", "bool"),
+            Flag("disable-kube-proxy", "bool"),
+            Flag("disable-network-policy", "bool"),
+            Flag("disable-helm-controller", "bool"),
+            Flag("embedded-registry", "bool"),
+            Flag("supervisor-metrics", "bool"),
+            Flag("secrets-encryption", "bool"),
+            Flag("disable-agent", "bool"),
+            Flag("disable-apiserver", "bool"),
+            Flag("disable-controller-manager", "bool"),
+            Flag("disable-etcd", "bool"),
+            Flag("kine-tls", "bool"),
+            *_common_agent_flags(),
+        ]
+    )
 
 
 def agent_flags() -> FlagSet:
-    return FlagSet([
-        *_log_flags(),
-        Flag("token", aliases=("t",), env=("K3S_TOKEN",)), Flag("token-file", env=("K3S_TOKEN_FILE",)),
-        Flag("server", aliases=("s",), env=("K3S_URL",)),
-        Flag("data-dir", aliases=("d",), env=("K3S_DATA_DIR",)),
-        Flag("bind-address"), Flag("disable-apiserver-lb", "bool"),
-        *_common_agent_flags(),
-    ])
+    return FlagSet(
+        [
+            *_log_flags(),
+            Flag("token", aliases=("t",), env=("K3S_TOKEN",)),
+            Flag("token-file", env=("K3S_TOKEN_FILE",)),
+            Flag("server", aliases=("s",), env=("K3S_URL",)),
+            Flag("data-dir", aliases=("d",), env=("K3S_DATA_DIR",)),
+            Flag("bind-address"),
+            Flag("disable-apiserver-lb", "bool"),
+            *_common_agent_flags(),
+        ]
+    )
 
 
 def snapshot_flags() -> FlagSet:
-    return FlagSet([
-        *_log_flags(), Flag("data-dir", aliases=("d",), env=("K3S_DATA_DIR",)),
-        Flag("node-name", env=("K3S_NODE_NAME",)), Flag("name", default="on-demand"),
-        Flag("dir", aliases=("etcd-snapshot-dir",)), Flag("snapshot-compress", aliases=("etcd-snapshot-compress",),
-                                                          kind="bool"),
-        Flag("etcd-token", aliases=("t",), env=("K3S_TOKEN",)), Flag("etcd-server", default="https://127.0.0.1:6443"),
-        Flag("s3", aliases=("etcd-s3",), kind="bool"), Flag("o", aliases=("output",), default="table"),
-    ])
+    return FlagSet(
+        [
+            *_log_flags(),
+            Flag("data-dir", aliases=("d",), env=("K3S_DATA_DIR",)),
+            Flag("node-name", env=("K3S_NODE_NAME",)),
+            Flag("name", default="on-demand"),
+            Flag("dir", aliases=("etcd-snapshot-dir",)),
+            Flag("snapshot-compress", aliases=("etcd-snapshot-compress",), kind="bool"),
+            Flag("etcd-token", aliases=("t",), env=("K3S_TOKEN",)),
+            Flag("etcd-server", default="https://127.0.0.1:6443"),
+            Flag("s3", aliases=("etcd-s3",), kind="bool"),
+            Flag("o", aliases=("output",), default="table"),
+        ]
+    )
 
 
 USAGE = {
     "server": "k3s server - Run management server\n\nUSAGE:\n   k3s server [OPTIONS]",
     "agent": "k3s agent - Run node agent\n\nUSAGE:\n   k3s agent [OPTIONS]",
-    "etcd-snapshot": "k3s etcd-snapshot - Manage etcd snapshots\n\nUSAGE:\n   k3s etcd-snapshot command [command "
-                     "options] [arguments...]",
+    "etcd-snapshot": "k3s etcd-snapshot - Manage etcd snapshots\n\nUSAGE:\n   k3s etcd-snapshot command "
+    "[command options] [arguments...]",
 }
 
 
@@ -230,8 +283,10 @@ def parse_with_config(cmd: str, fs: FlagSet, args: list[str]) -> tuple[dict[str,
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            raise Fatal(f"failed to parse config file {f}: yaml: unmarshal errors: cannot unmarshal "
-                        f"!!{type(doc).__name__} into map[string]interface {{}}")
+            raise Fatal(
+                f"failed to parse config file {f}: yaml: unmarshal errors: cannot unmarshal "
+                f"!!{type(doc).__name__} into map[string]interface {{}}"
+            )
         for key, value in doc.items():
             key = str(key).rstrip("+")
             flag = known.get(key)
@@ -250,6 +305,7 @@ def _yaml_where(e: yaml.YAMLError) -> str:
 
 
 # -------------------------------------------------------------------------------------------- tokens
+
 
 class Token:
     """A k3s join token: `K10<sha256 of the CA file>::<user>:<password>`, or a bare password."""
@@ -293,8 +349,15 @@ def _insecure_context() -> ssl.SSLContext:
     return ctx
 
 
-def http_get(url: str, ctx: ssl.SSLContext, auth: tuple[str, str] | None = None, method: str = "GET",
-             headers: dict[str, str] | None = None, timeout: float = 10.0, body: bytes | None = None) -> bytes:
+def http_get(
+    url: str,
+    ctx: ssl.SSLContext,
+    auth: tuple[str, str] | None = None,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+    body: bytes | None = None,
+) -> bytes:
     req = urllib.request.Request(url, method=method, headers=headers or {}, data=body)
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
@@ -332,10 +395,14 @@ def fetch_cacerts(server: str, token: Token, deadline: float) -> bytes:
     if token.ca_hash:
         got = pki.ca_hash(cacerts)
         if got != token.ca_hash:
-            raise Fatal(f"token CA hash does not match the Cluster CA certificate hash: {token.ca_hash} != {got}")
+            raise Fatal(
+                f"token CA hash does not match the Cluster CA certificate hash: {token.ca_hash} != {got}"
+            )
     else:
-        warn("Cluster CA certificate is not trusted by the host CA bundle, but the token does not include a CA "
-             "hash. Use the full token from the server's node-token file to enable Cluster CA validation.")
+        warn(
+            "Cluster CA certificate is not trusted by the host CA bundle, but the token does not include a "
+            "CA hash. Use the full token from the server's node-token file to enable Cluster CA validation."
+        )
     return cacerts
 
 
@@ -352,6 +419,7 @@ def join_deadline() -> float:
 
 
 # ------------------------------------------------------------------------------------ node identity
+
 
 def node_name(opts: dict[str, Any]) -> str:
     name = opts.get("node-name") or socket.gethostname()
@@ -397,8 +465,10 @@ def parse_taints(items: list[str]) -> list[dict[str, str]]:
     for item in items:
         kv, sep, effect = item.rpartition(":")
         if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-            raise Fatal(f'failed to parse kubelet flag: invalid taint spec: {item}, invalid taint effect: '
-                        f'"{effect}", unsupported taint effect')
+            raise Fatal(
+                f"failed to parse kubelet flag: invalid taint spec: {item}, invalid taint effect: "
+                f'"{effect}", unsupported taint effect'
+            )
         key, _, value = kv.partition("=")
         if not key:
             raise Fatal(f"failed to parse kubelet flag: invalid taint spec: {item}")
@@ -410,7 +480,9 @@ def parse_taints(items: list[str]) -> list[dict[str, str]]:
 
 
 def duration(value: str) -> float:
-    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?", value)
+    m = re.fullmatch(
+        r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?", value
+    )
     if not m or not value:
         raise Fatal(f'time: invalid duration "{value}"')
     h, mi, s, ms = (float(x) if x else 0.0 for x in m.groups())
@@ -427,6 +499,12 @@ def component_args(items: list[str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ registries
 
+
+def registry_file(opts: dict[str, Any]) -> Path:
+    path = opts.get("private-registry") or "/etc/rancher/k3s/registries.yaml"
+    return sysroot(path) if path == "/etc/rancher/k3s/registries.yaml" else Path(path)
+
+
 def load_registries(path: Path) -> dict[str, Any]:
     """registries.yaml, checked the way Go's yaml.Unmarshal into k3s's Registry struct checks it."""
     if not path.exists():
@@ -434,14 +512,18 @@ def load_registries(path: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise Fatal(f"failed to load private registry configuration from {path}: {str(e).splitlines()[0]} "
-                    f"({_yaml_where(e)})")
+        raise Fatal(
+            f"failed to load private registry configuration from {path}: {str(e).splitlines()[0]} "
+            f"({_yaml_where(e)})"
+        )
     if doc is None:
         return {}
 
     def bad(where: str, want: str, got: Any) -> Fatal:
-        return Fatal(f"failed to load private registry configuration from {path}: yaml: unmarshal errors: "
-                     f"{where}: cannot unmarshal !!{_yaml_kind(got)} into {want}")
+        return Fatal(
+            f"failed to load private registry configuration from {path}: yaml: unmarshal errors: "
+            f"{where}: cannot unmarshal !!{_yaml_kind(got)} into {want}"
+        )
 
     if not isinstance(doc, dict):
         raise bad("line 1", "registries.Registry", doc)
@@ -460,8 +542,10 @@ def load_registries(path: Path) -> dict[str, Any]:
         for ep in eps:
             u = urllib.parse.urlsplit(ep)
             if u.scheme not in ("http", "https") or not u.netloc:
-                raise Fatal(f"failed to load private registry configuration from {path}: mirror endpoint "
-                            f"{ep!r} for {name}: must be an http:// or https:// URL")
+                raise Fatal(
+                    f"failed to load private registry configuration from {path}: mirror endpoint "
+                    f"{ep!r} for {name}: must be an http:// or https:// URL"
+                )
         if "rewrite" in m and not isinstance(m["rewrite"], dict):
             raise bad(f"mirrors.{name}.rewrite", "map[string]string", m["rewrite"])
     for name, c in configs.items():
@@ -477,11 +561,14 @@ def load_registries(path: Path) -> dict[str, Any]:
 
 
 def _yaml_kind(v: Any) -> str:
-    return {str: "str", int: "int", float: "float", bool: "bool", list: "seq", dict: "map"}.get(type(v), "null")
+    return {str: "str", int: "int", float: "float", bool: "bool", list: "seq", dict: "map"}.get(
+        type(v), "null"
+    )
 
 
-def hosts_toml(host: str, endpoints: list[str], configs: dict[str, Any], rewrites: dict[str, str],
-               default_endpoint: bool) -> str:
+def hosts_toml(
+    host: str, endpoints: list[str], configs: dict[str, Any], rewrites: dict[str, str], default_endpoint: bool
+) -> str:
     """The certs.d/<host>/hosts.toml k3s writes (pkg/agent/templates HostsTomlTemplate)."""
     server = "registry-1.docker.io" if host == "docker.io" else host
     lines = ["# File generated by k3s. DO NOT EDIT."]
@@ -499,7 +586,10 @@ def hosts_toml(host: str, endpoints: list[str], configs: dict[str, Any], rewrite
         if tls.get("ca_file"):
             lines.append(f"  ca = [{json.dumps(tls['ca_file'])}]")
         if tls.get("cert_file") or tls.get("key_file"):
-            lines.append(f"  client = [[{json.dumps(tls.get('cert_file', ''))}, {json.dumps(tls.get('key_file', ''))}]]")
+            lines.append(
+                f"  client = [[{json.dumps(tls.get('cert_file', ''))}, "
+                f"{json.dumps(tls.get('key_file', ''))}]]"
+            )
         if tls.get("insecure_skip_verify"):
             lines.append("  skip_verify = true")
         if rewrites:
@@ -512,12 +602,20 @@ def hosts_toml(host: str, endpoints: list[str], configs: dict[str, Any], rewrite
 
 # ------------------------------------------------------------------------------------- containerd
 
+
 def find_binary(name: str, data_dir: Path) -> str | None:
     """Host PATH first (k3s appends its bundled bin dir to PATH unless --prefer-bundled-bin), then the
     bundled dir <data-dir>/data/current/bin, then the directory holding the k3s executable."""
     path = os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     extra = [str(data_dir / "data" / "current" / "bin"), str(Path(sys.argv[0]).resolve().parent)]
     return shutil.which(name, path=os.pathsep.join([path, *extra]))
+
+
+def _die_with_parent() -> None:
+    # k3s starts containerd with Pdeathsig=SIGKILL: the runtime never outlives a crashed k3s.
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Containerd:
@@ -534,8 +632,7 @@ class Containerd:
         self.ctr = find_binary("ctr", data_dir)
 
     def write_config(self) -> None:
-        regs = load_registries(Path(self.opts["private-registry"]) if self.opts["private-registry"] !=
-                               "/etc/rancher/k3s/registries.yaml" else sysroot("/etc/rancher/k3s/registries.yaml"))
+        regs = load_registries(registry_file(self.opts))
         certs_d = self.etc / "certs.d"
         if certs_d.exists():
             shutil.rmtree(certs_d)
@@ -544,9 +641,15 @@ class Containerd:
         for host, m in mirrors.items():
             d = certs_d / ("_default" if host == "*" else host)
             d.mkdir(parents=True, exist_ok=True)
-            (d / "hosts.toml").write_text(hosts_toml(
-                "_default" if host == "*" else host, m.get("endpoint", []), configs, m.get("rewrite") or {},
-                not self.opts.get("disable-default-registry-endpoint")))
+            (d / "hosts.toml").write_text(
+                hosts_toml(
+                    "_default" if host == "*" else host,
+                    m.get("endpoint", []),
+                    configs,
+                    m.get("rewrite") or {},
+                    not self.opts.get("disable-default-registry-endpoint"),
+                )
+            )
         for host in configs:
             if host not in mirrors and host != "*":
                 d = certs_d / host
@@ -570,22 +673,22 @@ class Containerd:
 version = 2
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{self.data_dir / 'agent' / 'containerd'}"
+  path = "{self.data_dir / "agent" / "containerd"}"
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "{stream_port}"
-  enable_selinux = {str(bool(self.opts.get('selinux'))).lower()}
+  enable_selinux = {str(bool(self.opts.get("selinux"))).lower()}
   enable_unprivileged_ports = true
   enable_unprivileged_icmp = true
-  sandbox_image = "{self.opts.get('pause-image') or 'rancher/mirrored-pause:3.6'}"
+  sandbox_image = "{self.opts.get("pause-image") or "rancher/mirrored-pause:3.6"}"
 
 [plugins."io.containerd.grpc.v1.cri".containerd]
   snapshotter = "{snapshotter}"
   disable_snapshot_annotations = true
 
 [plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "{self.data_dir / 'data' / 'current' / 'bin'}"
-  conf_dir = "{self.data_dir / 'agent' / 'etc' / 'cni' / 'net.d'}"
+  bin_dir = "{self.data_dir / "data" / "current" / "bin"}"
+  conf_dir = "{self.data_dir / "agent" / "etc" / "cni" / "net.d"}"
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
@@ -616,15 +719,34 @@ version = 2
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(binary).parent), env.get("PATH", "/usr/bin:/bin")])
         info(f"Logging containerd to {root / 'containerd.log'}")
-        info(f"Running containerd -c {self.etc / 'config.toml'} -a {self.socket} --state {self.run_dir} "
-             f"--root {root}")
+        info(
+            f"Running containerd -c {self.etc / 'config.toml'} -a {self.socket} --state {self.run_dir} "
+            f"--root {root}"
+        )
         self.proc = subprocess.Popen(
-            [binary, "-c", str(self.etc / "config.toml"), "-a", self.socket, "--state", str(self.run_dir),
-             "--root", str(root)], stdout=logf, stderr=logf, env=env, start_new_session=True)
+            [
+                binary,
+                "-c",
+                str(self.etc / "config.toml"),
+                "-a",
+                self.socket,
+                "--state",
+                str(self.run_dir),
+                "--root",
+                str(root),
+            ],
+            stdout=logf,
+            stderr=logf,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise Fatal(f"containerd exited: exit status {self.proc.returncode}; see {root / 'containerd.log'}")
+                raise Fatal(
+                    f"containerd exited: exit status {self.proc.returncode}; see {root / 'containerd.log'}"
+                )
             if self.healthy():
                 info("containerd is now running")
                 return
@@ -635,8 +757,12 @@ version = 2
         if self.ctr is None or not Path(self.socket).exists():
             return None
         try:
-            out = subprocess.run([self.ctr, "--address", self.socket, "--timeout", "3s", "version"],
-                                 capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                [self.ctr, "--address", self.socket, "--timeout", "3s", "version"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         if out.returncode != 0:
@@ -659,13 +785,23 @@ version = 2
 
 # ------------------------------------------------------------------------------------------ kubelet
 
+
 class Kubelet(threading.Thread):
     """The node agent's part the API sees: register the Node, renew its Lease, post Ready status
     (Ready only while containerd answers)."""
 
-    def __init__(self, client: KubeClient, name: str, ip: str, labels: dict[str, str],
-                 taints: list[dict[str, str]], annotations: dict[str, str], runtime: Containerd, interval: float,
-                 stop: threading.Event) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        name: str,
+        ip: str,
+        labels: dict[str, str],
+        taints: list[dict[str, str]],
+        annotations: dict[str, str],
+        runtime: Containerd,
+        interval: float,
+        stop: threading.Event,
+    ) -> None:
         super().__init__(name="kubelet", daemon=True)
         self.client, self.node, self.ip = client, name, ip
         self.labels, self.taints, self.annotations = labels, taints, annotations
@@ -673,8 +809,12 @@ class Kubelet(threading.Thread):
         self.registered = threading.Event()
 
     def register(self) -> None:
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": self.node, "labels": self.labels, "annotations": self.annotations}, "spec": {}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node, "labels": self.labels, "annotations": self.annotations},
+            "spec": {},
+        }
         if self.taints:
             body["spec"]["taints"] = self.taints
         try:
@@ -684,31 +824,50 @@ class Kubelet(threading.Thread):
             if e.code != 409:
                 raise
             # Re-registration after a restart: k3s re-applies its own labels and annotations.
-            self.client.patch(f"/api/v1/nodes/{self.node}", {"metadata": {
-                "labels": self.labels, "annotations": self.annotations}})
+            self.client.patch(
+                f"/api/v1/nodes/{self.node}",
+                {"metadata": {"labels": self.labels, "annotations": self.annotations}},
+            )
         self.registered.set()
 
     def status(self) -> dict[str, Any]:
         ts = apis.now_rfc3339()
         version = self.runtime.version()
         ready = version is not None
-        cond = {"type": "Ready", "status": "True" if ready else "False", "lastHeartbeatTime": ts,
-                "reason": "KubeletReady" if ready else "KubeletNotReady",
-                "message": "kubelet is posting ready status" if ready else
-                "container runtime is down: PLEG is not healthy: failed to connect to containerd"}
-        conditions = [{"type": t, "status": "False", "lastHeartbeatTime": ts, "reason": f"KubeletHas{r}",
-                       "message": m} for t, r, m in (
-            ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
-            ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
-            ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"))] + [cond]
+        cond = {
+            "type": "Ready",
+            "status": "True" if ready else "False",
+            "lastHeartbeatTime": ts,
+            "reason": "KubeletReady" if ready else "KubeletNotReady",
+            "message": "kubelet is posting ready status"
+            if ready
+            else "container runtime is down: PLEG is not healthy: failed to connect to containerd",
+        }
+        conditions = [
+            {"type": t, "status": "False", "lastHeartbeatTime": ts, "reason": f"KubeletHas{r}", "message": m}
+            for t, r, m in (
+                ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
+                ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"),
+            )
+        ] + [cond]
         mem_kib = 0
         try:
-            mem_kib = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
-                               if ln.startswith("MemTotal")))
+            mem_kib = int(
+                next(
+                    ln.split()[1]
+                    for ln in Path("/proc/meminfo").read_text().splitlines()
+                    if ln.startswith("MemTotal")
+                )
+            )
         except (OSError, StopIteration, ValueError):
             pass
-        capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{mem_kib}Ki", "pods": "110",
-                    "ephemeral-storage": "10Gi"}
+        capacity = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": f"{mem_kib}Ki",
+            "pods": "110",
+            "ephemeral-storage": "10Gi",
+        }
         os_release = {}
         try:
             for ln in Path("/etc/os-release").read_text().splitlines():
@@ -716,19 +875,32 @@ class Kubelet(threading.Thread):
                 os_release[k] = v.strip('"')
         except OSError:
             pass
-        return {"status": {
-            "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": self.ip}, {"type": "Hostname", "address": self.node}],
-            "capacity": capacity, "allocatable": capacity,
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {"architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
-                                                                                    platform.machine()),
-                         "operatingSystem": "linux", "osImage": os_release.get("PRETTY_NAME", "Linux"),
-                         "kernelVersion": platform.release(), "kubeletVersion": VERSION,
-                         "kubeProxyVersion": VERSION,
-                         "containerRuntimeVersion": f"containerd://{version or 'unknown'}",
-                         "machineID": "", "systemUUID": "", "bootID": ""},
-        }}
+        return {
+            "status": {
+                "conditions": conditions,
+                "addresses": [
+                    {"type": "InternalIP", "address": self.ip},
+                    {"type": "Hostname", "address": self.node},
+                ],
+                "capacity": capacity,
+                "allocatable": capacity,
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": {
+                    "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                        platform.machine(), platform.machine()
+                    ),
+                    "operatingSystem": "linux",
+                    "osImage": os_release.get("PRETTY_NAME", "Linux"),
+                    "kernelVersion": platform.release(),
+                    "kubeletVersion": VERSION,
+                    "kubeProxyVersion": VERSION,
+                    "containerRuntimeVersion": f"containerd://{version or 'unknown'}",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                },
+            }
+        }
 
     def heartbeat(self) -> None:
         self.client.patch(f"/api/v1/nodes/{self.node}/status", self.status())
@@ -740,9 +912,15 @@ class Kubelet(threading.Thread):
         except KubeError as e:
             if e.code != 404:
                 raise
-            self.client.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.node, "namespace": "kube-node-lease"}, "spec": spec})
+            self.client.create(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.node, "namespace": "kube-node-lease"},
+                    "spec": spec,
+                },
+            )
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -756,6 +934,7 @@ class Kubelet(threading.Thread):
 
 
 # ------------------------------------------------------------------------------------------- server
+
 
 def require_root(what: str, opts: dict[str, Any]) -> None:
     if os.geteuid() != 0 and not opts.get("rootless"):
@@ -775,13 +954,16 @@ class Server:
         self.tls = self.data / "server" / "tls"
         self.stop = threading.Event()
         self.api: apis.APIServer | None = None
+        self.runtime: Containerd | None = None
         self.leader: tuple[str, int] | None = None
         # Once initialised, embedded etcd stays the datastore on restarts without --cluster-init, as in k3s.
         existing_etcd = (self.data / "server" / "db" / "etcd").is_dir()
         self.datastore = "etcd" if opts["cluster-init"] or opts["server"] or existing_etcd else "sqlite"
         if opts.get("datastore-endpoint"):
-            raise Fatal("the k3s stand-in supports only the embedded datastores (sqlite, etcd); "
-                        "--datastore-endpoint is not implemented")
+            raise Fatal(
+                "the k3s stand-in supports only the embedded datastores (sqlite, etcd); "
+                "--datastore-endpoint is not implemented"
+            )
         self.db = self.data / "server" / "db" / ("etcd" if self.datastore == "etcd" else "")
         self.token_file = self.data / "server" / "token"
 
@@ -798,19 +980,33 @@ class Server:
                 pki.write_private(self.tls / f"{ca}.key", k)
 
     def issue_server_certs(self, name: str, ip: str) -> None:
-        sans = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
-                "localhost", "127.0.0.1", "::1", "10.43.0.1", name, ip, *self.opts["tls-san"]]
+        sans = [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "10.43.0.1",
+            name,
+            ip,
+            *self.opts["tls-san"],
+        ]
         if self.opts.get("advertise-address"):
             sans.append(self.opts["advertise-address"])
         c, k = pki.issue(*self._ca("server-ca"), "k3s", organizations=["k3s"], sans=sans, server=True)
         pki.write_private(self.tls / "serving-kube-apiserver.crt", c, 0o644)
         pki.write_private(self.tls / "serving-kube-apiserver.key", k)
         if not (self.tls / "client-admin.crt").exists():
-            c, k = pki.issue(*self._ca("client-ca"), "system:admin", organizations=["system:masters"], client=True)
+            c, k = pki.issue(
+                *self._ca("client-ca"), "system:admin", organizations=["system:masters"], client=True
+            )
             pki.write_private(self.tls / "client-admin.crt", c, 0o644)
             pki.write_private(self.tls / "client-admin.key", k)
-        c, k = pki.issue(*self._ca("client-ca"), "system:k3s-supervisor", organizations=["system:masters"],
-                         client=True)
+        c, k = pki.issue(
+            *self._ca("client-ca"), "system:k3s-supervisor", organizations=["system:masters"], client=True
+        )
         pki.write_private(self.tls / "client-supervisor.crt", c, 0o644)
         pki.write_private(self.tls / "client-supervisor.key", k)
 
@@ -827,8 +1023,10 @@ class Server:
         if self.token_file.exists():
             existing = Token(self.token_file.read_text().strip())
             if given and Token(given).password != existing.password:
-                raise Fatal("starting kubernetes: preparing server: bootstrap data already found and encrypted "
-                            "with different token")
+                raise Fatal(
+                    "starting kubernetes: preparing server: bootstrap data already found and encrypted "
+                    "with different token"
+                )
             password = existing.password
         else:
             password = Token(given).password if given else secrets.token_hex(16)
@@ -840,8 +1038,9 @@ class Server:
         node_token.symlink_to("token")
         agent = read_token(self.opts, "agent-token")
         if agent:
-            pki.write_private(self.data / "server" / "agent-token",
-                              Token.format(ca, "node", Token(agent).password).encode())
+            pki.write_private(
+                self.data / "server" / "agent-token", Token.format(ca, "node", Token(agent).password).encode()
+            )
 
     def join(self) -> None:
         """A further server: check the token's CA hash, then fetch the cluster CAs (server-bootstrap)."""
@@ -855,10 +1054,14 @@ class Server:
         try:
             data = json.loads(http_get(url, verified_context(cacerts), auth=("server", token.password)))
         except urllib.error.HTTPError as e:
-            raise Fatal(f"starting kubernetes: preparing server: failed to get bootstrap data: {url}: {e.code} "
-                        f"{e.reason}")
+            raise Fatal(
+                f"starting kubernetes: preparing server: failed to get bootstrap data: {url}: {e.code} "
+                f"{e.reason}"
+            )
         except (urllib.error.URLError, OSError) as e:
-            raise Fatal(f"starting kubernetes: preparing server: failed to get bootstrap data: {_url_error(url, e)}")
+            raise Fatal(
+                f"starting kubernetes: preparing server: failed to get bootstrap data: {_url_error(url, e)}"
+            )
         for rel, b64 in data["files"].items():
             mode = 0o600 if rel.endswith(".key") else 0o644
             pki.write_private(self.tls / rel, base64.b64decode(b64), mode)
@@ -885,8 +1088,9 @@ class Server:
             return None
         return user, pw
 
-    def supervisor(self, handler: apis.Handler, method: str, path: str, query: dict[str, list[str]],
-                   body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    def supervisor(
+        self, handler: apis.Handler, method: str, path: str, query: dict[str, list[str]], body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
         if path == "/cacerts":
             return 200, {"Content-Type": "text/plain"}, (self.tls / "server-ca.crt").read_bytes()
         if path == "/ping":
@@ -894,11 +1098,19 @@ class Server:
         if not (path.startswith("/v1-k3s/") or path.startswith("/db/")):
             return None
         creds = self._basic_auth(handler)
-        server_ok = creds is not None and creds[0] == "server" and secrets.compare_digest(
-            creds[1], self.server_password())
-        node_ok = server_ok or (creds is not None and creds[0] == "node" and (
-            secrets.compare_digest(creds[1], self.agent_password()) or
-            secrets.compare_digest(creds[1], self.server_password())))
+        server_ok = (
+            creds is not None
+            and creds[0] == "server"
+            and secrets.compare_digest(creds[1], self.server_password())
+        )
+        node_ok = server_ok or (
+            creds is not None
+            and creds[0] == "node"
+            and (
+                secrets.compare_digest(creds[1], self.agent_password())
+                or secrets.compare_digest(creds[1], self.server_password())
+            )
+        )
         unauthorized = (401, {"Content-Type": "text/plain"}, b"Unauthorized\n")
         if path == "/v1-k3s/server-bootstrap":
             if not server_ok:
@@ -910,9 +1122,17 @@ class Server:
                     files[rel] = base64.b64encode(p.read_bytes()).decode()
             leader = self.leader or (self.advertise_ip, self.port)
             agent_token = self.data / "server" / "agent-token"
-            return 200, {}, json.dumps({"files": files, "datastore": {"host": leader[0], "port": leader[1]},
-                                        "agent-token": agent_token.read_text() if agent_token.exists() else ""
-                                        }).encode()
+            return (
+                200,
+                {},
+                json.dumps(
+                    {
+                        "files": files,
+                        "datastore": {"host": leader[0], "port": leader[1]},
+                        "agent-token": agent_token.read_text() if agent_token.exists() else "",
+                    }
+                ).encode(),
+            )
         if path == "/v1-k3s/readyz":
             if not node_ok:
                 return unauthorized
@@ -923,12 +1143,17 @@ class Server:
             name = handler.headers.get("k3s-Node-Name", "")
             password = handler.headers.get("k3s-Node-Password", "")
             if not name or not password:
-                return 400, {"Content-Type": "text/plain"}, b"missing k3s-Node-Name or k3s-Node-Password header\n"
+                return (
+                    400,
+                    {"Content-Type": "text/plain"},
+                    b"missing k3s-Node-Name or k3s-Node-Password header\n",
+                )
             verdict = self.check_node_password(name, password)
             if verdict:
                 return 403, {"Content-Type": "text/plain"}, verdict.encode()
-            c, k = pki.issue(*self._ca("client-ca"), f"system:node:{name}", organizations=["system:nodes"],
-                             client=True)
+            c, k = pki.issue(
+                *self._ca("client-ca"), f"system:node:{name}", organizations=["system:nodes"], client=True
+            )
             return 200, {"Content-Type": "text/plain"}, c + (self.tls / "client-ca.crt").read_bytes() + k
         if path == "/db/snapshot" and method == "POST":
             if not server_ok:
@@ -937,9 +1162,12 @@ class Server:
         return 404, {"Content-Type": "text/plain"}, b"404 page not found\n"
 
     def admin_client(self) -> KubeClient:
-        return KubeClient(f"https://127.0.0.1:{self.port}", (self.tls / "server-ca.crt").read_bytes(),
-                          cert_pem=(self.tls / "client-supervisor.crt").read_bytes(),
-                          key_pem=(self.tls / "client-supervisor.key").read_bytes())
+        return KubeClient(
+            f"https://127.0.0.1:{self.port}",
+            (self.tls / "server-ca.crt").read_bytes(),
+            cert_pem=(self.tls / "client-supervisor.crt").read_bytes(),
+            key_pem=(self.tls / "client-supervisor.key").read_bytes(),
+        )
 
     def check_node_password(self, name: str, password: str) -> str:
         """k3s's node password check: the first join of a node name records a hash of its password in the
@@ -951,22 +1179,33 @@ class Server:
             secret = client.get(path)
             stored = base64.b64decode(secret["data"]["hash"]).decode()
             if stored != digest:
-                return (f"Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' "
-                        f"may not match server node-passwd entry, try enabling a unique node name with the "
-                        f"--with-node-id flag\n")
+                return (
+                    "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' "
+                    "may not match server node-passwd entry, try enabling a unique node name with the "
+                    "--with-node-id flag\n"
+                )
             return ""
         except KubeError as e:
             if e.code != 404:
                 return f"unable to verify node password: {e}\n"
-        client.create("/api/v1/namespaces/kube-system/secrets", {
-            "apiVersion": "v1", "kind": "Secret", "type": "k3s.cattle.io/node-password",
-            "metadata": {"name": f"{name}.node-password.k3s", "namespace": "kube-system"},
-            "data": {"hash": base64.b64encode(digest.encode()).decode()}})
+        client.create(
+            "/api/v1/namespaces/kube-system/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "k3s.cattle.io/node-password",
+                "metadata": {"name": f"{name}.node-password.k3s", "namespace": "kube-system"},
+                "data": {"hash": base64.b64encode(digest.encode()).decode()},
+            },
+        )
         return ""
 
     def snapshot_dir(self) -> Path:
-        return Path(self.opts["etcd-snapshot-dir"]) if self.opts.get("etcd-snapshot-dir") else (
-            self.data / "server" / "db" / "snapshots")
+        return (
+            Path(self.opts["etcd-snapshot-dir"])
+            if self.opts.get("etcd-snapshot-dir")
+            else (self.data / "server" / "db" / "snapshots")
+        )
 
     def save_snapshot(self, req: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         if self.api is not None and self.api.store is not None:
@@ -975,9 +1214,14 @@ class Server:
             assert self.leader is not None
             ctx = verified_context((self.tls / "server-ca.crt").read_bytes())
             try:
-                data = http_get(f"https://{self.leader[0]}:{self.leader[1]}/db/snapshot", ctx,
-                                auth=("server", self.server_password()), method="POST",
-                                headers={"Content-Type": "application/json"}, body=b'{"raw": true}')
+                data = http_get(
+                    f"https://{self.leader[0]}:{self.leader[1]}/db/snapshot",
+                    ctx,
+                    auth=("server", self.server_password()),
+                    method="POST",
+                    headers={"Content-Type": "application/json"},
+                    body=b'{"raw": true}',
+                )
                 data = base64.b64decode(json.loads(data)["data"])
             except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
                 return 500, {"Content-Type": "text/plain"}, f"etcd snapshot failed: {e}\n".encode()
@@ -987,7 +1231,11 @@ class Server:
         d = Path(req["dir"]) if req.get("dir") else self.snapshot_dir()
         pki.write_private(d / name, data)
         info(f"Saving etcd snapshot to {d / name}")
-        return 200, {}, json.dumps({"name": name, "location": f"file://{d / name}", "size": len(data)}).encode()
+        return (
+            200,
+            {},
+            json.dumps({"name": name, "location": f"file://{d / name}", "size": len(data)}).encode(),
+        )
 
     # -- run
 
@@ -997,9 +1245,16 @@ class Server:
             require_root("server", opts)
         info(f"Starting k3s {VERSION} ({COMMIT})")
         self.node = node_name(opts)
+        # Flag values are checked before anything is written, started or dialled.
+        extra_labels = parse_labels(opts["node-label"])
+        taints = parse_taints(opts["node-taint"])
+        interval = kubelet_interval(opts)
+        duration(component_args(opts["kube-controller-manager-arg"]).get("node-monitor-grace-period", "40s"))
+        load_registries(registry_file(opts))
         joining = bool(opts["server"])
         self.advertise_ip = opts.get("advertise-address") or node_ip(
-            opts, urllib.parse.urlsplit(opts["server"]).hostname if joining else None)
+            opts, urllib.parse.urlsplit(opts["server"]).hostname if joining else None
+        )
         self.port = int(opts["https-listen-port"])
         if opts.get("cluster-reset"):
             return self.cluster_reset()
@@ -1011,54 +1266,88 @@ class Server:
             self.init_pki()
             self.setup_token_init()
             self.db.mkdir(parents=True, exist_ok=True)
-        info(f"Managed {self.datastore} cluster {'joining' if joining else 'initializing'}" if self.datastore == "etcd"
-             else "Configuring sqlite3 database connection pooling")
+        info(
+            f"Managed {self.datastore} cluster {'joining' if joining else 'initializing'}"
+            if self.datastore == "etcd"
+            else "Configuring sqlite3 database connection pooling"
+        )
         self.issue_server_certs(self.node, self.advertise_ip)
-        registries = Path(opts["private-registry"]) if opts["private-registry"] != \
-            "/etc/rancher/k3s/registries.yaml" else sysroot("/etc/rancher/k3s/registries.yaml")
-        load_registries(registries)  # validate before anything listens
         kcm = component_args(opts["kube-controller-manager-arg"])
         apiserver_args = component_args(opts["kube-apiserver-arg"])
         upstream = None
         if self.leader:
             ctx = verified_context((self.tls / "server-ca.crt").read_bytes())
-            ctx.load_cert_chain(str(self.tls / "client-supervisor.crt"), str(self.tls / "client-supervisor.key"))
+            ctx.load_cert_chain(
+                str(self.tls / "client-supervisor.crt"), str(self.tls / "client-supervisor.key")
+            )
             upstream = apis.Upstream(self.leader[0], self.leader[1], ctx)
         cfg = apis.Config(
-            data_dir=self.db, bind=opts.get("bind-address") or "0.0.0.0", port=self.port,
-            server_cert=self.tls / "serving-kube-apiserver.crt", server_key=self.tls / "serving-kube-apiserver.key",
+            data_dir=self.db,
+            bind=opts.get("bind-address") or "0.0.0.0",
+            port=self.port,
+            server_cert=self.tls / "serving-kube-apiserver.crt",
+            server_key=self.tls / "serving-kube-apiserver.key",
             client_ca=self.tls / "client-ca.crt",
-            token_auth_file=Path(apiserver_args["token-auth-file"]) if apiserver_args.get("token-auth-file") else None,
+            token_auth_file=Path(apiserver_args["token-auth-file"])
+            if apiserver_args.get("token-auth-file")
+            else None,
             anonymous_auth=apiserver_args.get("anonymous-auth", "false") == "true",
             node_monitor_grace=duration(kcm.get("node-monitor-grace-period", "40s")),
-            advertise=self.advertise_ip, upstream=upstream, ext_handler=self.supervisor)
+            advertise=self.advertise_ip,
+            upstream=upstream,
+            ext_handler=self.supervisor,
+        )
         try:
             self.api = apis.APIServer(cfg)
         except OSError as e:
-            raise Fatal(f"starting kubernetes: preparing server: listen tcp {cfg.bind}:{self.port}: bind: "
-                        f"{e.strerror.lower() if e.strerror else e}")
+            raise Fatal(
+                f"starting kubernetes: preparing server: listen tcp {cfg.bind}:{self.port}: bind: "
+                f"{e.strerror.lower() if e.strerror else e}"
+            )
         self.api.serve_in_background()
-        info(f"Running kube-apiserver --advertise-address={self.advertise_ip} --secure-port={self.port} "
-             f"--anonymous-auth={str(cfg.anonymous_auth).lower()} --client-ca-file={cfg.client_ca} "
-             f"--tls-cert-file={cfg.server_cert}")
+        info(
+            f"Running kube-apiserver --advertise-address={self.advertise_ip} --secure-port={self.port} "
+            f"--anonymous-auth={str(cfg.anonymous_auth).lower()} --client-ca-file={cfg.client_ca} "
+            f"--tls-cert-file={cfg.server_cert}"
+        )
         self.write_kubeconfig()
         self.deploy_addons()
         runtime = None
         if not opts.get("disable-agent"):
             runtime = Containerd(self.data, opts)
+            self.runtime = runtime
             runtime.start()
-            labels = {**base_labels(self.node), "node-role.kubernetes.io/control-plane": "true",
-                      "node-role.kubernetes.io/master": "true"}
+            labels = {
+                **base_labels(self.node),
+                "node-role.kubernetes.io/control-plane": "true",
+                "node-role.kubernetes.io/master": "true",
+            }
             if self.datastore == "etcd":
                 labels["node-role.kubernetes.io/etcd"] = "true"
-            labels.update(parse_labels(opts["node-label"]))
-            c, k = pki.issue(*self._ca("client-ca"), f"system:node:{self.node}", organizations=["system:nodes"],
-                             client=True)
-            client = KubeClient(f"https://127.0.0.1:{self.port}", (self.tls / "server-ca.crt").read_bytes(),
-                                cert_pem=c, key_pem=k)
-            kubelet = Kubelet(client, self.node, self.advertise_ip, labels, parse_taints(opts["node-taint"]),
-                              node_annotations(opts, self.advertise_ip, self.node), runtime,
-                              kubelet_interval(opts), self.stop)
+            labels.update(extra_labels)
+            c, k = pki.issue(
+                *self._ca("client-ca"),
+                f"system:node:{self.node}",
+                organizations=["system:nodes"],
+                client=True,
+            )
+            client = KubeClient(
+                f"https://127.0.0.1:{self.port}",
+                (self.tls / "server-ca.crt").read_bytes(),
+                cert_pem=c,
+                key_pem=k,
+            )
+            kubelet = Kubelet(
+                client,
+                self.node,
+                self.advertise_ip,
+                labels,
+                taints,
+                node_annotations(opts, self.advertise_ip, self.node),
+                runtime,
+                interval,
+                self.stop,
+            )
             kubelet.start()
         info("k3s is up and running")
         notify_systemd()
@@ -1072,9 +1361,12 @@ class Server:
     def write_kubeconfig(self) -> None:
         out = self.opts.get("write-kubeconfig") or str(sysroot("/etc/rancher/k3s/k3s.yaml"))
         mode = int(self.opts["write-kubeconfig-mode"], 8) if self.opts.get("write-kubeconfig-mode") else 0o600
-        text = pki.kubeconfig(f"https://127.0.0.1:{self.port}", (self.tls / "server-ca.crt").read_bytes(),
-                              cert_pem_bytes=(self.tls / "client-admin.crt").read_bytes(),
-                              key_pem_bytes=(self.tls / "client-admin.key").read_bytes())
+        text = pki.kubeconfig(
+            f"https://127.0.0.1:{self.port}",
+            (self.tls / "server-ca.crt").read_bytes(),
+            cert_pem_bytes=(self.tls / "client-admin.crt").read_bytes(),
+            key_pem_bytes=(self.tls / "client-admin.key").read_bytes(),
+        )
         pki.write_private(Path(out), text.encode(), mode)
         info(f"Wrote kubeconfig {out}")
 
@@ -1086,18 +1378,42 @@ class Server:
         disabled = set(self.opts["disable"])
         for item in disabled - set(ADDONS):
             warn(f"Unknown component {item!r} in --disable; valid items: {', '.join(ADDONS)}")
-        deployments = {"coredns": "coredns", "traefik": "traefik", "local-storage": "local-path-provisioner",
-                       "metrics-server": "metrics-server"}
+        deployments = {
+            "coredns": "coredns",
+            "traefik": "traefik",
+            "local-storage": "local-path-provisioner",
+            "metrics-server": "metrics-server",
+        }
         for addon, deploy in deployments.items():
             f = manifests / f"{addon}.yaml"
             if addon in disabled:
                 f.unlink(missing_ok=True)
                 continue
-            f.write_text(yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
-                "name": deploy, "namespace": "kube-system", "labels": {"k3s.io/addon": addon}},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": deploy}}, "template": {
-                    "metadata": {"labels": {"app": deploy}}, "spec": {"containers": [
-                        {"name": deploy, "image": f"rancher/mirrored-{deploy}:standin"}]}}}}))
+            f.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "metadata": {
+                            "name": deploy,
+                            "namespace": "kube-system",
+                            "labels": {"k3s.io/addon": addon},
+                        },
+                        "spec": {
+                            "replicas": 1,
+                            "selector": {"matchLabels": {"app": deploy}},
+                            "template": {
+                                "metadata": {"labels": {"app": deploy}},
+                                "spec": {
+                                    "containers": [
+                                        {"name": deploy, "image": f"rancher/mirrored-{deploy}:standin"}
+                                    ]
+                                },
+                            },
+                        },
+                    }
+                )
+            )
         if self.api is not None and self.api.store is not None:
             threading.Thread(target=self._deploy_loop, args=(manifests,), name="deploy", daemon=True).start()
 
@@ -1123,7 +1439,9 @@ class Server:
         if restore:
             src = Path(restore)
             if not src.exists():
-                raise Fatal(f"starting kubernetes: preparing server: etcd: snapshot path does not exist: {restore}")
+                raise Fatal(
+                    f"starting kubernetes: preparing server: etcd: snapshot path does not exist: {restore}"
+                )
             data = src.read_bytes()
             try:
                 json.loads(data)["objects"]
@@ -1131,23 +1449,35 @@ class Server:
                 raise Fatal(f"starting kubernetes: preparing server: etcd: {restore} is not an etcd snapshot")
             pki.write_private(db / "state.json", data)
         (db / "member").unlink(missing_ok=True)
-        info("Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. Backup "
-             "and delete ${datadir}/server/db on each peer etcd server and rejoin the nodes")
+        info(
+            "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. "
+            "Backup and delete ${datadir}/server/db on each peer etcd server and rejoin the nodes"
+        )
         return 0
 
 
 def base_labels(name: str) -> dict[str, str]:
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    return {"beta.kubernetes.io/arch": arch, "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
-            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "k3s"}
+    return {
+        "beta.kubernetes.io/arch": arch,
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "node.kubernetes.io/instance-type": "k3s",
+    }
 
 
 def node_annotations(opts: dict[str, Any], ip: str, name: str) -> dict[str, str]:
     args = []
     for a in sys.argv[1:]:
         args.append(re.sub(r"(--?(token|agent-token)[= ]).*", r"\1********", a))
-    return {"k3s.io/node-args": json.dumps(args), "k3s.io/internal-ip": ip, "k3s.io/hostname": name,
-            "k3s.io/node-config-hash": hashlib.sha256(json.dumps(args).encode()).hexdigest()[:52].upper()}
+    return {
+        "k3s.io/node-args": json.dumps(args),
+        "k3s.io/internal-ip": ip,
+        "k3s.io/hostname": name,
+        "k3s.io/node-config-hash": hashlib.sha256(json.dumps(args).encode()).hexdigest()[:52].upper(),
+    }
 
 
 def kubelet_interval(opts: dict[str, Any]) -> float:
@@ -1178,6 +1508,7 @@ def wait_for_signal(stop: threading.Event) -> None:
 
 # -------------------------------------------------------------------------------------------- agent
 
+
 def run_agent(opts: dict[str, Any]) -> int:
     require_root("agent", opts)
     raw_token = read_token(opts)
@@ -1189,6 +1520,10 @@ def run_agent(opts: dict[str, Any]) -> int:
     token = Token(raw_token)
     data = data_dir_of(opts)
     name = node_name(opts)
+    labels = {**base_labels(name), **parse_labels(opts["node-label"])}
+    taints = parse_taints(opts["node-taint"])
+    interval = kubelet_interval(opts)
+    load_registries(registry_file(opts))
     server = opts["server"].rstrip("/")
     u = urllib.parse.urlsplit(server)
     cacerts = fetch_cacerts(server, token, join_deadline())
@@ -1201,8 +1536,12 @@ def run_agent(opts: dict[str, Any]) -> int:
     node_password = pw_file.read_text().strip()
     url = f"https://{u.netloc}/v1-k3s/client-kubelet.crt"
     try:
-        bundle = http_get(url, ctx, auth=("node", token.password),
-                          headers={"k3s-Node-Name": name, "k3s-Node-Password": node_password})
+        bundle = http_get(
+            url,
+            ctx,
+            auth=("node", token.password),
+            headers={"k3s-Node-Name": name, "k3s-Node-Password": node_password},
+        )
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace").strip()
         if e.code == 403:
@@ -1214,26 +1553,56 @@ def run_agent(opts: dict[str, Any]) -> int:
     cert_pem, key_pem = bundle[:key_start], bundle[key_start:]
     pki.write_private(agent_dir / "client-kubelet.crt", cert_pem, 0o644)
     pki.write_private(agent_dir / "client-kubelet.key", key_pem)
-    pki.write_private(agent_dir / "kubelet.kubeconfig", pki.kubeconfig(
-        server, cacerts, cert_pem_bytes=cert_pem, key_pem_bytes=key_pem).encode())
-    labels = {**base_labels(name), **parse_labels(opts["node-label"])}
-    taints = parse_taints(opts["node-taint"])
+    pki.write_private(
+        agent_dir / "kubelet.kubeconfig",
+        pki.kubeconfig(server, cacerts, cert_pem_bytes=cert_pem, key_pem_bytes=key_pem).encode(),
+    )
     ip = node_ip(opts, u.hostname)
     runtime = Containerd(data, opts)
+    try:
+        return _run_agent_node(
+            opts, runtime, server, cacerts, cert_pem, key_pem, name, ip, labels, taints, interval
+        )
+    finally:
+        runtime.stop()
+
+
+def _run_agent_node(
+    opts: dict[str, Any],
+    runtime: Containerd,
+    server: str,
+    cacerts: bytes,
+    cert_pem: bytes,
+    key_pem: bytes,
+    name: str,
+    ip: str,
+    labels: dict[str, str],
+    taints: list[dict[str, str]],
+    interval: float,
+) -> int:
     runtime.start()
     client = KubeClient(server, cacerts, cert_pem=cert_pem, key_pem=key_pem)
     stop = threading.Event()
-    kubelet = Kubelet(client, name, ip, labels, taints, node_annotations(opts, ip, name), runtime,
-                      kubelet_interval(opts), stop)
+    kubelet = Kubelet(
+        client,
+        name,
+        ip,
+        labels,
+        taints,
+        node_annotations(opts, ip, name),
+        runtime,
+        interval,
+        stop,
+    )
     kubelet.start()
     info("k3s agent is up and running")
     notify_systemd()
     wait_for_signal(stop)
-    runtime.stop()
     return 0
 
 
 # ---------------------------------------------------------------------------------- etcd-snapshot
+
 
 def run_etcd_snapshot(sub: str, opts: dict[str, Any], rest: list[str]) -> int:
     data = data_dir_of(opts)
@@ -1260,7 +1629,9 @@ def run_etcd_snapshot(sub: str, opts: dict[str, Any], rest: list[str]) -> int:
         print(f"{'Name':<40} {'Location':<90} {'Size':<8} Created")
         for p in rows:
             st = p.stat()
-            created = datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            created = datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
             print(f"{p.name:<40} {'file://' + str(p):<90} {st.st_size:<8} {created}")
         return 0
     if sub in ("delete", "rm"):
@@ -1283,9 +1654,12 @@ def run_etcd_snapshot(sub: str, opts: dict[str, Any], rest: list[str]) -> int:
 
 
 def _post_snapshot(base: str, ca: bytes, password: str, opts: dict[str, Any]) -> bytes:
-    req = urllib.request.Request(f"{base}/db/snapshot", method="POST",
-                                 data=json.dumps({"name": opts["name"], "dir": opts.get("dir") or ""}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}/db/snapshot",
+        method="POST",
+        data=json.dumps({"name": opts["name"], "dir": opts.get("dir") or ""}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     req.add_header("Authorization", "Basic " + base64.b64encode(f"server:{password}".encode()).decode())
     with urllib.request.urlopen(req, context=verified_context(ca), timeout=30) as resp:
         body: bytes = resp.read()
@@ -1293,6 +1667,7 @@ def _post_snapshot(base: str, ca: bytes, password: str, opts: dict[str, Any]) ->
 
 
 # ------------------------------------------------------------------------------ ctr/crictl/kubectl
+
 
 def runtime_socket(data: Path) -> str:
     return str(sysroot("/run/k3s/containerd") / "containerd.sock")
@@ -1327,21 +1702,41 @@ def run_crictl(args: list[str]) -> int:
     cmd, rest = args[0], args[1:]
     if cmd == "pull" and rest:
         image = rest[-1]
-        ref = image if "/" in image.split(":")[0] and "." in image.split("/")[0] else (
-            f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}")
+        ref = (
+            image
+            if "/" in image.split(":")[0] and "." in image.split("/")[0]
+            else (f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}")
+        )
         if ":" not in ref.rsplit("/", 1)[-1] and "@" not in ref:
             ref += ":latest"
-        cmdline = [*base, "images", "pull", "--hosts-dir", str(data / "agent" / "etc" / "containerd" / "certs.d")]
+        cmdline = [
+            *base,
+            "images",
+            "pull",
+            "--hosts-dir",
+            str(data / "agent" / "etc" / "containerd" / "certs.d"),
+        ]
         regs = load_registries(sysroot("/etc/rancher/k3s/registries.yaml"))
-        auth = ((regs.get("configs") or {}).get(ref.split("/")[0]) or {}).get("auth") or {}
+        # Credentials belong to the host actually contacted: the mirror endpoint, else the registry itself.
+        registry = ref.split("/")[0]
+        mirror = (regs.get("mirrors") or {}).get(registry) or (regs.get("mirrors") or {}).get("*") or {}
+        hosts = [urllib.parse.urlsplit(e).netloc for e in mirror.get("endpoint", [])] + [registry]
+        configs = regs.get("configs") or {}
+        auth = next(
+            ((configs.get(h) or {}).get("auth") for h in hosts if (configs.get(h) or {}).get("auth")), {}
+        )
         if auth.get("username"):
             cmdline += ["--user", f"{auth['username']}:{auth.get('password', '')}"]
         out = subprocess.run([*cmdline, ref], capture_output=True, text=True)
         if out.returncode != 0:
             msg = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "unknown error"
-            print(f'E0000 pull image "{image}" failed: rpc error: code = Unknown desc = {msg}', file=sys.stderr)
+            print(
+                f'E0000 pull image "{image}" failed: rpc error: code = Unknown desc = {msg}', file=sys.stderr
+            )
             return 1
-        digest = subprocess.run([*base, "images", "ls", f"name=={ref}"], capture_output=True, text=True).stdout
+        digest = subprocess.run(
+            [*base, "images", "ls", f"name=={ref}"], capture_output=True, text=True
+        ).stdout
         m = re.search(r"sha256:[0-9a-f]{64}", digest)
         print(f"Image is up to date for {m.group(0) if m else ref}")
         return 0
@@ -1354,6 +1749,7 @@ def run_crictl(args: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- main
+
 
 def print_usage_error(cmd: str, message: str) -> None:
     sys.stdout.write(f"Incorrect Usage: {message}\n\nNAME:\n   {USAGE.get(cmd, 'k3s ' + cmd)}\n\n")
@@ -1378,8 +1774,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: list[str]) -> int:
     # Global flags (before the command).
-    gfs = FlagSet([Flag("debug", "bool", env=("K3S_DEBUG",)), Flag("data-dir", aliases=("d",)),
-                   Flag("version", "bool", aliases=("v",)), Flag("help", "bool", aliases=("h",))])
+    gfs = FlagSet(
+        [
+            Flag("debug", "bool", env=("K3S_DEBUG",)),
+            Flag("data-dir", aliases=("d",)),
+            Flag("version", "bool", aliases=("v",)),
+            Flag("help", "bool", aliases=("h",)),
+        ]
+    )
     try:
         gopts, rest = gfs.parse(args)
     except UsageError as e:
@@ -1389,10 +1791,12 @@ def _main(args: list[str]) -> int:
         print(f"k3s version {VERSION} ({COMMIT})\ngo version go1.22.8")
         return 0
     if not rest or gopts["help"]:
-        print(f"NAME:\n   k3s - Kubernetes, but small and simple\n\nUSAGE:\n   k3s [global options] command "
-              f"[command options] [arguments...]\n\nVERSION:\n   {VERSION} ({COMMIT})\n\nCOMMANDS:\n   server, "
-              "agent, kubectl, crictl, ctr, etcd-snapshot, help")
-        return 0 if gopts["help"] else 0
+        print(
+            f"NAME:\n   k3s - Kubernetes, but small and simple\n\nUSAGE:\n   k3s [global options] command "
+            f"[command options] [arguments...]\n\nVERSION:\n   {VERSION} ({COMMIT})\n\nCOMMANDS:\n   server, "
+            "agent, kubectl, crictl, ctr, etcd-snapshot, help"
+        )
+        return 0
     cmd, rest = rest[0], rest[1:]
     if cmd == "kubectl":
         env_kc = os.environ.get("KUBECONFIG") or str(sysroot("/etc/rancher/k3s/k3s.yaml"))
@@ -1413,7 +1817,12 @@ def _main(args: list[str]) -> int:
         if cmd == "server":
             if opts["server"] and opts["cluster-init"]:
                 warn("--cluster-init is ignored when joining an existing cluster with --server")
-            return Server(opts).run()
+            srv = Server(opts)
+            try:
+                return srv.run()
+            finally:
+                if srv.runtime is not None:
+                    srv.runtime.stop()
         return run_agent(opts)
     if cmd == "etcd-snapshot":
         sub = "save"

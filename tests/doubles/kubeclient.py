@@ -1,4 +1,4 @@
-"""A tiny stdlib Kubernetes client for the stand-ins (kubelet heartbeats, kubectl): a kubeconfig, TLS, JSON."""
+"""A tiny stdlib Kubernetes client for the stand-ins (kubelet heartbeats, kubectl): kubeconfig, TLS, JSON."""
 
 from __future__ import annotations
 
@@ -28,8 +28,16 @@ class KubeError(Exception):
 
 
 class KubeClient:
-    def __init__(self, server: str, ca_pem: bytes, *, cert_pem: bytes | None = None, key_pem: bytes | None = None,
-                 token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        ca_pem: bytes,
+        *,
+        cert_pem: bytes | None = None,
+        key_pem: bytes | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         u = urllib.parse.urlsplit(server)
         if u.scheme != "https" or not u.hostname:
             raise ValueError(f"server {server!r} must be an https:// URL")
@@ -67,11 +75,24 @@ class KubeClient:
         ca = data(cluster, "certificate-authority")
         if ca is None:
             raise ValueError(f"{path}: the cluster has no certificate-authority")
-        return cls(cluster["server"], ca, cert_pem=data(user, "client-certificate"),
-                   key_pem=data(user, "client-key"), token=user.get("token"), timeout=timeout)
+        return cls(
+            cluster["server"],
+            ca,
+            cert_pem=data(user, "client-certificate"),
+            key_pem=data(user, "client-key"),
+            token=user.get("token"),
+            timeout=timeout,
+        )
 
-    def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
-                headers: dict[str, str] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=self.timeout)
         try:
             hdrs = {"Accept": "application/json", **(headers or {})}
@@ -101,8 +122,11 @@ class KubeClient:
         return self.request("POST", path, obj)
 
     def patch(self, path: str, patch: Any, kind: str = "strategic") -> Any:
-        ctype = {"strategic": "application/strategic-merge-patch+json", "merge": "application/merge-patch+json",
-                 "json": "application/json-patch+json"}[kind]
+        ctype = {
+            "strategic": "application/strategic-merge-patch+json",
+            "merge": "application/merge-patch+json",
+            "json": "application/json-patch+json",
+        }[kind]
         return self.request("PATCH", path, patch, content_type=ctype)
 
     def put(self, path: str, obj: dict[str, Any]) -> Any:

@@ -40,8 +40,10 @@ def by_kind(api_version: str, kind: str) -> apis.Resource:
     for r in apis.RESOURCES:
         if r.kind == kind and r.group_version == api_version:
             return r
-    raise CliError(f'resource mapping not found for name: "" namespace: "" from "": no matches for kind "{kind}" '
-                   f'in version "{api_version}"\nensure CRDs are installed first')
+    raise CliError(
+        f'resource mapping not found for name: "" namespace: "" from "": no matches for kind "{kind}" '
+        f'in version "{api_version}"\nensure CRDs are installed first'
+    )
 
 
 def collection_path(r: apis.Resource, ns: str | None) -> str:
@@ -56,7 +58,9 @@ def load_docs(path: str) -> list[dict[str, Any]]:
         p = Path(path)
         if not p.exists():
             raise CliError(f'the path "{path}" does not exist')
-        files = sorted(x for x in p.iterdir() if x.suffix in (".yaml", ".yml", ".json")) if p.is_dir() else [p]
+        files = (
+            sorted(x for x in p.iterdir() if x.suffix in (".yaml", ".yml", ".json")) if p.is_dir() else [p]
+        )
         texts = [f.read_text() for f in files]
     docs: list[dict[str, Any]] = []
     for text in texts:
@@ -65,7 +69,9 @@ def load_docs(path: str) -> list[dict[str, Any]]:
                 if d is None:
                     continue
                 if not isinstance(d, dict) or "kind" not in d or "apiVersion" not in d:
-                    raise CliError(f"error validating \"{path}\": error validating data: apiVersion or kind not set")
+                    raise CliError(
+                        f'error validating "{path}": error validating data: apiVersion or kind not set'
+                    )
                 if d["kind"] == "List":
                     docs.extend(d.get("items") or [])
                 else:
@@ -80,7 +86,9 @@ def apply_obj(client: KubeClient, obj: dict[str, Any], default_ns: str = "defaul
     meta = obj.setdefault("metadata", {})
     name = meta.get("name")
     if not name:
-        raise CliError(f"error when retrieving current configuration of {r.kind}: resource name may not be empty")
+        raise CliError(
+            f"error when retrieving current configuration of {r.kind}: resource name may not be empty"
+        )
     ns = (meta.get("namespace") or default_ns) if r.namespaced else None
     if ns:
         meta["namespace"] = ns
@@ -126,22 +134,43 @@ def main(argv: list[str], default_kubeconfig: str | None = None) -> int:
         return 1
     except KubeError as e:
         reason = e.body.get("reason") if isinstance(e.body, dict) else ""
-        print(f"Error from server ({reason}): {e.body.get('message') if isinstance(e.body, dict) else e.body}",
-              file=sys.stderr)
+        print(
+            f"Error from server ({reason}): {e.body.get('message') if isinstance(e.body, dict) else e.body}",
+            file=sys.stderr,
+        )
         return 1
     except OSError as e:
-        print(f"The connection to the server was refused - did you specify the right host or port? ({e})",
-              file=sys.stderr)
+        print(
+            f"The connection to the server was refused - did you specify the right host or port? ({e})",
+            file=sys.stderr,
+        )
         return 1
 
 
 def _main(argv: list[str], default_kubeconfig: str | None) -> int:
-    opts: dict[str, Any] = {"namespace": None, "output": "", "selector": "", "all": False, "files": [],
-                            "literals": [], "no-headers": False, "kubeconfig": None}
+    opts: dict[str, Any] = {
+        "namespace": None,
+        "output": "",
+        "selector": "",
+        "all": False,
+        "files": [],
+        "literals": [],
+        "no-headers": False,
+        "kubeconfig": None,
+    }
     positional: list[str] = []
-    takes = {"-n": "namespace", "--namespace": "namespace", "-o": "output", "--output": "output",
-             "-l": "selector", "--selector": "selector", "-f": "files", "--filename": "files",
-             "--from-literal": "literals", "--kubeconfig": "kubeconfig"}
+    takes = {
+        "-n": "namespace",
+        "--namespace": "namespace",
+        "-o": "output",
+        "--output": "output",
+        "-l": "selector",
+        "--selector": "selector",
+        "-f": "files",
+        "--filename": "files",
+        "--from-literal": "literals",
+        "--kubeconfig": "kubeconfig",
+    }
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -167,11 +196,17 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
             positional.append(a)
         i += 1
     if not positional:
-        print("kubectl controls the Kubernetes cluster manager (stand-in subset: get, apply, create, delete, label, "
-              "version)")
+        print(
+            "kubectl controls the Kubernetes cluster manager (stand-in subset: get, apply, create, delete, "
+            "label, version)"
+        )
         return 0
-    kubeconfig = opts["kubeconfig"] or os.environ.get("KUBECONFIG") or default_kubeconfig or str(
-        Path.home() / ".kube" / "config")
+    kubeconfig = (
+        opts["kubeconfig"]
+        or os.environ.get("KUBECONFIG")
+        or default_kubeconfig
+        or str(Path.home() / ".kube" / "config")
+    )
     verb, args = positional[0], positional[1:]
     if verb == "version" and opts["output"] == "" and not Path(kubeconfig).exists():
         print(f"Client Version: {apis.KUBE_VERSION}+k3s1")
@@ -182,8 +217,11 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
     ns = opts["namespace"] or "default"
     if verb == "version":
         server = client.get("/version")
-        print(f"Client Version: {apis.KUBE_VERSION}+k3s1\nKustomize Version: v5.0.4-0.20230601165947-6ce0bf390ce3"
-              f"\nServer Version: {server['gitVersion']}")
+        print(
+            f"Client Version: {apis.KUBE_VERSION}+k3s1\n"
+            "Kustomize Version: v5.0.4-0.20230601165947-6ce0bf390ce3\n"
+            f"Server Version: {server['gitVersion']}"
+        )
         return 0
     if verb == "apply":
         if not opts["files"]:
@@ -206,11 +244,29 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
         else:
             objs = client.get(collection_path(r, scope) + query)["items"]
         if out == "json":
-            print(json.dumps(objs[0] if names and len(names) == 1 else {
-                "apiVersion": "v1", "kind": "List", "items": objs, "metadata": {"resourceVersion": ""}}, indent=4))
+            print(
+                json.dumps(
+                    objs[0]
+                    if names and len(names) == 1
+                    else {
+                        "apiVersion": "v1",
+                        "kind": "List",
+                        "items": objs,
+                        "metadata": {"resourceVersion": ""},
+                    },
+                    indent=4,
+                )
+            )
         elif out == "yaml":
-            print(yaml.safe_dump(objs[0] if names and len(names) == 1 else {
-                "apiVersion": "v1", "kind": "List", "items": objs}, sort_keys=False), end="")
+            print(
+                yaml.safe_dump(
+                    objs[0]
+                    if names and len(names) == 1
+                    else {"apiVersion": "v1", "kind": "List", "items": objs},
+                    sort_keys=False,
+                ),
+                end="",
+            )
         elif out == "name":
             for o in objs:
                 print(f"{r.singular}/{o['metadata']['name']}")
@@ -220,10 +276,14 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
                 print(f"No resources found{where}.", file=sys.stderr)
                 return 0
             table = apis._table(r, objs, 0)
-            _print_table(table, out == "wide", opts["no-headers"],
-                         [o["metadata"].get("namespace", "") for o in objs] if opts["all"] and r.namespaced else None)
+            _print_table(
+                table,
+                out == "wide",
+                opts["no-headers"],
+                [o["metadata"].get("namespace", "") for o in objs] if opts["all"] and r.namespaced else None,
+            )
         else:
-            raise CliError(f"unable to match a printer suitable for the output format \"{out}\"")
+            raise CliError(f'unable to match a printer suitable for the output format "{out}"')
         return 0
     if verb == "create":
         if len(args) < 2:
@@ -236,12 +296,21 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
                 if not sep:
                     raise CliError(f"invalid literal source {lit}, expected key=value")
                 data[k] = v
-            client.create(f"/api/v1/namespaces/{ns}/configmaps", {
-                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data})
+            client.create(
+                f"/api/v1/namespaces/{ns}/configmaps",
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns},
+                    "data": data,
+                },
+            )
             print(f"configmap/{name} created")
             return 0
         if kind in ("namespace", "ns"):
-            client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            client.create(
+                "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            )
             print(f"namespace/{name} created")
             return 0
         raise CliError(f"the stand-in kubectl cannot create {kind!r}")
@@ -266,8 +335,11 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
             else:
                 k, _, v = item.partition("=")
                 labels[k] = v
-        client.patch(f"{collection_path(r, ns if r.namespaced else None)}/{name}", {"metadata": {"labels": labels}},
-                     "merge")
+        client.patch(
+            f"{collection_path(r, ns if r.namespaced else None)}/{name}",
+            {"metadata": {"labels": labels}},
+            "merge",
+        )
         print(f"{r.singular}/{name} labeled")
         return 0
     raise CliError(f'unknown command "{verb}" for "kubectl"')

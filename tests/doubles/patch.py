@@ -77,8 +77,10 @@ def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[An
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
             raise PatchError(f"map in merge list is missing its merge key {merge_key!r}")
-        idx = next((i for i, c in enumerate(result)
-                    if isinstance(c, dict) and c.get(merge_key) == item[merge_key]), None)
+        idx = next(
+            (i for i, c in enumerate(result) if isinstance(c, dict) and c.get(merge_key) == item[merge_key]),
+            None,
+        )
         if item.get("$patch") == "delete":
             if idx is not None:
                 result.pop(idx)

@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -31,7 +31,9 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
 
 
@@ -60,9 +62,15 @@ def make_ca(common_name: str, days: int = 3650) -> tuple[bytes, bytes]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_encipherment=False, content_commitment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -147,8 +155,13 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def kubeconfig(
-    server: str, ca_pem: bytes, *, cert_pem_bytes: bytes | None = None, key_pem_bytes: bytes | None = None,
-    token: str | None = None, name: str = "default",
+    server: str,
+    ca_pem: bytes,
+    *,
+    cert_pem_bytes: bytes | None = None,
+    key_pem_bytes: bytes | None = None,
+    token: str | None = None,
+    name: str = "default",
 ) -> str:
     """A kubeconfig in the shape k3s writes (cluster/context/user all named `default`)."""
     user: dict[str, Any] = {}
@@ -160,8 +173,15 @@ def kubeconfig(
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {
-            "certificate-authority-data": base64.b64encode(ca_pem).decode(), "server": server}}],
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                    "server": server,
+                },
+            }
+        ],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "current-context": name,
         "preferences": {},

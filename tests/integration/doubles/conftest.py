@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.doubles.build import INTERPRETER, build_executable
 from tests.doubles.kubeclient import KubeClient, KubeError
 
@@ -89,13 +88,18 @@ class Node:
         return f"https://127.0.0.1:{self.port}"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "K3S_STANDIN_ROOT": str(self.root), "K3S_STANDIN_JOIN_TIMEOUT": "3", "HOME": str(self.root)}
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "K3S_STANDIN_ROOT": str(self.root),
+            "K3S_STANDIN_JOIN_TIMEOUT": "3",
+            "HOME": str(self.root),
+        }
         env.update(extra or {})
         return env
 
-    def run(self, *args: str, env: dict[str, str] | None = None, user: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, user: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.binary), *args]
         if user:
             cmd = ["setpriv", f"--reuid={user}", "--regid=65534", "--clear-groups", *cmd]
@@ -105,8 +109,9 @@ class Node:
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = self.root / "k3s.log"
         with self.log.open("ab") as f:
-            self.proc = subprocess.Popen([str(self.binary), *args], env=self.env(env), stdout=f,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [str(self.binary), *args], env=self.env(env), stdout=f, stderr=subprocess.STDOUT
+            )
         return self
 
     def admin(self) -> KubeClient:
@@ -114,6 +119,7 @@ class Node:
 
     def wait_ready(self, node: str) -> None:
         """Wait for this server's API and for `node` to be Ready in it."""
+
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -149,7 +155,9 @@ def node_ready(client: KubeClient, name: str) -> str | None:
         node = client.get(f"/api/v1/nodes/{name}")
     except KubeError:
         return None
-    return next((c["status"] for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
+    return next(
+        (c["status"] for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None
+    )
 
 
 @pytest.fixture(scope="session")
@@ -192,5 +200,9 @@ def need_containerd() -> None:
         pytest.skip("containerd needs root")
 
 
-FAST = ("--kubelet-arg", "node-status-update-frequency=1s",
-        "--kube-controller-manager-arg", "node-monitor-grace-period=4s")
+FAST = (
+    "--kubelet-arg",
+    "node-status-update-frequency=1s",
+    "--kube-controller-manager-arg",
+    "node-monitor-grace-period=4s",
+)

@@ -22,11 +22,11 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Secret
 from lightkube.types import PatchType
-
 from tests.doubles import pki
 from tests.doubles.build import build_executable
 
-from .conftest import FAST, Node as StandinNode, _interpreter_ok, free_port, need_containerd, node_ready, wait_for
+from .conftest import FAST, _interpreter_ok, free_port, need_containerd, node_ready, wait_for
+from .conftest import Node as StandinNode
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,22 @@ class ApiServerProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--data-dir", str(self.data), "--port", str(self.port), "--token-auth-file",
-             str(self.tokens), "--node-monitor-grace-period", self.grace],
-            stdout=subprocess.DEVNULL, stderr=open(self.data / "log", "ab"))  # noqa: SIM115
+        with open(self.data / "log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.binary),
+                    "--data-dir",
+                    str(self.data),
+                    "--port",
+                    str(self.port),
+                    "--token-auth-file",
+                    str(self.tokens),
+                    "--node-monitor-grace-period",
+                    self.grace,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -91,21 +103,31 @@ def token_kubeconfig(api: ApiServerProc, token: str, name: str) -> str:
 def test_lightkube_configmap_and_secret_round_trip(api: ApiServerProc) -> None:
     c = api.client()
     c.create(Namespace(metadata=ObjectMeta(name="sealer-system")))
-    c.create(ConfigMap(metadata=ObjectMeta(name="state", namespace="sealer-system", labels={"app": "sealer"}),
-                       data={"Clusterfile": "apiVersion: sealer.io/v2\n", "weird": "ünïcode ✓"}))
+    c.create(
+        ConfigMap(
+            metadata=ObjectMeta(name="state", namespace="sealer-system", labels={"app": "sealer"}),
+            data={"Clusterfile": "apiVersion: sealer.io/v2\n", "weird": "ünïcode ✓"},
+        )
+    )
     got = c.get(ConfigMap, "state", namespace="sealer-system")
     assert got.data == {"Clusterfile": "apiVersion: sealer.io/v2\n", "weird": "ünïcode ✓"}
     got.data["Clusterfile"] = "changed"
     c.replace(got)
     assert c.get(ConfigMap, "state", namespace="sealer-system").data["Clusterfile"] == "changed"
-    c.create(Secret(metadata=ObjectMeta(name="creds", namespace="sealer-system"), stringData={"password": "s3cr3t"},
-                    data={"bin": base64.b64encode(b"\x00\xff").decode()}))
+    c.create(
+        Secret(
+            metadata=ObjectMeta(name="creds", namespace="sealer-system"),
+            stringData={"password": "s3cr3t"},
+            data={"bin": base64.b64encode(b"\x00\xff").decode()},
+        )
+    )
     s = c.get(Secret, "creds", namespace="sealer-system")
     assert base64.b64decode(s.data["password"]) == b"s3cr3t"
     assert base64.b64decode(s.data["bin"]) == b"\x00\xff"
     assert s.stringData is None and s.type == "Opaque"
-    assert [x.metadata.name for x in c.list(ConfigMap, namespace="sealer-system", labels={"app": "sealer"})] == [
-        "state"]
+    assert [
+        x.metadata.name for x in c.list(ConfigMap, namespace="sealer-system", labels={"app": "sealer"})
+    ] == ["state"]
     assert list(c.list(ConfigMap, namespace="sealer-system", labels={"app": "other"})) == []
     c.delete(ConfigMap, "state", namespace="sealer-system")
     with pytest.raises(ApiError) as e:
@@ -115,8 +137,12 @@ def test_lightkube_configmap_and_secret_round_trip(api: ApiServerProc) -> None:
 
 def test_lightkube_node_labels_taints_and_patches(api: ApiServerProc) -> None:
     c = api.client()
-    c.create(Node(metadata=ObjectMeta(name="n1", labels={"a": "1"}),
-                  spec=NodeSpec(taints=[Taint(key="k", value="v", effect="NoSchedule")])))
+    c.create(
+        Node(
+            metadata=ObjectMeta(name="n1", labels={"a": "1"}),
+            spec=NodeSpec(taints=[Taint(key="k", value="v", effect="NoSchedule")]),
+        )
+    )
     # strategic merge (lightkube's default): labels merge, null deletes
     n = c.patch(Node, "n1", {"metadata": {"labels": {"b": "2"}}})
     assert n.metadata.labels == {"a": "1", "b": "2"}
@@ -125,10 +151,17 @@ def test_lightkube_node_labels_taints_and_patches(api: ApiServerProc) -> None:
     # taints have no patch strategy upstream: the list is replaced
     n = c.patch(Node, "n1", {"spec": {"taints": [{"key": "x", "effect": "NoExecute"}]}})
     assert [(t.key, t.effect) for t in n.spec.taints] == [("x", "NoExecute")]
-    n = c.patch(Node, "n1", [{"op": "add", "path": "/metadata/labels/c", "value": "3"}], patch_type=PatchType.JSON)
+    n = c.patch(
+        Node, "n1", [{"op": "add", "path": "/metadata/labels/c", "value": "3"}], patch_type=PatchType.JSON
+    )
     assert n.metadata.labels == {"b": "2", "c": "3"}
     with pytest.raises(ApiError) as e:
-        c.patch(Node, "n1", [{"op": "test", "path": "/metadata/labels/c", "value": "4"}], patch_type=PatchType.JSON)
+        c.patch(
+            Node,
+            "n1",
+            [{"op": "test", "path": "/metadata/labels/c", "value": "4"}],
+            patch_type=PatchType.JSON,
+        )
     assert e.value.status.code == 422
     with pytest.raises(ApiError) as e:
         c.patch(Node, "n1", {"spec": {"taints": [{"key": "x", "effect": "Sometimes"}]}})
@@ -148,18 +181,26 @@ def test_wrong_credentials_are_rejected(api: ApiServerProc) -> None:
         list(bad.list(Node))
     assert e.value.status.code == 401
     good = api.client(token_kubeconfig(api, "admin-token", "tok.kubeconfig"))
-    assert [x.metadata.name for x in good.list(Namespace)] == ["default", "kube-node-lease", "kube-public",
-                                                                "kube-system"]
+    assert [x.metadata.name for x in good.list(Namespace)] == [
+        "default",
+        "kube-node-lease",
+        "kube-public",
+        "kube-system",
+    ]
     viewer = api.client(token_kubeconfig(api, "viewer-token", "viewer.kubeconfig"))
     with pytest.raises(ApiError) as e:
         list(viewer.list(Secret, namespace="default"))
-    assert e.value.status.code == 403 and 'User "viewer" cannot list resource "secrets"' in e.value.status.message
+    assert (
+        e.value.status.code == 403
+        and 'User "viewer" cannot list resource "secrets"' in e.value.status.message
+    )
     # a client certificate from another CA does not even complete the TLS handshake
     ca, key = pki.make_ca("intruder")
     cert, ckey = pki.issue(ca, key, "system:admin", organizations=["system:masters"], client=True)
     server_ca = (api.data / "tls" / "server-ca.crt").read_bytes()
-    (api.data / "intruder.kubeconfig").write_text(pki.kubeconfig(
-        f"https://127.0.0.1:{api.port}", server_ca, cert_pem_bytes=cert, key_pem_bytes=ckey))
+    (api.data / "intruder.kubeconfig").write_text(
+        pki.kubeconfig(f"https://127.0.0.1:{api.port}", server_ca, cert_pem_bytes=cert, key_pem_bytes=ckey)
+    )
     with pytest.raises(Exception) as exc:
         list(api.client("intruder.kubeconfig").list(Node))
     assert "401" not in str(exc.value)  # refused at TLS level, never served
@@ -215,16 +256,21 @@ def test_watch_sees_changes(api: ApiServerProc) -> None:
 def test_state_persists_across_restart_and_nodes_go_unknown(api: ApiServerProc) -> None:
     c = api.client()
     c.create(Node(metadata=ObjectMeta(name="n1")))
-    c.patch(Node.Status, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True",
-                                                           "lastHeartbeatTime": _now()}]}})
+    c.patch(
+        Node.Status,
+        "n1",
+        {"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": _now()}]}},
+    )
     api.stop()
     assert oct((api.data / "state.json").stat().st_mode & 0o777) == "0o600"  # it holds Secrets
     api.start()
     c = api.client()
     assert c.get(Node, "n1").metadata.name == "n1"
     # no heartbeats: after the (shortened) grace period the node is Unknown and tainted unreachable
-    wait_for(lambda: {x.type: x.status for x in c.get(Node, "n1").status.conditions}["Ready"] == "Unknown",
-             what="n1 Unknown")
+    wait_for(
+        lambda: {x.type: x.status for x in c.get(Node, "n1").status.conditions}["Ready"] == "Unknown",
+        what="n1 Unknown",
+    )
     assert any(t.key == "node.kubernetes.io/unreachable" for t in c.get(Node, "n1").spec.taints)
 
 
@@ -238,7 +284,9 @@ def test_discovery_documents(api: ApiServerProc) -> None:
     c = api.client()
     # lightkube's generic calls go through the same paths kubectl's discovery uses
     ctx = ssl.create_default_context(cadata=(api.data / "tls" / "server-ca.crt").read_text())
-    ctx.load_cert_chain(str(api.data / "tls" / "client-admin.crt"), str(api.data / "tls" / "client-admin.key"))
+    ctx.load_cert_chain(
+        str(api.data / "tls" / "client-admin.crt"), str(api.data / "tls" / "client-admin.key")
+    )
     import json
 
     def get(path: str) -> dict[str, object]:
@@ -263,8 +311,20 @@ def cluster(nodes: Callable[[str], StandinNode]) -> tuple[StandinNode, StandinNo
     s = nodes("m0")
     s.start("server", "--cluster-init", "--https-listen-port", str(s.port), "--node-name", "m0", *FAST)
     s.wait_ready("m0")
-    w = nodes("w1").start("agent", "--server", s.url, "--token", s.token, "--node-name", "w1", "--node-label",
-                          "sealer.io/pool=gpu", "--node-taint", "gpu=true:NoSchedule", *FAST[:2])
+    w = nodes("w1").start(
+        "agent",
+        "--server",
+        s.url,
+        "--token",
+        s.token,
+        "--node-name",
+        "w1",
+        "--node-label",
+        "sealer.io/pool=gpu",
+        "--node-taint",
+        "gpu=true:NoSchedule",
+        *FAST[:2],
+    )
     wait_for(lambda: node_ready(s.admin(), "w1") == "True", what="w1 Ready")
     return s, w
 
@@ -284,9 +344,19 @@ def test_lightkube_lists_k3s_cluster_nodes(cluster: tuple[StandinNode, StandinNo
     assert [(t.key, t.value, t.effect) for t in nodes["w1"].spec.taints] == [("gpu", "true", "NoSchedule")]
     assert nodes["w1"].status.nodeInfo.containerRuntimeVersion.startswith("containerd://")
     # the product labels and taints nodes through the API; the stand-in applies it
-    c.patch(Node, "w1", {"metadata": {"labels": {"env": "prod"}},
-                         "spec": {"taints": [{"key": "gpu", "value": "true", "effect": "NoSchedule"},
-                                             {"key": "maint", "effect": "NoExecute"}]}})
+    c.patch(
+        Node,
+        "w1",
+        {
+            "metadata": {"labels": {"env": "prod"}},
+            "spec": {
+                "taints": [
+                    {"key": "gpu", "value": "true", "effect": "NoSchedule"},
+                    {"key": "maint", "effect": "NoExecute"},
+                ]
+            },
+        },
+    )
     n = c.get(Node, "w1")
     assert n.metadata.labels["env"] == "prod" and len(n.spec.taints) == 2
     # stop the agent: lightkube then sees it NotReady (Unknown) after the grace period
@@ -301,7 +371,11 @@ def test_real_kubectl_works_against_the_stand_in(api: ApiServerProc, tmp_path: P
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("no real kubectl on this machine")
-    env = {"KUBECONFIG": str(api.data / "admin.kubeconfig"), "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    env = {
+        "KUBECONFIG": str(api.data / "admin.kubeconfig"),
+        "HOME": str(tmp_path),
+        "PATH": os.environ["PATH"],
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([kubectl, *args], env=env, capture_output=True, text=True, timeout=60)
@@ -315,9 +389,18 @@ def test_real_kubectl_works_against_the_stand_in(api: ApiServerProc, tmp_path: P
     assert run("get", "cm", "app", "-o", "jsonpath={.data.k}").stdout == "w"
     c = api.client()
     c.create(Node(metadata=ObjectMeta(name="n1", labels={"node-role.kubernetes.io/control-plane": "true"})))
-    c.patch(Node.Status, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True",
-                                                           "lastHeartbeatTime": _now()}]}})
+    c.patch(
+        Node.Status,
+        "n1",
+        {"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": _now()}]}},
+    )
     out = run("get", "nodes").stdout.split()
-    assert out[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"] and out[5:8] == ["n1", "Ready", "control-plane"]
-    r = run("get", "nodes", "--token", "wrong", "--kubeconfig", str(api.data / token_kubeconfig(api, "x", "t.kc")))
+    assert out[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"] and out[5:8] == [
+        "n1",
+        "Ready",
+        "control-plane",
+    ]
+    r = run(
+        "get", "nodes", "--token", "wrong", "--kubeconfig", str(api.data / token_kubeconfig(api, "x", "t.kc"))
+    )
     assert r.returncode == 1 and "Unauthorized" in r.stderr

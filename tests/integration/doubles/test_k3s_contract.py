@@ -42,7 +42,9 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
-def test_rejects_bad_flags_like_urfave_cli(nodes: Callable[[str], Node], args: list[str], message: str) -> None:
+def test_rejects_bad_flags_like_urfave_cli(
+    nodes: Callable[[str], Node], args: list[str], message: str
+) -> None:
     r = nodes("n").run(*args)
     fatal(r, message)
     assert f"Incorrect Usage: {message}" in r.stdout
@@ -65,11 +67,14 @@ def test_agent_rejects_plain_http_server_url(nodes: Callable[[str], Node]) -> No
     fatal(r, "only https:// URLs are supported, invalid scheme: http://127.0.0.1:6443")
 
 
-@pytest.mark.parametrize(("token", "message"), [
-    ("K10abc::server:pw", "invalid token CA hash length"),
-    ("K10" + "a" * 64 + "::nopassword", "invalid token format"),
-    ("K10" + "a" * 64 + "::server:", "invalid token format"),
-])
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("K10abc::server:pw", "invalid token CA hash length"),
+        ("K10" + "a" * 64 + "::nopassword", "invalid token format"),
+        ("K10" + "a" * 64 + "::server:", "invalid token format"),
+    ],
+)
 def test_agent_rejects_malformed_tokens(nodes: Callable[[str], Node], token: str, message: str) -> None:
     fatal(nodes("n").run("agent", "--server", "https://127.0.0.1:1", "--token", token), message)
 
@@ -77,8 +82,11 @@ def test_agent_rejects_malformed_tokens(nodes: Callable[[str], Node], token: str
 def test_agent_fails_when_server_unreachable(nodes: Callable[[str], Node]) -> None:
     n = nodes("n")
     r = n.run("agent", "--server", f"https://127.0.0.1:{n.port}", "--token", "secret")
-    fatal(r, f'failed to get CA certs: Get "https://127.0.0.1:{n.port}/cacerts": dial tcp 127.0.0.1:{n.port}: '
-             "connect: connection refused")
+    fatal(
+        r,
+        f'failed to get CA certs: Get "https://127.0.0.1:{n.port}/cacerts": dial tcp 127.0.0.1:{n.port}: '
+        "connect: connection refused",
+    )
     # it retried (logged errors) before giving up, like the real agent's retry loop
     assert "level=error" in r.stderr
 
@@ -128,13 +136,22 @@ def test_explicit_config_file_must_exist(nodes: Callable[[str], Node]) -> None:
     fatal(nodes("n").run("agent", "-c", "/nonexistent/k3s.yaml"), "open /nonexistent/k3s.yaml: no such file")
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("mirrors:\n  docker.io:\n    endpoint: [http://x\n", "failed to load private registry configuration"),
-    ("mirrors:\n  docker.io:\n    endpoint: http://x:5000\n", "cannot unmarshal !!str into []string"),
-    ("mirrors:\n  docker.io:\n    endpoint: ['ftp://x:5000']\n", "must be an http:// or https:// URL"),
-    ("configs:\n  x:5000:\n    tls:\n      insecure_skip_verify: maybe\n", "cannot unmarshal !!str into bool"),
-    ("- docker.io\n", "cannot unmarshal !!seq into registries.Registry"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "mirrors:\n  docker.io:\n    endpoint: [http://x\n",
+            "failed to load private registry configuration",
+        ),
+        ("mirrors:\n  docker.io:\n    endpoint: http://x:5000\n", "cannot unmarshal !!str into []string"),
+        ("mirrors:\n  docker.io:\n    endpoint: ['ftp://x:5000']\n", "must be an http:// or https:// URL"),
+        (
+            "configs:\n  x:5000:\n    tls:\n      insecure_skip_verify: maybe\n",
+            "cannot unmarshal !!str into bool",
+        ),
+        ("- docker.io\n", "cannot unmarshal !!seq into registries.Registry"),
+    ],
+)
 def test_bad_registries_yaml(nodes: Callable[[str], Node], content: str, message: str) -> None:
     n = nodes("n")
     reg = n.root / "etc/rancher/k3s/registries.yaml"
@@ -145,14 +162,18 @@ def test_bad_registries_yaml(nodes: Callable[[str], Node], content: str, message
 
 def test_bad_node_taint_effect(nodes: Callable[[str], Node]) -> None:
     n = nodes("n")
-    fatal(n.run("server", "--https-listen-port", str(n.port), "--node-taint", "a=b:Sometimes"),
-          "invalid taint spec: a=b:Sometimes")
+    fatal(
+        n.run("server", "--https-listen-port", str(n.port), "--node-taint", "a=b:Sometimes"),
+        "invalid taint spec: a=b:Sometimes",
+    )
 
 
 def test_bad_node_label(nodes: Callable[[str], Node]) -> None:
     n = nodes("n")
-    fatal(n.run("server", "--https-listen-port", str(n.port), "--node-label", "novalue"),
-          "invalid node-label 'novalue'")
+    fatal(
+        n.run("server", "--https-listen-port", str(n.port), "--node-label", "novalue"),
+        "invalid node-label 'novalue'",
+    )
 
 
 def test_version_output(nodes: Callable[[str], Node]) -> None:
@@ -195,7 +216,9 @@ def test_server_writes_k3s_files(nodes: Callable[[str], Node]) -> None:
     assert "k3s.example.test" in sans.get_values_for_type(x509.DNSName)
     # packaged components as manifests, applied by the deploy controller
     assert (s.data / "server/manifests/coredns.yaml").exists()
-    wait_for(lambda: s.admin().get("/apis/apps/v1/namespaces/kube-system/deployments/coredns"), what="coredns")
+    wait_for(
+        lambda: s.admin().get("/apis/apps/v1/namespaces/kube-system/deployments/coredns"), what="coredns"
+    )
 
 
 def test_sqlite_server_has_no_etcd_role_and_no_snapshots(nodes: Callable[[str], Node]) -> None:
@@ -222,13 +245,27 @@ def test_agent_join_wrong_password_wrong_hash_then_right(nodes: Callable[[str], 
     ca_hash, creds = good[3:].split("::")
     w = nodes("worker1")
     wrong_pw = f"K10{ca_hash}::server:not-the-password"
-    fatal(w.run("agent", "--server", s.url, "--token", wrong_pw, "--node-name", "worker1"), "401 Unauthorized")
+    fatal(
+        w.run("agent", "--server", s.url, "--token", wrong_pw, "--node-name", "worker1"), "401 Unauthorized"
+    )
     wrong_hash = f"K10{'0' * 64}::{creds}"
-    fatal(w.run("agent", "--server", s.url, "--token", wrong_hash, "--node-name", "worker1"),
-          f"token CA hash does not match the Cluster CA certificate hash: {'0' * 64} != {ca_hash}")
+    fatal(
+        w.run("agent", "--server", s.url, "--token", wrong_hash, "--node-name", "worker1"),
+        f"token CA hash does not match the Cluster CA certificate hash: {'0' * 64} != {ca_hash}",
+    )
     # the documented environment-variable form, with labels and taints
-    w.start("agent", "--node-name", "worker1", "--node-label", "tier=db", "--node-taint", "dedicated=db:NoSchedule",
-            "--kubelet-arg", "node-status-update-frequency=1s", env={"K3S_URL": s.url, "K3S_TOKEN": good})
+    w.start(
+        "agent",
+        "--node-name",
+        "worker1",
+        "--node-label",
+        "tier=db",
+        "--node-taint",
+        "dedicated=db:NoSchedule",
+        "--kubelet-arg",
+        "node-status-update-frequency=1s",
+        env={"K3S_URL": s.url, "K3S_TOKEN": good},
+    )
     wait_for(lambda: node_ready(s.admin(), "worker1") == "True", what="worker1 Ready")
     node = s.admin().get("/api/v1/nodes/worker1")
     assert node["metadata"]["labels"]["tier"] == "db"
@@ -253,8 +290,10 @@ def test_agent_token_is_separate_from_server_token(nodes: Callable[[str], Node])
     assert agent_token.endswith("::node:agent-only-secret")
     # the agent token may join agents but not servers
     j = nodes("master1")
-    fatal(j.run("server", "--server", s.url, "--token", agent_token, "--https-listen-port", str(j.port)),
-          "401 Unauthorized")
+    fatal(
+        j.run("server", "--server", s.url, "--token", agent_token, "--https-listen-port", str(j.port)),
+        "401 Unauthorized",
+    )
     w = nodes("w").start("agent", "--server", s.url, "--token", agent_token, "--node-name", "w", *FAST[:2])
     wait_for(lambda: node_ready(s.admin(), "w") == "True", what="w Ready")
     assert w.proc is not None and w.proc.poll() is None
@@ -265,8 +304,10 @@ def test_config_file_supplies_flags(nodes: Callable[[str], Node]) -> None:
     n = nodes("cfg")
     cfg = n.root / "etc/rancher/k3s/config.yaml"
     cfg.parent.mkdir(parents=True)
-    cfg.write_text(f"https-listen-port: {n.port}\nnode-name: from-config\nnode-label:\n  - a=1\n  - b=2\n"
-                   "kubelet-arg:\n  - node-status-update-frequency=1s\n")
+    cfg.write_text(
+        f"https-listen-port: {n.port}\nnode-name: from-config\nnode-label:\n  - a=1\n  - b=2\n"
+        "kubelet-arg:\n  - node-status-update-frequency=1s\n"
+    )
     d = cfg.parent / "config.yaml.d"
     d.mkdir()
     (d / "10-extra.yaml").write_text("node-label+:\n  - c=3\n")
@@ -276,7 +317,9 @@ def test_config_file_supplies_flags(nodes: Callable[[str], Node]) -> None:
     assert (labels["a"], labels["b"], labels["c"]) == ("1", "2", "3")
 
 
-def test_node_goes_not_ready_when_agent_stops_and_ready_again_on_restart(nodes: Callable[[str], Node]) -> None:
+def test_node_goes_not_ready_when_agent_stops_and_ready_again_on_restart(
+    nodes: Callable[[str], Node],
+) -> None:
     s = start_server(nodes, "master0", "--cluster-init")
     w = nodes("w").start("agent", "--server", s.url, "--token", s.token, "--node-name", "w", *FAST[:2])
     wait_for(lambda: node_ready(s.admin(), "w") == "True", what="w Ready")
@@ -287,9 +330,15 @@ def test_node_goes_not_ready_when_agent_stops_and_ready_again_on_restart(nodes: 
     w.start("agent", "--server", s.url, "--token", s.token, "--node-name", "w", *FAST[:2])
     wait_for(lambda: node_ready(s.admin(), "w") == "True", what="w Ready again")
     # the lifecycle controller lifts the unreachable taint on its next pass, as upstream does
-    wait_for(lambda: not any(t["key"].startswith("node.kubernetes.io/")
-                             for t in s.admin().get("/api/v1/nodes/w").get("spec", {}).get("taints", [])),
-             what="unreachable taint removed")
+    wait_for(
+        lambda: (
+            not any(
+                t["key"].startswith("node.kubernetes.io/")
+                for t in s.admin().get("/api/v1/nodes/w").get("spec", {}).get("taints", [])
+            )
+        ),
+        what="unreachable taint removed",
+    )
 
 
 def test_node_not_ready_while_containerd_is_down(nodes: Callable[[str], Node]) -> None:
@@ -301,20 +350,28 @@ def test_node_not_ready_while_containerd_is_down(nodes: Callable[[str], Node]) -
     assert containerd, "k3s runs containerd as its child"
     os.kill(containerd[0], 9)
     wait_for(lambda: node_ready(s.admin(), "master0") == "False", what="master0 NotReady (runtime down)")
-    cond = next(c for c in s.admin().get("/api/v1/nodes/master0")["status"]["conditions"] if c["type"] == "Ready")
+    cond = next(
+        c for c in s.admin().get("/api/v1/nodes/master0")["status"]["conditions"] if c["type"] == "Ready"
+    )
     assert "container runtime is down" in cond["message"]
 
 
 def test_ha_servers_share_the_cluster_and_followers_fail_cleanly_without_master0(
-        nodes: Callable[[str], Node]) -> None:
+    nodes: Callable[[str], Node],
+) -> None:
     m0 = start_server(nodes, "master0", "--cluster-init")
     m1 = start_server(nodes, "master1", "--server", m0.url, "--token", m0.token)
     assert m1.token == m0.token
     names = {n["metadata"]["name"] for n in m1.admin().get("/api/v1/nodes")["items"]}
     assert names == {"master0", "master1"}
-    assert m1.admin().get("/api/v1/nodes/master1")["metadata"]["labels"]["node-role.kubernetes.io/etcd"] == "true"
-    m1.admin().create("/api/v1/namespaces/default/configmaps", {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "via-m1"}, "data": {"k": "v"}})
+    assert (
+        m1.admin().get("/api/v1/nodes/master1")["metadata"]["labels"]["node-role.kubernetes.io/etcd"]
+        == "true"
+    )
+    m1.admin().create(
+        "/api/v1/namespaces/default/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "via-m1"}, "data": {"k": "v"}},
+    )
     assert m0.admin().get("/api/v1/namespaces/default/configmaps/via-m1")["data"] == {"k": "v"}
     # an etcd snapshot taken on a follower holds the cluster's state
     r = m1.run("etcd-snapshot", "save", "--etcd-server", m1.url, "--name", "pre")
@@ -331,27 +388,39 @@ def test_ha_servers_share_the_cluster_and_followers_fail_cleanly_without_master0
 
 def test_etcd_snapshot_and_cluster_reset_restore(nodes: Callable[[str], Node]) -> None:
     s = start_server(nodes, "master0", "--cluster-init")
-    s.admin().create("/api/v1/namespaces/default/configmaps", {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}, "data": {"v": "1"}})
+    s.admin().create(
+        "/api/v1/namespaces/default/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}, "data": {"v": "1"}},
+    )
     r = s.run("etcd-snapshot", "save", "--etcd-server", s.url, "--name", "before")
     assert r.returncode == 0, r.stderr
     snap = next((s.data / "server/db/snapshots").glob("before-master0-*"))
     s.admin().delete("/api/v1/namespaces/default/configmaps/keep")
     s.stop()
-    r = s.run("server", "--cluster-reset", "--cluster-reset-restore-path", str(snap), "--https-listen-port",
-              str(s.port))
+    r = s.run(
+        "server",
+        "--cluster-reset",
+        "--cluster-reset-restore-path",
+        str(snap),
+        "--https-listen-port",
+        str(s.port),
+    )
     assert r.returncode == 0, r.stderr
     assert "restart without --cluster-reset flag now" in r.stderr
     s.start("server", "--https-listen-port", str(s.port), "--node-name", "master0", *FAST)
     s.wait_ready("master0")
     assert s.admin().get("/api/v1/namespaces/default/configmaps/keep")["data"] == {"v": "1"}
-    fatal(s.run("server", "--cluster-reset", "--cluster-reset-restore-path", "/nonexistent"),
-          "snapshot path does not exist")
+    fatal(
+        s.run("server", "--cluster-reset", "--cluster-reset-restore-path", "/nonexistent"),
+        "snapshot path does not exist",
+    )
 
 
 def test_state_survives_a_restart(nodes: Callable[[str], Node]) -> None:
     s = start_server(nodes, "master0", "--cluster-init")
-    s.admin().create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kept"}})
+    s.admin().create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kept"}}
+    )
     s.stop()
     s.start("server", "--https-listen-port", str(s.port), "--node-name", "master0", *FAST)
     s.wait_ready("master0")
@@ -361,13 +430,17 @@ def test_state_survives_a_restart(nodes: Callable[[str], Node]) -> None:
 def test_kubectl_subcommand(nodes: Callable[[str], Node], tmp_path: Path) -> None:
     s = start_server(nodes, "master0", "--cluster-init")
     manifest = tmp_path / "app.yaml"
-    manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app\n---\napiVersion: v1\n"
-                        "kind: ConfigMap\nmetadata:\n  name: settings\n  namespace: app\ndata:\n  mode: fast\n")
+    manifest.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app\n---\napiVersion: v1\n"
+        "kind: ConfigMap\nmetadata:\n  name: settings\n  namespace: app\ndata:\n  mode: fast\n"
+    )
     r = s.run("kubectl", "apply", "-f", str(manifest))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["namespace/app created", "configmap/settings created"]
     assert s.run("kubectl", "apply", "-f", str(manifest)).stdout.splitlines() == [
-        "namespace/app unchanged", "configmap/settings unchanged"]
+        "namespace/app unchanged",
+        "configmap/settings unchanged",
+    ]
     r = s.run("kubectl", "get", "nodes")
     assert r.stdout.split()[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     assert "master0" in r.stdout and "Ready" in r.stdout and "control-plane,etcd,master" in r.stdout

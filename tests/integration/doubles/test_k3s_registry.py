@@ -37,19 +37,50 @@ def make_oci_image(layout: Path, tag: str) -> None:
         tar.addfile(info, io.BytesIO(body))
     diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
     layer_digest, layer_size = _blob(layout, gzip.compress(raw.getvalue(), mtime=0))
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
     config_digest, config_size = _blob(layout, config)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": config_digest, "size": config_size},
-                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                       "digest": layer_digest, "size": layer_size}]}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config_size,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest,
+                    "size": layer_size,
+                }
+            ],
+        }
+    ).encode()
     manifest_digest, manifest_size = _blob(layout, manifest)
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-         "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    (layout / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest_digest,
+                        "size": manifest_size,
+                        "annotations": {"org.opencontainers.image.ref.name": tag},
+                    }
+                ],
+            }
+        )
+    )
 
 
 @pytest.fixture
@@ -59,27 +90,42 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             pytest.skip(f"{b} not installed (apt-get install {b})")
     port = free_port()
     cfg = tmp_path / "registry.yml"
-    cfg.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
-                   f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: info\n")
+    cfg.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: info\n"
+    )
     log = tmp_path / "registry.log"
     with log.open("wb") as f:
         proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=f, stderr=subprocess.STDOUT)
     try:
         import urllib.request
 
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
-                 what="registry up")
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
+            what="registry up",
+        )
         layout = tmp_path / "oci"
         make_oci_image(layout, "v1")
-        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:v1",
-                        f"docker://127.0.0.1:{port}/library/hello:v1"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:v1",
+                f"docker://127.0.0.1:{port}/library/hello:v1",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield f"127.0.0.1:{port}", log
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def test_pull_through_registries_yaml_mirror(nodes: Callable[[str], Node], registry: tuple[str, Path]) -> None:
+def test_pull_through_registries_yaml_mirror(
+    nodes: Callable[[str], Node], registry: tuple[str, Path]
+) -> None:
     need_containerd()
     address, log = registry
     n = nodes("m0")
