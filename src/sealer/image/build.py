@@ -483,7 +483,8 @@ async def step_entries(step: Step, context: Path, dirs: set[str], cache: Path) -
     """What a COPY/ADD/APP/CNI/CSI step adds, following Docker's COPY rules for the destination."""
     root = context.resolve()
     dest_raw = step.dest or ""
-    dest = posixpath.normpath(dest_raw.lstrip("/")) if dest_raw.strip("/") not in ("", ".") else ""
+    # Relative to the image root, and clamped there: `..` cannot climb out (as in Docker).
+    dest = posixpath.normpath("/" + dest_raw).lstrip("/")
     dest = "" if dest == "." else dest
     sources: list[tuple[Path, bool]] = []  # (path, is_download)
     for source in step.sources:

@@ -544,7 +544,7 @@ def planned_tree(steps: Iterable[Any], context: Path) -> dict[str, Path]:
             continue
         local = [s for s in step.sources if not s.remote]
         dest_raw = str(step.dest)
-        dest = posixpath.normpath(dest_raw.lstrip("/")) if dest_raw.strip("/") not in ("", ".") else ""
+        dest = posixpath.normpath("/" + dest_raw).lstrip("/")
         dest = "" if dest == "." else dest
         as_dir = (
             dest_raw.endswith("/")

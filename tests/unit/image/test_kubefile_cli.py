@@ -287,6 +287,17 @@ def test_remote_app_and_add_sources_are_downloaded(tmp_path: Path, home: Path) -
         thread.join()
 
 
+def test_copy_destination_cannot_climb_out_of_the_image(tmp_path: Path, home: Path) -> None:
+    import tarfile
+
+    ctx = context(tmp_path / "ctx", "FROM scratch\nCOPY a.txt ../../etc/\n", {"a.txt": "x"})
+    code, _, err = run("-q", "build", "--build-mode", "lite", "-t", "clamp:v1", str(ctx))
+    assert code == 0, err
+    store = ImageStore(home / "images")
+    with tarfile.open(store.blob_path(store.select("clamp:v1").manifest.layers[0].digest)) as tar:
+        assert tar.getnames() == ["etc", "etc/a.txt"]
+
+
 def test_add_unpacks_a_local_archive(tmp_path: Path, home: Path) -> None:
     import io
     import tarfile
