@@ -9,7 +9,6 @@ at the path, so a broken lock is never shared).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import getpass
 import json
@@ -166,7 +165,6 @@ class ClusterLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_holder(fd)
-                os.close(fd)
                 if holder is not None and holder.is_dead():
                     # The holder died but a child kept the descriptor open: the lock protects
                     # nothing any more. Break it and try again.
@@ -174,9 +172,12 @@ class ClusterLock:
                         "cluster %s: breaking the lock of %s: that process is gone", self.cluster,
                         holder.describe(),
                     )
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.path)
+                    try:
+                        _unlink_if_same(self.path, fd)
+                    finally:
+                        os.close(fd)
                     continue
+                os.close(fd)
                 if holder is None:
                     raise LockHeldError(
                         f"cluster {self.cluster} is locked by another sealer process "
@@ -246,6 +247,26 @@ class ClusterLock:
         self.release()
 
 
+def _unlink_if_same(path: Path, fd: int) -> bool:
+    """Remove the lock file `fd` refers to, unless the path already names another file (someone
+    broke it first and a new holder created a new one). Breakers serialise on a flock of the
+    directory, so a check and its unlink are never split by another breaker."""
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        try:
+            on_disk = os.stat(path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        if (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(dir_fd)  # releases the directory flock
+
+
 def read_lock_holder(path: Path) -> tuple[bool, LockHolder | None]:
     """(is it locked right now, who holds or last held it) without taking the lock."""
     try:
@@ -267,28 +288,39 @@ def read_lock_holder(path: Path) -> tuple[bool, LockHolder | None]:
 def break_lock(path: Path, cluster: str, *, force: bool = False) -> str:
     """Break a stale lock; refuses a live holder on this machine, and a holder elsewhere without force.
     Returns a sentence saying what was done."""
-    locked, holder = read_lock_holder(path)
-    if not locked:
-        if holder is not None:
-            # Keep the record: the next apply uses it to say the last operation did not finish.
-            return (
-                f"cluster {cluster} is not locked (the last holder, {holder.describe()}, "
-                "ended without finishing; the next apply resumes its work)"
-            )
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
         return f"cluster {cluster} is not locked"
-    if holder is not None and holder.on_this_machine():
-        if not holder.is_dead():
-            raise StateError(
-                f"cluster {cluster} is locked by {holder.describe()}, and that process is running",
-                f"let it finish, or stop it first (kill {holder.pid}); sealer will not break a live lock",
-            )
-    elif not force:
+    try:
+        holder = _read_holder(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            if holder is not None:
+                # Keep the record: the next apply uses it to say the last operation did not finish.
+                return (
+                    f"cluster {cluster} is not locked (the last holder, {holder.describe()}, "
+                    "ended without finishing)"
+                )
+            return f"cluster {cluster} is not locked"
         who = holder.describe() if holder is not None else "an unidentified process"
-        raise StateError(
-            f"cluster {cluster} is locked by {who}; sealer cannot check whether it is still running",
-            f"make sure it is not, then run `sealer unlock --cluster {cluster} --force`",
-        )
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    who = holder.describe() if holder is not None else "an unidentified process"
-    return f"broke the lock of cluster {cluster} held by {who}"
+        if holder is not None and holder.on_this_machine():
+            if not holder.is_dead():
+                raise StateError(
+                    f"cluster {cluster} is locked by {who}, and that process is running",
+                    f"let it finish, or stop it first (kill {holder.pid}); sealer will not break a live lock",
+                )
+        elif not force:
+            raise StateError(
+                f"cluster {cluster} is locked by {who}; sealer cannot check whether it is still running",
+                f"make sure it is not, then run `sealer unlock --cluster {cluster} --force`",
+            )
+        if not _unlink_if_same(path, fd):
+            return f"cluster {cluster}: the lock changed hands while looking at it; run unlock again to see"
+        return f"broke the lock of cluster {cluster} held by {who}"
+    finally:
+        os.close(fd)
