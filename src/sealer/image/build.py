@@ -672,8 +672,13 @@ def _extract(blob: Path, root: Path) -> None:
             target = root / name
             if (target.exists() or target.is_symlink()) and not (member.isdir() and target.is_dir()):
                 shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            if member.ischr() or member.isblk() or member.isfifo():
+                continue  # device nodes have no business in a ClusterImage work tree
             member.name = name
-            tar.extract(member, root, set_attrs=True, filter="tar")
+            try:
+                tar.extract(member, root, set_attrs=True, filter="tar")
+            except tarfile.FilterError:
+                continue  # a link pointing out of the tree: RUN never needs to follow it
 
 
 async def run_step(step: Step, work: Path, env: Mapping[str, str]) -> list[Entry]:
