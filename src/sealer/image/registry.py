@@ -410,7 +410,23 @@ class RegistryClient:
                     result.platforms.append(str(child.platform) if child.platform else "unknown")
             else:
                 desc = Descriptor(media, digest, len(data))
-                manifests.append((desc, data, Manifest.parse(data, f"manifest of {ref}")))
+                man = Manifest.parse(data, f"manifest of {ref}")
+                manifests.append((desc, data, man))
+                if platforms:
+                    # Asked for a platform explicitly: check the config before fetching any layer.
+                    await self._fetch_blob(ref, man.config, store, result, progress)
+                    cfg = store.read_json(man.config.digest, "image config")
+                    have = Platform(
+                        str(cfg.get("os", "")),
+                        str(cfg.get("architecture", "")),
+                        str(cfg.get("variant") or ""),
+                    )
+                    if not any(p.matches(have) for p in platforms):
+                        asked = ", ".join(map(str, platforms))
+                        raise ImageError(
+                            f"{ref} is a single-platform image for {have}, not {asked}",
+                            "pull it without --platform, or pick an image built for that platform",
+                        )
             blobs: dict[str, Descriptor] = {}
             for _, _, man in manifests:
                 for b in man.blobs():

@@ -312,3 +312,41 @@ def test_pull_by_digest_is_named_by_digest(store: ImageStore) -> None:
     rec = store.resolve(f"reg.test/app@{digest}")
     assert rec.name == f"reg.test/app@{digest}" and rec.descriptor.digest == digest
     assert store.find("reg.test/app:v1") == []
+
+
+def test_explicit_platform_mismatch_on_a_single_platform_image(store: ImageStore) -> None:
+    fake = FakeRegistry()
+    _, doc = seed_image(fake, "app", "v1", [b"layer-bytes"], arch="amd64")
+    with pytest.raises(ImageError, match="single-platform image for linux/amd64, not linux/arm64"):
+        run(
+            client(fake).pull(
+                parse_reference("reg.test/app:v1"), store, platforms=[Platform("linux", "arm64")]
+            )
+        )
+    assert store.records() == []
+    assert not store.has_blob(doc["layers"][0]["digest"])  # type: ignore[index]
+    run(client(fake).pull(parse_reference("reg.test/app:v1"), store, platforms=[Platform("linux", "amd64")]))
+    assert store.resolve("reg.test/app:v1")
+
+
+def test_push_of_a_partial_index_needs_all_platforms_or_one(store: ImageStore) -> None:
+    fake = FakeRegistry()
+    seed_index(fake)
+    run(
+        client(fake).pull(parse_reference("reg.test/multi:v1"), store, platforms=[Platform("linux", "arm64")])
+    )
+    with pytest.raises(ImageError, match="only part of it is in the local store") as info:
+        run(client(fake).push(store, "reg.test/multi:v1", parse_reference("reg.test/copy:v1")))
+    assert "--all-platforms" in (info.value.hint or "")
+    res = run(
+        client(fake).push(
+            store,
+            "reg.test/multi:v1",
+            parse_reference("reg.test/copy:v1"),
+            platforms=[Platform("linux", "arm64")],
+        )
+    )
+    assert res.platforms == ["linux/arm64"]
+    pushed, media = fake.manifests[("copy", "v1")]
+    assert media == oci.MEDIA_OCI_MANIFEST
+    assert sha(pushed) == store.select("reg.test/multi:v1", Platform("linux", "arm64")).descriptor.digest
