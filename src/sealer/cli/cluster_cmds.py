@@ -230,6 +230,12 @@ def apply_cmd(clusterfile: str, dry_run: bool, output: str) -> None:
         return
     command = _command_line(sys.argv[1:])
     with state.lock(command) as lock:
+        if lock.previous_holder is not None:
+            click.echo(
+                f"note: the last operation on cluster {state.name}, {lock.previous_holder.describe()}, "
+                "did not finish",
+                err=True,
+            )
         plan = _plan(desired, state)
         if not emit_data(plan.to_dict(), output):
             render_plan(plan, _console())

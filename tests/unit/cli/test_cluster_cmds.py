@@ -390,3 +390,22 @@ def test_unusable_sealer_home_is_a_clear_error(
         assert result.exit_code == 1, (args, result.output)
         assert "Traceback" not in result.output
         assert str(blocker) in result.stderr and "hint:" in result.stderr
+
+
+def test_apply_says_when_the_last_operation_did_not_finish(
+    tmp_path: Path, runner: CliRunner, home: Path
+) -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from pathlib import Path
+        from sealer.state import ClusterState
+        ClusterState("demo", Path(sys.argv[1])).lock("sealer apply -f crashed.yaml").acquire()
+        os._exit(1)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script, str(home)], check=False)
+    result = run(runner, "apply", "-f", write(tmp_path, BASE))
+    assert result.exit_code == 1
+    assert "note: the last operation on cluster demo, 'sealer apply -f crashed.yaml'" in result.stderr
+    assert "did not finish" in result.stderr
