@@ -6,6 +6,9 @@ import json
 import stat
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from sealer.state import Journal, StepKey, digest_of
 
 
@@ -106,3 +109,33 @@ def test_resume_or_begin_is_the_engines_entry_point(tmp_path: Path) -> None:
     # Finished: the next apply is a new operation even with an identical plan.
     third = journal.resume_or_begin("apply", "sha256:p")
     assert not third.resumed and third.op != first.op
+
+
+STEP_RECORDS = st.lists(
+    st.tuples(
+        st.sampled_from(["a1", "a2", "a3"]), st.sampled_from(["copy", "join"]),
+        st.sampled_from(["10.0.0.1", "fd00::2", None]), st.sampled_from(["start", "done", "failed"]),
+        st.sampled_from([None, "sha256:x"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=STEP_RECORDS, torn=st.binary(max_size=40).filter(lambda b: b"\n" not in b))
+def test_finished_steps_are_exactly_those_whose_last_record_is_done(
+    tmp_path: Path, records: list[tuple[str, str, str | None, str, str | None]], torn: bytes
+) -> None:
+    path = tmp_path / f"j-{abs(hash((tuple(records), torn)))}.jsonl"
+    with Journal(path, durable=False) as journal:
+        op = journal.begin("apply", "p")
+        other = journal.begin("apply", "q")
+        model: dict[StepKey, str] = {}
+        for action, step, host, status, digest in records:
+            journal.step(op, action, step, status, host=host, digest=digest)  # type: ignore[arg-type]
+            journal.step(other, action, step, "done", host=host, digest=digest)  # noise from another op
+            model[StepKey(action, step, host, digest)] = status
+    with open(path, "ab") as handle:
+        handle.write(torn)  # whatever a crash left
+    expected = {key for key, status in model.items() if status == "done"}
+    assert Journal(path).finished_steps(op) == expected
