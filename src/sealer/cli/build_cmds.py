@@ -229,4 +229,9 @@ def register(group: click.Group) -> None:
             f"built {result.name} ({', '.join(result.platforms)}): {result.digest}\n"
             f"  {result.layers} layers ({cached} of this build's {len(result.steps)} from cache), "
             f"{_size(result.size)}, {len(result.images)} container images collected"
+            + (
+                f" (build mode lite: {len(result.referenced)} referenced, not pulled)"
+                if build_mode == "lite" and result.referenced
+                else ""
+            )
         )

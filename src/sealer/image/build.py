@@ -267,7 +267,8 @@ class BuildResult:
     steps: list[StepReport] = field(default_factory=list)
     layers: int = 0
     size: int = 0
-    images: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # pulled into registry/
+    referenced: list[str] = field(default_factory=list)  # found in the image's files and lists
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -277,6 +278,7 @@ class BuildResult:
             "layers": self.layers,
             "size": self.size,
             "container_images": self.images,
+            "referenced_images": self.referenced,
             "steps": [
                 {
                     "line": s.line,
@@ -940,6 +942,7 @@ async def _build_platform(
     )
     # Images the base image's registry/ already serves are not pulled again.
     held = {str(i["image"]) for i in base_images}
+    result.referenced += [n for n in collection.names() if n not in result.referenced]
     images = [name for name in collection.names() if name not in held]
     container_images: list[dict[str, Any]] = list(base_images)
     if images and options.build_mode == "all":
