@@ -96,6 +96,42 @@ class TransferBars:
             bars.update(task, completed=ev.done)
 
 
+class ByteBar:
+    """One progress bar for an archive being written or read; a no-op when quiet."""
+
+    def __init__(self, label: str, total: int | None, quiet: bool) -> None:
+        self.label, self.total, self.quiet = label, total, quiet
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ByteBar:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    @property
+    def callback(self) -> Callable[[str, int], None] | None:
+        return None if self.quiet else self._update
+
+    def _update(self, _what: str, done: int) -> None:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.total)
+        assert self._task is not None
+        self._progress.update(self._task, completed=done)
+
+
 def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--max-parallel",
@@ -294,7 +330,10 @@ def rmi(images: tuple[str, ...], force: bool) -> None:
 def save(ctx: click.Context, images: tuple[str, ...], output: Path, quiet: bool) -> None:
     """Save images into one OCI archive, to move them across an air gap."""
     quiet = _quiet(ctx, quiet)
-    names = archive.save(ImageStore(), list(images), output)
+    store = ImageStore()
+    total = sum(store.image_size(store.resolve(name)) for name in images)
+    with ByteBar("save", total, quiet) as bar:
+        names = archive.save(store, list(images), output, progress=bar.callback)
     if not quiet:
         click.echo(f"Saved {', '.join(names)} to {output} ({human_size(output.stat().st_size)})")
 
@@ -313,7 +352,8 @@ def save(ctx: click.Context, images: tuple[str, ...], output: Path, quiet: bool)
 def load(ctx: click.Context, input_: Path, quiet: bool) -> None:
     """Load images from an OCI archive into the local store."""
     quiet = _quiet(ctx, quiet)
-    res = archive.load(ImageStore(), input_)
+    with ByteBar("load", input_.stat().st_size, quiet) as bar:
+        res = archive.load(ImageStore(), input_, progress=bar.callback)
     for name in res.names:
         click.echo(name if quiet else f"Loaded {name}")
     if not quiet:
