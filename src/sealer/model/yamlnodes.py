@@ -35,7 +35,17 @@ class BudgetExceeded(Exception):
     """Walking would expand more nodes than MAX_VISITS (an alias bomb or a huge file)."""
 
 
-def describe(node: yaml.Node) -> str:
+# Values under these path words may be secrets: say what type they are, never what they are.
+_SENSITIVE = ("passw", "ssh", "bastion", "pk", "token", "secret", "registry", "username", "key")
+
+
+def _sensitive(path: str) -> bool:
+    lowered = path.lower()
+    return any(word in lowered for word in _SENSITIVE)
+
+
+def describe(node: yaml.Node, path: str = "") -> str:
+    """What a node is, for messages; scalar values are shown unless `path` may hold a secret."""
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
@@ -43,6 +53,8 @@ def describe(node: yaml.Node) -> str:
     tag = node.tag.rsplit(":", 1)[-1]
     if tag == "null":
         return "nothing (null)"
+    if _sensitive(path):
+        return "a string" if tag == "str" else f"a {tag}"
     if tag == "str":
         return f"the string {node.value!r}"
     return f"the {tag} {node.value}"
@@ -108,7 +120,7 @@ class Reader:
         if node is None or is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
-            self.report(node, path, f"expected a mapping, got {describe(node)}")
+            self.report(node, path, f"expected a mapping, got {describe(node, path)}")
             return None
         result: dict[str, yaml.Node] = {}
         key_nodes: dict[str, yaml.Node] = {}
@@ -187,7 +199,7 @@ class Reader:
                 self.report(node or parent, path, "is required" if node is None else "must not be empty")
             return None
         if not isinstance(node, yaml.ScalarNode):
-            self.report(node, path, f"expected a string, got {describe(node)}")
+            self.report(node, path, f"expected a string, got {describe(node, path)}")
             return None
         self.tick()
         if required and node.value.strip() == "":
@@ -200,12 +212,12 @@ class Reader:
         if node is None or is_null(node):
             return None
         if not isinstance(node, yaml.ScalarNode):
-            self.report(node, path, f"expected a number, got {describe(node)}")
+            self.report(node, path, f"expected a number, got {describe(node, path)}")
             return None
         self.tick()
         text = node.value.strip()
         if not text.isdigit() or not text.isascii():
-            self.report(node, path, f"expected a number from {low} to {high}, got {describe(node)}")
+            self.report(node, path, f"expected a number from {low} to {high}, got {describe(node, path)}")
             return None
         value = int(text)
         if not low <= value <= high:
@@ -219,7 +231,7 @@ class Reader:
         if isinstance(node, yaml.ScalarNode) and node.value.lower() in _BOOL_WORDS:
             self.tick()
             return node.value.lower() in {"yes", "on", "true", "y"}
-        self.report(node, path, f"expected true or false, got {describe(node)}")
+        self.report(node, path, f"expected true or false, got {describe(node, path)}")
         return None
 
     def items(
@@ -231,10 +243,14 @@ class Reader:
         if not isinstance(node, yaml.SequenceNode):
             hint = None
             if isinstance(node, yaml.ScalarNode):
-                hint = f"write it as a list: [{node.value}]"
+                hint = (
+                    "write it as a list: [value]"
+                    if _sensitive(path)
+                    else f"write it as a list: [{node.value}]"
+                )
             elif isinstance(node, yaml.MappingNode):
                 hint = "start each entry with '- '"
-            self.report(node, path, f"expected {what}, got {describe(node)}", hint)
+            self.report(node, path, f"expected {what}, got {describe(node, path)}", hint)
             return []
         result = []
         for i, item in enumerate(node.value):

@@ -802,3 +802,18 @@ spec: {type: SHELL, action: post-install, data: echo b}
     plugins, problems = parse_plugins(b"\xff", "plugins/x.yaml")
     assert plugins == () and "UTF-8" in problems[0].message
     assert parse_plugins("", "p.yaml")[1][0].message == "the plugin file is empty"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "ssh: hunter2secret\n",
+        "ssh: {bastion: hunter2secret}\n",
+        "ssh: {port: hunter2secret}\n",
+        "registry: {localRegistry: {password: [hunter2secret]}}\n",
+        "registry: {externalRegistry: hunter2secret}\n",
+    ],
+)
+def test_misplaced_secrets_are_not_echoed(spec: str) -> None:
+    found = errors(doc(spec))
+    assert found and not any("hunter2secret" in p.render() for p in found)
