@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import httpx
 
 from sealer import __version__
-from sealer.errors import ImageError, InputError, KubefileError, Problem
+from sealer.errors import ImageError, InputError, KubefileError, Problem, RegistryError
 from sealer.image import oci
 from sealer.image.collect import (
     WELL_KNOWN_DIRS,
@@ -726,6 +726,7 @@ async def registry_entries(
     cache_store: ImageStore,
     options: RegistryOptions,
     progress: ProgressFn | None,
+    sources: Mapping[str, str] | None = None,
 ) -> tuple[list[Entry], list[str]]:
     """Pull each image for one platform and lay it out as docker-registry's filesystem storage.
 
@@ -735,12 +736,20 @@ async def registry_entries(
     entries: dict[str, Entry] = {}
     stored: list[str] = []
     refs = [parse_reference(name) for name in images]
+    sources = sources or {}
     async with RegistryClient(options) as client:
 
         async def pull(ref: Reference) -> None:
             if progress:
                 progress(f"  pulling {ref} ({platform})")
-            await client.pull(ref, cache_store, platforms=[platform])
+            try:
+                await client.pull(ref, cache_store, platforms=[platform])
+            except (RegistryError, ImageError) as err:
+                where = f" (found in {sources[str(ref)]})" if sources.get(str(ref)) else ""
+                raise type(err)(
+                    f"cannot collect container image {ref}{where}: {err.message}",
+                    err.hint or "list it in --ignored-image-list to build without it, or --build-mode lite",
+                ) from None
 
         # The client bounds concurrent blob transfers; images are fetched side by side.
         await asyncio.gather(*(pull(ref) for ref in refs))
@@ -947,7 +956,10 @@ async def _build_platform(
     container_images: list[dict[str, Any]] = list(base_images)
     if images and options.build_mode == "all":
         say(f"[{platform}] collecting {len(images)} container image(s) into registry/")
-        entries, stored = await registry_entries(images, platform, cache_store, registry_options, say)
+        found_in = {i.image: i.source for i in collection.images}
+        entries, stored = await registry_entries(
+            images, platform, cache_store, registry_options, say, found_in
+        )
         key_material = sorted(
             [e.path, e.data.decode() if e.data else (e.source.name if e.source else "")] for e in entries
         )

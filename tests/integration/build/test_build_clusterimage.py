@@ -205,3 +205,19 @@ def test_run_cannot_write_the_host(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert "Read-only file system" in res.stderr and "line 2: RUN" in res.stderr
     assert victim.read_text() == "untouched"
+
+
+def test_missing_container_image_names_where_it_was_found(source: Registry, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "imageList").write_text(f"{source.host}/test/app:1\n{source.host}/test/absent:9\n")
+    (ctx / "Kubefile").write_text("FROM scratch\nCOPY imageList manifests/\n")
+    res = CliRunner().invoke(
+        cli, ["build", "--insecure", "-t", "x:1", str(ctx)], env={"SEALER_HOME": str(tmp_path / "h")}
+    )
+    assert res.exit_code == 1
+    assert (
+        f"cannot collect container image {source.host}/test/absent:9 (found in manifests/imageList:2)"
+        in res.stderr
+    )
+    assert "Traceback" not in res.output
