@@ -235,8 +235,14 @@ class RegistryClient:
         except httpx.HTTPError as err:
             raise RegistryError(f"cannot reach the token service of {host} ({params['realm']}): {err}")
         if tr.status_code in (401, 403):
+            if creds is None:
+                raise RegistryError(
+                    f"registry {host} requires authentication",
+                    f"log in first: sealer login {host} -u <user>",
+                )
+            where = creds.source or "the login"
             raise RegistryError(
-                f"registry {host} rejected the credentials{' of ' + creds.username if creds else ''}",
+                f"registry {host} rejected the credentials of {creds.username} (from {where})",
                 f"check them with `sealer login {host}`",
             )
         if tr.status_code != 200:
