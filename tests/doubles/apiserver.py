@@ -45,7 +45,9 @@ except ImportError:  # running from a zipapp or as a script: sibling modules are
 
 log = logging.getLogger("apiserver")
 
-KUBE_VERSION = "v1.30.6"
+# The full version string /version reports; k3s sets it to its own version (build.py can stamp another).
+GIT_VERSION = "v1.30.6+k3s1"
+KUBE_VERSION = GIT_VERSION.split("+")[0]
 
 
 @dataclass(frozen=True)
@@ -1329,11 +1331,11 @@ def _merge_subresource(
 
 
 def version_info() -> dict[str, str]:
-    major, minor = KUBE_VERSION[1:].split(".")[:2]
+    major, minor = GIT_VERSION[1:].split("+")[0].split(".")[:2]
     return {
         "major": major,
         "minor": minor,
-        "gitVersion": f"{KUBE_VERSION}+k3s1",
+        "gitVersion": GIT_VERSION,
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2024-10-25T00:00:00Z",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -16,13 +17,22 @@ ENTRY = {"k3s": "k3s", "apiserver": "apiserver", "kubectl": "kubectl"}
 INTERPRETER = "/usr/bin/python3"
 
 
-def build_executable(name: str, out: Path, interpreter: str = INTERPRETER) -> Path:
+def build_executable(
+    name: str, out: Path, interpreter: str = INTERPRETER, version: str | None = None
+) -> Path:
+    """`version` stamps another k3s release (e.g. "v1.31.2+k3s1") into the binary, for upgrade tests."""
     if name not in ENTRY:
         raise ValueError(f"unknown stand-in {name!r}; known: {', '.join(ENTRY)}")
+    if version is not None and not re.fullmatch(r"v\d+\.\d+\.\d+\+k3s\d+", version):
+        raise ValueError(f"version {version!r} is not of the form v1.30.6+k3s1")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for m in MODULES:
-            z.write(HERE / m, m)
+            text = (HERE / m).read_text()
+            if m == "k3s.py" and version is not None:
+                text, n = re.subn(r'^VERSION = ".*"$', f'VERSION = "{version}"', text, count=1, flags=re.M)
+                assert n == 1, "k3s.py lost its VERSION line"
+            z.writestr(m, text)
         main = f"import sys\nimport {ENTRY[name]} as _m\nsys.exit(_m.main(sys.argv[1:]))\n"
         z.writestr("__main__.py", main)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1773,6 +1773,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
+    apis.GIT_VERSION = VERSION
     # Global flags (before the command).
     gfs = FlagSet(
         [

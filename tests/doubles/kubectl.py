@@ -209,7 +209,7 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
     )
     verb, args = positional[0], positional[1:]
     if verb == "version" and opts["output"] == "" and not Path(kubeconfig).exists():
-        print(f"Client Version: {apis.KUBE_VERSION}+k3s1")
+        print(f"Client Version: {apis.GIT_VERSION}")
         return 0
     if not Path(kubeconfig).exists():
         raise CliError(f"stat {kubeconfig}: no such file or directory")
@@ -218,7 +218,7 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
     if verb == "version":
         server = client.get("/version")
         print(
-            f"Client Version: {apis.KUBE_VERSION}+k3s1\n"
+            f"Client Version: {apis.GIT_VERSION}\n"
             "Kustomize Version: v5.0.4-0.20230601165947-6ce0bf390ce3\n"
             f"Server Version: {server['gitVersion']}"
         )

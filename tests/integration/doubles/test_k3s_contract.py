@@ -452,3 +452,23 @@ def test_kubectl_subcommand(nodes: Callable[[str], Node], tmp_path: Path) -> Non
     assert json.loads(r.stdout)["data"] == {"a": "b"}
     r = s.run("kubectl", "get", "widgets")
     assert r.returncode == 1 and 'the server doesn\'t have a resource type "widgets"' in r.stderr
+
+
+def test_upgrade_by_replacing_the_binary(nodes: Callable[[str], Node]) -> None:
+    """An upgrade swaps the binary and restarts; the node and /version then report the new release."""
+    from tests.doubles.build import build_executable
+
+    s = start_server(nodes, "master0", "--cluster-init")
+    assert s.admin().get("/api/v1/nodes/master0")["status"]["nodeInfo"]["kubeletVersion"] == "v1.30.6+k3s1"
+    s.stop()
+    s.binary = build_executable("k3s", s.root / "k3s-new", version="v1.31.2+k3s1")
+    s.start("server", "--https-listen-port", str(s.port), "--node-name", "master0", *FAST)
+    wait_for(
+        lambda: (
+            s.admin().get("/api/v1/nodes/master0")["status"]["nodeInfo"]["kubeletVersion"] == "v1.31.2+k3s1"
+        ),
+        what="node reports the new version",
+    )
+    assert s.admin().get("/version")["gitVersion"] == "v1.31.2+k3s1"
+    with pytest.raises(ValueError):
+        build_executable("k3s", s.root / "bad", version="1.31")
