@@ -394,6 +394,7 @@ def _parse_documents(reader: Reader, raw: str | bytes, what: str = "Clusterfile"
         )
         reader.problems.append(Problem(f"the {what} is empty", file=reader.source, hint=hint))
         return None
+    reader.text = text
     try:
         nodes = [n for n in yaml.compose_all(text, Loader=SAFE_LOADER) if n is not None]
     except yaml.YAMLError as exc:

@@ -8,6 +8,7 @@ located at the node's line and column.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class Reader:
 
     source: str
     problems: list[Problem] = field(default_factory=list)
+    text: str = ""  # the decoded source, to see what the composer hides (anchors on scalars)
     visits: int = 0
     _seen: set[Problem] = field(default_factory=set)
     _open: set[int] = field(default_factory=set)  # nodes being walked by `plain`, to detect cycles
@@ -194,6 +196,22 @@ class Reader:
         self, node: yaml.Node | None, path: str, *, required: bool = False, parent: yaml.Node | None = None
     ) -> str | None:
         """Any scalar as the text written (Go sealer converts `port: 22`, `passwd: 123` to strings)."""
+        if node is not None and self._anchored(node):
+            # `passwd: &Secret1` is an anchor named Secret1 on an empty value, not a password.
+            if is_null(node):
+                self.report(
+                    node,
+                    path,
+                    "the value is only a YAML anchor ('&...'), so it is empty",
+                    "quote a value that starts with '&', e.g. \"&value\"",
+                )
+                return None
+            self.warn(
+                node,
+                path,
+                "the value starts with a YAML anchor ('&...'), which is not part of the value",
+                "quote the whole value if the '&' belongs to it",
+            )
         if node is None or is_null(node):
             if required:
                 self.report(node or parent, path, "is required" if node is None else "must not be empty")
@@ -206,6 +224,12 @@ class Reader:
             self.report(node, path, "must not be empty")
             return None
         return str(node.value)
+
+    def _anchored(self, node: yaml.Node) -> bool:
+        mark = node.start_mark
+        if not self.text or mark is None or not isinstance(node, yaml.ScalarNode):
+            return False
+        return 0 <= mark.index < len(self.text) and self.text[mark.index] == "&"
 
     def integer(self, node: yaml.Node | None, path: str, *, low: int, high: int) -> int | None:
         """An integer; a quoted number is accepted (ports are strings in Go sealer's ssh block)."""
@@ -330,7 +354,8 @@ def yaml_error_problem(exc: yaml.YAMLError, source: str, text: str) -> Problem:
         mark = exc.problem_mark or exc.context_mark
         if mark is not None:
             line, column = mark.line + 1, mark.column + 1
-        parts = [p for p in (exc.context, exc.problem) if p]
+        # Undefined-alias messages quote the alias name, which may be a password that began with '*'.
+        parts = [re.sub(r"alias '.*'", "alias", p) for p in (exc.context, exc.problem) if p]
         message = "YAML: " + ", ".join(parts) if parts else "YAML syntax error"
     elif isinstance(exc, yaml.reader.ReaderError):
         before = text[: exc.position]

@@ -817,3 +817,28 @@ spec: {type: SHELL, action: post-install, data: echo b}
 def test_misplaced_secrets_are_not_echoed(spec: str) -> None:
     found = errors(doc(spec))
     assert found and not any("hunter2secret" in p.render() for p in found)
+
+
+def test_anchor_instead_of_a_password() -> None:
+    one_error(
+        doc(
+            "ssh: {user: root}\nhosts:\n  - ips: [10.0.0.1]\n    roles: [master]\n"
+            "    ssh:\n      passwd: &Secret1\n"
+        ),
+        "spec.hosts[0].ssh.passwd",
+        "only a YAML anchor",
+        "quote",
+    )
+    text = doc("ssh:\n  passwd: &Secret1 rest\n")
+    assert ok(text).cluster.ssh.password == "rest"
+    assert any("starts with a YAML anchor" in p.message for p in warnings(text))
+
+
+def test_undefined_alias_name_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from sealer.model import clusterfile
+
+    monkeypatch.setattr(clusterfile, "SAFE_LOADER", yaml.SafeLoader)  # its message names the alias
+    found = errors(doc("ssh:\n  passwd: *Hunter2pw\n"))
+    assert found and not any("Hunter2pw" in p.render() for p in found)
