@@ -122,27 +122,40 @@ def images_in_text(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def _items(root: Any) -> Iterator[tuple[Any, Any]]:
+    """Every (key, value) of every mapping in a YAML document, in document order. Iterative (no
+    recursion limit) and alias-safe: a shared node is visited once, so an alias bomb costs nothing."""
+    seen: set[int] = set()
+    stack: list[Iterator[Any]] = [iter([(None, root)])]
+    while stack:
+        try:
+            key, value = next(stack[-1])
+        except StopIteration:
+            stack.pop()
+            continue
+        if key is not None:
+            yield key, value
+        if isinstance(value, dict | list) and id(value) not in seen:
+            seen.add(id(value))
+            stack.append(iter(value.items()) if isinstance(value, dict) else iter((None, v) for v in value))
+
+
 def _walk_yaml(node: Any, out: list[str]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(key, str) and key.lower().endswith("image"):
-                if isinstance(value, str):
-                    out.append(value)
-                elif isinstance(value, dict):
-                    ref = _image_from_map(value, None, None)
-                    if ref:
-                        out.append(ref)
-            _walk_yaml(value, out)
-    elif isinstance(node, list):
-        for item in node:
-            _walk_yaml(item, out)
+    for key, value in _items(node):
+        if isinstance(key, str) and key.lower().endswith("image"):
+            if isinstance(value, str):
+                out.append(value)
+            elif isinstance(value, dict):
+                ref = _image_from_map(value, None, None)
+                if ref:
+                    out.append(ref)
 
 
 def images_in_yaml(text: str) -> list[str] | None:
     """Candidates from parsing the text as (multi-document) YAML; None when it does not parse."""
     try:
         docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError):
         return None
     out: list[str] = []
     for doc in docs:
@@ -187,24 +200,15 @@ def images_in_values(values: Any, app_version: str | None) -> list[str]:
                 reg = glob["image"].get("registry")
             global_registry = reg if isinstance(reg, str) and reg else None
     out: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if isinstance(key, str) and key.lower().endswith("image"):
-                    if isinstance(value, str) and value and not _looks_templated(value):
-                        out.append(value)
-                    elif isinstance(value, dict):
-                        ref = _image_from_map(value, app_version, global_registry)
-                        if ref:
-                            out.append(ref)
-                            continue
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(values)
+    for key, value in _items(values):
+        if not (isinstance(key, str) and key.lower().endswith("image")):
+            continue
+        if isinstance(value, str) and value and not _looks_templated(value):
+            out.append(value)
+        elif isinstance(value, dict):
+            ref = _image_from_map(value, app_version, global_registry)
+            if ref:
+                out.append(ref)
     return out
 
 
@@ -334,7 +338,7 @@ def images_in_chart(chart: _Chart) -> list[tuple[str, str]]:
         try:
             doc = yaml.safe_load(raw_meta.decode("utf-8", "replace"))
             meta = doc if isinstance(doc, dict) else {}
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError, ValueError):
             pass
     app_version = str(meta["appVersion"]) if meta.get("appVersion") not in (None, "") else None
     parsed: Any = None
@@ -342,7 +346,7 @@ def images_in_chart(chart: _Chart) -> list[tuple[str, str]]:
     if raw_values is not None:
         try:
             parsed = yaml.safe_load(raw_values.decode("utf-8", "replace"))
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError, ValueError):
             parsed = None
         for ref in images_in_values(parsed, app_version):
             out.append((ref, f"{chart.where}/values.yaml"))

@@ -7,11 +7,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sealer.errors import InputError
 from sealer.image.collect import (
     collect_images,
     decode_line,
+    images_in_text,
     images_in_values,
     images_in_yaml,
     planned_tree,
@@ -251,3 +254,29 @@ def test_planned_tree_follows_copy_semantics(tmp_path: Path) -> None:
         "docker.io/library/redis:7",
         "docker.io/library/alpine:3",
     ]
+
+
+def test_alias_bombs_and_deep_nesting_cost_nothing(tmp_path: Path) -> None:
+    bomb = "a: &a [image: nginx:1]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    assert images_in_yaml(bomb) == ["nginx:1"]
+    deep = "x: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert images_in_yaml(deep) in (None, [])
+    chart = {
+        "charts/c/Chart.yaml": "name: c\n",
+        "charts/c/values.yaml": bomb,
+        "charts/c/templates/x.yaml": "",
+    }
+    write(tmp_path, {"manifests/bomb.yaml": bomb, **chart})
+    assert names(tmp_path) == ["docker.io/library/nginx:1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("image:{}[]-'\"#&*!|> \n\t.abc/@1$")), max_size=120))
+def test_scanners_never_raise(text: str) -> None:
+    images_in_text(text)
+    images_in_yaml(text)
+    render_image_value(text, {"a": {"b": "c"}}, {"appVersion": "1"})
+    read_image_list(text)
