@@ -270,12 +270,18 @@ class _Lexer:
 
 def process_word(text: str, env: Mapping[str, str] | None, escape: str = "\\") -> str:
     """One word with quotes removed and, when env is given, variables expanded (Docker's ProcessWord)."""
-    return "".join(_Lexer(text, env, escape).words(split=False))
+    try:
+        return "".join(_Lexer(text, env, escape).words(split=False))
+    except RecursionError:
+        raise LexError("variable substitutions are nested too deeply") from None
 
 
 def process_words(text: str, env: Mapping[str, str] | None, escape: str = "\\") -> list[str]:
     """Split on unquoted whitespace, removing quotes and expanding variables (Docker's ProcessWords)."""
-    return _Lexer(text, env, escape).words(split=True)
+    try:
+        return _Lexer(text, env, escape).words(split=True)
+    except RecursionError:
+        raise LexError("variable substitutions are nested too deeply") from None
 
 
 def raw_words(text: str, escape: str = "\\") -> Iterator[tuple[str, int]]:

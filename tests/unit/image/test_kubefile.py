@@ -102,6 +102,11 @@ def test_trailing_hash_is_not_a_comment_for_run(ctx: Path) -> None:
     assert kf.steps[1].args == ("echo a # not a comment",)
 
 
+def test_deeply_nested_substitution_is_an_error_not_a_crash(ctx: Path) -> None:
+    nested = "${A:-" * 3000 + "x" + "}" * 3000
+    assert "nested too deeply" in errors_of(f"FROM scratch\nENV B={nested}\n", ctx)[0][1]
+
+
 def test_word_processing_quotes_and_expansion() -> None:
     env = {"A": "x", "E": ""}
     assert process_word("'$A'\"$A\"${A}", env) == "$Axx"
