@@ -26,6 +26,9 @@ class ObservedState:
     """What is known about the running cluster beyond its last-applied Clusterfile."""
 
     runtime_type: str | None = None  # kubernetes | k3s | k0s: from the image the cluster runs
+    # IPs registered as nodes in the running cluster (None: not looked at). A host of the last-applied
+    # Clusterfile missing here failed to join or was deleted by hand: it is joined again.
+    nodes: frozenset[str] | None = None
 
 
 def make_plan(
@@ -48,7 +51,7 @@ def make_plan(
         return _create_plan(desired, desired_hosts)
     current_hosts = current.hosts
     _check_transition(desired, desired_hosts, current, current_hosts, observed, desired_runtime_type)
-    return _update_plan(desired, desired_hosts, current, current_hosts)
+    return _update_plan(desired, desired_hosts, current, current_hosts, observed)
 
 
 def plan_clusterfile(
@@ -254,21 +257,77 @@ def _create_plan(desired: Cluster, hosts: Sequence[Host]) -> Plan:
     )
 
 
-def _add_joins(actions: ActionList, masters: Sequence[str], workers: Sequence[str], where: str) -> None:
+_REJOIN_WHY = (
+    "in the last-applied Clusterfile but not a node of the cluster (a join that failed, or a node "
+    "deleted by hand): reset it and join it again"
+)
+
+
+def _add_joins(
+    actions: ActionList,
+    masters: Sequence[str],
+    workers: Sequence[str],
+    where: str,
+    rejoin: frozenset[str] = frozenset(),
+) -> None:
     for ip in masters:
+        if ip in rejoin:
+            actions.add("join-master", [ip], _REJOIN_WHY, after=[actions.last], details={"rejoin": True})
+        else:
+            actions.add(
+                "join-master", [ip], f"new master of {where}; one at a time, so etcd keeps quorum",
+                after=[actions.last],
+            )
+    again = [ip for ip in workers if ip in rejoin]
+    fresh = [ip for ip in workers if ip not in rejoin]
+    barrier = actions.last
+    if again:
         actions.add(
-            "join-master", [ip], f"new master of {where}; one at a time, so etcd keeps quorum",
-            after=[actions.last],
+            "join-workers", again, _REJOIN_WHY, after=[barrier], parallel=True, details={"rejoin": True}
         )
-    if workers:
+    if fresh:
         actions.add(
-            "join-workers", workers, f"new worker(s) of {where}, joining in parallel",
-            after=[actions.last], parallel=True,
+            "join-workers", fresh, f"new worker(s) of {where}, joining in parallel",
+            after=[barrier], parallel=True,
         )
+
+
+def _lost_hosts(
+    staying: Sequence[Host], current_hosts: Sequence[Host], observed: ObservedState | None
+) -> tuple[frozenset[str], list[str]]:
+    """(hosts to join again, notes) from the observed node list."""
+    if observed is None or observed.nodes is None:
+        return frozenset(), []
+    nodes = observed.nodes
+    master0 = next(h.ip for h in current_hosts if h.is_master)
+    # k0s controllers run no kubelet: they are never nodes, so their absence says nothing.
+    masters_are_nodes = observed.runtime_type != "k0s"
+    lost = frozenset(
+        h.ip for h in staying
+        if h.ip not in nodes and h.ip != master0 and (masters_are_nodes or not h.is_master)
+    )
+    notes = []
+    if masters_are_nodes and master0 not in nodes:
+        notes.append(
+            f"master0 {master0} is not a node of the cluster: check it; sealer does not re-install master0 "
+            "in place"
+        )
+    known = {h.ip for h in current_hosts} | {h.ip for h in staying}
+    strangers = sorted(ip for ip in nodes if ip not in known)
+    if strangers:
+        shown = ", ".join(strangers[:5]) + (f" … (+{len(strangers) - 5})" if len(strangers) > 5 else "")
+        notes.append(
+            f"node(s) {shown} are in the cluster but not in the Clusterfile; sealer leaves them alone"
+        )
+    return lost, notes
 
 
 def _update_plan(
-    desired: Cluster, desired_hosts: Sequence[Host], current: Cluster, current_hosts: Sequence[Host]
+    desired: Cluster,
+    desired_hosts: Sequence[Host],
+    current: Cluster,
+    current_hosts: Sequence[Host],
+    observed: ObservedState | None = None,
 ) -> Plan:
     desired_ips = {h.ip for h in desired_hosts}
     current_by_ip = {h.ip: h for h in current_hosts}
@@ -288,7 +347,10 @@ def _update_plan(
             after=[actions.last],
         )
 
-    staying = [h for h in desired_hosts if h.ip in current_by_ip]
+    staying_all = [h for h in desired_hosts if h.ip in current_by_ip]
+    lost, lost_notes = _lost_hosts(staying_all, current_hosts, observed)
+    # Hosts joining again get the desired image, labels and taints with the join itself.
+    staying = [h for h in staying_all if h.ip not in lost]
     image_changed = desired.image != current.image
     if image_changed:
         # Before joins, so new hosts join the upgraded cluster with the same image.
@@ -300,9 +362,10 @@ def _update_plan(
             details={"from": current.image, "to": desired.image},
         )
 
-    new_masters = [h.ip for h in desired_hosts if h.is_master and h.ip not in current_by_ip]
-    new_workers = [h.ip for h in desired_hosts if not h.is_master and h.ip not in current_by_ip]
-    _add_joins(actions, new_masters, new_workers, "the cluster")
+    joining = {h.ip for h in desired_hosts if h.ip not in current_by_ip} | lost
+    new_masters = [h.ip for h in desired_hosts if h.is_master and h.ip in joining]
+    new_workers = [h.ip for h in desired_hosts if not h.is_master and h.ip in joining]
+    _add_joins(actions, new_masters, new_workers, "the cluster", rejoin=lost)
 
     barrier = actions.last
     _add_updates(actions, barrier, staying, current_by_ip, "update-labels", _labels_change)
@@ -327,7 +390,7 @@ def _update_plan(
             "launch-apps", [_master0(desired_hosts)], f"launch applications: {why}", after=[actions.last]
         )
 
-    notes = _notes(desired, current, staying, current_by_ip)
+    notes = (*_notes(desired, current, staying_all, current_by_ip), *lost_notes)
     if not actions.actions:
         return Plan(
             cluster=desired.name,
@@ -345,7 +408,9 @@ def _update_plan(
         cluster=desired.name,
         operation="update",
         actions=tuple(actions.actions),
-        reason=_summary(removed_workers, removed_masters, new_masters, new_workers, image_changed, actions),
+        reason=_summary(
+            removed_workers, removed_masters, new_masters, new_workers, image_changed, actions, lost
+        ),
         image=desired.image,
         previous_image=current.image,
         notes=notes,
@@ -374,10 +439,15 @@ def _summary(
     new_workers: Sequence[str],
     image_changed: bool,
     actions: ActionList,
+    lost: frozenset[str] = frozenset(),
 ) -> str:
     parts = []
-    if new_masters or new_workers:
-        parts.append("add " + _both(len(new_masters), len(new_workers)))
+    added_masters = [ip for ip in new_masters if ip not in lost]
+    added_workers = [ip for ip in new_workers if ip not in lost]
+    if added_masters or added_workers:
+        parts.append("add " + _both(len(added_masters), len(added_workers)))
+    if lost:
+        parts.append(f"join {_count(len(lost), 'lost host')} again")
     if removed_masters or removed_workers:
         parts.append("remove " + _both(len(removed_masters), len(removed_workers)))
     if image_changed:

@@ -18,9 +18,14 @@ class SimulationError(AssertionError):
     pass
 
 
-def simulate(plan: Plan, current: Mapping[str, str], master0: str | None) -> dict[str, str]:
-    """Apply `plan` to `current` (ip -> "master" | "worker"); return the resulting host set."""
+def simulate(
+    plan: Plan, current: Mapping[str, str], master0: str | None, rejoined: list[str] | None = None
+) -> dict[str, str]:
+    """Apply `plan` to `current` (ip -> "master" | "worker"); return the resulting host set.
+    Hosts joined again (lost from the cluster) are appended to `rejoined`."""
     hosts = dict(current)
+    if rejoined is None:
+        rejoined = []
     seen: set[str] = set()
     for action in plan.actions:
         for dep in action.depends_on:
@@ -42,10 +47,19 @@ def simulate(plan: Plan, current: Mapping[str, str], master0: str | None) -> dic
                 raise SimulationError("masters join one at a time")
             if not any(role == MASTER for role in hosts.values()):
                 raise SimulationError(f"{action.id}: joining a cluster that has no master")
+            role = MASTER if kind == "join-master" else WORKER
             for ip in action.hosts:
+                if action.details.get("rejoin"):
+                    # Joining again a host that is in the Clusterfile but lost from the cluster.
+                    if hosts.get(ip) != role:
+                        raise SimulationError(f"{action.id}: rejoins {ip}, which is not a known {role}")
+                    if ip == master0:
+                        raise SimulationError(f"{action.id}: rejoins master0")
+                    rejoined.append(ip)
+                    continue
                 if ip in hosts:
                     raise SimulationError(f"{action.id}: {ip} joins but is already a member")
-                hosts[ip] = MASTER if kind == "join-master" else WORKER
+                hosts[ip] = role
         elif kind == "remove-workers":
             for ip in action.hosts:
                 if hosts.get(ip) != WORKER:

@@ -327,3 +327,26 @@ def test_changed_documents_are_noted_because_no_action_reapplies_them() -> None:
     assert any(n.startswith("Config, Plugin documents changed") for n in plan.notes)
     assert plan_clusterfile(old, old).notes == ()
     assert plan_clusterfile(new, None).operation == "create"
+
+
+# observed nodes -------------------------------------------------------------------------------------
+def test_hosts_missing_from_the_cluster_join_again() -> None:
+    c = cluster(["10.0.0.1", "10.0.0.2"], ["10.0.0.3", "10.0.0.4"])
+    observed = ObservedState(nodes=frozenset({"10.0.0.1", "10.0.0.3", "10.0.0.77"}))
+    plan = make_plan(c, c, observed)
+    assert [(a.kind, a.hosts, dict(a.details)) for a in plan.actions] == [
+        ("join-master", ("10.0.0.2",), {"rejoin": True}),
+        ("join-workers", ("10.0.0.4",), {"rejoin": True}),
+    ]
+    assert "not a node of the cluster" in plan.actions[0].reason
+    assert plan.reason == "join 2 lost hosts again"
+    assert any("10.0.0.77 are in the cluster but not in the Clusterfile" in n for n in plan.notes)
+
+
+def test_k0s_controllers_are_not_nodes_and_master0_is_never_rejoined() -> None:
+    c = cluster(["10.0.0.1", "10.0.0.2"], ["10.0.0.3"])
+    k0s = make_plan(c, c, ObservedState(runtime_type="k0s", nodes=frozenset({"10.0.0.3"})))
+    assert k0s.empty and k0s.notes == ()
+    k8s = make_plan(c, c, ObservedState(runtime_type="kubernetes", nodes=frozenset({"10.0.0.2", "10.0.0.3"})))
+    assert k8s.empty
+    assert any(n.startswith("master0 10.0.0.1 is not a node of the cluster") for n in k8s.notes)

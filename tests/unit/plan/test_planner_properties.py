@@ -13,7 +13,7 @@ from tests.unit.plan.simulate import simulate
 
 from sealer.errors import PlanError
 from sealer.model.cluster import Cluster, HostGroup, Taint
-from sealer.plan import make_plan
+from sealer.plan import ObservedState, make_plan
 
 IPV4 = [f"10.0.0.{i}" for i in range(1, 25)]
 IPV6 = [f"fd00::{i:x}" for i in range(1, 25)]
@@ -129,3 +129,40 @@ def test_create_plan_builds_exactly_the_desired_host_set(desired: Cluster) -> No
     assert simulate(plan, {}, None) == roles_of(desired)
     assert plan.actions[0].kind == "install"
     assert desired.master0 is not None and plan.actions[0].hosts == (desired.master0.ip,)
+
+
+@st.composite
+def observed_pairs(draw: st.DrawFn) -> tuple[Cluster, Cluster, ObservedState]:
+    old = draw(clusters())
+    new = draw(evolutions(old))
+    members = [h.ip for h in old.hosts]
+    nodes = draw(st.sets(st.sampled_from(members))) | draw(st.sets(st.sampled_from(["10.9.9.9", "fd00::99"])))
+    runtime = draw(st.sampled_from([None, "kubernetes", "k3s", "k0s"]))
+    return old, new, ObservedState(runtime_type=runtime, nodes=frozenset(nodes))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(observed_pairs())
+def test_hosts_lost_from_the_cluster_are_joined_again_exactly_once(
+    triple: tuple[Cluster, Cluster, ObservedState],
+) -> None:
+    old, new, observed = triple
+    assert old.master0 is not None and observed.nodes is not None
+    try:
+        plan = make_plan(new, old, observed)
+    except PlanError:
+        assert impossible(old, new)
+        return
+    rejoined: list[str] = []
+    assert simulate(plan, roles_of(old), old.master0.ip, rejoined) == roles_of(new)
+    new_ips = {h.ip for h in new.hosts}
+    expected = sorted(
+        h.ip for h in old.hosts
+        if h.ip in new_ips and h.ip not in observed.nodes and h.ip != old.master0.ip
+        and not (h.is_master and observed.runtime_type == "k0s")
+    )
+    assert sorted(rejoined) == expected
+    # A lost host is neither upgraded nor updated in place: its join brings it up to date.
+    for action in plan.actions:
+        if action.kind == "upgrade" or action.kind.startswith("update-"):
+            assert not set(action.hosts) & set(rejoined), action.text()
