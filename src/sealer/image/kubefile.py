@@ -760,6 +760,11 @@ class _Parser:
                     continue
                 try:
                     (self.context / rel).resolve().relative_to(self.context.resolve())
+                    exists = (self.context / rel).exists()
+                except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop
+                    self.error(ll, f"{what} {name}: cannot read {rel!r}: {err}")
+                    ok = False
+                    continue
                 except ValueError:
                     self.error(
                         ll,
@@ -768,7 +773,7 @@ class _Parser:
                     )
                     ok = False
                     continue
-                if not (self.context / rel).exists():
+                if not exists:
                     self.error(
                         ll,
                         f"{what} {name}: {rel!r} not found in the build context {self.context}",
@@ -1035,6 +1040,14 @@ def check_context(kubefile: Kubefile, context: Path) -> list[Problem]:
             for match in matches:
                 try:
                     match.resolve().relative_to(root)
+                except RuntimeError:
+                    problems.append(
+                        Problem(
+                            f"{step.instruction} source {source.raw!r} is a symlink loop",
+                            file=kubefile.filename,
+                            line=step.line,
+                        )
+                    )
                 except ValueError:
                     problems.append(
                         Problem(

@@ -381,6 +381,14 @@ def test_app_source_symlinked_out_of_the_context_is_refused(
     assert errs[0][0] == 2 and "symlink out of the build context" in errs[0][1]
 
 
+def test_symlink_loops_are_located_errors(ctx: Path) -> None:
+    (ctx / "loop").symlink_to(ctx / "loop")
+    errs = errors_of("FROM scratch\nAPP a local://loop\n", ctx)
+    assert errs[0][0] == 2
+    kf = parse("FROM scratch\nCOPY loop x/\n", ctx)
+    assert [p.line for p in check_context(kf, ctx)] == [2]
+
+
 def test_build_arg_values_are_not_in_the_report(ctx: Path) -> None:
     kf = parse("FROM scratch\nARG TOKEN\n", ctx, build_args={"TOKEN": "s3cr3t"})
     assert kf.args == {"TOKEN": "s3cr3t"}
