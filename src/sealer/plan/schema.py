@@ -34,11 +34,14 @@ ACTION_SCHEMA: dict[str, Any] = {
         "details": {
             "type": "object",
             "description": (
-                "kind-specific: install {image}; join-master / join-workers {rejoin: true} when the "
-                "hosts were in the cluster and are lost from it; upgrade {from, to}; "
-                "update-labels {set: {k: v}, remove: [k]}; update-taints {add: [taint], remove: [taint-]}; "
-                "update-env {set: [key], unset: [key]} (keys only: values may be secret); update-host-aliases {hostAliases: "
-                "{ip: [name]}}; uninstall {deleteState}"
+                "kind-specific: install {image}; "
+                "join-master / join-workers {rejoin: true} for hosts lost from the cluster; "
+                "upgrade {from, to}; "
+                "update-labels {set: {k: v}, remove: [k]}; "
+                "update-taints {add: [taint], remove: [taint-]}; "
+                "update-env {set: [key], unset: [key]} (keys only: values may be secret); "
+                "update-host-aliases {hostAliases: {ip: [name]}}; "
+                "uninstall {deleteState}"
             ),
         },
     },
