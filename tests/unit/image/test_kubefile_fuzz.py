@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sealer.errors import KubefileError
+from sealer.errors import KubefileError, SealerError
+from sealer.image.build import BuildOptions, plan_build
 from sealer.image.kubefile import INSTRUCTIONS, BaseImage, Kubefile, parse_kubefile
 from sealer.image.kubefile_apps import Application
 from sealer.image.kubefile_lex import LexError, process_word, process_words
@@ -87,3 +88,15 @@ def test_word_expansion_raises_only_lex_errors(text: str) -> None:
             process_words(text, None, escape)
         except LexError:
             pass
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=line_text)
+def test_build_planning_raises_only_sealer_errors(context: Path, text: str) -> None:
+    (context / "Kubefile").write_text("FROM scratch\n" + text)
+    try:
+        plan = plan_build(BuildOptions(context=context, platforms=[Platform("linux", "arm64")]), _resolve)
+    except SealerError as err:
+        err.render()
+        return
+    plan.to_dict()
