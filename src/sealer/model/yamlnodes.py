@@ -212,6 +212,29 @@ class Reader:
                 "the value starts with a YAML anchor ('&...'), which is not part of the value",
                 "quote the whole value if the '&' belongs to it",
             )
+        if isinstance(node, yaml.ScalarNode) and node.tag.startswith("!"):
+            # `passwd: !Secret` is a YAML tag named Secret on an empty value, not a password.
+            if node.value == "":
+                self.report(
+                    node,
+                    path,
+                    "the value is only a YAML tag ('!...'), so it is empty",
+                    "quote a value that starts with '!', e.g. \"!value\"",
+                )
+                return None
+            self.warn(
+                node,
+                path,
+                "the value starts with a YAML tag ('!...'), which is not part of the value",
+                "quote the whole value if the '!' belongs to it",
+            )
+        if node is not None and is_null(node) and _sensitive(path) and self._comment_follows(node):
+            self.warn(
+                node,
+                path,
+                "the value is empty: ' #' starts a YAML comment",
+                "quote a value that contains ' #', e.g. \"pass #word\"",
+            )
         if node is None or is_null(node):
             if required:
                 self.report(node or parent, path, "is required" if node is None else "must not be empty")
@@ -230,6 +253,14 @@ class Reader:
         if not self.text or mark is None or not isinstance(node, yaml.ScalarNode):
             return False
         return 0 <= mark.index < len(self.text) and self.text[mark.index] == "&"
+
+    def _comment_follows(self, node: yaml.Node) -> bool:
+        mark = node.start_mark
+        if not self.text or mark is None:
+            return False
+        line_end = self.text.find("\n", mark.index)
+        rest = self.text[mark.index : line_end if line_end >= 0 else len(self.text)]
+        return rest.lstrip(" ").startswith("#")
 
     def integer(self, node: yaml.Node | None, path: str, *, low: int, high: int) -> int | None:
         """An integer; a quoted number is accepted (ports are strings in Go sealer's ssh block)."""

@@ -842,3 +842,12 @@ def test_undefined_alias_name_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(clusterfile, "SAFE_LOADER", yaml.SafeLoader)  # its message names the alias
     found = errors(doc("ssh:\n  passwd: *Hunter2pw\n"))
     assert found and not any("Hunter2pw" in p.render() for p in found)
+
+
+def test_tag_or_comment_instead_of_a_password() -> None:
+    one_error(doc("ssh:\n  passwd: !Secret1\n"), "spec.ssh.passwd", "only a YAML tag", "quote")
+    text = doc("ssh:\n  passwd: #Secret1\n")
+    assert ok(text).cluster.ssh.password is None
+    assert any("' #' starts a YAML comment" in p.message for p in warnings(text))
+    # an explicit standard tag is fine
+    assert ok(doc("ssh:\n  passwd: !!str 123\n")).cluster.ssh.password == "123"
