@@ -259,8 +259,8 @@ def load_clusterfile(path: str | Path) -> Clusterfile:
             data = handle.read(MAX_BYTES + 1)
     except ClusterfileError:
         raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         raise ClusterfileError(
             [
                 Problem(

@@ -721,6 +721,8 @@ def test_load_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ClusterfileError) as info:
         load_clusterfile(tmp_path)
     assert "cannot read" in info.value.problems[0].message
+    with pytest.raises(ClusterfileError, match="1 problem"):
+        load_clusterfile(str(tmp_path / "bad\x00name"))
 
 
 def test_dump_round_trips_every_field() -> None:
