@@ -9,6 +9,14 @@ one group relabelled), and the field-level diff. Prints times and the 5,000/500 
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Running `python bench/plan.py` puts bench/ first on sys.path, where a sibling script named like a
+# stdlib module (bench/copy.py) would shadow it. Benchmarks import only installed packages.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 import argparse
 import statistics
 import time
@@ -40,19 +48,11 @@ def make_cluster(hosts: int, *, image: str = "example/k8s:v1.22.15", replaced: i
     return Cluster(name="bench", image=image, host_groups=tuple(groups))
 
 
-def best_of(repeat: int, fn: Callable[[], Any]) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) if repeat < 5 else statistics.median(times)
-
-
-def measure(hosts: int, repeat: int) -> dict[str, float]:
+def workload(hosts: int) -> dict[str, Callable[[], Any]]:
+    """The operations to time for one cluster size (10% of workers replaced, image changed, one
+    group relabelled)."""
     current = make_cluster(hosts)
-    replaced = hosts // 10
-    desired = make_cluster(hosts, image="example/k8s:v1.23.17", replaced=replaced)
+    desired = make_cluster(hosts, image="example/k8s:v1.23.17", replaced=hosts // 10)
     relabelled = list(desired.host_groups)
     relabelled[1] = replace(relabelled[1], labels={"rack": "r0", "disk": "nvme"})
     desired = replace(desired, host_groups=tuple(relabelled))
@@ -61,28 +61,40 @@ def measure(hosts: int, repeat: int) -> dict[str, float]:
     assert parsed is not None, problems
     update = make_plan(desired, current)
     assert len(update.actions) >= 3, update.text()
+    old_cf, new_cf = Clusterfile(cluster=current), Clusterfile(cluster=desired)
     return {
-        "parse": best_of(repeat, lambda: parse_clusterfile(text, "bench")),
-        "plan create": best_of(repeat, lambda: make_plan(desired, None)),
-        "plan update": best_of(repeat, lambda: make_plan(desired, current)),
-        "diff": best_of(
-            repeat, lambda: diff_clusterfiles(Clusterfile(cluster=current), Clusterfile(cluster=desired))
-        ),
+        "parse": lambda: parse_clusterfile(text, "bench"),
+        "plan create": lambda: make_plan(desired, None),
+        "plan update": lambda: make_plan(desired, current),
+        "diff": lambda: diff_clusterfiles(old_cf, new_cf),
     }
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     small, large = 500, 5000
-    a = measure(small, args.repeat)
-    b = measure(large, args.repeat)
-    print(f"{'operation':<14}{small:>10} hosts{large:>10} hosts{'ratio':>9}")
-    for key in a:
-        print(f"{key:<14}{a[key] * 1000:>13.1f} ms{b[key] * 1000:>13.1f} ms{b[key] / a[key]:>9.1f}")
-    total = b["parse"] + b["plan update"]
-    print(f"5,000 hosts, parse + plan an update: {total * 1000:.0f} ms")
+    work = {small: workload(small), large: workload(large)}
+    samples: dict[tuple[int, str], list[float]] = {}
+    # Interleave sizes round by round, so background load hits both sides of each ratio alike.
+    for _ in range(args.repeat):
+        for name in work[small]:
+            for size in (small, large):
+                samples.setdefault((size, name), []).append(timed(work[size][name]))
+    med = {key: statistics.median(values) for key, values in samples.items()}
+    print(f"{'operation':<14}{small:>10} hosts{large:>10} hosts{'ratio':>9}   (medians of {args.repeat})")
+    for name in work[small]:
+        a, b = med[(small, name)], med[(large, name)]
+        print(f"{name:<14}{a * 1000:>13.1f} ms{b * 1000:>13.1f} ms{b / a:>9.1f}")
+    total = med[(large, "parse")] + med[(large, "plan update")]
+    print(f"5,000 hosts, parse + plan an update: {total * 1000:.0f} ms (linear scaling = ratio 10)")
 
 
 if __name__ == "__main__":
