@@ -359,7 +359,9 @@ def _decode_text(reader: Reader, text: str | bytes) -> str | None:
                     file=reader.source,
                     line=line,
                     column=column,
-                    hint="save the Clusterfile as UTF-8 text; is this a binary file?",
+                    hint="the file is UTF-16 (as some Windows editors save); save it as UTF-8"
+                    if text[:2] in (b"\xff\xfe", b"\xfe\xff")
+                    else "save the Clusterfile as UTF-8 text; is this a binary file?",
                 )
             )
             return None

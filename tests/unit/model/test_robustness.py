@@ -253,3 +253,11 @@ def test_a_bug_is_reported_as_a_problem_not_a_traceback(
     path.write_text("kind: Cluster\n")
     with pytest.raises(ClusterfileError):
         load_clusterfile(path)
+
+
+def test_utf16_and_crlf_files() -> None:
+    example = (ROOT / "examples" / "Clusterfile").read_text()
+    problems = check_contract(example.encode("utf-16"))
+    assert "UTF-16" in (problems[0].hint or "")
+    cf, problems = parse_clusterfile(example.replace("\n", "\r\n").encode(), "crlf")
+    assert cf is not None and problems == []
