@@ -1296,6 +1296,8 @@ class Server:
             advertise=self.advertise_ip,
             upstream=upstream,
             ext_handler=self.supervisor,
+            signer_cert=self.tls / "client-ca.crt",
+            signer_key=self.tls / "client-ca.key",
         )
         try:
             self.api = apis.APIServer(cfg)

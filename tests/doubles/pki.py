@@ -188,3 +188,40 @@ def kubeconfig(
         "users": [{"name": name, "user": user}],
     }
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+def csr_subject(csr_pem: bytes) -> tuple[str, list[str]]:
+    csr = x509.load_pem_x509_csr(csr_pem)
+    if not csr.is_signature_valid:
+        raise ValueError("CSR signature is invalid")
+    cn = [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return (cn[0] if cn else ""), orgs
+
+
+def make_csr(common_name: str, organizations: list[str]) -> tuple[bytes, bytes]:
+    """A key and a CSR for it; returns (CSR PEM, key PEM)."""
+    key = _key()
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs)).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM), key_pem(key)
+
+
+def sign_csr(ca_cert_pem: bytes, ca_key_pem: bytes, csr_pem: bytes, days: int) -> bytes:
+    """A client certificate for the CSR's subject and key, signed by the CA (csrsigning)."""
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    csr = x509.load_pem_x509_csr(csr_pem)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(load_key(ca_key_pem), hashes.SHA256())
+    )
+    return cert_pem(cert)

@@ -404,3 +404,87 @@ def test_real_kubectl_works_against_the_stand_in(api: ApiServerProc, tmp_path: P
         "get", "nodes", "--token", "wrong", "--kubeconfig", str(api.data / token_kubeconfig(api, "x", "t.kc"))
     )
     assert r.returncode == 1 and "Unauthorized" in r.stderr
+
+
+def test_bootstrap_token_and_kubelet_csr_flow(api: ApiServerProc) -> None:
+    """A joining node authenticates with a bootstrap token, gets its client certificate through a CSR
+    that the stand-in approves and signs, then acts as system:node:<name> (kubeadm/k0s TLS bootstrap)."""
+    import datetime
+
+    from tests.doubles.kubeclient import KubeClient, KubeError
+
+    c = api.client()
+    expiry = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+    def token_secret(tid: str, secret: str, expiration: str) -> Secret:
+        return Secret(
+            metadata=ObjectMeta(name=f"bootstrap-token-{tid}", namespace="kube-system"),
+            type="bootstrap.kubernetes.io/token",
+            stringData={
+                "token-id": tid,
+                "token-secret": secret,
+                "expiration": expiration,
+                "usage-bootstrap-authentication": "true",
+                "usage-bootstrap-signing": "true",
+            },
+        )
+
+    c.create(token_secret("abcdef", "0123456789abcdef", expiry))
+    c.create(token_secret("old000", "0123456789abcdef", "2000-01-01T00:00:00Z"))
+    ca = (api.data / "tls" / "server-ca.crt").read_bytes()
+    url = f"https://127.0.0.1:{api.port}"
+
+    for bad in ("abcdef.ffffffffffffffff", "old000.0123456789abcdef", "zzzzzz.0123456789abcdef"):
+        with pytest.raises(KubeError) as e:
+            KubeClient(url, ca, token=bad).get("/api/v1/nodes")
+        assert e.value.code == 401, bad
+    boot = KubeClient(url, ca, token="abcdef.0123456789abcdef")
+    with pytest.raises(KubeError) as e:
+        boot.get("/api/v1/secrets")
+    assert e.value.code == 403  # a bootstrapper may only ask for a certificate
+
+    csr_pem, key_pem = pki.make_csr("system:node:joiner", ["system:nodes"])
+    boot.create(
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+        {
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": "node-csr-joiner"},
+            "spec": {
+                "request": base64.b64encode(csr_pem).decode(),
+                "usages": ["digital signature", "client auth"],
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            },
+        },
+    )
+    csr = boot.get("/apis/certificates.k8s.io/v1/certificatesigningrequests/node-csr-joiner")
+    assert csr["spec"]["username"] == "system:bootstrap:abcdef"
+    assert csr["status"]["conditions"][0]["type"] == "Approved"
+    cert = base64.b64decode(csr["status"]["certificate"])
+    assert pki.subject_of(cert) == ("system:node:joiner", ["system:nodes"])
+    node = KubeClient(url, ca, cert_pem=cert, key_pem=key_pem)
+    node.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "joiner"}})
+    with pytest.raises(KubeError) as e:  # NodeRestriction: not another node's object
+        node.patch("/api/v1/nodes/joiner2", {"metadata": {"labels": {"a": "b"}}})
+    assert e.value.code == 403
+
+    # a CSR for a name outside system:nodes is stored but never approved
+    other_pem, _ = pki.make_csr("admin", ["system:masters"])
+    boot.create(
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+        {
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": "sneaky"},
+            "spec": {
+                "request": base64.b64encode(other_pem).decode(),
+                "usages": ["client auth"],
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            },
+        },
+    )
+    assert "certificate" not in boot.get(
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests/sneaky"
+    ).get("status", {})
