@@ -42,6 +42,8 @@ def run(
         cp = subprocess.run(
             list(argv), input=data, capture_output=True, text=True, timeout=timeout, check=False
         )
+    except subprocess.TimeoutExpired as e:
+        raise TestbedError(f"command timed out after {timeout} s: {shlex.join(argv)}") from e
     except FileNotFoundError as e:
         raise TestbedError(
             f"{argv[0]}: not installed", "run scripts/setup (it installs the test bed's packages)"

@@ -564,7 +564,8 @@ class Testbed:
 
     # -- faults and shaping ----------------------------------------------------------------------
     def stop_host(self, h: TestHost, *, hard: bool = False) -> None:
-        """Power the host off (hard: kill its PID 1). Its netns and address stay: connecting is refused."""
+        """Power the host off: nspawn hosts shut down in order (hard: their PID 1 is killed); light hosts
+        are always killed. Its netns and address stay, so connecting is refused, not timed out."""
         self._signal_stop(h, hard=hard)
         self._reap([h], 0 if hard else self.stop_timeout)
         self._save()
