@@ -586,15 +586,15 @@ class BuildCache:
 # host. No network isolation (downloads work), no chroot, no user namespace: it needs root.
 _RUN_SCRIPT = r"""
 set -e
-R="$1"; shift
+R="$1"; T="$2"; shift 2
 awk '{print $2}' /proc/self/mounts | sort -r | while read -r mp; do
   case "$mp" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac
   mount -o remount,bind,ro "$mp" 2>/dev/null || true
 done
 # Fail closed: never run the command with a writable host root.
 if [ -w / ]; then echo "sealer: could not make the host file system read-only for RUN" >&2; exit 97; fi
-mount --bind "$R" "$R"
-mount -o remount,bind,rw "$R"
+for d in "$R" "$T"; do mount --bind "$d" "$d"; mount -o remount,bind,rw "$d"; done
+export TMPDIR="$T"
 cd "$R"
 exec /bin/sh -c "$1"
 """
@@ -694,10 +694,14 @@ async def run_step(step: Step, work: Path, env: Mapping[str, str]) -> list[Entry
         raise ImageError(f"line {step.line}: RUN needs unshare (util-linux)", "apt-get install util-linux")
     command = step.args[0] if not step.json_form else shlex.join(step.args)
     before = _snapshot(work)
+    # A private, writable TMPDIR outside the rootfs (the host's /tmp is read-only for RUN).
+    scratch = work.parent / "run-tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
     run_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/root", **env}
     proc = await asyncio.create_subprocess_exec(
         "unshare", "--mount", "--propagation", "private", "--fork", "--",
-        "/bin/sh", "-c", _RUN_SCRIPT, "sealer-run", str(work), command,
+        "/bin/sh", "-c", _RUN_SCRIPT, "sealer-run", str(work), str(scratch), command,
         env=run_env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -751,8 +755,16 @@ async def registry_entries(
                     err.hint or "list it in --ignored-image-list to build without it, or --build-mode lite",
                 ) from None
 
-        # The client bounds concurrent blob transfers; images are fetched side by side.
-        await asyncio.gather(*(pull(ref) for ref in refs))
+        # The client bounds concurrent blob transfers; images are fetched side by side. On the
+        # first failure the other pulls are cancelled and awaited before the client closes.
+        tasks = [asyncio.ensure_future(pull(ref)) for ref in refs]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         for ref in refs:
             image = cache_store.select(str(ref), platform)
             manifest_digest = image.descriptor.digest

@@ -74,7 +74,7 @@ def make_context(root: Path, reg: Registry) -> Path:
             "COPY manifests manifests\n"
             "COPY imageList manifests/\n"
             "COPY charts charts\n"
-            "RUN mkdir -p etc && echo 'generated at build' > etc/stamp\n"
+            "RUN mkdir -p etc && t=$(mktemp) && echo 'generated at build' > $t && mv $t etc/stamp\n"
             "APP web local://web\n"
             'LAUNCH ["web"]\n'
         ),
