@@ -231,6 +231,12 @@ class Testbed:
             )
         self._allocate()
 
+    def __enter__(self) -> Testbed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down(fast=True)
+
     # -- identity and persistence -----------------------------------------------------------------
     @property
     def name(self) -> str:

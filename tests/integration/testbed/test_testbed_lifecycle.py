@@ -161,13 +161,13 @@ def test_labs_of_dead_owners_are_reaped(rootfs: Path) -> None:
     assert leftovers(*fp) == []
 
 
-def test_live_labs_are_not_reaped(rootfs: Path) -> None:
-    tb = Testbed(None, light=True)
-    try:
+def test_live_labs_are_not_reaped_and_a_with_block_tears_down(rootfs: Path) -> None:
+    with Testbed(None, light=True) as tb:
         tb.up(1)
+        fp = tb.footprint()
         assert tb.name not in reap_stale_labs(), "the owner (this process) is alive"
-    finally:
-        tb.down(fast=True)
+        assert leftovers(*fp) != []
+    assert leftovers(*fp) == []
 
 
 FAKE_DEBOOTSTRAP = """#!/bin/sh
