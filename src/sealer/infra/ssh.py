@@ -5,6 +5,7 @@ host keys, sudo with a password on stdin, bastions, per-host logs, tar-stream co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -63,6 +64,7 @@ CIPHERS = (
 DEFAULT_MAX_HANDSHAKES = 32
 DEFAULT_CONNECT_TIMEOUT = 10.0
 SUDO_PROBE_TIMEOUT = 30.0
+PID_MARK = b"SEALER_PID="
 
 
 @dataclass
@@ -407,7 +409,7 @@ class SSHConnector:
         hlog.begin(cmd, sudo=sudo, env_names=sorted(env or {}))
         start = time.monotonic()
         stdin = preamble + (input.encode() if input else b"")
-        code, out, err = await self._exec(c, line, stdin, timeout, cmd, hlog.write)
+        code, out, err = await self._exec(c, line, stdin, timeout, cmd, hlog.write, kill_as_root=sudo)
         duration = time.monotonic() - start
         hlog.end(code, duration)
         return Result(host.name, cmd, code, out.decode("utf-8", "replace"), err, duration)
@@ -420,17 +422,31 @@ class SSHConnector:
         timeout: float | None,
         shown: str,
         sink: Any = None,
+        kill_as_root: bool = False,
     ) -> tuple[int, bytes, str]:
         """Run one command line on an open connection; stdout as bytes, stderr as text."""
         name = c.target.name
         out: list[bytes] = []
         err: list[bytes] = []
 
-        async def pump(reader: Any, into: list[bytes]) -> None:
+        pid: list[int] = []
+
+        async def pump(reader: Any, into: list[bytes], first_line_is_pid: bool = False) -> None:
+            head = b""
             while chunk := await reader.read(65536):
+                if first_line_is_pid and not pid:
+                    head += chunk
+                    if b"\n" not in head:
+                        continue
+                    mark, _, chunk = head.partition(b"\n")
+                    pid.append(int(mark.removeprefix(PID_MARK)) if mark.startswith(PID_MARK) else 0)
+                    if not chunk:
+                        continue
                 into.append(chunk)
                 if sink is not None:
                     sink(chunk.decode("utf-8", "replace"))
+            if head and not pid:
+                into.append(head)
 
         async def feed(writer: Any, preamble: bytes) -> None:
             # Errors of the source (a local file) propagate; errors writing mean the remote side
@@ -452,9 +468,13 @@ class SSHConnector:
                     pass
 
         async def whole() -> Any:
-            proc = await c.conn.create_process(line, encoding=None)
+            # sshd starts the command as a session leader; its pid (first stderr line, stripped)
+            # lets a timeout end the whole process group, which closing the channel does not.
+            proc = await c.conn.create_process(f"echo {PID_MARK.decode()}$$ >&2; {line}", encoding=None)
             try:
-                await asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err), feed(proc.stdin, b""))
+                await asyncio.gather(
+                    pump(proc.stdout, out), pump(proc.stderr, err, True), feed(proc.stdin, b"")
+                )
                 await proc.wait_closed()
             finally:
                 proc.close()
@@ -470,9 +490,11 @@ class SSHConnector:
                     f"connection lost while running `{shown}`",
                     "check the host and the network path to it",
                 )
+            if pid and pid[0] > 1:
+                await self._kill_group(c, pid[0], as_root=kill_as_root)
             raise CommandTimeoutError(
                 name,
-                f"`{shown}` did not finish within {timeout:g}s",
+                f"`{shown}` did not finish within {timeout:g}s (stopped it on the host)",
                 "raise the timeout, or look at the host's log for where it hung",
             ) from None
         except (asyncssh.Error, OSError) as exc:
@@ -496,6 +518,17 @@ class SSHConnector:
             )
         return int(code), b"".join(out), stderr
 
+    async def _kill_group(self, c: _Conn, pid: int, *, as_root: bool) -> None:
+        """Best effort: SIGKILL the process group of a timed-out command (bounded, errors ignored)."""
+        cmd = f"kill -KILL -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true"  # dash: no "--"
+        with contextlib.suppress(Exception):
+            line, preamble = await self._prepare(c, cmd, as_root)
+            proc = await c.conn.create_process(line, encoding=None)
+            proc.stdin.write(preamble)
+            proc.stdin.write_eof()
+            await asyncio.wait_for(proc.wait_closed(), 5)
+            proc.close()
+
     # ------------------------------------------------------------ files
 
     def _execb(self, c: _Conn, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
@@ -508,7 +541,7 @@ class SSHConnector:
                 data = preamble + stdin
             else:
                 data = transfer.prepend(preamble, stdin)
-            return await self._exec(c, line, data, timeout, "copy", None)
+            return await self._exec(c, line, data, timeout, "copy", None, kill_as_root=sudo)
 
         return execb
 

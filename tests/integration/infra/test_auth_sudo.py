@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sealer.infra.errors import ConnectionRefusedHostError, HostAuthError, SudoError
+from sealer.infra.errors import CommandTimeoutError, ConnectionRefusedHostError, HostAuthError, SudoError
 from sealer.infra.host import Target
 
 from .conftest import fleet, root_target, run
@@ -115,6 +115,11 @@ def test_sudo_with_password_as_non_root(
                 [Target(h.ip, user=user, password=password, sudo_password="wrong")],
                 lambda t: f.run(t, "id -u", sudo=True),
             )
+            # a timed-out root command is stopped on the host, not left running
+            out["timeout"] = await f.each(
+                [sudoer], lambda t: f.run(t, "sleep 41; echo never", sudo=True, timeout=1)
+            )
+            out["left"] = tb.run_on(h, "pgrep -fx 'sleep 41' || true").stdout
             out["none"] = await f.each(
                 [Target(h.ip, user=pw_user, password=pw)], lambda t: f.run(t, "id -u", sudo=True)
             )
@@ -129,6 +134,9 @@ def test_sudo_with_password_as_non_root(
     assert out["owner"].stdout.strip() == "root 755"
     wrong = out["wrong"][0].error
     assert isinstance(wrong, SudoError) and "incorrect sudo password" in wrong.message and h.ip in str(wrong)
+    timed_out = out["timeout"][0].error
+    assert isinstance(timed_out, CommandTimeoutError) and "within 1s" in timed_out.message
+    assert out["left"] == ""
     refused = out["none"][0].error
     assert isinstance(refused, SudoError) and "may not run" in refused.message
     logs = "".join(p.read_text() for p in Path(fleet_args["logdir"]).glob("*.log"))
