@@ -345,8 +345,18 @@ class Testbed:
                 return h
         raise TestbedError(f"lab {self.name} has no host {i}")
 
+    def _op_lock(self) -> contextlib.AbstractContextManager[None]:
+        # Two processes driving the same lab (e.g. two shells on lab "tb") take turns.
+        return flock(BASE / f".lab-{self.name}.lock")
+
     def up(self, n: int) -> list[TestHost]:
-        """Hosts 1..n running, each sshd answering; returns them. Creates only what is missing."""
+        """Hosts 1..n running, each sshd answering; returns them. Creates only what is missing.
+
+        A stopped host among 1..n is created afresh (new disk); start_host() keeps its disk."""
+        with self._op_lock():
+            return self._up(n)
+
+    def _up(self, n: int) -> list[TestHost]:
         why = require_root_and_tools(light=self.light)
         if why:
             raise TestbedError(f"test bed unavailable: {why}")
@@ -717,6 +727,11 @@ class Testbed:
         shutil.rmtree(hd, ignore_errors=True)
 
     def down(self, *, fast: bool = False) -> None:
+        """See _down; one process at a time per lab."""
+        with self._op_lock():
+            self._down(fast=fast)
+
+    def _down(self, *, fast: bool = False) -> None:
         """Stop every host, delete the lab's namespaces, cgroups, work dir; restore sysctls. Idempotent.
 
         Best effort: every step runs even if an earlier one failed; the lab's record is kept (so a
