@@ -19,6 +19,23 @@ DEFAULT_REGISTRY_PORT = 5000
 DEFAULT_SSH_USER = "root"
 DEFAULT_SSH_PORT = 22
 
+# Environment keys the decoder derives itself (Go sealer strips user values and recomputes them).
+RESERVED_ENV = (
+    "LocalRegistryDomain",
+    "LocalRegistryPort",
+    "LocalRegistryURL",
+    "ExternalRegistryDomain",
+    "ExternalRegistryPort",
+    "ExternalRegistryURL",
+    "RegistryDomain",
+    "RegistryPort",
+    "RegistryURL",
+    "ContainerRuntime",
+    "KubeSvcIP",
+    "DNSSvcIP",
+    "HostIPFamily",
+)
+
 HostKeyPolicy = Literal["tofu", "strict"]
 """tofu: record a host's key on first contact, refuse a changed one (default).
 strict: the key must already be pinned (cluster known_hosts, ~/.ssh/known_hosts or `hostKey`)."""
