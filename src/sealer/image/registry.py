@@ -99,8 +99,14 @@ def _error_detail(resp: httpx.Response) -> str:
     return resp.reason_phrase or f"HTTP {resp.status_code}"
 
 
-class _Retryable(Exception):
-    """A transfer broke mid-way in a way worth resuming (connection reset, read timeout)."""
+class _Retryable(RegistryError):
+    """A transfer broke in a way worth retrying or resuming (connection reset, timeout, 502/503/504).
+
+    A RegistryError, so that if it ever escapes the retry loops the user still gets a clean message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "check the network and the registry, then retry")
 
 
 class RegistryClient:
@@ -298,15 +304,26 @@ class RegistryClient:
                 raise _Retryable(f"{method} {full}: {err or type(err).__name__}") from err
             if resp.status_code == 401 and attempt == 0:
                 await resp.aclose()
-                self._auth[(host, scope)] = await self._authenticate(host, scope, resp, repository)
+                await self._refresh_auth(host, scope, resp, repository, sent=auth)
                 continue
             if resp.status_code in ok:
                 return resp
             if stream:
                 await resp.aread()
             await resp.aclose()
+            if resp.status_code in (502, 503, 504):
+                raise _Retryable(f"{what or method + ' ' + url}: registry {host} answered {resp.status_code}")
             raise self._status_error(resp, host, what or f"{method} {url}")
         raise RegistryError(f"registry {host} kept asking for authentication", f"sealer login {host}")
+
+    async def _refresh_auth(
+        self, host: str, scope: str, resp: httpx.Response, repository: str | None, sent: str | None
+    ) -> None:
+        # Parallel transfers hit the same 401 together: one fetches the token, the others reuse it.
+        lock = self._locks.setdefault(f"auth {host} {scope}", asyncio.Lock())
+        async with lock:
+            if self._auth.get((host, scope)) == sent:
+                self._auth[(host, scope)] = await self._authenticate(host, scope, resp, repository)
 
     def _status_error(self, resp: httpx.Response, host: str, what: str) -> RegistryError | ImageError:
         detail = _error_detail(resp)
@@ -364,16 +381,18 @@ class RegistryClient:
 
     async def put_manifest(self, ref: Reference, reference: str, data: bytes, media_type: str) -> str:
         repo, host = ref.path, ref.api_host
-        resp = await self.request(
-            "PUT",
-            host,
-            f"/v2/{repo}/manifests/{reference}",
-            scope=f"repository:{repo}:pull,push",
-            repository=repo,
-            headers={"Content-Type": media_type},
-            content=data,
-            ok=(200, 201, 202),
-            what=f"push manifest {ref.repository}:{reference}",
+        resp = await self._retry(
+            lambda: self.request(
+                "PUT",
+                host,
+                f"/v2/{repo}/manifests/{reference}",
+                scope=f"repository:{repo}:pull,push",
+                repository=repo,
+                headers={"Content-Type": media_type},
+                content=data,
+                ok=(200, 201, 202),
+                what=f"push manifest {ref.repository}:{reference}",
+            )
         )
         return str(resp.headers.get("docker-content-digest", ""))
 
@@ -810,7 +829,7 @@ class RegistryClient:
     # ------------------------------------------------------------ misc
     async def check_login(self, host: str) -> None:
         """Prove the credentials work: /v2/ must answer 200 once authenticated."""
-        await self.request("GET", host, "/v2/", what=f"log in to {host}")
+        await self._retry(lambda: self.request("GET", host, "/v2/", what=f"log in to {host}"))
 
     async def list_tags(self, ref: Reference) -> list[str]:
         repo = ref.path
