@@ -57,10 +57,18 @@ class Action:
         }
 
     def hosts_text(self, limit: int = 4) -> str:
-        """The host list for a terminal, shortened when long (`a, b, c, d … (+996)`)."""
-        if len(self.hosts) <= limit:
-            return ", ".join(self.hosts)
-        return ", ".join(self.hosts[:limit]) + f" … (+{len(self.hosts) - limit})"
+        """The host list for a terminal: consecutive IPv4 addresses as sealer ranges (`a-b`), and
+        shortened when long (`a, b-c, d, e … (+996 hosts)`)."""
+        parts = compact_ips(self.hosts)
+        if len(parts) <= limit:
+            text = ", ".join(parts)
+        else:
+            shown = parts[:limit]
+            rest = len(self.hosts) - sum(_span(p) for p in shown)
+            text = ", ".join(shown) + f" … (+{rest} hosts)"
+        if len(self.hosts) > 1 and len(parts) < len(self.hosts):
+            text += f" [{len(self.hosts)} hosts]"
+        return text
 
     def details_text(self) -> str:
         parts = []
@@ -87,6 +95,47 @@ class Action:
         ident, kind, hosts, after, why = self.row()
         after_text = f" after {after}" if after else ""
         return f"{ident} {kind} on {hosts}{after_text}: {why}"
+
+
+def _ipv4_int(ip: str) -> int | None:
+    parts = ip.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 for p in parts):
+        return None
+    value = 0
+    for p in parts:
+        octet = int(p)
+        if octet > 255:
+            return None
+        value = value * 256 + octet
+    return value
+
+
+def compact_ips(ips: Sequence[str]) -> list[str]:
+    """Runs of consecutive IPv4 addresses (in the given order) as `first-last`, the Clusterfile's
+    own range syntax; anything else as is."""
+    out: list[str] = []
+    run_start = run_end = ""
+    prev: int | None = None
+    for ip in ips:
+        value = _ipv4_int(ip)
+        if value is not None and prev is not None and value == prev + 1:
+            run_end, prev = ip, value
+            continue
+        if run_start:
+            out.append(run_start if run_start == run_end else f"{run_start}-{run_end}")
+        run_start = run_end = ip
+        prev = value
+    if run_start:
+        out.append(run_start if run_start == run_end else f"{run_start}-{run_end}")
+    return out
+
+
+def _span(part: str) -> int:
+    first, sep, last = part.partition("-")
+    if not sep:
+        return 1
+    a, b = _ipv4_int(first), _ipv4_int(last)
+    return b - a + 1 if a is not None and b is not None else 1
 
 
 def _plain(value: Any) -> Any:

@@ -21,7 +21,8 @@ from sealer.model.cluster import (
     Registry,
     Taint,
 )
-from sealer.plan import ObservedState, Plan, make_plan, plan_clusterfile, plan_delete
+from sealer.plan import Action, ObservedState, Plan, make_plan, plan_clusterfile, plan_delete
+from sealer.plan.actions import compact_ips
 
 
 def kinds(plan: Plan) -> list[str]:
@@ -310,11 +311,26 @@ def test_plan_renders_rows_and_json_and_a_stable_digest() -> None:
     plan = make_plan(cluster(["10.0.0.1"], workers), None)
     rows = plan.rows()
     assert rows[0][:3] == ("a1", "install", "10.0.0.1")
-    assert rows[1][2] == "10.0.1.1, 10.0.1.2, 10.0.1.3, 10.0.1.4 … (+6) (parallel)"
+    assert rows[1][2] == "10.0.1.1-10.0.1.10 [10 hosts] (parallel)"
     assert json.loads(plan.to_json())["actions"][1]["hosts"] == workers
     assert plan.digest() == make_plan(cluster(["10.0.0.1"], workers), None).digest()
     assert plan.digest() != make_plan(cluster(["10.0.0.1"], workers[:-1]), None).digest()
-    assert "a2 join-workers on 10.0.1.1" in plan.text()
+    assert "a2 join-workers on 10.0.1.1-10.0.1.10" in plan.text()
+
+
+def test_host_lists_print_as_ranges_and_are_shortened() -> None:
+    ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.7", "fd00::1", "10.0.0.255", "10.0.1.0"]
+    assert compact_ips(ips) == [
+        "10.0.0.1-10.0.0.3", "10.0.0.7", "fd00::1", "10.0.0.255-10.0.1.0",
+    ]
+    assert compact_ips(["10.0.0.2", "10.0.0.1"]) == ["10.0.0.2", "10.0.0.1"]  # order is kept
+    scattered = Action("a1", "join-workers", tuple(f"10.0.0.{i}" for i in range(1, 20, 2)), "why")
+    assert scattered.hosts_text() == "10.0.0.1, 10.0.0.3, 10.0.0.5, 10.0.0.7 … (+6 hosts)"
+    mixed = Action("a1", "join-workers", ("10.0.0.1", "10.0.0.2", "10.0.0.9", "10.0.1.1", "10.0.1.2",
+                                          "10.0.2.1", "10.0.3.1"), "why")
+    assert mixed.hosts_text() == (
+        "10.0.0.1-10.0.0.2, 10.0.0.9, 10.0.1.1-10.0.1.2, 10.0.2.1 … (+1 hosts) [7 hosts]"
+    )
 
 
 def test_changed_documents_are_noted_because_no_action_reapplies_them() -> None:
