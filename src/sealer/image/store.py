@@ -382,6 +382,46 @@ class ImageStore:
             raise ImageError(f"unsupported manifest media type {media!r}")
         return self.put_blob(manifest, media_type=media)
 
+    def commit_image(
+        self,
+        name: Reference | str | None,
+        config: dict[str, Any],
+        layers: list[Descriptor],
+        annotations: dict[str, str] | None = None,
+    ) -> Descriptor:
+        """Write an image's config and manifest for layers already in the store, then name it.
+
+        The builder's last step: stream each layer in with `writer()`/`put_blob_file()` while holding
+        `ingest()`, then call this (still inside `ingest()`); the name appears only now.
+        """
+        for layer in layers:
+            if not layer.media_type:
+                raise ImageError(f"layer {layer.digest} has no media type", "pass the layer's OCI media type")
+        config_desc = self.put_blob(oci.encode_json(config), media_type=oci.MEDIA_OCI_CONFIG)
+        desc = self.put_manifest(oci.new_manifest(config_desc, layers, annotations), oci.MEDIA_OCI_MANIFEST)
+        if name is not None:
+            self.tag(name, desc)
+        return desc
+
+    def commit_index(
+        self,
+        name: Reference | str | None,
+        manifests: list[Descriptor],
+        annotations: dict[str, str] | None = None,
+    ) -> Descriptor:
+        """Write a multi-platform index over manifests already in the store (each with its platform)."""
+        for m in manifests:
+            if m.platform is None:
+                raise ImageError(f"index entry {m.digest} has no platform", "set Descriptor.platform")
+        kids = [
+            Descriptor(m.media_type or oci.MEDIA_OCI_MANIFEST, m.digest, m.size, platform=m.platform)
+            for m in manifests
+        ]
+        desc = self.put_manifest(oci.new_index(kids, annotations), oci.MEDIA_OCI_INDEX)
+        if name is not None:
+            self.tag(name, desc)
+        return desc
+
     def load_manifest(self, desc: Descriptor) -> Manifest:
         return Manifest.parse(self.read_blob(desc.digest), f"manifest {desc.digest}")
 

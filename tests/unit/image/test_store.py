@@ -246,3 +246,34 @@ def test_write_failure_from_the_disk_is_an_image_error(store: ImageStore) -> Non
         w.write(b"data")
     assert "store is unchanged" in (info.value.hint or "")
     assert list(store.ingest_dir.iterdir()) == []
+
+
+def test_builder_api_commits_images_and_indexes(store: ImageStore, tmp_path: Path) -> None:
+    layer_file = tmp_path / "layer.tar"
+    layer_file.write_bytes(b"tar bytes" * 1000)
+    with store.ingest():
+        layer = store.put_blob_file(layer_file, media_type=oci.MEDIA_OCI_LAYER)
+        with store.writer(expected_size=6) as w:
+            w.write(b"abc")
+            w.write(b"def")
+            streamed = w.commit()
+        streamed = Descriptor(oci.MEDIA_OCI_LAYER, streamed.digest, streamed.size)
+        cfg = {"os": "linux", "architecture": "arm64", "config": {"Labels": {"k": "v"}}}
+        arm = store.commit_image(None, cfg, [layer, streamed], {"sealer.image.extension": "{}"})
+        amd = store.commit_image("reg.local/app:amd64", {**cfg, "architecture": "amd64"}, [layer])
+        assert store.records()[0].name == "reg.local/app:amd64"
+        index = store.commit_index(
+            "reg.local/app:v1",
+            [
+                Descriptor(arm.media_type, arm.digest, arm.size, platform=Platform("linux", "arm64")),
+                Descriptor(amd.media_type, amd.digest, amd.size, platform=Platform("linux", "amd64")),
+            ],
+        )
+    img = store.select("reg.local/app:v1", Platform("linux", "arm64"))
+    assert img.manifest.annotations == {"sealer.image.extension": "{}"}
+    assert [x.digest for x in img.manifest.layers] == [layer.digest, streamed.digest]
+    assert store.resolve("reg.local/app:v1").descriptor.digest == index.digest
+    with pytest.raises(ImageError, match="no media type"):
+        store.commit_image(None, cfg, [Descriptor("", layer.digest, layer.size)])
+    with pytest.raises(ImageError, match="no platform"):
+        store.commit_index(None, [arm])
