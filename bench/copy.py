@@ -107,10 +107,16 @@ def main() -> None:
                 for h in hosts:  # keep the hosts' overlay dirs from filling the machine's disk
                     tb.run_on(h, f"rm -rf /srv/cold{r} /srv/warm{r} /srv/scp{r}")
             mc, mw, ma, ms = (statistics.median(x) for x in (cold, warm, again, scp))
-            print(f"{total / MB:.0f} MB, {sum(c for c, _ in LAYOUT)} files, to {len(ips)} hosts "
-                  f"({moved:.0f} MB moved per copy), medians of {args.rounds} rounds")
-            print(f"  sealer (incl. connect):  {mc:6.2f}s  {moved / mc:7.1f} MB/s   ratio to scp {mc / ms:.2f}")
-            print(f"  sealer (connected):      {mw:6.2f}s  {moved / mw:7.1f} MB/s   ratio to scp {mw / ms:.2f}")
+            print(
+                f"{total / MB:.0f} MB, {sum(c for c, _ in LAYOUT)} files, to {len(ips)} hosts "
+                f"({moved:.0f} MB moved per copy), medians of {args.rounds} rounds"
+            )
+            print(
+                f"  sealer (incl. connect):  {mc:6.2f}s  {moved / mc:7.1f} MB/s   ratio to scp {mc / ms:.2f}"
+            )
+            print(
+                f"  sealer (connected):      {mw:6.2f}s  {moved / mw:7.1f} MB/s   ratio to scp {mw / ms:.2f}"
+            )
             print(f"  scp -r x{len(ips)} in parallel:   {ms:6.2f}s  {moved / ms:7.1f} MB/s")
             print(f"  sealer re-copy, all equal (manifests only): {ma:.2f}s")
     finally:

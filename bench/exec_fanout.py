@@ -60,7 +60,8 @@ def main() -> None:
         hosts = tb.up(max(sizes))
         key = tb.key_path
         kh = tb.dir / "known_hosts"
-        print(f"{'hosts':>5} {'sealer cold':>12} {'sealer warm':>12} {'ssh loop':>10} {'cold/ssh':>9} {'warm/ssh':>9}")
+        heads = ("hosts", "sealer cold", "sealer warm", "ssh loop", "cold/ssh", "warm/ssh")
+        print("{:>5} {:>12} {:>12} {:>10} {:>9} {:>9}".format(*heads))
         for n in sizes:
             ips = [h.ip for h in hosts[:n]]
             cold, warm, loop = [], [], []

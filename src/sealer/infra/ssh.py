@@ -109,6 +109,16 @@ class _Conn:
         return self.username == "root"
 
 
+def _stale(task: asyncio.Task[_Conn]) -> bool:
+    """A finished connect that failed, or whose connection has closed since: connect again.
+    (Callers share one in-flight connect; a failure is not remembered past it.)"""
+    if not task.done():
+        return False
+    if task.cancelled() or task.exception() is not None:
+        return True
+    return bool(task.result().conn.is_closed())
+
+
 def _conn_key(t: Target) -> tuple[object, ...]:
     # Everything that changes how we log in or become root: two Targets for the same address with
     # different credentials must not share a connection (or its cached sudo mode).
@@ -165,12 +175,7 @@ class SSHConnector:
     async def _connection(self, target: Target) -> _Conn:
         key = _conn_key(target)
         task = self._conns.get(key)
-        if task is None or (
-            task.done()
-            and not task.cancelled()
-            and task.exception() is None
-            and task.result().conn.is_closed()
-        ):
+        if task is None or _stale(task):
             task = asyncio.ensure_future(self._connect(target))
             self._conns[key] = task
         return await asyncio.shield(task)
