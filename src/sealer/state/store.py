@@ -126,6 +126,15 @@ class ClusterState:
         self.ensure()
         atomic_write(self.clusterfile_path, text)
 
+    def record_applied(self, text: str, **facts: Any) -> None:
+        """After a successful apply: the Clusterfile as the user wrote it (comments kept) becomes the
+        last applied one, and `facts` (runtime_type, image_id, ...) are merged into meta.json.
+        Call it only once every action succeeded: a failed run must leave the previous file, so the
+        next plan still sees what is really installed (Go sealer saved first, see issue #1802)."""
+        self.write_clusterfile(text)
+        if facts:
+            self.update_meta(**facts)
+
     # other files ------------------------------------------------------------------------------
     def write_admin_conf(self, text: str) -> None:
         self.ensure()

@@ -165,3 +165,12 @@ def test_state_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "demo").write_text("oops")
     with pytest.raises(StateError, match="not a directory"):
         ClusterState("demo", tmp_path).write_clusterfile(CLUSTERFILE)
+
+
+def test_record_applied_keeps_the_users_text_and_merges_facts(tmp_path: Path) -> None:
+    state = ClusterState("demo", tmp_path)
+    state.update_meta(image_id="sha256:old")
+    commented = "# production cluster, owned by team-a\n" + CLUSTERFILE
+    state.record_applied(commented, runtime_type="k3s")
+    assert state.read_clusterfile() == commented
+    assert state.read_meta() == {"image_id": "sha256:old", "runtime_type": "k3s"}
