@@ -11,8 +11,17 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("apiserver.py", "cliflags.py", "kubeclient.py", "kubectl.py", "patch.py", "pki.py", "k3s.py")
-ENTRY = {"k3s": "k3s", "apiserver": "apiserver", "kubectl": "kubectl"}
+MODULES = (
+    "apiserver.py",
+    "cliflags.py",
+    "kubeclient.py",
+    "kubectl.py",
+    "patch.py",
+    "pki.py",
+    "k3s.py",
+    "k0s.py",
+)
+ENTRY = {"k3s": "k3s", "k0s": "k0s", "apiserver": "apiserver", "kubectl": "kubectl"}
 # Debian's python3 carries the PyYAML and cryptography versions the test-bed hosts have.
 INTERPRETER = "/usr/bin/python3"
 
@@ -45,6 +54,6 @@ def build_executable(
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        print("usage: python3 -m tests.doubles.build k3s|apiserver|kubectl OUTPUT", file=sys.stderr)
+        print("usage: python3 -m tests.doubles.build k3s|k0s|apiserver|kubectl OUTPUT", file=sys.stderr)
         sys.exit(2)
     print(build_executable(sys.argv[1], Path(sys.argv[2])))

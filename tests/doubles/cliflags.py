@@ -111,3 +111,101 @@ class FlagSet:
                     default = {"bool": False, "slice": [], "int": 0, "string": ""}[flag.kind]
                 values[flag.name] = list(default) if isinstance(default, list) else default
         return values, args[i:]
+
+
+def parse_pflags(flags: list[Flag], args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """spf13/pflag (cobra) rules, as k0s uses them: `--long[=v]`, `-s[v]`, combined bool shorthands,
+    flags interspersed with arguments, `unknown flag: --x`, `unknown shorthand flag: 'x' in -xyz`.
+    Flag.aliases holds the one-letter shorthand. Kinds: string, bool, int, slice (comma-split),
+    array (no split), map (`k=v,k2=v2`)."""
+    longs = {f.name: f for f in flags}
+    shorts = {a: f for f in flags for a in f.aliases if len(a) == 1}
+    values: dict[str, Any] = {}
+    positional: list[str] = []
+
+    def put(flag: Flag, raw: str, shown: str) -> None:
+        if flag.kind == "bool":
+            low = raw.lower()
+            if low not in ("1", "t", "true", "0", "f", "false"):
+                raise UsageError(
+                    f'invalid argument "{raw}" for "{shown}" flag: strconv.ParseBool: parsing '
+                    f'"{raw}": invalid syntax'
+                )
+            values[flag.name] = low in ("1", "t", "true")
+        elif flag.kind == "int":
+            try:
+                values[flag.name] = int(raw)
+            except ValueError:
+                raise UsageError(
+                    f'invalid argument "{raw}" for "{shown}" flag: strconv.ParseInt: parsing '
+                    f'"{raw}": invalid syntax'
+                )
+        elif flag.kind == "slice":
+            values.setdefault(flag.name, []).extend(v for v in raw.split(",") if v)
+        elif flag.kind == "array":
+            values.setdefault(flag.name, []).append(raw)
+        elif flag.kind == "map":
+            for pair in (p for p in raw.split(",") if p):
+                k, sep, v = pair.partition("=")
+                if not sep:
+                    raise UsageError(
+                        f'invalid argument "{raw}" for "{shown}" flag: {pair} must be formatted as key=value'
+                    )
+                values.setdefault(flag.name, {})[k] = v
+        else:
+            values[flag.name] = raw
+
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            positional.extend(args[i + 1 :])
+            break
+        if a.startswith("--"):
+            name, eq, val = a[2:].partition("=")
+            flag = longs.get(name)
+            if flag is None:
+                raise UsageError(f"unknown flag: --{name}")
+            if flag.kind == "bool" and not eq:
+                val = "true"
+            elif not eq:
+                if i + 1 >= len(args):
+                    raise UsageError(f"flag needs an argument: --{name}")
+                i += 1
+                val = args[i]
+            put(flag, val, f"--{name}")
+        elif a.startswith("-") and a != "-":
+            body = a[1:]
+            j = 0
+            while j < len(body):
+                c = body[j]
+                flag = shorts.get(c)
+                if flag is None:
+                    raise UsageError(f"unknown shorthand flag: '{c}' in -{body}")
+                if flag.kind == "bool":
+                    if body[j + 1 : j + 2] == "=":
+                        put(flag, body[j + 2 :], f"-{c}")
+                        break
+                    put(flag, "true", f"-{c}")
+                    j += 1
+                    continue
+                rest = body[j + 1 :].removeprefix("=")
+                if not rest:
+                    if i + 1 >= len(args):
+                        raise UsageError(f"flag needs an argument: '{c}' in -{body}")
+                    i += 1
+                    rest = args[i]
+                put(flag, rest, f"-{c}")
+                break
+        else:
+            positional.append(a)
+        i += 1
+    for flag in flags:
+        if flag.name not in values:
+            default = flag.default
+            if default is None:
+                default = {"bool": False, "slice": [], "array": [], "int": 0, "string": "", "map": {}}[
+                    flag.kind
+                ]
+            values[flag.name] = type(default)(default) if isinstance(default, (list, dict)) else default
+    return values, positional

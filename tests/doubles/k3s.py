@@ -628,6 +628,8 @@ class Containerd:
         self.external = opts.get("container-runtime-endpoint") or ""
         self.socket = self.external.removeprefix("unix://") or str(self.run_dir / "containerd.sock")
         self.etc = data_dir / "agent" / "etc" / "containerd"
+        self.root = data_dir / "agent" / "containerd"
+        self.config_file = self.etc / "config.toml"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ctr = find_binary("ctr", data_dir)
 
@@ -713,21 +715,20 @@ version = 2
         if binary is None:
             raise Fatal('failed to start containerd: exec: "containerd": executable file not found in $PATH')
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        root = self.data_dir / "agent" / "containerd"
+        root = self.root
         root.mkdir(parents=True, exist_ok=True)
         logf = open(root / "containerd.log", "ab")  # noqa: SIM115 - handed to the child process
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(binary).parent), env.get("PATH", "/usr/bin:/bin")])
         info(f"Logging containerd to {root / 'containerd.log'}")
         info(
-            f"Running containerd -c {self.etc / 'config.toml'} -a {self.socket} --state {self.run_dir} "
-            f"--root {root}"
+            f"Running containerd -c {self.config_file} -a {self.socket} --state {self.run_dir} --root {root}"
         )
         self.proc = subprocess.Popen(
             [
                 binary,
                 "-c",
-                str(self.etc / "config.toml"),
+                str(self.config_file),
                 "-a",
                 self.socket,
                 "--state",
@@ -801,8 +802,10 @@ class Kubelet(threading.Thread):
         runtime: Containerd,
         interval: float,
         stop: threading.Event,
+        version: str = "",
     ) -> None:
         super().__init__(name="kubelet", daemon=True)
+        self.version = version or VERSION
         self.client, self.node, self.ip = client, name, ip
         self.labels, self.taints, self.annotations = labels, taints, annotations
         self.runtime, self.interval, self.stop_event = runtime, interval, stop
@@ -892,8 +895,8 @@ class Kubelet(threading.Thread):
                     "operatingSystem": "linux",
                     "osImage": os_release.get("PRETTY_NAME", "Linux"),
                     "kernelVersion": platform.release(),
-                    "kubeletVersion": VERSION,
-                    "kubeProxyVersion": VERSION,
+                    "kubeletVersion": self.version,
+                    "kubeProxyVersion": self.version,
                     "containerRuntimeVersion": f"containerd://{version or 'unknown'}",
                     "machineID": "",
                     "systemUUID": "",
