@@ -312,22 +312,31 @@ def diff_cmd(clusterfile: str, exit_code: bool, output: str) -> None:
 
 # unlock ---------------------------------------------------------------------------------------------
 @click.command("unlock")
-@click.option("--cluster", "cluster", required=True, metavar="NAME", help="metadata.name of the cluster.")
+@click.option("--cluster", "cluster", metavar="NAME", help="metadata.name of the cluster.")
+@click.option("-f", "--Clusterfile", "clusterfile", metavar="FILE", help="Or: the cluster this file names.")
 @click.option("--force", is_flag=True,
               help="Break a lock held from another machine (sealer cannot check that process is gone).")
-def unlock_cmd(cluster: str, force: bool) -> None:
+def unlock_cmd(cluster: str | None, clusterfile: str | None, force: bool) -> None:
     """Break a stale cluster lock.
 
     An apply or run holds the cluster lock until it ends; a crashed one normally releases it by
     itself. Use this when sealer reports the cluster locked and the holder is gone. A live holder
     on this machine is never broken; a holder on another machine (state on a shared disk) needs
     --force once you have checked it is not running.
+
+    \b
+    Example:
+      sealer unlock --cluster prod-a
+      sealer unlock -f Clusterfile --force
     """
-    state = ClusterState(check_cluster_name(cluster))
+    if (cluster is None) == (clusterfile is None):
+        raise click.UsageError("name the cluster with exactly one of --cluster NAME or -f Clusterfile")
+    name = cluster if cluster is not None else load_clusterfile(str(clusterfile)).cluster.name
+    state = ClusterState(check_cluster_name(name))
     if not state.exists():
-        click.echo(f"cluster {cluster} has no state in {state.home}; nothing to unlock")
+        click.echo(f"cluster {name} has no state in {state.home}; nothing to unlock")
         return
-    click.echo(break_lock(state.lock_path, cluster, force=force))
+    click.echo(break_lock(state.lock_path, name, force=force))
 
 
 def register(group: click.Group) -> None:

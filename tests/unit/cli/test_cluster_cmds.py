@@ -409,3 +409,15 @@ def test_apply_says_when_the_last_operation_did_not_finish(
     assert result.exit_code == 1
     assert "note: the last operation on cluster demo, 'sealer apply -f crashed.yaml'" in result.stderr
     assert "did not finish" in result.stderr
+
+
+def test_unlock_takes_the_name_from_a_clusterfile_and_needs_exactly_one(
+    tmp_path: Path, runner: CliRunner, home: Path
+) -> None:
+    path = write(tmp_path, BASE)
+    ClusterState("demo", home).ensure()
+    assert "cluster demo is not locked" in run(runner, "unlock", "-f", path).stdout
+    neither = run(runner, "unlock")
+    both = run(runner, "unlock", "--cluster", "demo", "-f", path)
+    assert neither.exit_code == both.exit_code == 2
+    assert "exactly one of --cluster NAME or -f Clusterfile" in neither.stderr
