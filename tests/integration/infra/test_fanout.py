@@ -89,3 +89,18 @@ def test_ten_hosts_in_parallel_then_faults(testbed_factory: Any, fleet_args: dic
     assert isinstance(new_errs[stopped.ip], ConnectionRefusedHostError)
     assert isinstance(new_errs[cut.ip], HostUnreachableError)
     assert "within 3s" in new_errs[cut.ip].message
+
+
+@pytest.mark.slow
+def test_thirty_hosts_bounded_handshakes(testbed_factory: Any, fleet_args: dict[str, Any]) -> None:
+    tb = testbed_factory(light=True)
+    hosts = tb.up(30)
+
+    async def go() -> tuple[Any, int]:
+        async with fleet(fleet_args, max_handshakes=8) as f:
+            out = await f.run_many([root_target(h) for h in hosts], "cat /etc/hostname")
+            return out, f.ssh.max_handshakes_seen
+
+    out, peak = run(go)
+    assert [o.value.stdout.strip() if o.value else o.error for o in out] == [h.name for h in hosts]
+    assert 1 < peak <= 8
