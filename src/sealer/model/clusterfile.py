@@ -923,7 +923,7 @@ def _decode_hosts(reader: Reader, node: yaml.Node | None, path: str) -> list[tup
                 HostGroup(
                     ips=tuple(ips),
                     roles=tuple(roles),
-                    ssh=_decode_ssh(reader, m.get("ssh"), f"{sub}.ssh", cluster_level=False),
+                    ssh=_group_ssh(reader, m.get("ssh"), f"{sub}.ssh", len(ips)),
                     env=_decode_env(reader, m.get("env"), f"{sub}.env"),
                     labels=labels,
                     taints=tuple(taints),
@@ -932,6 +932,20 @@ def _decode_hosts(reader: Reader, node: yaml.Node | None, path: str) -> list[tup
             )
         )
     return groups
+
+
+def _group_ssh(reader: Reader, node: yaml.Node | None, path: str, hosts: int) -> SSH:
+    ssh = _decode_ssh(reader, node, path, cluster_level=False)
+    if ssh.host_key is not None and hosts > 1 and isinstance(node, yaml.MappingNode):
+        key_node = next((v for k, v in node.value if getattr(k, "value", None) == "hostKey"), node)
+        reader.warn(
+            key_node,
+            f"{path}.hostKey",
+            f"one pinned host key for {hosts} hosts",
+            "every machine normally has its own host key; hosts cloned from one image share theirs "
+            "(regenerate them) — otherwise give each host its own group and key",
+        )
+    return ssh
 
 
 def _decode_labels(reader: Reader, node: yaml.Node | None, path: str) -> dict[str, str]:

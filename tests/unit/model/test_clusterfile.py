@@ -853,3 +853,11 @@ def test_tag_or_comment_instead_of_a_password() -> None:
     assert any("' #' starts a YAML comment" in p.message for p in warnings(text))
     # an explicit standard tag is fine
     assert ok(doc("ssh:\n  passwd: !!str 123\n")).cluster.ssh.password == "123"
+
+
+def test_one_host_key_for_several_hosts_warns() -> None:
+    text = doc(
+        f"hosts:\n  - ips: [10.0.0.1-10.0.0.2]\n    roles: [master]\n    ssh: {{hostKey: '{HOST_KEY}'}}\n"
+    )
+    found = [p for p in warnings(text) if "one pinned host key for 2 hosts" in p.message]
+    assert found and found[0].path == "spec.hosts[0].ssh.hostKey" and found[0].line == 10
