@@ -50,6 +50,8 @@ class FakeRegistry:
     wrong_manifest_digest_header: bool = False
     patch_calls: int = 0
     tokens: set[str] = field(default_factory=set)
+    denied_repos: set[str] = field(default_factory=set)
+    unavailable_once: int = 0  # answer 503 to this many requests first
 
     # ---------------------------------------------------------------- helpers for tests
     def put(self, repo: str, ref: str, doc: dict[str, object], media: str) -> str:
@@ -113,6 +115,13 @@ class FakeRegistry:
         if not m:
             return httpx.Response(404)
         repo, kind, rest = m.groups()
+        if self.unavailable_once > 0:
+            self.unavailable_once -= 1
+            return httpx.Response(503, json={"errors": [{"code": "UNAVAILABLE", "message": "try later"}]})
+        if repo in self.denied_repos:
+            return httpx.Response(
+                403, json={"errors": [{"code": "DENIED", "message": "requested access denied"}]}
+            )
         if not self._authorised(request):
             actions = "pull" if request.method in ("GET", "HEAD") else "pull,push"
             return self._challenge(f"repository:{repo}:{actions}")

@@ -350,3 +350,22 @@ def test_push_of_a_partial_index_needs_all_platforms_or_one(store: ImageStore) -
     pushed, media = fake.manifests[("copy", "v1")]
     assert media == oci.MEDIA_OCI_MANIFEST
     assert sha(pushed) == store.select("reg.test/multi:v1", Platform("linux", "arm64")).descriptor.digest
+
+
+def test_forbidden_repository_is_named_with_a_hint(store: ImageStore) -> None:
+    fake = FakeRegistry(denied_repos={"secret/app"})
+    make_test_image(store, "reg.test/secret/app:v1", [b"x"])
+    with pytest.raises(RegistryError, match=r"access denied by registry reg\.test") as info:
+        run(client(fake).push(store, "reg.test/secret/app:v1", parse_reference("reg.test/secret/app:v1")))
+    assert "permission" in (info.value.hint or "")
+
+
+def test_transient_503_is_retried(store: ImageStore) -> None:
+    fake = FakeRegistry()
+    seed_image(fake, "app", "v1", [b"x"])
+    fake.unavailable_once = 2
+    run(client(fake).pull(parse_reference("reg.test/app:v1"), store))
+    assert store.resolve("reg.test/app:v1")
+    fake.unavailable_once = 10
+    with pytest.raises(RegistryError, match="failed after 3 attempts"):
+        run(client(fake).pull(parse_reference("reg.test/app:v1"), ImageStore(store.root.parent / "other")))
