@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.unit.plan.builders import cluster, group
 
 from sealer.model.cluster import SSH, Clusterfile, ConfigDoc
@@ -61,3 +64,44 @@ def test_lists_of_mappings_are_diffed_per_index() -> None:
 def test_identical_files_have_no_changes() -> None:
     cf = Clusterfile(cluster=cluster(["10.0.0.1"], ["10.0.0.2"], env={"A": "1"}))
     assert diff_clusterfiles(cf, cf) == []
+
+
+_KEYS = st.sampled_from(["a", "b", "passwd", "data", "x.y/z"])
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(["v", "", "w x"]))
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+def _with_secrets(value: Any, seed: list[int]) -> Any:
+    """Every value under a `passwd` key becomes a distinct secret string."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k == "passwd":
+                seed[0] += 1
+                out[k] = f"s3cr3t-{seed[0]}"
+            else:
+                out[k] = _with_secrets(v, seed)
+        return out
+    if isinstance(value, list):
+        return [_with_secrets(v, seed) for v in value]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    old=st.dictionaries(_KEYS, _VALUES, max_size=4), new=st.dictionaries(_KEYS, _VALUES, max_size=4),
+    same_secrets=st.booleans(),
+)
+def test_diff_is_empty_exactly_when_equal_and_never_leaks_a_secret(
+    old: dict[str, Any], new: dict[str, Any], same_secrets: bool
+) -> None:
+    old = _with_secrets(old, [0])
+    new = _with_secrets(new, [0 if same_secrets else 100])
+    changes = diff_values(old, new)
+    assert (changes == []) == (old == new)
+    shown = " ".join(c.text() for c in changes) + repr([c.to_dict() for c in changes])
+    assert "s3cr3t" not in shown
