@@ -11,13 +11,19 @@ Prints seconds and the ratios build/skopeo and rebuild/skopeo.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# `python bench/build.py` puts bench/ first on sys.path, where sibling scripts (copy.py ...) would
+# shadow the standard library; drop it before importing anything else.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 import argparse
 import asyncio
 import io
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
