@@ -261,3 +261,48 @@ def test_utf16_and_crlf_files() -> None:
     assert "UTF-16" in (problems[0].hint or "")
     cf, problems = parse_clusterfile(example.replace("\n", "\r\n").encode(), "crlf")
     assert cf is not None and problems == []
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(
+        ["Config", "Plugin", "Application", "ClusterConfiguration", "InitConfiguration", "Other"]
+    ),
+    spec=st.dictionaries(
+        st.sampled_from(
+            [
+                "path",
+                "data",
+                "strategy",
+                "process",
+                "appName",
+                "type",
+                "action",
+                "scope",
+                "on",
+                "cmds",
+                "configs",
+                "launchApps",
+                "networking",
+            ]
+        ),
+        st.one_of(
+            yaml_trees,
+            st.lists(
+                st.dictionaries(
+                    st.sampled_from(["name", "env", "files", "launch", "path", "data"]), yaml_trees
+                ),
+                max_size=3,
+            ),
+        ),
+        max_size=6,
+    ),
+)
+def test_random_other_documents(kind: str, spec: dict[str, object]) -> None:
+    """Every other kind, with every field given every type of value, next to a valid Cluster."""
+    other = {"apiVersion": "x/v1", "kind": kind, "metadata": {"name": "n"}, "spec": spec, "networking": spec}
+    text = (ROOT / "examples" / "Clusterfile").read_text() + "---\n" + yaml.safe_dump(other)
+    check_contract(text)
+    plugins, problems = clusterfile.parse_plugins(yaml.safe_dump(other), "p")
+    assert not any("internal error" in p.message for p in problems)
+    assert plugins == () or not any(p.severity == "error" for p in problems)
