@@ -113,6 +113,7 @@ def test_own_address_runs_locally_in_the_same_fanout(
         async with fleet(fleet_args) as f:
             res = await f.run_many([me, root_target(h)], 'hostname; echo "$HostIP"', host_env=True)
             cp = await f.copy_many([me], tmp_path / "f", str(tmp_path / "out" / "f"))
+            await f.get(root_target(h), "/etc/ssh", tmp_path / "fetched")  # a directory, over SSH
             return res, cp, f.connector_for(me) is f.local
 
     res, cp, local = run(go)
@@ -120,3 +121,6 @@ def test_own_address_runs_locally_in_the_same_fanout(
     assert res[0].value.stdout.split() == [socket.gethostname(), "127.0.0.1"]
     assert res[1].value.stdout.split() == [h.name, h.ip]
     assert cp[0].ok and (tmp_path / "out" / "f").read_text() == "x\n"
+    fetched = (tmp_path / "fetched" / "ssh_host_ed25519_key.pub").read_text()
+    assert fetched.split()[:2] == h.host_key.split()[:2]
+    assert (tmp_path / "fetched" / "ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
