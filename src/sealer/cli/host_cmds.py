@@ -91,11 +91,19 @@ def _fleet(cluster: Cluster, operation: str, max_handshakes: int, connect_timeou
     )
 
 
+def _message(outcome: Outcome[Any]) -> str:
+    """The error without the "host: " prefix (the host has its own column/field)."""
+    err = outcome.error
+    if err is None:
+        return ""
+    return err.message.removeprefix(f"{outcome.host}: ")
+
+
 def _error_dict(outcome: Outcome[Any]) -> dict[str, Any]:
     err = outcome.error
     if err is None:
         return {}
-    return {"error": err.message, "hint": err.hint, "kind": type(err).__name__}
+    return {"error": _message(outcome), "hint": err.hint, "kind": type(err).__name__}
 
 
 def _roles_of(targets: Sequence[Target]) -> dict[str, str]:
@@ -129,7 +137,7 @@ def render_exec(outcomes: Sequence[Outcome[Result]], targets: Sequence[Target], 
         table.add_column(col)
     for o in outcomes:
         if o.error is not None:
-            table.add_row(o.host, roles.get(o.host, ""), "[red]error[/]", "-", o.error.message)
+            table.add_row(o.host, roles.get(o.host, ""), "[red]error[/]", "-", _message(o))
         elif o.value is not None:
             r = o.value
             status = "[green]ok[/]" if r.ok else f"[red]exit {r.exit_code}[/]"
@@ -185,7 +193,7 @@ def render_copy(outcomes: Sequence[Outcome[TransferStats]], targets: Sequence[Ta
         table.add_column(col)
     for o in outcomes:
         if o.error is not None or o.value is None:
-            message = o.error.message if o.error is not None else "no result"
+            message = _message(o) if o.error is not None else "no result"
             table.add_row(o.host, roles.get(o.host, ""), "[red]error[/]", "-", "-", "-", "-", message)
         else:
             s = o.value
