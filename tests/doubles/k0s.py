@@ -517,6 +517,11 @@ class Controller:
                     ).encode(),
                 )
 
+            def do_POST(self) -> None:
+                self._send(404, b"404 page not found\n")
+
+            do_PUT = do_PATCH = do_DELETE = do_POST
+
             def _send(self, code: int, body: bytes) -> None:
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))

@@ -206,3 +206,76 @@ FAST = (
     "--kube-controller-manager-arg",
     "node-monitor-grace-period=4s",
 )
+
+
+@dataclass
+class K0sNode(Node):
+    """A k0s stand-in node: its own K0S_STANDIN_ROOT and a k0s.yaml with free ports."""
+
+    k0s_api_port: int = 0
+
+    @property
+    def data(self) -> Path:
+        return self.root / "var/lib/k0s"
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "K0S_STANDIN_ROOT": str(self.root),
+            "HOME": str(self.root),
+        }
+        env.update(extra or {})
+        return env
+
+    def write_config(self, extra: str = "") -> Path:
+        cfg = self.root / "etc/k0s/k0s.yaml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(
+            "apiVersion: k0s.k0sproject.io/v1beta1\nkind: ClusterConfig\nmetadata:\n  name: k0s\n"
+            "spec:\n  api:\n"
+            f"    address: 127.0.0.1\n    port: {self.port}\n    k0sApiPort: {self.k0s_api_port}\n{extra}"
+        )
+        return cfg
+
+    def admin(self) -> KubeClient:
+        return KubeClient.from_kubeconfig(self.data / "pki/admin.conf")
+
+    def wait_api(self) -> None:
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"k0s exited {self.proc.returncode}:\n{self.output()[-3000:]}")
+            if not (self.data / "pki/admin.conf").exists():
+                return False
+            self.admin().get("/api/v1/namespaces/default")
+            return True
+
+        wait_for(up, what="k0s API up")
+
+
+@pytest.fixture(scope="session")
+def k0s_bin() -> Iterator[Path]:
+    reason = _interpreter_ok()
+    if reason:
+        pytest.skip(reason)
+    d = Path(tempfile.mkdtemp(prefix="k0sbin", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield build_executable("k0s", d / "k0s")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def k0s_nodes(k0s_bin: Path) -> Iterator[Callable[[str], K0sNode]]:
+    made: list[K0sNode] = []
+    base = Path(tempfile.mkdtemp(prefix="k0s", dir="/tmp"))
+    os.chmod(base, 0o755)
+
+    def make(name: str) -> K0sNode:
+        n = K0sNode(k0s_bin, base / name, free_port(), k0s_api_port=free_port())
+        made.append(n)
+        return n
+
+    yield make
+    for n in reversed(made):
+        n.stop()
+    shutil.rmtree(base, ignore_errors=True)
