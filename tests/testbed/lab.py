@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -184,6 +184,13 @@ def list_labs() -> list[str]:
     if not BASE.is_dir():
         return []
     return sorted(d.name for d in BASE.iterdir() if (d / "lab.json").is_file())
+
+
+class TestbedFactory(Protocol):
+    """The type of the `testbed_factory` fixture. Import it under another name in test modules
+    (`TestbedFactory as Factory`): pytest would try to collect a class named Test* there."""
+
+    def __call__(self, *, nested: bool = False, light: bool = False, lab: str | None = None) -> Testbed: ...
 
 
 def reap_stale_labs() -> list[str]:

@@ -17,18 +17,34 @@ import pytest
 
 from . import rootfs as _rootfs
 from .common import TestbedError
-from .lab import Testbed, reap_stale_labs, require_root_and_tools
+from .lab import Testbed, TestbedFactory, reap_stale_labs, require_root_and_tools
 
 _live: list[Testbed] = []
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """A second Ctrl-C or SIGTERM must not cut a teardown in half; it is delivered right after."""
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _down_live() -> None:
-    while _live:
-        tb = _live.pop()
-        try:
-            tb.down(fast=True)
-        except TestbedError as e:  # keep going: the other labs must still be torn down
-            print(f"testbed: teardown of lab {tb.name} failed: {e}", file=sys.stderr)
+    with _signals_deferred():
+        while _live:
+            tb = _live.pop()
+            try:
+                tb.down(fast=True)
+            except TestbedError as e:  # keep going: the other labs must still be torn down
+                print(f"testbed: teardown of lab {tb.name} failed: {e}", file=sys.stderr)
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -78,7 +94,7 @@ def rootfs() -> Path:
 
 
 @pytest.fixture
-def testbed_factory(rootfs: Path) -> Iterator[Callable[..., Testbed]]:
+def testbed_factory(rootfs: Path) -> Iterator[TestbedFactory]:
     """make(nested=False, light=False, lab=None) -> Testbed; call .up(n) on it for hosts.
 
     lab=None picks a free lab id and subnet, so tests of several engineers run side by side."""
@@ -95,12 +111,12 @@ def testbed_factory(rootfs: Path) -> Iterator[Callable[..., Testbed]]:
 
     yield make
     errors: list[str] = []
-    for tb in reversed(made):
-        try:
-            tb.down(fast=True)
-        except TestbedError as e:
-            errors.append(f"lab {tb.name}: {e}")
-        finally:
+    with _signals_deferred():
+        for tb in reversed(made):
+            try:
+                tb.down(fast=True)
+            except TestbedError as e:
+                errors.append(f"lab {tb.name}: {e}")
             with contextlib.suppress(ValueError):
                 _live.remove(tb)
     if errors:

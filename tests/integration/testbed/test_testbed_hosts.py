@@ -9,14 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tests.testbed import Testbed, TestHost
+from tests.testbed import TestbedFactory as Factory
+from tests.testbed import TestHost
 from tests.testbed import sysctl as tb_sysctl
 from tests.testbed.client import ssh
 from tests.testbed.lab import INOTIFY, leftovers
 
 pytestmark = [pytest.mark.integration, pytest.mark.testbed]
-
-Factory = Callable[..., Testbed]
 
 
 def _sysctl(name: str) -> int:

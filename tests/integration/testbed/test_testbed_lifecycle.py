@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.testbed import Testbed, rootfs
+from tests.testbed import TestbedFactory as Factory
 from tests.testbed.common import BASE
 from tests.testbed.lab import _starttime, leftovers, list_labs, reap_stale_labs
 
@@ -246,8 +247,10 @@ def test_adopt_refuses_an_unfinished_or_foreign_tree(tmp_path: Path, monkeypatch
         rootfs.adopt(tmp_path)
 
 
-def test_down_cleans_up_after_a_sigkilled_nspawn_and_strays_in_the_netns(testbed_factory: object) -> None:
-    assert callable(testbed_factory)
+def test_down_cleans_up_after_a_sigkilled_nspawn_and_strays_in_the_netns(
+    testbed_factory: Factory,
+) -> None:
+
     tb = testbed_factory()
     h1, h2 = tb.up(2)
     # The pitfall: SIGKILL on nspawn itself leaves the container's systemd running, orphaned.
