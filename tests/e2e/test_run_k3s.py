@@ -116,7 +116,7 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
     tb.start_host(h3)
     first = journal_records(home)
     done_first = {(r["action"], r["step"], r["host"]) for r in first if r.get("status") == "done"}
-    assert ("a1", "runtime", h1.ip) in done_first and ("a2", "runtime", h2.ip) in done_first
+    assert ("a1", "runtime", h1.ip) in done_first and ("a2", "runtime", h2.ip) in done_first, err
     assert ("a2", "runtime", h3.ip) not in done_first
 
     # 3. the same command again finishes the job without redoing a finished step
@@ -157,14 +157,20 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
 
     # 5. offline: every node's real containerd pulls an image that exists only in the ClusterImage,
     # through the mirror on master0 (the build's source registry is stopped)
+    certs_d = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"  # the hosts.toml k3s wrote from registries.yaml
     for h in (h1, h2, h3):
-        pulled = tb.run_on(h, f"/usr/local/bin/k3s crictl pull sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}",
-                           check=False, timeout=120)
-        assert pulled.returncode == 0, f"{h.name}: {pulled.stdout}{pulled.stderr}"
-    original = tb.run_on(h2, f"/usr/local/bin/k3s crictl pull {k3s_images.hello_ref}", check=False, timeout=120)
-    assert original.returncode == 0, original.stdout + original.stderr  # rewritten to the mirror
+        by_name = tb.run_on(h, f"/usr/local/bin/k3s ctr images pull --hosts-dir {certs_d} "
+                               f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}", check=False, timeout=120)
+        assert by_name.returncode == 0, f"{h.name}: {by_name.stdout}{by_name.stderr}"
+        # docker.io is mirrored too: the CRI pull of a Docker Hub name is served by master0
+        short = HELLO_REPO.removeprefix("library/")
+        via_cri = tb.run_on(h, f"/usr/local/bin/k3s crictl pull {short}:{HELLO_TAG}", check=False, timeout=120)
+        assert via_cri.returncode == 0, f"{h.name}: {via_cri.stdout}{via_cri.stderr}"
+    original = tb.run_on(h2, f"/usr/local/bin/k3s ctr images pull --hosts-dir {certs_d} {k3s_images.hello_ref}",
+                         check=False, timeout=120)
+    assert original.returncode == 0, original.stdout + original.stderr  # the build's source, mirrored
     listed = tb.run_on(h3, "/usr/local/bin/k3s ctr images ls -q").stdout
-    assert f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}" in listed
+    assert f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}" in listed and f"docker.io/{HELLO_REPO}:{HELLO_TAG}" in listed
 
     # 6. a second run of the same cluster says so and changes nothing
     before = (home / CLUSTER / "journal.jsonl").read_bytes()

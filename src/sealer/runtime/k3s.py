@@ -219,9 +219,11 @@ mv -f "$list.new" "$list"
         cached = ctx.shared.get("k3s-node-token")
         if cached:
             return cached
+        # k3s's node-token is a symlink to server/token: fetch the file it points to.
+        real = (await self._sh(ctx, ctx.master0, f"readlink -f {NODE_TOKEN}")).strip() or NODE_TOKEN
         with tempfile.TemporaryDirectory(prefix="sealer-k3s-") as tmp:
             dst = Path(tmp) / "node-token"
-            await ctx.fleet.get(ctx.target(ctx.master0), NODE_TOKEN, dst, sudo=True)
+            await ctx.fleet.get(ctx.target(ctx.master0), real, dst, sudo=True)
             token = dst.read_text().strip()
         if not token:
             raise RuntimeErrorSealer(
