@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from tests.doubles.build import build_executable
 from tests.registry_fixture import free_port, registry_missing_reason, start_registry
 
@@ -47,12 +46,21 @@ def sealer_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_sealer(home: Path, *args: str, check: bool = True, timeout: float = 900,
-               **extra: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(SEALER), *args], env=sealer_env(home, **extra), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+def run_sealer(
+    home: Path, *args: str, check: bool = True, timeout: float = 900, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(SEALER), *args],
+        env=sealer_env(home, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and done.returncode != 0:
-        raise AssertionError(f"sealer {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"sealer {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 
@@ -107,7 +115,9 @@ def make_mirror(root: Path, image_list: str) -> Mirror:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     mirror = Mirror(root, port, proc)
     deadline = time.monotonic() + 20
@@ -157,10 +167,11 @@ def k3s_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImages
     source = start_registry(work / "source-registry")
     mirror: Mirror | None = None
     try:
+        from tests.registry_fixture import make_test_image
+
         from sealer.image.registry import RegistryOptions
         from sealer.image.service import push
         from sealer.image.store import ImageStore
-        from tests.registry_fixture import make_test_image
 
         scratch = ImageStore(work / "scratch-store")
         hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"
@@ -175,9 +186,27 @@ def k3s_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImages
             shutil.copy2(found, extra / name)
         base = "e2e.local/sealer/k3s:standin"
         done = subprocess.run(
-            ["bash", str(ROOT / "images/k3s/build.sh"), "--version", K3S_VERSION, "--mirror", mirror.url,
-             "--tag", base, "--extra-bin", str(extra), "--sealer", str(SEALER), "--", "--insecure"],
-            env=sealer_env(home), capture_output=True, text=True, timeout=900, check=False,
+            [
+                "bash",
+                str(ROOT / "images/k3s/build.sh"),
+                "--version",
+                K3S_VERSION,
+                "--mirror",
+                mirror.url,
+                "--tag",
+                base,
+                "--extra-bin",
+                str(extra),
+                "--sealer",
+                str(SEALER),
+                "--",
+                "--insecure",
+            ],
+            env=sealer_env(home),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
         )
         log = done.stdout + done.stderr
         assert done.returncode == 0, f"images/k3s/build.sh failed:\n{log}"
@@ -187,7 +216,7 @@ def k3s_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImages
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sealer-e2e-demo\n  namespace: default\n"
             "data:\n  launched: by-sealer-run\n"
         )
-        (app_ctx / "Kubefile").write_text(f"FROM {base}\nAPP demo local://demo.yaml\nLAUNCH [\"demo\"]\n")
+        (app_ctx / "Kubefile").write_text(f'FROM {base}\nAPP demo local://demo.yaml\nLAUNCH ["demo"]\n')
         app = "e2e.local/sealer/k3s-demo:1"
         built = run_sealer(home, "build", "-t", app, str(app_ctx))
     finally:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.e2e.conftest import HELLO_REPO, HELLO_TAG, SEALER, BuiltImages, run_sealer, sealer_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -77,13 +76,18 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
     for h in (h1, h2, h3):
         # Test-bed only: the host's / is overlayfs, where containerd's overlay snapshots cannot live;
         # the nested lab gives /var/lib/containerd an ext4 bind mount, so k3s's containerd root goes there.
-        tb.run_on(h, "mkdir -p /var/lib/containerd/k3s /var/lib/rancher/k3s/agent && "
-                     "ln -sfn /var/lib/containerd/k3s /var/lib/rancher/k3s/agent/containerd")
+        tb.run_on(
+            h,
+            "mkdir -p /var/lib/containerd/k3s /var/lib/rancher/k3s/agent && "
+            "ln -sfn /var/lib/containerd/k3s /var/lib/rancher/k3s/agent/containerd",
+        )
     cf = tmp_path / "Clusterfile"
     cf.write_text(clusterfile(k3s_images.app, tb.key_path, h1.ip, [h2.ip, h3.ip]))
 
     # 1. pre-flight: a busy API port on the master and a full disk on a worker are refused, by host
-    pid = tb.run_on(h1, "setsid python3 -m http.server --bind 0.0.0.0 6443 >/dev/null 2>&1 & echo $!").stdout.strip()
+    pid = tb.run_on(
+        h1, "setsid python3 -m http.server --bind 0.0.0.0 6443 >/dev/null 2>&1 & echo $!"
+    ).stdout.strip()
     tb.run_on(h2, "mkdir -p /var/lib/sealer && mount -t tmpfs -o size=1m tmpfs /var/lib/sealer")
     for _ in range(50):
         if tb.run_on(h1, "ss -Hltn 'sport = :6443' | grep -q LISTEN", check=False).returncode == 0:
@@ -105,7 +109,9 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
     proc = subprocess.Popen(
         [str(SEALER), "run", "-f", str(cf)],
         env=sealer_env(home, SEALER_TEST_PAUSE_BEFORE=f"runtime@{h3.ip}", SEALER_TEST_PAUSE_FILE=str(flag)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _wait_for(flag, proc, 900)
     tb.stop_host(h3)
@@ -157,20 +163,34 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
 
     # 5. offline: every node's real containerd pulls an image that exists only in the ClusterImage,
     # through the mirror on master0 (the build's source registry is stopped)
-    certs_d = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"  # the hosts.toml k3s wrote from registries.yaml
+    certs_d = (
+        "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"  # the hosts.toml k3s wrote from registries.yaml
+    )
     for h in (h1, h2, h3):
-        by_name = tb.run_on(h, f"/usr/local/bin/k3s ctr images pull --hosts-dir {certs_d} "
-                               f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}", check=False, timeout=120)
+        by_name = tb.run_on(
+            h,
+            f"/usr/local/bin/k3s ctr images pull --hosts-dir {certs_d} sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}",
+            check=False,
+            timeout=120,
+        )
         assert by_name.returncode == 0, f"{h.name}: {by_name.stdout}{by_name.stderr}"
         # docker.io is mirrored too: the CRI pull of a Docker Hub name is served by master0
         short = HELLO_REPO.removeprefix("library/")
-        via_cri = tb.run_on(h, f"/usr/local/bin/k3s crictl pull {short}:{HELLO_TAG}", check=False, timeout=120)
+        via_cri = tb.run_on(
+            h, f"/usr/local/bin/k3s crictl pull {short}:{HELLO_TAG}", check=False, timeout=120
+        )
         assert via_cri.returncode == 0, f"{h.name}: {via_cri.stdout}{via_cri.stderr}"
-    original = tb.run_on(h2, f"/usr/local/bin/k3s ctr images pull --hosts-dir {certs_d} {k3s_images.hello_ref}",
-                         check=False, timeout=120)
+    original = tb.run_on(
+        h2,
+        f"/usr/local/bin/k3s ctr images pull --hosts-dir {certs_d} {k3s_images.hello_ref}",
+        check=False,
+        timeout=120,
+    )
     assert original.returncode == 0, original.stdout + original.stderr  # the build's source, mirrored
     listed = tb.run_on(h3, "/usr/local/bin/k3s ctr images ls -q").stdout
-    assert f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}" in listed and f"docker.io/{HELLO_REPO}:{HELLO_TAG}" in listed
+    assert (
+        f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}" in listed and f"docker.io/{HELLO_REPO}:{HELLO_TAG}" in listed
+    )
 
     # 6. a second run of the same cluster says so and changes nothing
     before = (home / CLUSTER / "journal.jsonl").read_bytes()
