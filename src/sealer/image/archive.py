@@ -57,6 +57,11 @@ def save(
             records.append(rec)
     blobs: dict[str, None] = {}
     for rec in records:
+        if missing := store.missing_blobs(rec.descriptor):
+            raise ImageError(
+                f"image {rec.name} is incomplete in the local store: blob {missing[0]} is missing",
+                "pull or load it again, then save",
+            )
         for digest in sorted(store.reachable(rec.descriptor)):
             if store.has_blob(digest):
                 blobs[digest] = None
@@ -206,12 +211,7 @@ def load(store: ImageStore, archive: Path, progress: ArchiveProgress | None = No
 
 
 def _check_complete(store: ImageStore, desc: Descriptor, archive: Path) -> None:
-    missing = [d for d in sorted(store.reachable(desc)) if not store.has_blob(d)]
-    if store.has_blob(desc.digest) and store.is_index(desc):
-        # A partial index (some platforms only) is fine if at least one platform is whole.
-        children = store.load_index(desc).manifests
-        if any(store.has_blob(c.digest) for c in children):
-            missing = [d for d in missing if d not in {c.digest for c in children}]
+    missing = store.missing_blobs(desc)
     if missing:
         raise ImageError(
             f"archive {archive} is incomplete: blob {missing[0]} (and {len(missing) - 1} more) is missing",

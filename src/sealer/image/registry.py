@@ -26,7 +26,7 @@ from sealer.image import oci
 from sealer.image.auth import Credentials, find_credentials
 from sealer.image.oci import Descriptor, Index, Manifest, Platform
 from sealer.image.reference import Reference
-from sealer.image.store import BlobWriter, ImageStore
+from sealer.image.store import CORRUPT_HINT, BlobWriter, ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class RegistryClient:
                 follow_redirects=True,
                 limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
                 transport=self._transport,
-                trust_env=False,
+                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as docker and skopeo honour them
             )
         return self._clients[key]
 
@@ -806,9 +806,11 @@ class RegistryClient:
         actual = "sha256:" + hasher.hexdigest()
         if actual != desc.digest:
             sessions.drop(desc.digest)
+            path.unlink(missing_ok=True)
             raise ImageError(
-                f"corrupt blob in the image store: {path} hashes to {actual}, expected {desc.digest}",
-                "not pushed; remove the image with `sealer rmi --force` and pull or load it again",
+                f"corrupt blob in the image store: {path} hashes to {actual}, expected {desc.digest}; "
+                "nothing was pushed",
+                CORRUPT_HINT,
             )
         put_url = str(httpx.URL(loc).copy_merge_params({"digest": desc.digest}))
         await self._retry(
@@ -894,9 +896,9 @@ async def _file_chunks(
         while pos < end:
             data = await asyncio.to_thread(f.read, min(STREAM_CHUNK, end - pos))
             if not data:
+                path.unlink(missing_ok=True)
                 raise ImageError(
-                    f"blob {desc.digest} in the store is shorter than its descriptor says",
-                    "remove the image with `sealer rmi --force` and pull or load it again",
+                    f"blob {desc.digest} in the store is shorter than its descriptor says", CORRUPT_HINT
                 )
             hasher.update(data)
             pos += len(data)

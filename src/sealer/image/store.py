@@ -134,6 +134,7 @@ class VerifyingReader:
     """A file-like reader over a stored blob that raises ImageError at EOF if the content is corrupt."""
 
     def __init__(self, path: Path, digest: str, size: int) -> None:
+        self._path = path
         self._file = path.open("rb")
         self._hash = hashlib.sha256()
         self._digest = digest
@@ -151,7 +152,7 @@ class VerifyingReader:
     def _check(self) -> None:
         actual = "sha256:" + self._hash.hexdigest()
         if self._read != self._size or actual != self._digest:
-            raise _corrupt(self._digest, actual, self._file.name)
+            raise _corrupt(self._digest, actual, str(self._path))
 
     def close(self) -> None:
         self._file.close()
@@ -163,10 +164,19 @@ class VerifyingReader:
         self.close()
 
 
+CORRUPT_HINT = (
+    "the bad blob was deleted so it cannot be used again; `sealer pull` or `sealer load` the image "
+    "to restore it (or `sealer rmi --force` it)"
+)
+
+
 def _corrupt(expected: str, actual: str, path: str) -> ImageError:
+    # Delete it at once: a later pull then fetches it fresh instead of trusting a same-sized file.
+    with contextlib.suppress(OSError):
+        os.unlink(path)
     return ImageError(
         f"corrupt blob in the image store: {path} should hash to {expected}, it hashes to {actual}",
-        "remove the affected image(s) with `sealer rmi --force` and pull or load them again",
+        CORRUPT_HINT,
     )
 
 
@@ -355,6 +365,15 @@ class ImageStore:
         with self.open_blob(digest) as r:
             while r.read(READ_CHUNK):
                 pass
+
+    def verify_image(self, record: ImageRecord) -> int:
+        """Hash every local blob of an image (all local platforms); returns bytes checked."""
+        total = 0
+        for digest in sorted(self.reachable(record.descriptor)):
+            if self.has_blob(digest):
+                self.verify_blob(digest)
+                total += self.blob_path(digest).stat().st_size
+        return total
 
     def read_json(self, digest: str, what: str = "document") -> dict[str, Any]:
         return oci.load_json(self.read_blob(digest), f"{what} {digest}")
@@ -596,6 +615,19 @@ class ImageStore:
             for b in self.load_manifest(desc).blobs():
                 seen.add(b.digest)
         return seen
+
+    def missing_blobs(self, desc: Descriptor) -> list[str]:
+        """Blobs an image needs but the store lacks. Absent platforms of a partial index do not count,
+        as long as at least one platform is present."""
+        if not self.has_blob(desc.digest):
+            return [desc.digest]
+        if self.is_index(desc):
+            children = self.load_index(desc).manifests
+            present = [c for c in children if self.has_blob(c.digest)]
+            if not present:
+                return [c.digest for c in children]
+            return [d for c in present for d in self.missing_blobs(c)]
+        return [b.digest for b in self.load_manifest(desc).blobs() if not self.has_blob(b.digest)]
 
     def image_size(self, record: ImageRecord) -> int:
         total = 0

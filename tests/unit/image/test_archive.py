@@ -151,3 +151,15 @@ def test_save_of_unknown_image_writes_nothing(src: ImageStore, tmp_path: Path) -
     assert list(tmp_path.glob("*.tar")) == [] and not any(
         p.name.startswith(".x.tar") for p in tmp_path.iterdir()
     )
+
+
+def test_save_never_archives_a_corrupt_blob(src: ImageStore, tmp_path: Path) -> None:
+    layer = src.select("reg.local/a:v1").manifest.layers[1].digest
+    path = src.blob_path(layer)
+    path.write_bytes(b"Z" + path.read_bytes()[1:])
+    out = tmp_path / "x.tar"
+    with pytest.raises(ImageError, match="corrupt blob"):
+        archive.save(src, ["reg.local/a:v1"], out)
+    assert not out.exists() and not any(p.name.startswith(".x.tar") for p in tmp_path.iterdir())
+    with pytest.raises(ImageError, match="incomplete in the local store"):
+        archive.save(src, ["reg.local/a:v1"], out)

@@ -76,14 +76,17 @@ def test_corruption_is_detected_on_every_read_path(store: ImageStore) -> None:
     with pytest.raises(ImageError, match="corrupt blob") as info:
         store.verify_blob(layer.digest)
     assert "sealer rmi --force" in (info.value.hint or "")
-    with pytest.raises(ImageError, match="corrupt"), store.open_blob(layer.digest) as r:
+    assert not store.has_blob(layer.digest)  # deleted at once, so nothing can use it again
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="corrupt blob"), store.open_blob(layer.digest) as r:
         while r.read(4096):
             pass
+    assert not path.exists()
     cfg = store.blob_path(man.config.digest)
     cfg.write_bytes(cfg.read_bytes().replace(b"linux", b"linuy"))
-    with pytest.raises(ImageError, match="corrupt"):
+    with pytest.raises(ImageError, match="corrupt blob"):
         store.read_blob(man.config.digest)
-    with pytest.raises(ImageError, match="corrupt"):
+    with pytest.raises(ImageError, match="is missing from the image store"):
         store.select("app:v1")
 
 
