@@ -197,15 +197,21 @@ def extract_script(root: str, *, is_dir: bool) -> str:
     """Receive a tar on stdin into a staging dir under root, then move each entry into place.
 
     `mv` within one filesystem is rename(2): a destination path holds the old file or the whole
-    new one, never a part. Stale stages of interrupted copies are removed first."""
+    new one, never a part. Stale stages of interrupted copies are removed first; the stage's
+    name carries the pid of the shell that owns it."""
     q = quote_path(root)
     chmod_root = 'chmod --reference="$s" -- "$r"; ' if is_dir else ""
     return (
         "set -e; "
         f"r={q}; "
         'mkdir -p -- "$r"; '
-        f'rm -rf -- "$r"/{STAGE_PREFIX}* 2>/dev/null || true; '
-        f's=$(mktemp -d "$r/{STAGE_PREFIX}XXXXXX"); '
+        # stale stages: their copy's shell is gone, or they sat untouched for 10 minutes (a copy
+        # whose connection died unnoticed by sshd); a live concurrent copy keeps its own stage
+        f'for o in "$r"/{STAGE_PREFIX}*; do [ -d "$o" ] || continue; '
+        f'p=${{o##*/{STAGE_PREFIX}}}; p=${{p%%.*}}; '
+        'if [ ! -d "/proc/$p" ] || [ -n "$(find "$o" -maxdepth 0 -mmin +10)" ]; '
+        'then rm -rf -- "$o"; fi; done; '
+        f's=$(mktemp -d "$r/{STAGE_PREFIX}$$.XXXXXX"); '
         "trap 'rm -rf -- \"$s\"' EXIT; "
         'tar -x -p --no-same-owner -C "$s" -f -; '
         'cd "$s"; '

@@ -215,3 +215,23 @@ def test_local_addresses_are_detected() -> None:
     assert is_local_address("::1") or not os.path.exists("/proc/net/if_inet6")
     assert not is_local_address("192.0.2.77")  # TEST-NET-1, never assigned
     assert not is_local_address("not-an-ip")
+
+
+def test_stale_stages_go_live_ones_stay(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "f").write_text("x")
+    dst.mkdir()
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    stages = {
+        "dead": dst / f"{transfer.STAGE_PREFIX}{dead}.aaaaaa",
+        "live": dst / f"{transfer.STAGE_PREFIX}{os.getpid()}.bbbbbb",
+        "old": dst / f"{transfer.STAGE_PREFIX}1.cccccc",  # pid 1 lives, but untouched for long
+    }
+    for d in stages.values():
+        d.mkdir()
+        (d / "part").write_text("partial")
+    subprocess.run(["touch", "-d", "20 minutes ago", str(stages["old"])], check=True)
+    run_local(lambda c: c.put(ME, src, str(dst)))
+    assert (dst / "f").read_text() == "x"
+    assert [k for k, d in stages.items() if d.exists()] == ["live"]
