@@ -235,3 +235,24 @@ def test_stale_stages_go_live_ones_stay(tmp_path: Path) -> None:
     run_local(lambda c: c.put(ME, src, str(dst)))
     assert (dst / "f").read_text() == "x"
     assert [k for k, d in stages.items() if d.exists()] == ["live"]
+
+
+def test_concurrent_copies_into_one_directory(tmp_path: Path) -> None:
+    dst = tmp_path / "dst"
+    sources = []
+    for name in ("a", "b", "c"):
+        d = tmp_path / name
+        d.mkdir()
+        for i in range(20):
+            (d / f"{name}{i}.bin").write_bytes(os.urandom(50_000))
+        sources.append(d)
+
+    async def go(conn: LocalConnector) -> list[object]:
+        return list(await asyncio.gather(*(conn.put(ME, s, str(dst)) for s in sources)))
+
+    stats = run_local(go)
+    assert [s.files_sent for s in stats] == [20, 20, 20]  # type: ignore[attr-defined]
+    for s in sources:
+        for f in s.iterdir():
+            assert (dst / f.name).read_bytes() == f.read_bytes()
+    assert not [p for p in dst.iterdir() if p.name.startswith(transfer.STAGE_PREFIX)]
