@@ -798,7 +798,8 @@ def install_service(role: str, opts: dict[str, Any], raw_args: list[str]) -> int
     env = "".join(f'\nEnvironment="{e}"' for e in opts["env"])
     exe = os.path.realpath(sys.argv[0])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(UNIT.format(path=exe, args=" ".join([role, *args]).replace("%", "%%"), env=env))
+    quoted = [f'"{a}"' if " " in a else a for a in [role, *args]]  # systemd's ExecStart quoting
+    path.write_text(UNIT.format(path=exe, args=" ".join(quoted).replace("%", "%%"), env=env))
     if shutil.which("systemctl") and not os.environ.get("K0S_STANDIN_ROOT"):
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "enable", path.name], check=False, capture_output=True)

@@ -437,13 +437,25 @@ def node_name(opts: dict[str, Any]) -> str:
 def node_ip(opts: dict[str, Any], towards: str | None = None) -> str:
     if opts.get("node-ip"):
         return str(opts["node-ip"][0])
+    # The address of the interface that routes towards the server (or the default route), else the first
+    # global IPv4 address: hosts without a default route (the test bed's) still get their LAN address.
     target = towards or "10.255.255.255"
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect((target, 6443))
             return str(s.getsockname()[0])
     except OSError:
-        return "127.0.0.1"
+        pass
+    try:
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, timeout=5
+        ).stdout
+        m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
+        if m:
+            return m.group(1)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return "127.0.0.1"
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
