@@ -34,7 +34,8 @@ class Problem:
             text += f"{self.path}: "
         text += self.message
         if self.hint:
-            text += f"\n    hint: {self.hint}"
+            hint = self.hint.replace("\n", "\n          ")
+            text += f"\n    hint: {hint}"
         return text
 
 
@@ -49,7 +50,8 @@ class SealerError(Exception):
     def render(self) -> str:
         text = f"error: {self.message}"
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            hint = self.hint.replace("\n", "\n        ")
+            text += f"\n  hint: {hint}"
         return text
 
 
