@@ -229,6 +229,7 @@ class ImageStore:
         self.blobs_dir = self.root / "blobs" / "sha256"
         self.ingest_dir = self.root / "ingest"
         self.index_path = self.root / "index.json"
+        self._verified: set[tuple[str, int, int, int]] = set()
         self._ensure()
 
     # ----------------------------------------------------------------- layout
@@ -365,6 +366,17 @@ class ImageStore:
         with self.open_blob(digest) as r:
             while r.read(READ_CHUNK):
                 pass
+
+    def verified_blob_path(self, digest: str) -> Path:
+        """The path of a blob whose content was just checked against its digest (for readers that open
+        files themselves, e.g. tarfile). Checked once per process while the file is unchanged."""
+        path, _ = self._stat_blob(digest)
+        st = path.stat()
+        key = (digest, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._verified:
+            self.verify_blob(digest)
+            self._verified.add(key)
+        return path
 
     def verify_image(self, record: ImageRecord) -> int:
         """Hash every local blob of an image (all local platforms); returns bytes checked."""

@@ -280,3 +280,17 @@ def test_builder_api_commits_images_and_indexes(store: ImageStore, tmp_path: Pat
         store.commit_image(None, cfg, [Descriptor("", layer.digest, layer.size)])
     with pytest.raises(ImageError, match="no platform"):
         store.commit_index(None, [arm])
+
+
+def test_verified_blob_path_checks_content_and_refuses_corruption(store: ImageStore) -> None:
+    desc = store.put_blob(b"layer content" * 100)
+    path = store.verified_blob_path(desc.digest)
+    assert path == store.blob_path(desc.digest)
+    assert store.verified_blob_path(desc.digest) == path  # memoised while unchanged
+    before = path.stat().st_mtime_ns
+    path.write_bytes(b"tampered!!!!!" * 100)  # same size
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # a coarse clock must not hide the change
+    with pytest.raises(ImageError, match="corrupt blob"):
+        store.verified_blob_path(desc.digest)
+    with pytest.raises(ImageError, match="missing"):
+        store.verified_blob_path(desc.digest)
