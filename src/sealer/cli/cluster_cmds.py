@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -28,7 +29,8 @@ _CLUSTERFILE_HELP = "Path of the Clusterfile (sealer.io/v2, multi-document YAML)
 
 def _console() -> Console:
     # Built per call so it writes to whatever stdout is now (CliRunner swaps it in tests).
-    return Console(highlight=False, soft_wrap=True)
+    # No markup: every string printed is data (hosts, reasons, paths), never rich tags.
+    return Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def _read_clusterfile(path: str) -> tuple[Clusterfile | None, list[Problem]]:
@@ -180,11 +182,15 @@ def render_plan(plan: Plan, console: Console) -> None:
     if plan.image and plan.previous_image and plan.image != plan.previous_image:
         console.print(f"image: {plan.previous_image} -> {plan.image}")
     if plan.actions:
-        table = Table(show_edge=False, pad_edge=False, expand=False)
-        for column in ("#", "ACTION", "HOSTS", "AFTER", "WHY"):
-            table.add_column(column, overflow="fold")
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+        table.add_column("#", no_wrap=True)
+        table.add_column("ACTION", no_wrap=True)
+        table.add_column("HOSTS", overflow="fold", max_width=34)
+        table.add_column("AFTER", no_wrap=True)
+        table.add_column("WHY", overflow="fold", ratio=1)
         for row in plan.rows():
-            table.add_row(*row)
+            # Plain Text cells: a reason like "[set: disk=ssd]" is data, not rich markup.
+            table.add_row(*(Text(cell) for cell in row))
         console.print(table)
     for note in plan.notes:
         console.print(f"note: {note}")

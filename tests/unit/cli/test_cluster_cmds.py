@@ -421,3 +421,12 @@ def test_unlock_takes_the_name_from_a_clusterfile_and_needs_exactly_one(
     both = run(runner, "unlock", "--cluster", "demo", "-f", path)
     assert neither.exit_code == both.exit_code == 2
     assert "exactly one of --cluster NAME or -f Clusterfile" in neither.stderr
+
+
+def test_table_shows_action_details_verbatim(tmp_path: Path, runner: CliRunner, home: Path) -> None:
+    applied(home)
+    relabelled = write(tmp_path, BASE.replace("disk: hdd", "disk: ssd"))
+    result = run(runner, "apply", "-f", relabelled, "--dry-run")
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.stdout.split())
+    assert "update-labels" in flat and "[set: disk=ssd]" in flat  # data, not rich markup
