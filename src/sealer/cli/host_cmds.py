@@ -119,19 +119,22 @@ def _first_line(text: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def render_exec(outcomes: Sequence[Outcome[Result]], targets: Sequence[Target], quiet: bool) -> None:
+def print_host_output(outcome: Outcome[Result]) -> None:
+    """One host's output, printed as soon as that host is done."""
+    r = outcome.value
+    if r is None:
+        return
+    console = _console()
+    console.rule(f"{outcome.host} (exit {r.exit_code}, {r.duration:.2f}s)", align="left")
+    if r.stdout:
+        console.out(r.stdout.rstrip("\n"), highlight=False)
+    if r.stderr:
+        console.out(r.stderr.rstrip("\n"), style="red", highlight=False)
+
+
+def render_exec(outcomes: Sequence[Outcome[Result]], targets: Sequence[Target]) -> None:
     console = _console()
     roles = _roles_of(targets)
-    if not quiet:
-        for o in outcomes:
-            r = o.value
-            if r is None:
-                continue
-            console.rule(f"{o.host} (exit {r.exit_code}, {r.duration:.2f}s)", align="left")
-            if r.stdout:
-                console.out(r.stdout.rstrip("\n"), highlight=False)
-            if r.stderr:
-                console.out(r.stderr.rstrip("\n"), style="red", highlight=False)
     table = Table(title=None, show_edge=False)
     for col in ("HOST", "ROLES", "STATUS", "TIME", "DETAIL"):
         table.add_column(col)
@@ -276,14 +279,22 @@ def exec_cmd(
     targets = select_targets(cluster, roles, ips)
     cmd = " ".join(command)
 
+    live = output == "table" and not bool(getattr(ctx.find_root().obj, "quiet", False))
+
     async def go() -> list[Outcome[Result]]:
         async with _fleet(cluster, "exec", max_handshakes, connect_timeout) as fleet:
-            return await fleet.run_many(targets, cmd, sudo=sudo, host_env=True, timeout=timeout)
+            return await fleet.run_many(
+                targets,
+                cmd,
+                sudo=sudo,
+                host_env=True,
+                timeout=timeout,
+                on_done=print_host_output if live else None,
+            )
 
     outcomes = asyncio.run(go())
     if not emit_data(exec_data(outcomes, targets), output):
-        quiet = bool(getattr(ctx.find_root().obj, "quiet", False))
-        render_exec(outcomes, targets, quiet)
+        render_exec(outcomes, targets)
     if not all(o.ok for o in outcomes):
         ctx.exit(1)
 

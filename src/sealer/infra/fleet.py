@@ -90,16 +90,24 @@ class Fleet:
         return await self.connector_for(host).get(host, src, dst, sudo=sudo)
 
     async def each(
-        self, hosts: Iterable[Target], action: Callable[[Target], Awaitable[T]]
+        self,
+        hosts: Iterable[Target],
+        action: Callable[[Target], Awaitable[T]],
+        on_done: Callable[[Outcome[T]], None] | None = None,
     ) -> list[Outcome[T]]:
-        """Run action on every host in parallel; results in the hosts' order."""
+        """Run action on every host in parallel; results in the hosts' order. on_done sees each
+        host's outcome as soon as it is known (for live progress)."""
         targets = list(hosts)
 
         async def one(host: Target) -> Outcome[T]:
+            outcome: Outcome[T]
             try:
-                return Outcome(host.name, value=await action(host))
+                outcome = Outcome(host.name, value=await action(host))
             except Exception as err:
-                return Outcome(host.name, error=host_error_of(err, host.name))
+                outcome = Outcome(host.name, error=host_error_of(err, host.name))
+            if on_done is not None:
+                on_done(outcome)
+            return outcome
 
         return list(await asyncio.gather(*(one(h) for h in targets)))
 
@@ -112,6 +120,7 @@ class Fleet:
         env: Mapping[str, str] | None = None,
         host_env: bool = False,
         timeout: float | None = None,
+        on_done: Callable[[Outcome[Result]], None] | None = None,
     ) -> list[Outcome[Result]]:
         """cmd on every host at once. host_env=True exports each host's Clusterfile env first."""
 
@@ -119,7 +128,7 @@ class Fleet:
             merged = {**host.env, **(env or {})} if host_env else env
             return await self.run(host, cmd, sudo=sudo, env=merged, timeout=timeout)
 
-        return await self.each(hosts, action)
+        return await self.each(hosts, action, on_done)
 
     async def copy_many(
         self,
@@ -129,6 +138,7 @@ class Fleet:
         *,
         sudo: bool = False,
         timeout: float | None = None,
+        on_done: Callable[[Outcome[TransferStats]], None] | None = None,
     ) -> list[Outcome[TransferStats]]:
         """src to dst on every host; the local manifest is computed once for all of them."""
         tree = transfer.local_tree(src, dst)
@@ -138,7 +148,7 @@ class Fleet:
             assert isinstance(conn, SSHConnector | LocalConnector)
             return await conn.put(host, src, dst, sudo=sudo, tree=tree, timeout=timeout)
 
-        return await self.each(hosts, action)
+        return await self.each(hosts, action, on_done)
 
     async def close(self) -> None:
         await asyncio.gather(self.ssh.close(), self.local.close())

@@ -32,7 +32,8 @@ class Target:
     def name(self) -> str:
         """How messages and logs name this host: the address, plus the port when not 22."""
         if self.port and self.port != DEFAULT_SSH_PORT:
-            return f"{self.address}:{self.port}"
+            address = f"[{self.address}]" if ":" in self.address else self.address
+            return f"{address}:{self.port}"
         return self.address
 
     @property

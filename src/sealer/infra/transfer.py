@@ -208,7 +208,7 @@ def extract_script(root: str, *, is_dir: bool) -> str:
         # stale stages: their copy's shell is gone, or they sat untouched for 10 minutes (a copy
         # whose connection died unnoticed by sshd); a live concurrent copy keeps its own stage
         f'for o in "$r"/{STAGE_PREFIX}*; do [ -d "$o" ] || continue; '
-        f'p=${{o##*/{STAGE_PREFIX}}}; p=${{p%%.*}}; '
+        f"p=${{o##*/{STAGE_PREFIX}}}; p=${{p%%.*}}; "
         'if [ ! -d "/proc/$p" ] || [ -n "$(find "$o" -maxdepth 0 -mmin +10)" ]; '
         'then rm -rf -- "$o"; fi; done; '
         f's=$(mktemp -d "$r/{STAGE_PREFIX}$$.XXXXXX"); '
