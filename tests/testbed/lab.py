@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -487,8 +488,11 @@ class Testbed:
         deadline = time.monotonic() + self.boot_timeout
         pending = list(hosts)
         while pending:
-            for h in list(pending):
-                if _sshd_answers(h.ip, h.port):
+            # Probe in parallel: each probe waits for sshd's banner, which on a loaded machine is slow.
+            with ThreadPoolExecutor(min(32, len(pending))) as pool:
+                answered = list(pool.map(lambda h: _sshd_answers(h.ip, h.port), pending))
+            for h, ok in zip(list(pending), answered, strict=True):
+                if ok:
                     pending.remove(h)
                 elif not self.is_running(h):
                     log = self._host_dir(h.name) / "console.log"
