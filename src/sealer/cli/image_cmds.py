@@ -177,6 +177,13 @@ def _options(
     "Default: this machine's.",
 )
 @click.option("--all-platforms", is_flag=True, help="Pull every platform of a multi-platform image.")
+@click.option(
+    "--policy",
+    type=click.Choice(service.PULL_POLICIES),
+    default="always",
+    show_default=True,
+    help="always: ask the registry; missing: only if not in the local store; never: only check the store.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the names pulled.")
 @registry_options
 @click.pass_context
@@ -185,6 +192,7 @@ def pull(
     images: tuple[str, ...],
     platforms: tuple[str, ...],
     all_platforms: bool,
+    policy: str,
     quiet: bool,
     insecure: bool,
     ca_file: Path | None,
@@ -195,10 +203,21 @@ def pull(
     quiet = _quiet(ctx, quiet)
     if platforms and all_platforms:
         raise click.UsageError("--platform and --all-platforms exclude each other")
+    if all_platforms and policy != "always":
+        raise click.UsageError("--all-platforms pulls from the registry: use it with --policy always")
     plats = service.parse_platforms(platforms)
     store = ImageStore()
     opts = _options(insecure, ca_file, authfile, max_parallel)
     for name in images:
+        if policy != "always":
+            with TransferBars("pull", quiet) as bars:
+                rec = _run(
+                    service.ensure_image(
+                        store, name, opts, platforms=plats, policy=policy, progress=bars.callback
+                    )
+                )
+            click.echo(rec.name if quiet else f"{rec.name}: in the local store ({rec.descriptor.digest})")
+            continue
         with TransferBars("pull", quiet) as bars:
             res = _run(
                 service.pull(
@@ -275,11 +294,17 @@ def tag(source: str, targets: tuple[str, ...]) -> None:
 
 @click.command()
 @output_option()
+@click.option("--json", "as_json", is_flag=True, help="Same as -o json (Go sealer's flag).")
 @click.option("--no-trunc", is_flag=True, help="Show full IDs.")
-def images(output: str, no_trunc: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Print only image IDs.")
+def images(output: str, as_json: bool, no_trunc: bool, quiet: bool) -> None:
     """List the images in the local store."""
     rows = service.list_images(ImageStore())
-    if emit_data(rows, output):
+    if quiet:
+        for r in rows:
+            click.echo(r["digest"] if no_trunc else r["id"])
+        return
+    if emit_data(rows, "json" if as_json else output):
         return
     table = Table(box=None, pad_edge=False)
     for col in ("NAME", "ID", "PLATFORMS", "RUNTIME", "CREATED", "SIZE"):
@@ -307,12 +332,22 @@ def inspect(image: str, platform: str | None, output: str) -> None:
 
 
 @click.command()
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1)
 @click.option("-f", "--force", is_flag=True, help="Remove even if other names or images still refer to it.")
-def rmi(images: tuple[str, ...], force: bool) -> None:
+@click.option("-p", "--prune", is_flag=True, help="Also delete every blob no image needs (left by failures).")
+def rmi(images: tuple[str, ...], force: bool, prune: bool) -> None:
     """Remove images from the local store (blobs nothing else needs are deleted)."""
-    for name in service.remove(ImageStore(), list(images), force):
+    if not images and not prune:
+        raise click.UsageError("name at least one image, or use --prune")
+    store = ImageStore()
+    for name in service.remove(store, list(images), force):
         click.echo(f"Untagged: {name}")
+    if prune:
+        freed = store.gc()
+        if freed is None:
+            click.echo("another sealer is importing images; pruning skipped, try again later")
+        else:
+            click.echo(f"Deleted {freed[0]} unused blob(s), {human_size(freed[1])}")
 
 
 @click.command()

@@ -99,3 +99,19 @@ def test_usage_conflicts(home: Path) -> None:
     assert both.exit_code == 2 and "exclude each other" in both.output
     login = sealer(home, "login", "r.io", "-u", "a", "-p", "b", "--password-stdin", input="c\n")
     assert login.exit_code == 2 and "exclude each other" in login.output
+
+
+def test_go_sealer_style_flags(home: Path) -> None:
+    seed(home)
+    (item,) = json.loads(sealer(home, "images", "--json").output)
+    assert sealer(home, "images", "-q").output.split() == [item["id"]]
+    assert sealer(home, "images", "-q", "--no-trunc").output.split() == [item["digest"]]
+    # The registry host does not exist: policies other than always must not need it.
+    present = sealer(home, "pull", "reg.local/sealer/k3s:v1.27", "--policy", "missing")
+    assert present.exit_code == 0 and "in the local store" in present.output
+    absent = sealer(home, "pull", "reg.local/sealer/other:v1", "--policy", "never")
+    assert absent.exit_code == 1 and "pull policy is never" in absent.output
+    ImageStore(home / "images").put_blob(b"left behind by a killed build")
+    pruned = sealer(home, "rmi", "--prune")
+    assert pruned.exit_code == 0 and "Deleted 1 unused blob(s)" in pruned.output
+    assert sealer(home, "rmi").exit_code == 2
