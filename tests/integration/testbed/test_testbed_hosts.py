@@ -142,11 +142,13 @@ def test_cut_link_times_out_and_restore_heals(testbed_factory: Factory) -> None:
     tb = testbed_factory(light=True)
     h1, h2 = tb.up(2)
     tb.cut_link(h1)
+    assert not tb.net.link_is_up(h1.index) and tb.net.link_is_up(h2.index)
     r = ssh(h1, "true", connect_timeout=2)
     assert r.returncode == 255 and "timed out" in r.stderr, r.stderr
     assert ssh(h2, "true").returncode == 0
     assert tb.run_on(h1, "hostname").stdout.strip() == h1.name, "run_on works without the link"
     tb.restore_link(h1)
+    assert tb.net.link_is_up(h1.index)
     assert ssh(h1, "hostname").stdout.strip() == h1.name
 
 
