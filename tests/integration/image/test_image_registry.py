@@ -360,3 +360,36 @@ def test_ensure_image_pulls_only_what_is_missing(plain: Registry, tmp_path: Path
         == name
     )
     assert plain_stop == plain.process.pid
+
+
+def test_two_sealer_processes_pulling_into_one_store(plain: Registry, tmp_path: Path) -> None:
+    src, home = tmp_path / "src", tmp_path / "shared"
+    names = [plain.ref(f"parallel/app{i}:v1") for i in range(2)]
+    shared_layer = os.urandom(2 << 20)
+    for i, name in enumerate(names):
+        make_test_image(
+            ImageStore(src / "images"),
+            name,
+            [shared_layer, os.urandom(1 << 20)],
+            arch="amd64",
+            created=f"2026-01-0{i + 1}T00:00:00Z",
+        )
+        assert sealer(src, "push", name, "--insecure").exit_code == 0
+    exe = Path(sys.executable).parent / "sealer"
+    env = {**os.environ, "SEALER_HOME": str(home)}
+    procs = [
+        subprocess.Popen(
+            [str(exe), "-q", "pull", "--insecure", name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in names * 2
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1].decode() for o in outs]
+    store = ImageStore(home / "images")
+    assert sorted(r.name for r in store.records()) == sorted(names)
+    for name in names:
+        store.verify_image(store.resolve(name))
+    assert list(store.ingest_dir.iterdir()) == []
