@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from tests.doubles.build import build_executable
 from tests.registry_fixture import free_port, registry_missing_reason, start_registry
 
@@ -167,11 +168,10 @@ def k3s_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImages
     source = start_registry(work / "source-registry")
     mirror: Mirror | None = None
     try:
-        from tests.registry_fixture import make_test_image
-
         from sealer.image.registry import RegistryOptions
         from sealer.image.service import push
         from sealer.image.store import ImageStore
+        from tests.registry_fixture import make_test_image
 
         scratch = ImageStore(work / "scratch-store")
         hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"

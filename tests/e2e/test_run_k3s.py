@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.e2e.conftest import HELLO_REPO, HELLO_TAG, SEALER, BuiltImages, run_sealer, sealer_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -13,7 +13,7 @@ from rich.console import Console
 from sealer.apply.engine import ClusterExistsError, RunOptions, command_line, run_cluster, summary_lines
 from sealer.apply.progress import Progress
 from sealer.cli.output import emit_data, output_option
-from sealer.errors import ClusterfileError, InputError, Problem
+from sealer.errors import InputError, Problem
 from sealer.model.cluster import Clusterfile
 from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
 
@@ -89,8 +89,33 @@ def construct_cluster(
     text = yaml.safe_dump(doc, sort_keys=False)
     clusterfile, problems = parse_clusterfile(text, "command line")
     if clusterfile is None:
-        raise ClusterfileError([p for p in problems if p.severity == "error"] or problems)
+        # Name the flag, not the position in a YAML document the user never saw.
+        errors = [p for p in problems if p.severity == "error"] or problems
+        raise InputError([_as_flag_problem(p) for p in errors], "the command line")
     return clusterfile
+
+
+_FLAG_OF_PATH = (
+    ("spec.hosts[0]", "--masters"),
+    ("spec.hosts[1]", "--nodes"),
+    ("spec.ssh.passwd", "--passwd"),
+    ("spec.ssh.pkPasswd", "--pk-passwd"),
+    ("spec.ssh.pk", "--pk"),
+    ("spec.ssh.port", "--port"),
+    ("spec.ssh.user", "--user"),
+    ("spec.env", "--env"),
+    ("spec.cmd", "--cmds"),
+    ("spec.appNames", "--apps"),
+    ("spec.image", "IMAGE"),
+    ("metadata.name", "--cluster"),
+)
+
+
+def _as_flag_problem(problem: Problem) -> Problem:
+    flag = next((f for prefix, f in _FLAG_OF_PATH if (problem.path or "").startswith(prefix)), None)
+    return Problem(
+        problem.message, file="command line", path=flag, hint=problem.hint, severity=problem.severity
+    )
 
 
 @click.command("run")
