@@ -36,6 +36,10 @@ class Target:
             return f"{address}:{self.port}"
         return self.address
 
+    @classmethod
+    def from_host(cls, host: Host) -> Target:
+        return target_from_host(host)
+
     @property
     def login_user(self) -> str:
         return self.user or DEFAULT_SSH_USER
