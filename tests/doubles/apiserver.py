@@ -428,10 +428,27 @@ def load_token_file(path: Path) -> dict[str, User]:
 def authorize(user: User, verb: str, res: Resource | None, ns: str | None, name: str | None) -> bool:
     """A tiny RBAC: system:masters may do anything; nodes may manage their own Node and Lease
     (what the NodeRestriction admission plugin allows) and read the rest; others only discovery."""
-    if "system:masters" in user.groups:
-        return True
+    if "system:masters" in user.groups or "kubeadm:cluster-admins" in user.groups:
+        return True  # kubeadm binds kubeadm:cluster-admins (admin.conf's group) to cluster-admin
     if res is None:
         return True  # non-resource URLs (/version, /api, ...) are readable by every authenticated user
+    if (
+        "system:bootstrappers" in user.groups
+        and verb == "get"
+        and res.plural == "configmaps"
+        and (
+            (ns, name)
+            in (
+                ("kube-system", "kubeadm-config"),
+                ("kube-system", "kubelet-config"),
+                ("kube-public", "cluster-info"),
+            )
+        )
+    ):
+        return True  # kubeadm's RBAC for joining nodes
+    if user.name == "system:anonymous":
+        # kubeadm's bootstrap-signer Role: anyone may read the signed cluster-info, nothing else
+        return verb == "get" and res.plural == "configmaps" and ns == "kube-public" and name == "cluster-info"
     if (
         res.plural == "certificatesigningrequests"
         and verb in ("create", "get", "list", "watch")
@@ -546,11 +563,53 @@ class APIServer:
     # The node lifecycle controller of kube-controller-manager, reduced to what tests observe: a node
     # whose kubelet stops posting status and renewing its Lease for the grace period becomes Unknown
     # ("NotReady" in kubectl) and gets the unreachable taint; Ready flips the taints back.
+    def _sign_cluster_info(self) -> None:
+        """kube-controller-manager's bootstrapsigner: keep kube-public/cluster-info signed (detached JWS,
+        HS256) with every valid bootstrap token that has usage-bootstrap-signing=true."""
+        assert self.store is not None
+        cms = _res("configmaps")
+        try:
+            info = self.store.get(cms, "kube-public", "cluster-info")
+        except ApiError:
+            return
+        payload = (info.get("data") or {}).get("kubeconfig")
+        if not payload:
+            return
+        wanted: dict[str, str] = {}
+        secrets_, _ = self.store.list(_res("secrets"), "kube-system")
+        for sec in secrets_:
+            if sec.get("type") != "bootstrap.kubernetes.io/token":
+                continue
+            d = {k: base64.b64decode(v).decode() for k, v in (sec.get("data") or {}).items()}
+            if (
+                d.get("usage-bootstrap-signing") != "true"
+                or not d.get("token-id")
+                or not d.get("token-secret")
+            ):
+                continue
+            if d.get("expiration") and parse_rfc3339(d["expiration"]) < time.time():
+                continue
+            wanted[f"jws-kubeconfig-{d['token-id']}"] = detached_jws(
+                payload, d["token-id"], d["token-secret"]
+            )
+        current = {k: v for k, v in (info.get("data") or {}).items() if k.startswith("jws-kubeconfig-")}
+        if current == wanted:
+            return
+
+        def sign(cm: dict[str, Any]) -> dict[str, Any]:
+            data = {k: v for k, v in (cm.get("data") or {}).items() if not k.startswith("jws-kubeconfig-")}
+            data.update(wanted)
+            cm["data"] = data
+            return cm
+
+        self.store.update(cms, "kube-public", "cluster-info", sign)
+
     def _node_lifecycle(self) -> None:
         assert self.store is not None
         period = max(0.2, min(5.0, self.cfg.node_monitor_grace / 4))
         nodes, leases = _res("nodes"), _res("leases", "coordination.k8s.io")
         while not self._stop.wait(period):
+            self._sign_cluster_info()
             items, _ = self.store.list(nodes, None)
             for node in items:
                 name = node["metadata"]["name"]
@@ -573,6 +632,21 @@ class APIServer:
                     self.store.update(nodes, None, name, lambda n, stale=stale: _reconcile_node(n, stale))
                 except ApiError:
                     pass
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def detached_jws(payload: str, key_id: str, secret: str) -> str:
+    """A compact JWS with detached payload (`header..signature`), as the bootstrap signer writes."""
+    import hashlib
+    import hmac
+
+    header = _b64url(json.dumps({"alg": "HS256", "kid": key_id}, separators=(",", ":")).encode())
+    signing_input = f"{header}.{_b64url(payload.encode())}".encode()
+    signature = _b64url(hmac.new(secret.encode(), signing_input, hashlib.sha256).digest())
+    return f"{header}..{signature}"
 
 
 def _reconcile_node(node: dict[str, Any], stale: bool) -> dict[str, Any]:
@@ -1673,6 +1747,104 @@ def main(argv: list[str] | None = None) -> int:
     if args.port_file:
         args.port_file.write_text(str(server.port))
     log.info("serving on %s", url)
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+    return 0
+
+
+# Flags kubeadm v1.31 writes into the kube-apiserver static Pod manifest, plus a few common ones: accepted;
+# those marked in KUBE_APISERVER_USED change behaviour. The last four are stand-in flags the kubelet
+# stand-in adds from the etcd and kube-controller-manager manifests (the stand-in has no separate etcd/kcm).
+KUBE_APISERVER_FLAGS = (
+    "advertise-address",
+    "allow-privileged",
+    "authorization-mode",
+    "client-ca-file",
+    "enable-admission-plugins",
+    "enable-bootstrap-token-auth",
+    "etcd-cafile",
+    "etcd-certfile",
+    "etcd-keyfile",
+    "etcd-servers",
+    "kubelet-client-certificate",
+    "kubelet-client-key",
+    "kubelet-preferred-address-types",
+    "proxy-client-cert-file",
+    "proxy-client-key-file",
+    "requestheader-allowed-names",
+    "requestheader-client-ca-file",
+    "requestheader-extra-headers-prefix",
+    "requestheader-group-headers",
+    "requestheader-username-headers",
+    "secure-port",
+    "service-account-issuer",
+    "service-account-key-file",
+    "service-account-signing-key-file",
+    "service-cluster-ip-range",
+    "tls-cert-file",
+    "tls-private-key-file",
+    "bind-address",
+    "token-auth-file",
+    "anonymous-auth",
+    "v",
+    "feature-gates",
+    "audit-log-path",
+    "standin-data-dir",
+    "standin-signing-cert-file",
+    "standin-signing-key-file",
+    "standin-node-monitor-grace-period",
+    "standin-upstream",
+)
+
+
+def kube_apiserver_main(argv: list[str]) -> int:
+    """`kube-apiserver` with its real flag names (what a kubelet stand-in runs for the static Pod)."""
+    try:
+        from .cliflags import Flag, UsageError, parse_pflags
+    except ImportError:
+        from cliflags import Flag, UsageError, parse_pflags  # type: ignore[no-redef]
+    try:
+        opts, _ = parse_pflags([Flag(f) for f in KUBE_APISERVER_FLAGS], argv)
+    except UsageError as e:
+        sys.stderr.write(f"Error: {e}\n")
+        return 1
+    for required in ("tls-cert-file", "tls-private-key-file", "client-ca-file", "standin-data-dir"):
+        if not opts[required]:
+            sys.stderr.write(f"Error: --{required} is required\n")
+            return 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    upstream = None
+    if opts["standin-upstream"]:
+        host, _, port = opts["standin-upstream"].rpartition(":")
+        ctx = ssl.create_default_context(cafile=opts["client-ca-file"])
+        ctx.check_hostname = False
+        ctx.load_cert_chain(opts["kubelet-client-certificate"], opts["kubelet-client-key"])
+        upstream = Upstream(host, int(port), ctx)
+    grace = opts["standin-node-monitor-grace-period"] or "40s"
+    cfg = Config(
+        data_dir=Path(opts["standin-data-dir"]),
+        bind=opts["bind-address"] or "0.0.0.0",
+        port=int(opts["secure-port"] or 6443),
+        server_cert=Path(opts["tls-cert-file"]),
+        server_key=Path(opts["tls-private-key-file"]),
+        client_ca=Path(opts["client-ca-file"]),
+        token_auth_file=Path(opts["token-auth-file"]) if opts["token-auth-file"] else None,
+        anonymous_auth=opts["anonymous-auth"] != "false",
+        node_monitor_grace=float(grace[:-1]) if grace.endswith("s") else float(grace),
+        advertise=opts["advertise-address"] or "127.0.0.1",
+        upstream=upstream,
+        signer_cert=Path(opts["standin-signing-cert-file"]) if opts["standin-signing-cert-file"] else None,
+        signer_key=Path(opts["standin-signing-key-file"]) if opts["standin-signing-key-file"] else None,
+    )
+    Path(opts["standin-data-dir"]).mkdir(parents=True, exist_ok=True)
+    server = APIServer(cfg)
+    server.serve_in_background()
+    log.info("kube-apiserver serving on :%s", server.port)
     import signal
 
     stop = threading.Event()
