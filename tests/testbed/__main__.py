@@ -12,12 +12,17 @@ from pathlib import Path
 from . import rootfs
 from .client import ssh_argv
 from .common import TestbedError
-from .lab import Testbed, TestHost, list_labs, require_root_and_tools
+from .lab import Testbed, TestHost, lab_owner, list_labs, require_root_and_tools
 
 
-def _down_all(fast: bool) -> int:
+def _down_all(fast: bool, force: bool) -> int:
     rc = 0
     for lab in list_labs():
+        owner = lab_owner(lab)
+        if owner is not None and not force:
+            # On a shared machine another engineer's pytest may be using it; it tears its labs down.
+            print(f"testbed: lab {lab} skipped: in use by live process {owner} (--force to take it down)")
+            continue
         try:
             t0 = time.monotonic()
             Testbed.load(lab).down(fast=fast)
@@ -55,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("down", help="stop a lab and remove everything it made")
     p.add_argument("--lab", default="tb")
     p.add_argument("--all", action="store_true", help="every lab recorded under the work dir")
+    p.add_argument("--force", action="store_true", help="with --all: also labs whose owner process lives")
     p.add_argument("--fast", action="store_true", help="kill hosts' PID 1 instead of an orderly poweroff")
     p = sub.add_parser("ssh", help="ssh into a host as root (host key pinned), optionally run CMD")
     p.add_argument("--lab", help="needed only to name a host by index")
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "down":
             if args.all:
-                return _down_all(args.fast)
+                return _down_all(args.fast, args.force)
             if args.lab not in list_labs():
                 print(f"testbed: lab {args.lab} is not up")
                 return 0

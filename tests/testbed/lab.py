@@ -194,14 +194,21 @@ class TestbedFactory(Protocol):
     def __call__(self, *, nested: bool = False, light: bool = False, lab: str | None = None) -> Testbed: ...
 
 
+def lab_owner(lab: str) -> int | None:
+    """The pid of the live process that made the lab (a test session), or None if it is gone."""
+    st = _load_state(lab)
+    if not st:
+        return None
+    owner = _Proc(int(st.get("owner_pid", 0)), str(st.get("owner_start", "")))
+    return owner.pid if _alive(owner) and owner.pid != os.getpid() else None
+
+
 def reap_stale_labs() -> list[str]:
     """Tear down ephemeral labs (made by test fixtures) whose owning process is gone."""
     reaped = []
     for lab in list_labs():
         st = _load_state(lab)
-        if not st or not st.get("ephemeral"):
-            continue
-        if _alive(_Proc(int(st.get("owner_pid", 0)), str(st.get("owner_start", "")))):
+        if not st or not st.get("ephemeral") or lab_owner(lab) is not None:
             continue
         with contextlib.suppress(TestbedError):
             Testbed.load(lab).down(fast=True)

@@ -16,7 +16,7 @@ import pytest
 from tests.testbed import Testbed, rootfs
 from tests.testbed import TestbedFactory as Factory
 from tests.testbed.common import BASE
-from tests.testbed.lab import _starttime, leftovers, list_labs, reap_stale_labs
+from tests.testbed.lab import _starttime, lab_owner, leftovers, list_labs, reap_stale_labs
 
 pytestmark = [pytest.mark.integration, pytest.mark.testbed]
 
@@ -136,6 +136,7 @@ def test_killed_pytest_tears_its_hosts_down(rootfs: Path, tmp_path: Path, sig: s
             time.sleep(0.1)
         fp = _footprint_from_disk(lab)
         assert fp[3]
+        assert lab_owner(lab) == p.pid, "`down --all` leaves a lab alone while its owner lives"
         p.send_signal(sig)
         out = p.communicate(timeout=60)[0]
         assert leftovers(*fp) == [], out
@@ -156,6 +157,7 @@ def test_labs_of_dead_owners_are_reaped(rootfs: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     lab = r.stdout.strip()
+    assert lab_owner(lab) is None
     fp = _footprint_from_disk(lab)
     assert leftovers(*fp) != []
     assert lab in reap_stale_labs()
