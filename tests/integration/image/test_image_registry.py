@@ -393,3 +393,20 @@ def test_two_sealer_processes_pulling_into_one_store(plain: Registry, tmp_path: 
     for name in names:
         store.verify_image(store.resolve(name))
     assert list(store.ingest_dir.iterdir()) == []
+
+
+def test_per_host_ca_directory_is_trusted_like_docker_and_podman(
+    secure: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sealer.image import registry as registry_module
+
+    certs_d = tmp_path / "certs.d"
+    (certs_d / secure.host).mkdir(parents=True)
+    assert secure.ca_file is not None
+    (certs_d / secure.host / "ca.crt").write_bytes(secure.ca_file.read_bytes())
+    monkeypatch.setattr(registry_module, "CERT_DIRS", (certs_d,))
+    home = tmp_path / "h"
+    name = secure.ref("certsd/app:v1")
+    make_test_image(ImageStore(home / "images"), name, [b"c" * 100])
+    res = sealer(home, "push", name, "--authfile", str(secure.authfile))  # no --ca-file, no --insecure
+    assert res.exit_code == 0, res.output
