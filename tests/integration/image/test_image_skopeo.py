@@ -229,3 +229,30 @@ def test_load_refuses_a_truncated_archive_and_imports_nothing(tmp_path: Path) ->
     not_tar.write_bytes(b"definitely not a tar" * 100)
     res = sealer(other, "load", "-i", str(not_tar))
     assert res.exit_code == 1 and "not a valid tar" in res.output
+
+
+def test_sealer_pulls_docker_v2_manifests_and_lists(reg: Registry, tmp_path: Path) -> None:
+    src = tmp_path / "layout"
+    write_oci_dir(src, "v4", ["amd64", "arm64"])
+    name = reg.ref("interop/docker-format:v4")
+    skopeo(
+        "copy", "--all", "--format", "v2s2", "--dest-tls-verify=false", f"oci:{src}:v4", f"docker://{name}"
+    )
+    raw = json.loads(skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{name}"))
+    assert raw["mediaType"] == oci.MEDIA_DOCKER_LIST
+    home = tmp_path / "h"
+    res = sealer(home, "pull", name, "--insecure", "--all-platforms")
+    assert res.exit_code == 0, res.output
+    store = ImageStore(home / "images")
+    assert store.resolve(name).descriptor.media_type == oci.MEDIA_DOCKER_LIST
+    img = store.select(name, Platform("linux", "arm64"))
+    assert img.manifest.media_type == oci.MEDIA_DOCKER_MANIFEST
+    assert img.config["architecture"] == "arm64"
+    back = sealer(home, "push", name, reg.ref("interop/docker-format-copy:v4"), "--insecure")
+    assert back.exit_code == 0, back.output
+    copy = json.loads(
+        skopeo(
+            "inspect", "--tls-verify=false", "--raw", f"docker://{reg.ref('interop/docker-format-copy:v4')}"
+        )
+    )
+    assert copy == raw
