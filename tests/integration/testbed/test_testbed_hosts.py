@@ -338,3 +338,95 @@ def test_real_runc_runs_a_container_inside_a_nested_host(testbed_factory: Factor
     assert (r.returncode, r.stdout.strip()) == (0, "hello-from-runc"), r.stderr
     r = ssh(p, RUNC_HELLO, timeout=120)
     assert r.returncode != 0, "control: a plain nspawn host cannot run runc"
+
+
+# Runs ON a test host (its python3): packs binaries and their libraries into a one-layer OCI image tar.
+MKIMAGE = r"""
+import hashlib, io, json, os, subprocess, sys, tarfile
+
+out, ref, bins = sys.argv[1], sys.argv[2], sys.argv[3:]
+files = set(bins)
+for b in bins:
+    for line in subprocess.run(["ldd", b], capture_output=True, text=True, check=True).stdout.splitlines():
+        words = [w for w in line.split() if w.startswith("/")]
+        files.update(words[:1])
+layer = io.BytesIO()
+with tarfile.open(fileobj=layer, mode="w") as t:
+    for f in sorted(files):
+        t.add(os.path.realpath(f), arcname=f.lstrip("/"))
+
+
+def blob(b):
+    return hashlib.sha256(b).hexdigest(), b
+
+
+layer_d, layer_b = blob(layer.getvalue())
+config_d, config_b = blob(json.dumps({
+    "architecture": "amd64", "os": "linux", "config": {"Cmd": [bins[0]]},
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + layer_d]}}).encode())
+manifest_d, manifest_b = blob(json.dumps({
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+               "digest": "sha256:" + config_d, "size": len(config_b)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": "sha256:" + layer_d, "size": len(layer_b)}]}).encode())
+index = json.dumps({"schemaVersion": 2, "manifests": [{
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "digest": "sha256:" + manifest_d, "size": len(manifest_b),
+    "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref}}]}).encode()
+with tarfile.open(out, "w") as t:
+    for name, b in [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)] + [
+            ("blobs/sha256/" + d, b) for d, b in ((layer_d, layer_b), (config_d, config_b),
+                                                   (manifest_d, manifest_b))]:
+        ti = tarfile.TarInfo(name)
+        ti.size = len(b)
+        t.addfile(ti, io.BytesIO(b))
+"""
+
+CONTAINERD_UNIT = """[Unit]
+Description=containerd (test bed check)
+[Service]
+ExecStart=/usr/local/bin/containerd
+Delegate=yes
+KillMode=process
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@pytest.mark.slow
+def test_real_containerd_under_systemd_inside_a_nested_host(testbed_factory: Factory) -> None:
+    import shutil
+
+    bins = {b: shutil.which(b) for b in ("containerd", "containerd-shim-runc-v2", "ctr", "runc")}
+    if not all(bins.values()):
+        pytest.skip(f"missing {[b for b, p in bins.items() if not p]} (scripts/setup installs them)")
+    tb = testbed_factory(nested=True)
+    (h,) = tb.up(1)
+    for name, path in bins.items():
+        assert path is not None
+        tb.put_file(h, path, f"/usr/local/bin/{name}")
+    tb.run_on(h, "cat > /root/mkimage.py", input=MKIMAGE)
+    r = ssh(
+        h,
+        "cat > /etc/systemd/system/containerd.service && systemctl daemon-reload && "
+        "systemctl enable --now containerd",
+        input=CONTAINERD_UNIT,
+    )
+    assert r.returncode == 0, r.stderr
+    script = (
+        "set -e; for i in $(seq 100); do ctr version >/dev/null 2>&1 && break; sleep 0.1; done; "
+        "python3 /root/mkimage.py /root/img.tar docker.io/tb/hello:1 /bin/sh /bin/sleep; "
+        "ctr image import /root/img.tar >/dev/null; "
+        "ctr run --rm docker.io/tb/hello:1 c1 /bin/sh -c 'echo hello-from-containerd'; "
+        "ctr run -d docker.io/tb/hello:1 c2 /bin/sleep 1000 >/dev/null; ctr task ls -q"
+    )
+    r = ssh(h, script, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["hello-from-containerd", "c2"]
+    # The nested container's cgroups sit below the host's own cgroup, and go with the lab.
+    fp = tb.footprint()
+    nested_cgroups = [b for b in fp[2] if list(Path(b).rglob("c2"))]
+    assert nested_cgroups, "runc made c2's cgroups inside the lab's tree"
+    tb.down()
+    assert leftovers(*fp) == []
