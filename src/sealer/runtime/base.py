@@ -104,6 +104,13 @@ class ClusterRuntime(Protocol):
         """Versions of what was installed, for the run summary (may be empty before install)."""
 
 
+def registers_node(runtime: ClusterRuntime, ctx: RuntimeContext, host: Host) -> bool:
+    """Whether a host becomes a Kubernetes Node under this runtime (plain k0s controllers do not);
+    runtimes without a `registers_node` method make every host a Node."""
+    check = getattr(runtime, "registers_node", None)
+    return True if check is None else bool(check(ctx, host))
+
+
 def runtime_type_of(labels: Mapping[str, str], metadata: str | None, image: str) -> str:
     """The runtime an image asks for: the label first, then a legacy `Metadata` file's
     `ClusterRuntime`, else kubernetes (sealer's default)."""
@@ -139,8 +146,12 @@ def choose_runtime(labels: Mapping[str, str], metadata: str | None, image: str) 
         from sealer.runtime.k3s import K3sRuntime
 
         return K3sRuntime()
+    if kind == K0S:
+        from sealer.runtime.k0s import K0sRuntime
+
+        return K0sRuntime()
     raise NotImplementedYet(
         f"image {image} asks for the {kind} runtime, which this sealer cannot install yet",
-        "use a k3s ClusterImage (label cluster.alpha.sealer.io/cluster-runtime-type=k3s); "
-        "the kubernetes and k0s runtimes are being built (issue 8)",
+        "use a k3s or k0s ClusterImage (label cluster.alpha.sealer.io/cluster-runtime-type=k3s|k0s); "
+        "the kubernetes runtime is being built (issue 8)",
     )
