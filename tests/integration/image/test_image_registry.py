@@ -410,3 +410,47 @@ def test_per_host_ca_directory_is_trusted_like_docker_and_podman(
     make_test_image(ImageStore(home / "images"), name, [b"c" * 100])
     res = sealer(home, "push", name, "--authfile", str(secure.authfile))  # no --ca-file, no --insecure
     assert res.exit_code == 0, res.output
+
+
+PULL_KILLER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from sealer.image.store import ImageStore
+    from sealer.image.reference import parse_reference
+    from sealer.image.registry import RegistryClient, RegistryOptions
+
+    root, name, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    done = []
+
+    def progress(ev):
+        if ev.status == "done":
+            done.append(ev.digest)
+            if len(done) >= after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    async def main():
+        async with RegistryClient(RegistryOptions(insecure=True, max_parallel=1)) as c:
+            await c.pull(parse_reference(name), ImageStore(root), progress=progress)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_pull_killed_half_way_keeps_finished_blobs_and_shows_nothing(plain: Registry, tmp_path: Path) -> None:
+    src, root = tmp_path / "src", tmp_path / "dst" / "images"
+    name = plain.ref("killpull/app:v1")
+    make_test_image(ImageStore(src / "images"), name, [os.urandom(1 << 20) for _ in range(4)])
+    assert sealer(src, "push", name, "--insecure").exit_code == 0
+    script = tmp_path / "pull_killer.py"
+    script.write_text(PULL_KILLER)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(root), name, "3"], cwd=REPO_ROOT, capture_output=True, timeout=120
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    store = ImageStore(root)
+    assert store.records() == []  # nothing half-pulled is visible
+    res = CliRunner().invoke(cli, ["pull", name, "--insecure"], env={"SEALER_HOME": str(root.parent)})
+    assert res.exit_code == 0, res.output
+    assert "3 already present" in res.output
+    store.verify_image(store.resolve(name))
