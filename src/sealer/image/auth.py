@@ -9,13 +9,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
+import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sealer.errors import ImageError
+
+log = logging.getLogger(__name__)
 
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
@@ -123,7 +128,13 @@ def find_credentials(
         parts = repository.split("/")
         candidates = [f"{want}/{'/'.join(parts[:i])}" for i in range(len(parts), 0, -1)] + [want]
     for path in read_paths(authfile):
-        auths = _load(path).get("auths")
+        doc = _load(path)
+        helper = _helper_for(doc, want)
+        if helper:
+            creds = _from_helper(helper, want, path)
+            if creds is not None:
+                return creds
+        auths = doc.get("auths")
         if not isinstance(auths, dict):
             continue
         by_key = {_normalise_key(k): (k, v) for k, v in auths.items() if isinstance(k, str)}
@@ -133,6 +144,48 @@ def find_credentials(
                 creds = _decode(entry, path, key)
                 if creds is not None:
                     return creds
+    return None
+
+
+def _helper_for(doc: dict[str, Any], registry: str) -> str | None:
+    """docker's order: a per-registry credHelpers entry, else the global credsStore."""
+    helpers = doc.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, name in helpers.items():
+            if isinstance(key, str) and isinstance(name, str) and _normalise_key(key) == registry:
+                return name
+    store = doc.get("credsStore")
+    return store if isinstance(store, str) and store else None
+
+
+def _from_helper(helper: str, registry: str, path: Path) -> Credentials | None:
+    """Ask a docker credential helper (`docker-credential-<name> get`, server URL on stdin)."""
+    exe = shutil.which(f"docker-credential-{helper}")
+    if exe is None:
+        log.warning(
+            "%s names credential helper %r but docker-credential-%s is not on PATH", path, helper, helper
+        )
+        return None
+    servers = [DOCKER_HUB_KEYS[0]] if registry == "docker.io" else [registry, f"https://{registry}"]
+    for server in servers:
+        try:
+            proc = subprocess.run([exe, "get"], input=server, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise ImageError(f"credential helper docker-credential-{helper} failed: {err}")
+        if proc.returncode != 0:
+            continue  # "credentials not found in native keychain"
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError:
+            raise ImageError(
+                f"credential helper docker-credential-{helper} printed something that is not JSON"
+            )
+        user, secret = data.get("Username"), data.get("Secret")
+        if user == "<token>":
+            log.warning("credential helper %s returned an identity token, which sealer does not use", helper)
+            return None
+        if isinstance(user, str) and isinstance(secret, str) and user:
+            return Credentials(user, secret, f"{path} (docker-credential-{helper})")
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,36 @@ def test_damaged_files_name_themselves(home: Path) -> None:
     write(bad, {"reg.io": {"auth": "%%%not-base64"}})
     with pytest.raises(ImageError, match="not base64"):
         find_credentials("reg.io")
+
+
+HELPER = """#!/bin/sh
+# docker credential helper protocol: `get`, server URL on stdin, JSON on stdout.
+[ "$1" = get ] || { echo "unknown action $1" >&2; exit 1; }
+read server
+case "$server" in
+  reg.io) printf '{"ServerURL":"reg.io","Username":"helped","Secret":"from-keychain"}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"""
+
+
+def test_credential_helpers_are_asked_first(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-fake"
+    helper.write_text(HELPER)
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '')}")
+    write(
+        home / ".docker" / "config.json",
+        {"reg.io": {"auth": b64("file:pw")}, "other.io": {"auth": b64("o:p")}},
+        credHelpers={"reg.io": "fake"},
+    )
+    creds = find_credentials("reg.io")
+    assert creds is not None and (creds.username, creds.password) == ("helped", "from-keychain")
+    assert "docker-credential-fake" in creds.source
+    assert find_credentials("other.io").username == "o"  # type: ignore[union-attr]
+    write(home / ".docker" / "config.json", {"other.io": {"auth": b64("o:p")}}, credsStore="fake")
+    assert find_credentials("other.io").username == "o"  # type: ignore[union-attr]  (helper has none)
+    write(home / ".docker" / "config.json", {}, credsStore="missing-helper")
+    assert find_credentials("reg.io") is None
