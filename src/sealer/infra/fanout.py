@@ -1,0 +1,904 @@
+"""Host-to-host fan-out of a file tree: the operator streams one tar to the first host of a
+chain (or tree), and every host spools it, extracts its share and forwards it to the next.
+
+Links between hosts are SSH connections made with a per-run ed25519 key whose authorized_keys
+entry is restricted (forced append-to-spool command, from= the run's hosts, expiry-time) and
+removed at the end; a watchdog on each host removes the run's key, processes and temp files
+if the operator stops talking to it. Design and measurements: docs/distribution.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import secrets
+import shlex
+import tarfile
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+import asyncssh
+
+from sealer.errors import HostError, SealerError
+from sealer.infra import transfer
+from sealer.infra.connector import Outcome, TransferStats, host_error_of
+from sealer.infra.errors import TransferError
+from sealer.infra.fanout_plan import (
+    BLOCK,
+    CHUNK_BYTES,
+    OPERATOR,
+    FileSpec,
+    HostNeed,
+    Layout,
+    Meter,
+    Tree,
+    header,
+    host_need,
+    plan_tree,
+    reroute,
+    slow_hosts,
+    split,
+    union,
+)
+from sealer.infra.fleet import Fleet
+from sealer.infra.host import Target
+from sealer.infra.ssh import SSHConnector
+
+log = logging.getLogger(__name__)
+
+STAGE = ".sealer-fanout"
+STAGED_MARK = b"\0::sealer-staged::\0"
+KEY_MARK = "sealer-fanout"
+READ = 1 << 20
+
+
+class FanoutError(TransferError):
+    """A host could not be reached by the fan-out (after re-routing and retries)."""
+
+
+# ---------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class HostProgress:
+    """One host's state for a progress display: bytes of the stream it holds, rate, ETA, and
+    who feeds it ("operator" or a host name)."""
+
+    host: str
+    received: int
+    total: int
+    rate: float
+    eta: float | None
+    state: str  # "setup" | "receiving" | "committing" | "done" | "failed" | "rerouted" | "skipped"
+    parent: str
+    round: int
+
+
+ProgressCallback = Callable[[HostProgress], None]
+Tamper = Callable[[str, bytes], bytes]
+
+
+@dataclass
+class FanoutResult:
+    """Per-host outcomes plus what the run cost the operator's own link."""
+
+    outcomes: list[Outcome[TransferStats]]
+    operator_bytes: int = 0
+    rounds: int = 0
+    reroutes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+
+# ---------------------------------------------------------------- local side
+
+
+def file_specs(tree: transfer.LocalTree, chunk_bytes: int = CHUNK_BYTES) -> list[FileSpec]:
+    """The pieces of every file of the tree (chunk digests are computed here, file digests
+    come from the tree's manifest)."""
+    specs = []
+    for e in tree.files:
+        if "\n" in e.rel or "\\" in e.rel:
+            raise transfer.LocalSourceError(
+                f"{e.source}: a file name with a newline or backslash cannot be fanned out",
+                "rename it, or copy without --fanout",
+            )
+        sums: list[str] = []
+        if e.size > chunk_bytes:
+            with open(e.source, "rb") as f:
+                while block := f.read(chunk_bytes):
+                    sums.append(hashlib.sha256(block).hexdigest())
+        specs.append(split(e.rel, e.size, e.sha256, e.mode, e.mtime, e.source, sums, chunk_bytes))
+    return specs
+
+
+async def stream(layout: Layout, offset: int = 0, tamper: Tamper | None = None) -> AsyncIterator[bytes]:
+    """The stream's bytes from `offset` on, exactly as Layout counts them."""
+    index = layout.first_at(offset)
+    for p, start in zip(layout.pieces[index:], layout.starts[index:], strict=True):
+        skip = offset - start if offset > start else 0
+        head = header(p)
+        if skip < len(head):
+            yield head[skip:]
+            skip = 0
+        else:
+            skip -= len(head)
+        with open(p.source, "rb") as f:
+            f.seek(p.offset)
+            left = p.size
+            pos = 0
+            while left > 0:
+                data = f.read(min(READ, left))
+                if not data:
+                    raise transfer.LocalSourceError(f"{p.source}: file shrank while being sent", "send again")
+                if tamper is not None:
+                    data = tamper(p.name, data)
+                left -= len(data)
+                if skip >= len(data):
+                    skip -= len(data)
+                else:
+                    yield data[skip:]
+                    skip = 0
+                pos += len(data)
+                await asyncio.sleep(0)
+        pad = (-p.size) % BLOCK
+        if pad:
+            yield b"\0" * pad if skip == 0 else b"\0" * max(pad - skip, 0)
+    trailer_start = layout.total - 2 * BLOCK
+    yield b"\0" * (layout.total - max(offset, trailer_start))
+
+
+# ---------------------------------------------------------------- host scripts
+
+
+def _q(s: str) -> str:
+    return shlex.quote(s)
+
+
+@dataclass(frozen=True)
+class _Paths:
+    run: str
+    root: str
+    login: str
+
+    @property
+    def work(self) -> str:  # keys, lists, fifos, pids: small, private, removed at the end
+        return f"/tmp/{KEY_MARK}-{self.run}"
+
+    @property
+    def stage(self) -> str:  # received pieces, kept for resume until the files are made
+        return str(PurePosixPath(self.root) / STAGE)
+
+    @property
+    def spool(self) -> str:  # the raw stream, on the destination's filesystem (it can be large)
+        return f"{self.stage}/spool-{self.run}"
+
+
+def probe_script(p: _Paths) -> str:
+    return (
+        f"( {transfer.manifest_script(p.root)} ); printf '\\0::sealer-staged::\\0'; "
+        f"cd {_q(p.stage)} 2>/dev/null && "
+        "find t c -type f -print0 2>/dev/null | xargs -0 -r sha256sum -z --; "
+        "exit 0"
+    )
+
+
+def parse_probe(out: bytes) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
+    head, _, staged_part = out.partition(STAGED_MARK)
+    dest = {
+        name: (rf.sha256, rf.mode) for name, rf in transfer.parse_manifest(head).items() if rf.regular
+    }
+    staged: dict[str, str] = {}
+    for record in staged_part.split(b"\0"):
+        digest, sep, name = record.partition(b"  ")
+        if sep and len(digest) == 64:
+            staged[os.fsdecode(name)] = digest.decode("ascii", "replace")
+    return dest, staged
+
+
+_CLEAN_KEYS = (
+    # drop this run's authorized_keys lines and any whose expiry has passed; `cat >` keeps the
+    # file's inode, owner and mode
+    'ak="$H/.ssh/authorized_keys"; if [ -f "$ak" ]; then '
+    f"awk -v now=\"$(date +%s)\" -v run=\"$RUN\" '{{ if (match($0, /{KEY_MARK}:[a-z0-9]+:[0-9]+/)) "
+    '{ split(substr($0, RSTART, RLENGTH), a, ":"); if (a[2] == run || a[3] < now) next } print }\' '
+    '"$ak" > "$ak.sealer-tmp" && cat "$ak.sealer-tmp" > "$ak"; rm -f "$ak.sealer-tmp"; fi; '
+)
+
+
+def _cleanup_body(p: _Paths, home: str, *, watchdog: bool = False) -> str:
+    """Kill the run's processes, remove its key lines, work dir and spool. Idempotent."""
+    skip = '[ "${f##*/}" = watchdog.pid ] && continue; ' if watchdog else ""
+    return (
+        f"RUN={_q(p.run)}; H={_q(home)}; W={_q(p.work)}; "
+        'if [ -d "$W" ]; then for f in "$W"/*.pid; do [ -f "$f" ] || continue; ' + skip + 'pid=$(cat "$f"); '
+        '[ -n "$pid" ] && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; }; '
+        "done; fi; "
+        + _CLEAN_KEYS
+        + f'rm -rf -- "$W"; rm -f -- {_q(p.spool)}; '
+        f"rmdir -- {_q(p.stage)}/t {_q(p.stage)}/c {_q(p.stage)} 2>/dev/null; true"
+    )
+
+
+def setup_script(p: _Paths, home: str, idle: float) -> str:
+    """As root: work dir from the tar on stdin, key line appended, stage and spool made, stale
+    pieces (listed in $W/discard) removed, and a watchdog that cleans up when the operator's
+    heartbeat stops."""
+    watchdog = (
+        f"W={_q(p.work)}; while [ -d \"$W\" ]; do sleep 2; "
+        'b=$(stat -c %Y "$W/beat" 2>/dev/null || echo 0); '
+        f"if [ $(( $(date +%s) - b )) -gt {int(idle)} ]; then "
+        f"{_cleanup_body(p, home, watchdog=True)}; exit 0; fi; done"
+    )
+    return (
+        "set -e; umask 077; "
+        f"W={_q(p.work)}; H={_q(home)}; S={_q(p.stage)}; SP={_q(p.spool)}; "
+        'rm -rf -- "$W"; mkdir -m 700 -- "$W"; tar -x -f - -C "$W"; touch "$W/beat"; '
+        f'chown -R {_q(p.login)} "$W" 2>/dev/null || true; '
+        'mkdir -p "$H/.ssh"; [ -f "$H/.ssh/authorized_keys" ] || '
+        f'{{ touch "$H/.ssh/authorized_keys"; chown {_q(p.login)} "$H/.ssh" "$H/.ssh/authorized_keys"; }}; '
+        f"RUN={_q(p.run)}; "
+        + _CLEAN_KEYS
+        + 'cat "$W/authkey" >> "$H/.ssh/authorized_keys"; rm -f "$W/authkey"; '
+        'mkdir -p -- "$S/t" "$S/c"; '
+        f'chmod {"700" if p.login == "root" else "711"} -- "$S"; '
+        '(cd "$S" && xargs -0 -r rm -f -- < "$W/discard"); rm -f -- "$S"/spool-*; '
+        f': > "$SP"; chmod 600 "$SP"; chown {_q(p.login)} "$SP"; '
+        f"setsid bash -c {_q(watchdog)} < /dev/null > /dev/null 2>&1 & echo $! > \"$W/watchdog.pid\"; "
+        "true"
+    )
+
+
+def receive_script(p: _Paths, total: int) -> str:
+    """As root: extract this host's pieces from the spool as it grows (a link may change
+    under it), until `total` bytes went through."""
+    body = (
+        f"W={_q(p.work)}; S={_q(p.stage)}; SP={_q(p.spool)}; echo $$ > \"$W/recv.pid\"; "
+        'F="$W/rx"; rm -f "$F"; mkfifo "$F"; '
+        'tail -c +1 -f "$SP" > "$F" & T=$!; '
+        f'head -c {total} < "$F" | tar -x -f - -C "$S" --no-same-owner -p --null -T "$W/want"; '
+        "rc=$(( ${PIPESTATUS[0]} | ${PIPESTATUS[1]} )); "
+        'kill $T 2>/dev/null; wait $T 2>/dev/null; rm -f "$F" "$W/recv.pid"; exit $rc'
+    )
+    return f"setsid -w bash -c {_q(body)}"
+
+
+def feed_script(p: _Paths) -> str:
+    body = f"W={_q(p.work)}; echo $$ > \"$W/feed.pid\"; exec cat >> {_q(p.spool)}"
+    return f"setsid -w bash -c {_q(body)}"
+
+
+def forward_script(p: _Paths, child: Target, child_id: int, offset: int, total: int) -> str:
+    """As the login user on the parent: stream spool bytes [offset, total) to the child's
+    forced command (which appends them to its spool)."""
+    port = child.port or 22
+    ssh = (
+        'ssh -F /dev/null -i "$W/key" -o IdentitiesOnly=yes -o UserKnownHostsFile="$W/known_hosts" '
+        "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes "
+        "-o ServerAliveInterval=2 -o ServerAliveCountMax=3 -o ConnectTimeout=5 "
+        "-o Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com -o LogLevel=ERROR "
+        f"-p {port} -l {_q(child.login_user)} {_q(child.address)} sealer-fanout"
+    )
+    body = (
+        f"W={_q(p.work)}; SP={_q(p.spool)}; echo $$ > \"$W/fwd{child_id}.pid\"; "
+        f'while [ "$(stat -c %s "$SP" 2>/dev/null || echo -1)" -lt {offset} ]; do '
+        '[ -f "$SP" ] || exit 3; sleep 0.2; done; '
+        f'F="$W/fx{child_id}"; rm -f "$F"; mkfifo "$F"; '
+        f'tail -c +{offset + 1} -f "$SP" > "$F" & T=$!; '
+        f'head -c {total - offset} < "$F" | {ssh}; rc=${{PIPESTATUS[1]}}; '
+        f'kill $T 2>/dev/null; wait $T 2>/dev/null; rm -f "$F" "$W/fwd{child_id}.pid"; exit $rc'
+    )
+    return f"setsid -w bash -c {_q(body)}"
+
+
+def detach_script(p: _Paths) -> str:
+    """On a child: stop whatever appends to its spool, wait until it is gone, print the spool
+    size (the exact offset the next link resumes from)."""
+    return (
+        f"W={_q(p.work)}; for f in \"$W/app.pid\" \"$W/feed.pid\"; do [ -f \"$f\" ] || continue; "
+        'pid=$(cat "$f"); rm -f "$f"; [ -n "$pid" ] || continue; '
+        'kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; '
+        'n=0; while kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done; done; '
+        f"stat -c %s {_q(p.spool)}"
+    )
+
+
+def stop_forward_script(p: _Paths, child_id: int) -> str:
+    return (
+        f"f={_q(p.work)}/fwd{child_id}.pid; [ -f \"$f\" ] && "
+        '{ pid=$(cat "$f"); kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; '
+        'rm -f "$f"; }; true'
+    )
+
+
+def poll_script(p: _Paths) -> str:
+    return f"touch {_q(p.work)}/beat 2>/dev/null; stat -c %s {_q(p.spool)} 2>/dev/null || echo -1"
+
+
+def authorized_line(p: _Paths, public_key: str, sources: Sequence[str], expires: datetime) -> str:
+    """The forced command appends to the spool only; it records its pid so a re-route can stop
+    it. `restrict` turns off pty, agent, port and X11 forwarding."""
+    cmd = f"echo $$ > {p.work}/app.pid; exec cat >> {_q(p.spool)}"
+    cmd = cmd.replace("\\", "\\\\").replace('"', '\\"')
+    when = expires.strftime("%Y%m%d%H%M") + "Z"
+    froms = ",".join(sources)
+    stamp = int(expires.timestamp())
+    return (
+        f'restrict,from="{froms}",expiry-time="{when}",command="{cmd}" {public_key} '
+        f"{KEY_MARK}:{p.run}:{stamp}\n"
+    )
+
+
+def commit_script(p: _Paths, need: HostNeed, tree: transfer.LocalTree) -> str:
+    """As root: verify every received piece (sha256), drop bad ones, join chunks of files whose
+    chunks are all good and verify the joined file, then move finished files into place, apply
+    directory modes and symlinks. Prints `BAD <piece>` / `MISSING <file>` lines."""
+    lines = [
+        "set -u",
+        f"S={_q(p.stage)}; R={_q(p.root)}",
+        'cd "$S" || exit 1',
+        # bulk verification: one sha256sum for all pieces this host was to receive
+        "sha256sum -c - 2>/dev/null <<'SEALER_EOF' | grep -v ': OK$' | sed -e 's/: FAILED.*$//' "
+        "| while IFS= read -r n; do rm -f -- \"$n\"; printf 'BAD %s\\n' \"$n\"; done",
+    ]
+    lines.extend(f"{piece.sha256}  {piece.name}" for piece in need.want)
+    lines.append("SEALER_EOF")
+    joined = []
+    for spec in need.files:
+        if not spec.chunked:
+            lines.append(f"[ -f {_q('t/' + spec.rel)} ] || echo MISSING {_q(spec.rel)}")
+            continue
+        names = " ".join(_q(piece.name) for piece in spec.pieces)
+        dst = _q("t/" + spec.rel)
+        parent = _q(str(PurePosixPath("t/" + spec.rel).parent))
+        lines.append(
+            f"if ls -- {names} >/dev/null 2>&1; then mkdir -p -- {parent} && cat -- {names} > {dst}"
+            f" && chmod {spec.mode:o} -- {dst} && touch -m -d @{spec.mtime} -- {dst}; "
+            f"else echo MISSING {_q(spec.rel)}; fi"
+        )
+        joined.append(spec)
+    if joined:
+        lines.append(
+            "(cd t && sha256sum -c - 2>/dev/null) <<'SEALER_EOF' | grep -v ': OK$' "
+            "| sed -e 's/: FAILED.*$//' | while IFS= read -r n; do [ -e \"t/$n\" ] && "
+            "{ rm -f -- \"t/$n\"; printf 'BAD %s\\n' \"$n\"; }; done"
+        )
+        lines.extend(f"{spec.sha256}  {spec.rel}" for spec in joined)
+        lines.append("SEALER_EOF")
+        for spec in joined:
+            lines.append(
+                f"[ -f {_q('t/' + spec.rel)} ] && rm -f -- " + " ".join(_q(x.name) for x in spec.pieces)
+            )
+    # move: one mkdir for every directory, then per directory one mv of its files (rename(2)
+    # within one filesystem: a destination path holds the old file or the whole new one)
+    lines += [
+        'mkdir -p -- "$R"',
+        '(cd t && find . -mindepth 1 -type d -print0 | (cd "$R" && xargs -0 -r mkdir -p --))',
+        "(cd t && find . -type d -print0 | xargs -0 -r sh -c "
+        '\'r=$1; shift; for d; do find "$d" -mindepth 1 -maxdepth 1 ! -type d '
+        '-exec mv -f -t "$r/$d" -- {} +; done\' sh "$R")',
+        "find t -mindepth 1 -depth -type d -empty -delete",
+    ]
+    dirs = [e for e in tree.entries if e.kind == "dir"]
+    links = [e for e in tree.entries if e.kind == "symlink"]
+    if dirs:
+        lines.append(
+            'cd "$R" && mkdir -p -- ' + " ".join(_q(e.rel) for e in dirs if e.rel != ".") + " . && cd \"$S\""
+        )
+        by_mode: dict[int, list[str]] = {}
+        for e in dirs:
+            by_mode.setdefault(e.mode, []).append(e.rel)
+        for mode, rels in sorted(by_mode.items()):
+            # directory modes last, so a read-only directory did not block its own contents
+            lines.append(f'(cd "$R" && chmod {mode:o} -- ' + " ".join(_q(r) for r in rels) + ")")
+    for e in links:
+        lines.append(f'(cd "$R" && ln -sfn -- {_q(e.link)} {_q(e.rel)})')
+    lines.append(
+        "[ -z \"$(find t c -type f -print -quit 2>/dev/null)\" ] && "
+        f"{{ cd / && rm -rf -- {_q(p.stage)}/t {_q(p.stage)}/c; rmdir -- {_q(p.stage)} 2>/dev/null; }}; true"
+    )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- one host
+
+
+class _Host:
+    """One target's SSH connection (from the Fleet's connector, shared) and the run's paths."""
+
+    def __init__(self, ssh: SSHConnector, target: Target, paths: _Paths, index: int) -> None:
+        self.ssh = ssh
+        self.target = target
+        self.paths = paths
+        self.index = index
+        self.name = target.name
+        self.conn: Any = None
+        self.home = "/root"
+        self.host_key = ""
+
+    async def open(self) -> None:
+        # The Fleet's connector owns connections and sudo; its primitives are reused as-is
+        # (one connection per host per run) rather than opening a second connection.
+        self.conn = await self.ssh._connection(self.target)
+        key = self.conn.conn.get_server_host_key()
+        self.host_key = key.export_public_key("openssh").decode().strip() if key is not None else ""
+
+    async def call(
+        self,
+        script: str,
+        stdin: bytes | AsyncIterator[bytes] = b"",
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+        shown: str = "fan-out",
+    ) -> tuple[int, bytes, str]:
+        line, pre = await self.ssh._prepare(self.conn, "bash -c " + _q(script), sudo)
+        data = pre + stdin if isinstance(stdin, bytes) else transfer.prepend(pre, stdin)
+        code, out, err = await self.ssh._exec(self.conn, line, data, timeout, shown, kill_as_root=sudo)
+        return code, out, err
+
+    async def check(self, script: str, stdin: bytes = b"", *, sudo: bool = False, what: str,
+                    timeout: float | None = 120) -> bytes:
+        code, out, err = await self.call(script, stdin, sudo=sudo, timeout=timeout, shown=what)
+        if code != 0:
+            raise transfer.transfer_failure(self.name, what, err or f"exit {code}", self.paths.root)
+        return out
+
+
+def _setup_tar(files: Mapping[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _known_hosts_line(t: Target, key: str) -> str:
+    where = t.address if (t.port or 22) == 22 else f"[{t.address}]:{t.port}"
+    return f"{where} {key}\n"
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class _Round:
+    hosts: dict[str, _Host]
+    needs: dict[str, HostNeed]
+    layout: Layout
+    tree: Tree
+    meters: dict[str, Meter] = field(default_factory=dict)
+    recv: dict[str, asyncio.Task[tuple[int, bytes, str]]] = field(default_factory=dict)
+    links: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    link_parent: dict[str, str] = field(default_factory=dict)
+    polls: dict[str, asyncio.Task[int]] = field(default_factory=dict)
+    poll_failed_since: dict[str, float] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    slow_since: dict[str, float] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+    failed: dict[str, SealerError] = field(default_factory=dict)
+    operator_bytes: int = 0
+
+
+class Fanout:
+    """One fan-out run over a Fleet. Most callers want `fanout_copy`."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        width: int = 1,
+        degree: int = 1,
+        sudo: bool = False,
+        chunk_bytes: int = CHUNK_BYTES,
+        rounds: int = 3,
+        stall_timeout: float = 20.0,
+        host_idle_timeout: float = 120.0,
+        tick: float = 0.5,
+        progress: ProgressCallback | None = None,
+        tamper: Tamper | None = None,
+        key_lifetime: timedelta = timedelta(hours=2),
+    ) -> None:
+        self.fleet = fleet
+        self.width = width
+        self.degree = degree
+        self.sudo = sudo
+        self.chunk_bytes = chunk_bytes
+        self.rounds = rounds
+        self.stall_timeout = stall_timeout
+        self.host_idle_timeout = host_idle_timeout
+        self.tick = tick
+        self.progress = progress
+        self.tamper = tamper
+        self.key_lifetime = key_lifetime
+        self.run_id = secrets.token_hex(6)
+        self.reroutes: list[str] = []
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _emit(self, rnd: _Round | None, host: str, state: str, n: int, parent: str = "") -> None:
+        if self.progress is None:
+            return
+        m = rnd.meters.get(host) if rnd is not None else None
+        total = m.total if m is not None else 0
+        self.progress(
+            HostProgress(
+                host,
+                m.received if m is not None else 0,
+                total,
+                m.rate if m is not None else 0.0,
+                m.eta if m is not None else None,
+                state,
+                parent or "operator",
+                n,
+            )
+        )
+
+    # -- public ------------------------------------------------------------------------------
+
+    async def copy(self, targets: Sequence[Target], src: str | os.PathLike[str], dst: str) -> FanoutResult:
+        tree = transfer.local_tree(src, dst)
+        specs = file_specs(tree, self.chunk_bytes)
+        outcomes: dict[str, Outcome[TransferStats]] = {}
+        started = time.monotonic()
+        sent: dict[str, tuple[int, int]] = {}  # host -> (files sent, bytes sent)
+        skipped: dict[str, int] = {}
+        result = FanoutResult([])
+        hosts: dict[str, _Host] = {}
+        order = [t.name for t in targets]
+
+        async def open_host(i: int, t: Target) -> None:
+            conn = self.fleet.connector_for(t)
+            if not isinstance(conn, SSHConnector):
+                raise HostError(t.name, "fan-out needs an SSH host (this is the local machine)",
+                                "copy to the local machine without --fanout")
+            h = _Host(conn, t, _Paths(self.run_id, tree.root, t.login_user), i)
+            await h.open()
+            code, out, _ = await h.call('printf %s "$HOME"', timeout=30, shown="home")
+            if code == 0 and out.strip():
+                h.home = out.decode().strip()
+            hosts[t.name] = h
+
+        index = {id(t): i for i, t in enumerate(targets)}
+        opened = await self.fleet.each(targets, lambda t: open_host(index[id(t)], t))
+        for o in opened:
+            if o.error is not None:
+                outcomes[o.host] = Outcome(o.host, error=o.error)
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        private = key.export_private_key("openssh")
+        public = key.export_public_key("openssh").decode().strip()
+        try:
+            for n in range(1, self.rounds + 1):
+                live = [hosts[t.name] for t in targets if t.name in hosts and t.name not in outcomes]
+                if not live:
+                    break
+                result.rounds = n
+                finished = await self._round(n, live, specs, tree, private, public, hosts, sent, skipped)
+                result.operator_bytes += finished.operator_bytes
+                for name in finished.done:
+                    files, nbytes = sent.get(name, (0, 0))
+                    outcomes[name] = Outcome(
+                        name,
+                        value=TransferStats(name, files, skipped.get(name, 0), nbytes,
+                                            time.monotonic() - started),
+                    )
+                last = n == self.rounds
+                for name, err in finished.failed.items():
+                    if last or not _retryable(err):
+                        outcomes[name] = Outcome(name, error=err)
+                for name in [h.name for h in live]:
+                    if name not in outcomes and last:
+                        outcomes[name] = Outcome(
+                            name, error=FanoutError(name, f"incomplete after {self.rounds} rounds",
+                                                    "run the copy again: it resumes from what arrived"))
+        finally:
+            await self._cleanup(list(hosts.values()))
+        result.outcomes = [outcomes.get(name) or Outcome(name, error=FanoutError(name, "not reached"))
+                           for name in order]
+        result.reroutes = self.reroutes
+        return result
+
+    # -- one round ---------------------------------------------------------------------------
+
+    async def _round(
+        self,
+        n: int,
+        live: list[_Host],
+        specs: list[FileSpec],
+        tree: transfer.LocalTree,
+        private: bytes,
+        public: str,
+        all_hosts: dict[str, _Host],
+        sent: dict[str, tuple[int, int]],
+        skipped: dict[str, int],
+    ) -> _Round:
+        flist = b"".join(os.fsencode(s.rel) + b"\0" for s in specs)
+        needs: dict[str, HostNeed] = {}
+        failed: dict[str, SealerError] = {}
+
+        async def probe(h: _Host) -> None:
+            out = await h.check(probe_script(h.paths), flist, sudo=self.sudo, what="reading the manifest of")
+            dest, staged = parse_probe(out)
+            needs[h.name] = host_need(specs, dest, staged)
+
+        for h, o in zip(live, await self.fleet.each([h.target for h in live], lambda t: probe(_by(live, t))),
+                        strict=True):
+            if o.error is not None:
+                failed[h.name] = o.error
+        members = [h for h in live if h.name in needs]
+        for h in members:
+            skipped.setdefault(h.name, needs[h.name].skipped)
+        receivers = [h for h in members if needs[h.name].want]
+        layout = Layout.of(union(needs[h.name] for h in receivers))
+        rnd = _Round({h.name: h for h in members}, needs, layout,
+                     plan_tree([h.name for h in receivers], width=self.width, degree=self.degree))
+        rnd.failed.update(failed)
+        expires = datetime.now(UTC) + self.key_lifetime
+        sources = sorted({h.target.address for h in all_hosts.values()})
+        known = "".join(_known_hosts_line(h.target, h.host_key) for h in all_hosts.values() if h.host_key)
+
+        async def setup(h: _Host) -> None:
+            need = needs[h.name]
+            files = {
+                "key": private,
+                "known_hosts": known.encode(),
+                "authkey": authorized_line(h.paths, public, sources, expires).encode(),
+                "want": b"".join(p.name.encode() + b"\0" for p in need.want),
+                "discard": b"".join(name.encode() + b"\0" for name in need.discard),
+            }
+            self._emit(rnd, h.name, "setup", n)
+            await h.check(setup_script(h.paths, h.home, self.host_idle_timeout), _setup_tar(files),
+                          sudo=self.sudo, what="preparing the fan-out into")
+
+        outs = await self.fleet.each([h.target for h in members], lambda t: setup(_by(members, t)))
+        for h, o in zip(members, outs, strict=True):
+            if o.error is not None:
+                rnd.failed[h.name] = o.error
+                if h.name in rnd.tree.parent:
+                    reroute(rnd.tree, h.name, {}, drop=True)
+        active = [h for h in receivers if h.name not in rnd.failed]
+        for h in active:
+            rnd.meters[h.name] = Meter(layout.total)
+            rnd.recv[h.name] = asyncio.ensure_future(
+                h.call(receive_script(h.paths, layout.total), sudo=self.sudo, shown="receiving")
+            )
+        for h in active:
+            self._start_link(rnd, h.name, 0)
+        try:
+            await self._watch(rnd, n)
+        finally:
+            for task in [*rnd.links.values(), *rnd.polls.values()]:
+                task.cancel()
+            for name, rtask in rnd.recv.items():
+                if not rtask.done():
+                    rtask.cancel()
+                    rnd.failed.setdefault(name, FanoutError(name, "receiving did not finish"))
+        # commit on every host that is not failed (also those that needed nothing new: they may
+        # hold pieces staged by an earlier run, and directories/links are made every time)
+        committing = [h for h in members if h.name not in rnd.failed]
+
+        async def commit(h: _Host) -> None:
+            self._emit(rnd, h.name, "committing", n)
+            need = needs[h.name]
+            out = await h.check("bash -s", commit_script(h.paths, need, tree).encode(), sudo=self.sudo,
+                                what="placing files into", timeout=None)
+            text = out.decode(errors="replace")
+            bad = [ln for ln in text.splitlines() if ln.startswith(("BAD ", "MISSING "))]
+            files, nbytes = sent.get(h.name, (0, 0))
+            sent[h.name] = (files + len(need.files), nbytes + need.want_bytes)
+            if bad:
+                log.warning("%s: %d piece(s) failed verification or did not arrive: %s", h.name, len(bad),
+                            "; ".join(bad[:5]))
+                raise FanoutError(h.name, f"{len(bad)} piece(s) failed verification or did not arrive",
+                                  "they are sent again in the next round")
+            rnd.done.add(h.name)
+            self._emit(rnd, h.name, "done", n)
+
+        for h, o in zip(committing, await self.fleet.each([h.target for h in committing],
+                                                         lambda t: commit(_by(committing, t))), strict=True):
+            if o.error is not None:
+                rnd.failed[h.name] = o.error
+        await self._cleanup(members)
+        return rnd
+
+    def _start_link(self, rnd: _Round, child: str, offset: int) -> None:
+        parent = rnd.tree.parent[child]
+        rnd.link_parent[child] = parent
+        rnd.links[child] = asyncio.ensure_future(self._link(rnd, parent, child, offset))
+
+    async def _link(self, rnd: _Round, parent: str, child: str, offset: int) -> None:
+        c = rnd.hosts[child]
+        if parent == OPERATOR:
+            feed = stream(rnd.layout, offset, self.tamper)
+
+            async def counted() -> AsyncIterator[bytes]:
+                async for chunk in feed:
+                    rnd.operator_bytes += len(chunk)
+                    yield chunk
+
+            code, _, err = await c.call(feed_script(c.paths), counted(), shown="feeding")
+        else:
+            p = rnd.hosts[parent]
+            code, _, err = await p.call(forward_script(p.paths, c.target, c.index, offset, rnd.layout.total),
+                                        shown=f"forwarding to {child}")
+        if code != 0:
+            raise FanoutError(child, f"link from {parent or 'operator'} ended: {err.strip() or code}", None)
+
+    async def _relink(self, rnd: _Round, child: str) -> None:
+        """Start child's link from its (possibly new) parent at exactly the bytes it holds."""
+        old = rnd.links.pop(child, None)
+        old_parent = rnd.link_parent.get(child, OPERATOR)
+        if old is not None:
+            old.cancel()
+        if old_parent != OPERATOR and old_parent in rnd.hosts and old_parent not in rnd.failed:
+            p = rnd.hosts[old_parent]
+            with contextlib.suppress(Exception):
+                await p.call(stop_forward_script(p.paths, rnd.hosts[child].index), timeout=10)
+        c = rnd.hosts[child]
+        code, out, _ = await c.call(detach_script(c.paths), timeout=15, shown="re-routing")
+        if code != 0:
+            raise FanoutError(child, "cannot re-route: its spool is gone", None)
+        self._start_link(rnd, child, int(out.strip() or b"0"))
+
+    async def _poll(self, h: _Host) -> int:
+        code, out, _ = await h.call(poll_script(h.paths), timeout=max(self.tick * 4, 3.0), shown="progress")
+        return int(out.strip() or b"-1") if code == 0 else -1
+
+    async def _watch(self, rnd: _Round, n: int) -> None:
+        while True:
+            pending = [h for h in rnd.recv if h not in rnd.failed and not rnd.recv[h].done()]
+            if not pending:
+                break
+            await asyncio.sleep(self.tick)
+            now = time.monotonic()
+            for name in pending:
+                task = rnd.polls.get(name)
+                if task is not None and task.done():
+                    rnd.polls.pop(name)
+                    size = -1 if task.cancelled() or task.exception() is not None else task.result()
+                    if size >= 0:
+                        rnd.poll_failed_since.pop(name, None)
+                        rnd.meters[name].sample(now, size)
+                    else:
+                        rnd.poll_failed_since.setdefault(name, now)
+                        rnd.meters[name].sample(now, rnd.meters[name].received)
+                    self._emit(rnd, name, "receiving", n, rnd.tree.parent.get(name, OPERATOR))
+                if name not in rnd.polls:
+                    rnd.polls[name] = asyncio.ensure_future(self._poll(rnd.hosts[name]))
+            # a receiver that ended with an error (connection lost, disk full) is a failed host
+            for name in pending:
+                recv = rnd.recv[name]
+                if recv.done() and not recv.cancelled():
+                    exc = recv.exception()
+                    if exc is not None:
+                        await self._fail(rnd, name, host_error_of(exc, name))
+                    else:
+                        code, _, err = recv.result()
+                        if code == 0:
+                            rnd.meters[name].sample(now, rnd.layout.total)
+                            self._emit(rnd, name, "received", n, rnd.tree.parent.get(name, OPERATOR))
+                        else:
+                            await self._fail(rnd, name, transfer.transfer_failure(
+                                name, "receiving into", err or f"exit {code}", rnd.hosts[name].paths.root))
+            for name in list(rnd.recv):
+                if name in rnd.failed or rnd.recv[name].done():
+                    continue
+                m = rnd.meters[name]
+                parent = rnd.tree.parent.get(name, OPERATOR)
+                ahead = parent == OPERATOR or rnd.meters[parent].received > m.received
+                unreachable = now - rnd.poll_failed_since.get(name, now)
+                if unreachable > self.stall_timeout:
+                    await self._fail(rnd, name, FanoutError(
+                        name, f"no answer for {unreachable:.0f}s during the fan-out",
+                        "check the host and its network; the others were routed around it"))
+                elif ahead and m.stalled_for(now) > self.stall_timeout:
+                    # the host answers but its link carries nothing: restart it, then feed the host
+                    # from the operator if that did not help
+                    tries = rnd.restarts.get(name, 0) + 1
+                    rnd.restarts[name] = tries
+                    if tries > 1 and parent != OPERATOR:
+                        rnd.tree.parent[name] = OPERATOR
+                    self.reroutes.append(f"{name}: link from {parent or 'operator'} stalled, restarted"
+                                         f" from {rnd.tree.parent[name] or 'operator'}")
+                    m.stalled_since = now
+                    await self._relink(rnd, name)
+                else:
+                    link = rnd.links.get(name)
+                    broken = link is not None and link.done() and (link.cancelled() or link.exception())
+                    if broken and rnd.link_parent.get(name) not in rnd.failed:
+                        # a link ended early (e.g. its ssh gave up): start it again from where it is
+                        tries = rnd.restarts.get(name, 0) + 1
+                        rnd.restarts[name] = tries
+                        if tries > 2:
+                            rnd.tree.parent[name] = OPERATOR
+                        await asyncio.sleep(min(tries, 3))
+                        await self._relink(rnd, name)
+            flagged = set(slow_hosts(rnd.tree, rnd.meters))
+            for name in list(rnd.slow_since):
+                if name not in flagged:
+                    del rnd.slow_since[name]
+            for name in flagged:
+                rnd.slow_since.setdefault(name, now)
+            # only a host that stays slow is routed around (a moment of CPU contention is not)
+            for slow in [h for h, t0 in rnd.slow_since.items() if now - t0 >= self.stall_timeout / 2]:
+                del rnd.slow_since[slow]
+                moved = reroute(rnd.tree, slow, {h: m.received for h, m in rnd.meters.items()}, drop=False)
+                self.reroutes.append(f"{slow}: slow, its subtree now fed by "
+                                     f"{rnd.tree.parent[slow] or 'operator'}")
+                for _, child in moved:
+                    await self._relink(rnd, child)
+
+    async def _fail(self, rnd: _Round, name: str, err: SealerError) -> None:
+        rnd.failed[name] = err
+        task = rnd.recv.get(name)
+        if task is not None and not task.done():
+            task.cancel()
+        link = rnd.links.pop(name, None)
+        if link is not None:
+            link.cancel()
+        self._emit(rnd, name, "failed", 0)
+        if name not in rnd.tree.parent:
+            return
+        moved = reroute(rnd.tree, name, {h: m.received for h, m in rnd.meters.items()}, drop=True)
+        if moved:
+            self.reroutes.append(f"{name}: failed ({err.message}); chain re-formed around it")
+        for _, child in moved:
+            try:
+                await self._relink(rnd, child)
+            except SealerError as e:
+                await self._fail(rnd, child, e)
+
+    async def _cleanup(self, hosts: list[_Host]) -> None:
+        async def one(h: _Host) -> None:
+            code, _, err = await h.call(_cleanup_body(h.paths, h.home), sudo=self.sudo, timeout=30,
+                                        shown="cleaning up")
+            if code != 0:
+                raise FanoutError(h.name, f"clean-up failed: {err.strip()}", None)
+
+        results = await asyncio.gather(*(one(h) for h in hosts), return_exceptions=True)
+        for h, r in zip(hosts, results, strict=True):
+            if isinstance(r, BaseException):
+                log.warning("%s: fan-out clean-up failed (%s); its watchdog removes the run's key and "
+                            "files within %.0fs of losing the operator", h.name, r, self.host_idle_timeout)
+
+
+def _by(hosts: Sequence[_Host], t: Target) -> _Host:
+    for h in hosts:
+        if h.target is t:
+            return h
+    raise KeyError(t.name)
+
+
+def _retryable(err: SealerError) -> bool:
+    return not isinstance(err, HostError) or isinstance(err, FanoutError | TransferError)
+
+
+async def fanout_copy(
+    fleet: Fleet,
+    hosts: Sequence[Target],
+    src: str | os.PathLike[str],
+    dst: str,
+    *,
+    sudo: bool = False,
+    width: int = 1,
+    degree: int = 1,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> FanoutResult:
+    """Copy src to dst on every host, host to host (see module doc). One Outcome per host, in
+    the hosts' order; a host that fails does not stop the others."""
+    run = Fanout(fleet, sudo=sudo, width=width, degree=degree, progress=progress, **options)
+    return await run.copy(hosts, src, dst)
