@@ -20,8 +20,17 @@ MODULES = (
     "pki.py",
     "k3s.py",
     "k0s.py",
+    "kubelet.py",
+    "kubeadm.py",
 )
-ENTRY = {"k3s": "k3s", "k0s": "k0s", "apiserver": "apiserver", "kubectl": "kubectl"}
+ENTRY = {
+    "k3s": "k3s",
+    "k0s": "k0s",
+    "kubeadm": "kubeadm",
+    "kubelet": "kubelet",
+    "apiserver": "apiserver",
+    "kubectl": "kubectl",
+}
 # Debian's python3 carries the PyYAML and cryptography versions the test-bed hosts have.
 INTERPRETER = "/usr/bin/python3"
 
@@ -54,6 +63,9 @@ def build_executable(
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        print("usage: python3 -m tests.doubles.build k3s|k0s|apiserver|kubectl OUTPUT", file=sys.stderr)
+        print(
+            "usage: python3 -m tests.doubles.build k3s|k0s|kubeadm|kubelet|apiserver|kubectl OUTPUT",
+            file=sys.stderr,
+        )
         sys.exit(2)
     print(build_executable(sys.argv[1], Path(sys.argv[2])))
