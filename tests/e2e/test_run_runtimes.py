@@ -1,0 +1,328 @@
+"""`sealer run` end to end for each runtime from one parametrised suite: a ClusterImage built by
+images/<runtime>/build.sh (stand-in runtime binary, real containerd, real registry, haproxy bundled
+for the node-local API balancer) onto 1 master + 2 nodes, and 3 masters + 2 nodes (HA) where
+stopping master0 leaves the API reachable from every worker through its local balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.doubles.build import build_executable
+from tests.e2e.conftest import (
+    HELLO_REPO,
+    HELLO_TAG,
+    HELPER_BINARIES,
+    REGISTRY_VERSION,
+    ROOT,
+    SEALER,
+    Mirror,
+    _sha_line,
+    _tar_layer,
+    _which,
+    build_prerequisites,
+    run_sealer,
+    sealer_env,
+)
+from tests.registry_fixture import free_port, start_registry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+K0S_VERSION = "v1.30.5+k0s.0"
+CLUSTER = "rt"
+
+
+@dataclass
+class RuntimeImage:
+    runtime: str
+    home: Path
+    image: str  # base + a kube app launched by LAUNCH
+    hello_ref: str
+    # where the runtime's containerd keeps its state (bind-mounted to ext4 on test-bed hosts)
+    containerd_root: str
+    certs_d: str  # hosts.toml directory sealer writes for the runtime's containerd
+    ctr: str  # the runtime's ctr command on a host
+
+
+def _serve(root: Path) -> Mirror:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    mirror = Mirror(root, port, proc)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"{mirror.url}/", timeout=2).close()
+            return mirror
+        except OSError:
+            if time.monotonic() > deadline:
+                mirror.stop()
+                raise
+            time.sleep(0.1)
+
+
+def _registry_release(root: Path) -> None:
+    reg_dir = root / "distribution/distribution/releases/download" / f"v{REGISTRY_VERSION}"
+    reg_dir.mkdir(parents=True)
+    tgz = reg_dir / f"registry_{REGISTRY_VERSION}_linux_amd64.tar.gz"
+    registry_bin = _which("docker-registry")
+    assert registry_bin is not None
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(registry_bin, arcname="registry")
+    (reg_dir / f"registry_{REGISTRY_VERSION}_checksums.txt").write_text(_sha_line(tgz, tgz.name))
+
+
+def _k0s_release(root: Path, image_list: str) -> None:
+    d = root / "k0sproject/k0s/releases/download" / K0S_VERSION
+    d.mkdir(parents=True)
+    name = f"k0s-{K0S_VERSION}-amd64"
+    build_executable("k0s", d / name)
+    (d / "airgap-images-list.txt").write_text(image_list)
+    (d / "sha256sums.txt").write_text(
+        _sha_line(d / name, name) + _sha_line(d / "airgap-images-list.txt", "airgap-images-list.txt")
+    )
+
+
+@pytest.fixture(scope="module")
+def k0s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage]:
+    """images/k0s/build.sh against a loopback release mirror (stand-in k0s), with --lb, then a
+    derived image with an app; the build's source registry is stopped before any test runs."""
+    if reason := build_prerequisites():
+        pytest.skip(f"k0s image build: {reason}")
+    if _which("haproxy") is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy; scripts/setup does it)")
+    work = tmp_path_factory.mktemp("k0s-image")
+    home = work / "sealer-home"
+    source = start_registry(work / "source-registry")
+    mirror: Mirror | None = None
+    try:
+        from sealer.image.registry import RegistryOptions
+        from sealer.image.service import push
+        from sealer.image.store import ImageStore
+        from tests.registry_fixture import make_test_image
+
+        scratch = ImageStore(work / "scratch-store")
+        hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"
+        make_test_image(scratch, hello_ref, [_tar_layer({"hello.txt": b"hello from the ClusterImage\n"})])
+        asyncio.run(push(scratch, hello_ref, RegistryOptions(insecure=True)))
+        root = work / "mirror"
+        _k0s_release(root, f"{hello_ref}\n")
+        _registry_release(root)
+        mirror = _serve(root)
+        extra = work / "extra-bin"
+        extra.mkdir()
+        for name in HELPER_BINARIES:
+            found = _which(name)
+            assert found is not None
+            shutil.copy2(found, extra / name)
+        base = "e2e.local/sealer/k0s:standin"
+        done = subprocess.run(
+            [
+                "bash",
+                str(ROOT / "images/k0s/build.sh"),
+                "--version",
+                K0S_VERSION,
+                "--mirror",
+                mirror.url,
+                "--tag",
+                base,
+                "--extra-bin",
+                str(extra),
+                "--lb",
+                "--sealer",
+                str(SEALER),
+                "--",
+                "--insecure",
+            ],
+            env=sealer_env(home),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, f"images/k0s/build.sh failed:\n{done.stdout}{done.stderr}"
+        app_ctx = work / "app-context"
+        app_ctx.mkdir()
+        (app_ctx / "demo.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sealer-e2e-demo\n  namespace: default\n"
+            "data:\n  launched: by-sealer-run\n"
+        )
+        (app_ctx / "Kubefile").write_text(f'FROM {base}\nAPP demo local://demo.yaml\nLAUNCH ["demo"]\n')
+        app = "e2e.local/sealer/k0s-demo:1"
+        run_sealer(home, "build", "-t", app, str(app_ctx))
+    finally:
+        if mirror is not None:
+            mirror.stop()
+        source.stop()
+    yield RuntimeImage(
+        "k0s",
+        home,
+        app,
+        hello_ref,
+        containerd_root="/var/lib/k0s/containerd",
+        certs_d="/etc/k0s/certs.d",
+        ctr="/usr/local/bin/k0s ctr",
+    )
+
+
+def clusterfile(image: str, key: Path, masters: list[str], workers: list[str]) -> str:
+    doc = {
+        "apiVersion": "sealer.io/v2",
+        "kind": "Cluster",
+        "metadata": {"name": CLUSTER},
+        "spec": {
+            "image": image,
+            "ssh": {"pk": str(key), "user": "root"},
+            "hosts": [
+                {"ips": masters, "roles": ["master"], "labels": {"tier": "control"}},
+                {
+                    "ips": workers,
+                    "roles": ["node"],
+                    "labels": {"disk": "ssd"},
+                    "taints": ["dedicated=e2e:NoSchedule"],
+                },
+            ],
+        },
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _prepare_hosts(tb, hosts, img: RuntimeImage) -> None:  # type: ignore[no-untyped-def]
+    parent = img.containerd_root.rsplit("/", 1)[0]
+    for h in hosts:
+        # Test-bed only: / is overlayfs, where containerd's overlay snapshots cannot live; the nested
+        # lab gives /var/lib/containerd an ext4 bind mount, so the runtime's containerd root goes there.
+        tb.run_on(
+            h,
+            f"mkdir -p /var/lib/containerd/{img.runtime} {parent} && "
+            f"ln -sfn /var/lib/containerd/{img.runtime} {img.containerd_root}",
+        )
+
+
+def _assert_cluster(tb, img: RuntimeImage, home: Path, masters, workers) -> None:  # type: ignore[no-untyped-def]
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import ConfigMap, Node
+
+    admin = home / CLUSTER / "admin.conf"
+    assert admin.stat().st_mode & 0o777 == 0o600
+    kube = Client(KubeConfig.from_file(admin))
+    assert kube.config.cluster.server == f"https://{masters[0].ip}:6443"
+    nodes = {n.metadata.name: n for n in kube.list(Node)}
+    assert set(nodes) == {h.name for h in (*masters, *workers)}, nodes.keys()
+    for node in nodes.values():
+        ready = [c for c in node.status.conditions if c.type == "Ready"]
+        assert ready and ready[0].status == "True", node.metadata.name
+    for m in masters:
+        assert nodes[m.name].metadata.labels["tier"] == "control"
+    for w in workers:
+        assert nodes[w.name].metadata.labels["disk"] == "ssd"
+        taints = [(t.key, t.value, t.effect) for t in nodes[w.name].spec.taints or []]
+        assert ("dedicated", "e2e", "NoSchedule") in taints
+    demo = kube.get(ConfigMap, "sealer-e2e-demo", namespace="default")
+    assert demo.data == {"launched": "by-sealer-run"}
+    # offline: every node's real containerd pulls an image that exists only in the ClusterImage,
+    # through the mirror on master0, with the hosts.toml files sealer wrote
+    for h in (*masters, *workers):
+        for ref in (f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}", f"docker.io/{HELLO_REPO}:{HELLO_TAG}"):
+            pulled = tb.run_on(
+                h, f"{img.ctr} images pull --hosts-dir {img.certs_d} {ref}", check=False, timeout=120
+            )
+            assert pulled.returncode == 0, f"{h.name} {ref}: {pulled.stdout}{pulled.stderr}"
+
+
+# What a worker runs to reach the API through its local balancer: python3 (the hosts have it) with
+# the node's own kubelet credentials, GET /version (served by any live API server).
+PROBE = r"""
+import base64, json, ssl, sys, tempfile, urllib.request, yaml
+kc = yaml.safe_load(open(sys.argv[1]))
+cluster, user = kc["clusters"][0]["cluster"], kc["users"][0]["user"]
+tmp = tempfile.mkdtemp()
+def f(name, key, path_key):
+    if key in user or key in cluster:
+        data = base64.b64decode((user.get(key) or cluster.get(key)))
+        open(f"{tmp}/{name}", "wb").write(data); return f"{tmp}/{name}"
+    return user.get(path_key) or cluster.get(path_key)
+ca = f("ca", "certificate-authority-data", "certificate-authority")
+cert = f("crt", "client-certificate-data", "client-certificate")
+key = f("key", "client-key-data", "client-key")
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+print(cluster["server"])
+with urllib.request.urlopen("https://127.0.0.1:6443/version", context=ctx, timeout=10) as r:
+    print(json.loads(r.read())["gitVersion"])
+"""
+
+
+def _probe_through_lb(tb, worker, kubelet_conf: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return tb.run_on(worker, ["python3", "-c", PROBE, kubelet_conf], check=False, timeout=60)
+
+
+SCENARIOS = [
+    pytest.param("k0s", 1, "k0", id="k0s-1m2n"),
+    pytest.param("k0s", 3, "k0h", id="k0s-3m2n-ha"),
+]
+
+
+@pytest.mark.parametrize(("runtime", "n_masters", "lab"), SCENARIOS)
+def test_run_runtime(
+    runtime: str, n_masters: int, lab: str, request: pytest.FixtureRequest, testbed_factory, tmp_path: Path
+) -> None:
+    img: RuntimeImage = request.getfixturevalue(f"{runtime}_image")
+    home = tmp_path / "sealer-home"
+    shutil.copytree(img.home, home, symlinks=True)
+    tb = testbed_factory(nested=True, lab=lab)
+    hosts = tb.up(n_masters + 2)
+    masters, workers = hosts[:n_masters], hosts[n_masters:]
+    _prepare_hosts(tb, hosts, img)
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers]))
+
+    done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
+    assert f"cluster {CLUSTER} is up: {n_masters + 2} node(s)" in done.stdout, done.stdout + done.stderr
+    _assert_cluster(tb, img, home, masters, workers)
+
+    kubelet_conf = "/var/lib/k0s/kubelet.conf"
+    if n_masters == 1:
+        # one master: nothing to balance, workers talk to the endpoint name (-> master0)
+        for w in workers:
+            unit = tb.run_on(w, "systemctl is-enabled sealer-apiserver-lb.service", check=False)
+            assert unit.returncode != 0, f"{w.name}: a balancer with one master"
+        return
+
+    # HA: every worker's kubelet goes through haproxy on 127.0.0.1:6443 to all masters
+    for w in workers:
+        cfg = tb.run_on(w, "cat /etc/sealer/apiserver-lb/haproxy.cfg").stdout
+        for m in masters:
+            assert f"{m.ip}:6443 check" in cfg, cfg
+        probe = _probe_through_lb(tb, w, kubelet_conf)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        assert probe.stdout.splitlines()[0] == "https://127.0.0.1:6443", probe.stdout
+    tb.stop_host(masters[0])
+    for w in workers:
+        # haproxy marks master0 down after two failed checks (2 s apart): retry for up to a minute
+        deadline = time.monotonic() + 60
+        while True:
+            probe = _probe_through_lb(tb, w, kubelet_conf)
+            if probe.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert probe.returncode == 0, f"{w.name}: API not reachable through the balancer: {probe.stderr}"
+        # and the worker keeps working: its k0s and containerd still answer
+        assert tb.run_on(w, "k0s status", check=False).returncode == 0
+        assert tb.run_on(w, f"{img.ctr} images ls -q", check=False).returncode == 0
