@@ -8,6 +8,7 @@ pulls an image that exists only in the ClusterImage, and a second run changes no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -46,7 +47,20 @@ def clusterfile(image: str, key: Path, master: str, workers: list[str]) -> str:
             ],
         },
     }
-    return yaml.safe_dump(doc, sort_keys=False)
+    # A hook of the kind image authors and operators write: after each worker is up, as sealer runs it
+    # (cd <rootfs> && data, the host's env), scoped by role.
+    plugin = {
+        "apiVersion": "sealer.io/v1",
+        "kind": "Plugin",
+        "metadata": {"name": "mark-workers"},
+        "spec": {
+            "type": "SHELL",
+            "action": "post-init-host",
+            "scope": "node",
+            "data": 'test -d bin && echo "$E2E_GREETING from $HostIP" > /etc/sealer-e2e-hook\n',
+        },
+    }
+    return yaml.safe_dump_all([doc, plugin], sort_keys=False)
 
 
 def journal_records(home: Path) -> list[dict[str, object]]:
@@ -193,9 +207,44 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
         f"sea.hub:5000/{HELLO_REPO}:{HELLO_TAG}" in listed and f"docker.io/{HELLO_REPO}:{HELLO_TAG}" in listed
     )
 
+    # the hook ran on the workers only, in the rootfs, with each host's env
+    for h in (h2, h3):
+        assert tb.run_on(h, "cat /etc/sealer-e2e-hook").stdout == f"hello from {h.ip}\n"
+    assert tb.run_on(h1, "test -e /etc/sealer-e2e-hook", check=False).returncode != 0
+
     # 6. a second run of the same cluster says so and changes nothing
     before = (home / CLUSTER / "journal.jsonl").read_bytes()
     again = run_sealer(home, "run", "-f", str(cf))
     assert "already exists" in again.stdout and "nothing was changed" in again.stdout, again.stdout
     assert (home / CLUSTER / "journal.jsonl").read_bytes() == before
     assert os.path.exists(home / CLUSTER / "Clusterfile")
+
+    # 7. reset leaves every host without k3s: no units, files, binaries or processes (issue 9's delete
+    # drives this through the same runtime call)
+    asyncio.run(_reset(home, cf))
+    for h in (h1, h2, h3):
+        left = tb.run_on(
+            h,
+            "ls -d /etc/rancher /var/lib/rancher /run/k3s /usr/local/bin/k3s /usr/local/bin/kubectl "
+            "/usr/local/bin/containerd /etc/systemd/system/k3s.service /etc/systemd/system/k3s-agent.service "
+            "/etc/systemd/system/k3s-agent.service.env /etc/systemd/system/sealer-registry.service "
+            "/etc/sealer/registry 2>/dev/null; pgrep -a -f 'k3s|containerd|sealer-registry' | grep -v pgrep",
+            check=False,
+        ).stdout.strip()
+        assert left == "", f"{h.name} keeps: {left}"
+
+
+async def _reset(home: Path, cf: Path) -> None:
+    from sealer.infra.fleet import Fleet
+    from sealer.infra.host import target_from_host
+    from sealer.model.clusterfile import load_clusterfile
+    from sealer.runtime.base import RuntimeContext
+    from sealer.runtime.k3s import K3sRuntime
+    from sealer.runtime.registry import remove_registry
+
+    cluster = load_clusterfile(cf).cluster
+    targets = {h.ip: target_from_host(h) for h in cluster.hosts}
+    async with Fleet(known_hosts=home / CLUSTER / "known_hosts", cluster=CLUSTER) as fleet:
+        ctx = RuntimeContext(fleet=fleet, cluster=cluster, targets=targets, node_names={}, registry=None)
+        await K3sRuntime().reset(ctx, list(cluster.hosts))
+        await remove_registry(fleet, targets[cluster.hosts[0].ip])

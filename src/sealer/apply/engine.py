@@ -20,7 +20,7 @@ from typing import Any
 from sealer.apply import facts as factsmod
 from sealer.apply.progress import Progress
 from sealer.apply.rootfs import UnpackedImage, unpack
-from sealer.errors import HostError, NotImplementedYet, SealerError
+from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer, SealerError
 from sealer.image import oci
 from sealer.image.kubefile_apps import Application as KubefileApp
 from sealer.image.metadata import SealerImageInfo
@@ -151,6 +151,13 @@ class Steps:
             message = err.message if isinstance(err, SealerError) else f"{type(err).__name__}: {err}"
             self.journal.step(self.op, action, step, "failed", host=host, digest=digest, error=message[:500])
             self.progress.host(host, "failed", "failed")
+            if isinstance(err, Exception) and not isinstance(err, SealerError):
+                # An API or OS error sealer did not foresee still gets the step and host named.
+                raise RuntimeErrorSealer(
+                    f"step {step} on {host} failed: {message}",
+                    "run the same command again to retry from this step; per-host logs are in "
+                    "$SEALER_HOME/<cluster>/logs/run/",
+                ) from err
             raise
         self.journal.step(self.op, action, step, "done", host=host, digest=digest)
         self.run_count += 1
@@ -488,7 +495,14 @@ class Engine:
                 try:
                     summary = await self._execute(fleet, plan, steps, runtime)
                 except BaseException as err:
+                    phase = self.progress.current or "run"
+                    self.progress.end_phase(failed=True)
                     journal.end(op, "failed", err.message if isinstance(err, SealerError) else repr(err))
+                    if isinstance(err, Exception) and not isinstance(err, SealerError):
+                        raise RuntimeErrorSealer(
+                            f"{phase} failed: {type(err).__name__}: {err}",
+                            "run the same command again; finished steps are not redone",
+                        ) from err
                     raise
                 journal.end(op, "done")
             finally:

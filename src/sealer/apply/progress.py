@@ -27,6 +27,12 @@ class Progress:
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self._phase: _Phase | None = None
+        self._last: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The phase running now, else the one that ended last (where a failure happened)."""
+        return self._phase.name if self._phase else self._last
 
     def phase(self, name: str) -> None:
         self.end_phase()
@@ -47,6 +53,8 @@ class Progress:
 
     def end_phase(self, failed: bool = False) -> None:
         phase, self._phase = self._phase, None
+        if phase is not None:
+            self._last = phase.name
         if phase is None or (self.quiet and not failed):
             return
         statuses = [s for s, _ in phase.hosts.values()]

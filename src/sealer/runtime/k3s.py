@@ -6,6 +6,7 @@ become three), further servers join it with the token, agents join with K3S_URL/
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import shlex
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from sealer.errors import NotImplementedYet, RuntimeErrorSealer
+from sealer.errors import RuntimeErrorSealer
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
@@ -287,9 +288,13 @@ mv -f "$list.new" "$list"
             await asyncio.gather(*(self._agent(ctx, w) for w in workers))
 
     async def remove(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
-        raise NotImplementedYet(
-            "removing hosts from a k3s cluster is not implemented yet", "scale-down arrives with issue 9"
-        )
+        """Reset hosts leaving the cluster. The engine has drained them and deleted their Node
+        first: for a k3s server that is what removes its etcd member (k3s's etcd controller acts on
+        the Node's deletion while the server still runs, so quorum is kept); servers go one at a time."""
+        for master in masters:
+            await self.reset(ctx, [master])
+        if workers:
+            await self.reset(ctx, workers)
 
     async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
         async def one(host: Host) -> None:
@@ -299,9 +304,30 @@ mv -f "$list.new" "$list"
         await asyncio.gather(*(one(h) for h in hosts))
 
     async def upgrade(self, ctx: RuntimeContext, image: str) -> None:
-        raise NotImplementedYet(
-            "upgrading a k3s cluster is not implemented yet", "upgrades arrive with issue 9"
+        """k3s's manual upgrade order: servers one at a time, then agents (binary replace + restart)."""
+        for host in [*ctx.cluster.masters, *ctx.cluster.workers]:
+            await self.upgrade_host(ctx, host)
+
+    async def upgrade_host(self, ctx: RuntimeContext, host: Host) -> None:
+        """Replace the k3s binary with the (already distributed) new image's and restart the unit;
+        systemd returns once k3s is READY again. A downgrade is refused before anything changes."""
+        root = quote_path(ctx.rootfs)
+        probe = await self._sh(
+            ctx, host, f"{root}/bin/k3s --version | head -n1; {BIN_DIR}/k3s --version 2>/dev/null | head -n1"
         )
+        lines = probe.splitlines()
+        new = lines[0].split()[2] if lines and len(lines[0].split()) >= 3 else ""
+        old = lines[1].split()[2] if len(lines) > 1 and len(lines[1].split()) >= 3 else ""
+        if new and old and _version_key(new) < _version_key(old):
+            raise RuntimeErrorSealer(
+                f"{host.ip}: the image carries k3s {new}, older than the installed {old}; "
+                "k3s does not support downgrades",
+                "use an image with the installed k3s version or newer",
+            )
+        ctx.say(host.ip, f"upgrading k3s {old or '?'} -> {new or '?'}")
+        await self._install_binaries(ctx, host)
+        unit = SERVER_UNIT if host.is_master else AGENT_UNIT
+        await self._start(ctx, host, unit, restart=new != old or not new)
 
     async def kubeconfig(self, ctx: RuntimeContext) -> str:
         with tempfile.TemporaryDirectory(prefix="sealer-k3s-") as tmp:
@@ -312,6 +338,11 @@ mv -f "$list.new" "$list"
 
     def versions(self) -> Mapping[str, str]:
         return {"k3s": self._version} if self._version else {}
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """"v1.30.6+k3s1" -> (1, 30, 6, 1): release numbers, then the k3s build number."""
+    return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
 def rewrite_server(kubeconfig: str, server: str) -> str:
@@ -343,8 +374,9 @@ def reset_script() -> str:
     )
     return f"""
 for u in {SERVER_UNIT} {AGENT_UNIT}; do systemctl disable --now $u >/dev/null 2>&1; done
-for p in $(pgrep -f 'containerd-shim.*(/var/lib/rancher|k8s.io)' 2>/dev/null) \
-         $(pgrep -f '/run/k3s/containerd' 2>/dev/null); do
+# The [x] in each pattern keeps pgrep from matching this very script's command line.
+for p in $(pgrep -f 'containerd-shi[m].*(/var/lib/rancher|k8s.io)' 2>/dev/null) $(pgrep -x k3s 2>/dev/null) \
+         $(pgrep -f '[/]run/k3s/containerd' 2>/dev/null); do
   kill -9 "$p" 2>/dev/null
 done
 for m in $(awk '$2 ~ "^/(run/k3s|var/lib/rancher|var/lib/kubelet)" {{print $2}}' /proc/self/mounts \
