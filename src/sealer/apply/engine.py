@@ -828,9 +828,22 @@ async def run_cluster(
     state = state or ClusterState(clusterfile.cluster.name)
     _refuse_existing(clusterfile, state)
     with state.lock(options.command):
-        state.clean_temps()
-        _refuse_existing(clusterfile, state)  # another run may have finished while we waited
-        return await Engine(clusterfile, state, options, progress).run()
+        return await create_cluster(clusterfile, state, options=options, progress=progress)
+
+
+async def create_cluster(
+    clusterfile: Clusterfile,
+    state: ClusterState,
+    *,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Install the cluster a Clusterfile describes, for a caller that already holds `state.lock(...)`
+    (`sealer apply` takes the lock before planning). Refuses a cluster that exists; resumes an
+    unfinished install of the same Clusterfile from its journal."""
+    state.clean_temps()
+    _refuse_existing(clusterfile, state)
+    return await Engine(clusterfile, state, options or RunOptions(), progress or Progress()).run()
 
 
 def _refuse_existing(clusterfile: Clusterfile, state: ClusterState) -> None:
