@@ -200,7 +200,7 @@ def lab_owner(lab: str) -> int | None:
     if not st:
         return None
     owner = _Proc(int(st.get("owner_pid", 0)), str(st.get("owner_start", "")))
-    return owner.pid if _alive(owner) and owner.pid != os.getpid() else None
+    return owner.pid if _alive(owner) else None
 
 
 def reap_stale_labs() -> list[str]:
