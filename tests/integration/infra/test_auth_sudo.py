@@ -3,6 +3,7 @@ on real sshd hosts; each failure is a clear error naming the host."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,12 @@ def test_sudo_with_password_as_non_root(
             out["stdin"] = await f.run(sudoer, "id -u; cat", sudo=True, input="payload\n", env={"K": "v w"})
             out["env"] = await f.run(sudoer, 'printf "%s" "$K"', sudo=True, env={"K": "v w"})
             # while a sudo command runs, its password appears in no process's command line
-            sleeper = f.run(sudoer, "sleep 2", sudo=True)
-            import asyncio
-
-            task = asyncio.ensure_future(sleeper)
-            await asyncio.sleep(1)
-            out["ps"] = tb.run_on(h, "ps -eo args").stdout
+            task = asyncio.ensure_future(f.run(sudoer, "sleep 3", sudo=True))
+            for _ in range(100):  # until the command runs (the machine may be busy)
+                out["ps"] = tb.run_on(h, "ps -eo args").stdout
+                if "sleep 3" in out["ps"] or task.done():
+                    break
+                await asyncio.sleep(0.1)
             await task
             out["copy"] = await f.put(sudoer, src, "/opt/rootowned", sudo=True)
             out["owner"] = await f.run(sudoer, "stat -c '%U %a' /opt/rootowned/tool")
@@ -129,7 +130,7 @@ def test_sudo_with_password_as_non_root(
     assert out["plain"].stdout.strip() != "0"
     assert out["stdin"].stdout == "0\npayload\n"
     assert out["env"].stdout == "v w"
-    assert "sleep 2" in out["ps"] and password not in out["ps"]
+    assert "sleep 3" in out["ps"] and password not in out["ps"]
     assert out["copy"].files_sent == 1
     assert out["owner"].stdout.strip() == "root 755"
     wrong = out["wrong"][0].error
