@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,7 +26,7 @@ from sealer.runtime.k3s import (
     server_config,
     unit_file,
 )
-from sealer.runtime.registry import config_yaml
+from sealer.runtime.registry import config_yaml, htpasswd_line
 
 LABEL = "cluster.alpha.sealer.io/cluster-runtime-type"
 
@@ -208,3 +211,15 @@ def test_hook_order_and_scope() -> None:
     assert hosts_for("post-init-host", ordered[2], hosts, ctx.master0) == []  # empty scope: no host
     # master0 phases ignore the scope
     assert [h.ip for h in hosts_for("pre-install", plugins[1], hosts, ctx.master0)] == ["10.0.0.2"]
+
+
+@pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd (apache2-utils) is not installed")
+def test_htpasswd_line_is_bcrypt_and_verifies(tmp_path: Path) -> None:
+    line = htpasswd_line("pull", "s3cret pass")
+    user, _, digest = line.strip().partition(":")
+    assert user == "pull" and digest.startswith("$2y$")  # distribution accepts only bcrypt
+    path = tmp_path / "htpasswd"
+    path.write_text(line)
+    ok = subprocess.run(["htpasswd", "-vb", str(path), "pull", "s3cret pass"], capture_output=True)
+    bad = subprocess.run(["htpasswd", "-vb", str(path), "pull", "wrong"], capture_output=True)
+    assert ok.returncode == 0 and bad.returncode != 0
