@@ -108,8 +108,9 @@ async def _collect(layout: Layout, offset: int) -> bytes:
 
 @settings(max_examples=25, deadline=None)
 @given(st.data())
-def test_the_stream_has_the_layouts_length_and_resumes_at_any_offset(tmp_path_factory: pytest.TempPathFactory,
-                                                                     data: st.DataObject) -> None:
+def test_the_stream_has_the_layouts_length_and_resumes_at_any_offset(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     tmp = tmp_path_factory.mktemp("s")
     sizes = data.draw(st.lists(st.integers(0, 2600), min_size=1, max_size=4))
     specs = _files(tmp, sizes)
@@ -225,8 +226,15 @@ def test_slow_host_found_only_when_it_holds_a_subtree_back() -> None:
 
 def test_probe_output_parses_destination_and_staged_digests() -> None:
     out = (
-        b"a" * 64 + b"  x/y\0" + transfer.STAT_MARK + b"644 regular file\tx/y\0"
-        + b"\0::sealer-staged::\0" + b"b" * 64 + b"  c/abc.0\0" + b"c" * 64 + b"  t/x/y\0"
+        b"a" * 64
+        + b"  x/y\0"
+        + transfer.STAT_MARK
+        + b"644 regular file\tx/y\0"
+        + b"\0::sealer-staged::\0"
+        + b"b" * 64
+        + b"  c/abc.0\0"
+        + b"c" * 64
+        + b"  t/x/y\0"
     )
     dest, staged = parse_probe(out)
     assert dest == {"x/y": ("a" * 64, 0o644)}

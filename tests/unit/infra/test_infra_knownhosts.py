@@ -102,3 +102,32 @@ def test_bad_key_text_is_rejected() -> None:
         fingerprint("ssh-ed25519")
     with pytest.raises(ValueError):
         fingerprint("ssh-ed25519 !!notbase64!!")
+
+
+def test_lookups_agree_with_ssh_keygen(tmp_path: Path) -> None:
+    """OpenSSH's own `ssh-keygen -F` is the oracle for which lines match a host."""
+    kh = tmp_path / "known_hosts"
+    lines = [
+        f"10.0.0.* {KEY_A}",
+        f"[10.0.0.5]:2222 {KEY_B}",
+        f"10.1.*,!10.1.0.7 {KEY_B}",
+        f"10.2.0.?,host-b {KEY_A}",
+        f"[10.3.0.1]:* {KEY_A}",
+    ]
+    kh.write_text("\n".join(lines) + "\n")
+    entries = parse(kh.read_text())
+    hosts = [
+        ("10.0.0.5", None),
+        ("10.0.0.5", 2222),
+        ("10.1.0.7", None),
+        ("10.1.0.8", None),
+        ("10.0.1.1", None),
+        ("10.2.0.3", None),
+        ("10.2.0.33", None),
+        ("10.3.0.1", 2200),
+    ]
+    for address, port in hosts:
+        name = host_pattern(address, port)
+        out = subprocess.run(["ssh-keygen", "-F", name, "-f", str(kh)], capture_output=True, text=True).stdout
+        expected = [" ".join(line.split()[1:3]) for line in out.splitlines() if not line.startswith("#")]
+        assert keys_for(entries, address, port) == expected, name
