@@ -169,3 +169,18 @@ async def wait_nodes(kube: Kube, wanted: Mapping[str, NodeWait], timeout: float)
                 "check the runtime's service on those hosts; run the same command again once fixed",
             )
         await asyncio.sleep(1.0)
+
+
+async def wait_api(kube: Kube, timeout: float) -> list[NodeStatus]:
+    """Wait until the API answers again (after a control plane restart); returns the nodes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await kube.nodes()
+        except _TRANSIENT as err:
+            if time.monotonic() >= deadline:
+                raise RuntimeErrorSealer(
+                    f"the API server {kube.server} did not answer within {timeout:.0f}s: {_message(err)}",
+                    "check the runtime's service on master0 (journalctl -u k3s)",
+                )
+        await asyncio.sleep(1.0)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sealer.apply import facts as factsmod
@@ -869,6 +870,15 @@ async def apply_cluster(
         state.clean_temps()
         return await Engine(desired, state, options, progress).run()
     started = time.monotonic()
+    observed = ObservedState(runtime_type=_recorded_runtime(state))
+    # First the plan as far as it is known without the hosts and the image, so the operator sees
+    # it and confirms removals before anything is even connected to.
+    draft = plan_clusterfile(desired, current, observed)
+    if day2.on_plan:
+        day2.on_plan(draft)
+    if draft.empty:
+        return ApplyResult(desired.cluster.name, "none", draft.reason, 0, seconds=time.monotonic() - started)
+    confirm_removal(draft, day2, f"applying this plan to cluster {draft.cluster}")
     d2 = Day2(desired, current, state, options, day2, progress)
     logdir = state.logs_dir / kind
     async with Fleet(
@@ -882,18 +892,11 @@ async def apply_cluster(
             next(iter(engine.unpacked.values())).read_metadata(),
             str(desired.cluster.image),
         )
-        observed = ObservedState(runtime_type=_recorded_runtime(state))
+        # Now with the image's runtime type checked against the cluster's.
         plan = plan_clusterfile(desired, current, observed, desired_runtime_type=runtime.name)
         if any(a.kind == "upgrade" for a in plan.actions):
             note = await _upgrade_precheck(d2, runtime, current, fleet)
-            plan = replace(plan, notes=(*plan.notes, note))
-        if day2.on_plan:
-            day2.on_plan(plan)
-        if plan.empty:
-            return ApplyResult(
-                desired.cluster.name, "none", plan.reason, 0, seconds=time.monotonic() - started
-            )
-        confirm_removal(plan, day2, f"applying this plan to cluster {plan.cluster}")
+            progress.note(f"upgrade: {note}")
         joining = [ip for a in plan.actions if a.kind in ("join-master", "join-workers") for ip in a.hosts]
         d2.preflight(joining)
         result = await _execute(d2, fleet, runtime, plan, kind, Executor)
@@ -1170,3 +1173,93 @@ def status_lines(data: Mapping[str, Any]) -> list[str]:
     if data["toFinish"]:
         lines.append(f"to finish it, run: {data['toFinish']}")
     return lines
+
+
+# etcd backup / restore ---------------------------------------------------------------------------------
+@runtime_checkable
+class EtcdSnapshots(Protocol):
+    """Optional part of a ClusterRuntime: take a datastore snapshot on master0 (returns its path
+    there) and restore the whole cluster from a snapshot file on master0."""
+
+    async def etcd_snapshot(self, ctx: RuntimeContext) -> str: ...
+
+    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None: ...
+
+
+def _snapshots(runtime: ClusterRuntime, cluster: str) -> EtcdSnapshots:
+    if not isinstance(runtime, EtcdSnapshots):
+        raise RuntimeErrorSealer(
+            f"cluster {cluster}: the {runtime.name} runtime of this sealer cannot snapshot its datastore yet",
+            "back up with the runtime's own tool on master0 meanwhile",
+        )
+    return runtime
+
+
+def _installed(state: ClusterState) -> tuple[Clusterfile, ClusterRuntime]:
+    current = state.last_applied()
+    runtime_type = _recorded_runtime(state)
+    if current is None or runtime_type is None:
+        raise StateError(
+            f"cluster {state.name} is not installed (no last-applied state in {state.dir})",
+            "see `sealer status --cluster NAME`",
+        )
+    return current, _runtime_by_type(runtime_type, current.cluster.name)
+
+
+async def etcd_backup(state: ClusterState, out: Path, progress: Progress | None = None) -> Path:
+    """Snapshot the datastore on master0 and fetch it to `out` (0600) on this machine."""
+    progress = progress or Progress()
+    current, runtime = _installed(state)
+    snap = _snapshots(runtime, current.cluster.name)
+    d2 = Day2(current, current, state, RunOptions(), Day2Options(), progress)
+    async with Fleet(
+        known_hosts=state.known_hosts_path, logdir=state.logs_dir / "etcd", cluster=current.cluster.name
+    ) as fleet:
+        ctx = d2.context(fleet, None)
+        progress.phase("etcd snapshot")
+        remote = await snap.etcd_snapshot(ctx)
+        progress.host(d2.engine.master0.ip, "ok", remote)
+        tmp = out.with_name(f".{out.name}.part")
+        await fleet.get(ctx.target(ctx.master0), remote, tmp, sudo=True)
+        tmp.chmod(0o600)
+        tmp.replace(out)
+        progress.end_phase()
+    return out
+
+
+async def etcd_restore(state: ClusterState, snapshot: Path, progress: Progress | None = None) -> str:
+    """Copy a snapshot to master0 and restore the cluster's datastore from it (every server
+    restarts; the API is down meanwhile). Returns where the snapshot was put on master0."""
+    progress = progress or Progress()
+    current, runtime = _installed(state)
+    snap = _snapshots(runtime, current.cluster.name)
+    if not snapshot.is_file():
+        raise StateError(f"{snapshot}: no such snapshot file", "give the file `sealer etcd backup` wrote")
+    d2 = Day2(current, current, state, RunOptions(), Day2Options(), progress)
+    remote = f"/var/lib/sealer/restore/{snapshot.name}"
+    async with Fleet(
+        known_hosts=state.known_hosts_path, logdir=state.logs_dir / "etcd", cluster=current.cluster.name
+    ) as fleet:
+        ctx = d2.context(fleet, None)
+        target = ctx.target(ctx.master0)
+        progress.phase("upload snapshot")
+        (
+            await fleet.run(
+                target, "mkdir -p /var/lib/sealer/restore && chmod 0700 /var/lib/sealer/restore", sudo=True
+            )
+        ).check()
+        await fleet.put(target, snapshot, remote, sudo=True)
+        progress.host(ctx.master0.ip, "ok", remote)
+        progress.phase("restore")
+        await snap.etcd_restore(ctx, remote)
+        progress.host(ctx.master0.ip, "ok", "restored; servers restarted")
+        progress.end_phase()
+        kube = await _open_api(state, runtime, ctx)
+        try:
+            nodes = await kubeops.wait_api(kube, 300)
+            by_ip = {a: n.name for n in nodes for a in n.addresses}
+            wanted = {h.ip: kubeops.NodeWait(by_ip[h.ip]) for h in current.cluster.hosts if h.ip in by_ip}
+            await kubeops.wait_nodes(kube, wanted, 300)
+        finally:
+            await kube.close()
+    return remote

@@ -1,7 +1,9 @@
-"""Cluster commands: `sealer validate`, `sealer apply` (plan, --dry-run), `sealer diff`, `sealer unlock`."""
+"""Cluster commands: `sealer validate`, `sealer apply` (plan, --dry-run, execute), `sealer diff`,
+`sealer unlock`."""
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import sys
 from dataclasses import replace
@@ -13,8 +15,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sealer.apply.engine import RunOptions, RunSummary, summary_lines
+from sealer.apply.lifecycle import DRAIN_TIMEOUT, Day2Options, apply_cluster
+from sealer.apply.progress import Progress
 from sealer.cli.output import emit_data, output_option
-from sealer.errors import ImageError, NotImplementedYet, PlanError, Problem
+from sealer.errors import ImageError, PlanError, Problem
 from sealer.image.service import image_info
 from sealer.image.store import ImageStore, default_store_root
 from sealer.model.cluster import Cluster, Clusterfile
@@ -22,7 +27,7 @@ from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
 from sealer.model.yamlnodes import MAX_BYTES
 from sealer.plan import ObservedState, Plan, plan_clusterfile
 from sealer.plan.diff import FieldChange, diff_clusterfiles
-from sealer.state import ClusterLock, ClusterState, break_lock, check_cluster_name
+from sealer.state import ClusterState, break_lock, check_cluster_name
 
 _CLUSTERFILE_HELP = "Path of the Clusterfile (sealer.io/v2, multi-document YAML)."
 
@@ -196,23 +201,68 @@ def render_plan(plan: Plan, console: Console) -> None:
         console.print(f"note: {note}")
 
 
-def _execute(plan: Plan, desired: Clusterfile, state: ClusterState, lock: ClusterLock) -> None:
-    """Run the plan under the lock, journaling each step. The engine (apply/) plugs in here."""
-    if plan.empty:
-        click.echo(f"cluster {plan.cluster}: {plan.reason}")
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; no answer (EOF, no terminal) is a no."""
+    try:
+        return click.confirm(question, default=False, err=True)
+    except click.Abort:
+        return False
+
+
+def run_apply(
+    desired: Clusterfile,
+    state: ClusterState,
+    *,
+    command: str,
+    yes: bool,
+    output: str,
+    kind: str = "apply",
+    drain_timeout: float = DRAIN_TIMEOUT,
+    ready_timeout: float = 600.0,
+) -> None:
+    """Plan and execute under the cluster lock (the plan is shown, and confirmed when it removes
+    hosts), journaling every step. Shared by apply, scale-up, delete -m/-n and upgrade."""
+    shown: list[Plan] = []
+
+    def on_plan(plan: Plan) -> None:
+        shown.append(plan)
+        if output == "table":
+            render_plan(plan, _console())
+
+    quiet = output != "table" or bool(getattr(click.get_current_context().find_root().obj, "quiet", False))
+    day2 = Day2Options(yes=yes, confirm=_confirm, on_plan=on_plan, drain_timeout=drain_timeout)
+    options = RunOptions(command=command, ready_timeout=ready_timeout)
+    with state.lock(command) as lock:
+        if lock.previous_holder is not None:
+            click.echo(
+                f"note: the last operation on cluster {state.name}, {lock.previous_holder.describe()}, "
+                "did not finish",
+                err=True,
+            )
+        result = asyncio.run(
+            apply_cluster(desired, state=state, options=options, day2=day2, progress=Progress(quiet=quiet),
+                          kind=kind)
+        )
+    data = {"plan": shown[-1].to_dict() if shown else None, "result": result.to_dict()}
+    if emit_data(data, output):
         return
-    raise NotImplementedYet(
-        f"the engine cannot execute plans yet: nothing was changed on cluster {plan.cluster} "
-        f"({len(plan.actions)} action(s) planned: {plan.reason})",
-        "run the same command with --dry-run to see the plan; execution arrives with the apply engine",
-    )
+    lines = summary_lines(result) if isinstance(result, RunSummary) else result.lines()
+    console = _console()
+    for line in lines:
+        console.print(line)
 
 
 @click.command("apply")
 @click.option("-f", "--Clusterfile", "clusterfile", required=True, metavar="FILE", help=_CLUSTERFILE_HELP)
 @click.option("--dry-run", is_flag=True, help="Only print the plan: what would be done, where and why.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before removing hosts.")
+@click.option("--drain-timeout", type=float, default=DRAIN_TIMEOUT, show_default=True,
+              help="Seconds to wait for a node's pods to leave before giving up.")
+@click.option("--ready-timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for nodes to be Ready.")
 @output_option()
-def apply_cmd(clusterfile: str, dry_run: bool, output: str) -> None:
+def apply_cmd(clusterfile: str, dry_run: bool, yes: bool, drain_timeout: float, ready_timeout: float,
+              output: str) -> None:
     """Make the cluster look like the Clusterfile.
 
     Compares the Clusterfile with the one last applied to this cluster (kept in
@@ -222,10 +272,15 @@ def apply_cmd(clusterfile: str, dry_run: bool, output: str) -> None:
     master0, a host switching between master and node, another IP family) are refused with the
     reason and what to do instead. Only one apply runs on a cluster at a time.
 
+    Removed hosts are drained, deleted from the cluster and reset (asks first unless --yes). Every
+    step is journaled: after a failure, run the same command again to resume where it stopped
+    (`sealer status` shows what is unfinished).
+
     \b
     Example:
       sealer apply -f Clusterfile --dry-run            # the plan as a table
       sealer apply -f Clusterfile --dry-run -o json    # the plan for programs (schema: sealer.plan.schema)
+      sealer apply -f Clusterfile -y                   # execute it without asking
     """
     desired = load_clusterfile(clusterfile)
     state = ClusterState(desired.cluster.name)
@@ -234,18 +289,8 @@ def apply_cmd(clusterfile: str, dry_run: bool, output: str) -> None:
         if not emit_data(plan.to_dict(), output):
             render_plan(plan, _console())
         return
-    command = _command_line(sys.argv[1:])
-    with state.lock(command) as lock:
-        if lock.previous_holder is not None:
-            click.echo(
-                f"note: the last operation on cluster {state.name}, {lock.previous_holder.describe()}, "
-                "did not finish",
-                err=True,
-            )
-        plan = _plan(desired, state)
-        if not emit_data(plan.to_dict(), output):
-            render_plan(plan, _console())
-        _execute(plan, desired, state, lock)
+    run_apply(desired, state, command=_command_line(sys.argv[1:]), yes=yes, output=output,
+              drain_timeout=drain_timeout, ready_timeout=ready_timeout)
 
 
 # diff -----------------------------------------------------------------------------------------------

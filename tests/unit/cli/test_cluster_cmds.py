@@ -191,14 +191,22 @@ def test_damaged_state_is_a_clear_error(tmp_path: Path, runner: CliRunner, home:
 
 
 # apply (no dry run) --------------------------------------------------------------------------------------
-def test_apply_without_dry_run_refuses_honestly_and_changes_nothing(
+def test_apply_that_removes_hosts_asks_first_and_changes_nothing_without_a_yes(
     tmp_path: Path, runner: CliRunner, home: Path
 ) -> None:
-    result = run(runner, "apply", "-f", write(tmp_path, BASE))
-    assert result.exit_code == 1
-    assert "the engine cannot execute plans yet" in result.stderr and "--dry-run" in result.stderr
+    # Execution itself is covered on the test bed (tests/e2e/test_day2_k3s.py); here: the plan is shown
+    # and a removal is refused before any host is contacted when nobody confirms it.
+    applied(home)
+    ClusterState("demo", home).update_meta(runtime_type="k3s")
+    smaller = BASE.replace("192.168.0.5-192.168.0.7", "192.168.0.5-192.168.0.6")
+    result = runner.invoke(cli, ["apply", "-f", write(tmp_path, smaller)], input="n\n", prog_name="sealer")
+    assert result.exit_code == 1, result.output
+    assert "remove-workers" in result.stdout and "192.168.0.7" in result.stdout
+    assert "will reset 1 host(s): 192.168.0.7. Continue?" in result.stderr
+    assert "not confirmed; nothing was changed" in result.stderr and "--yes" in result.stderr
     state = ClusterState("demo", home)
-    assert state.read_clusterfile() is None, "nothing applied, so nothing may be recorded as applied"
+    assert state.read_clusterfile() == BASE, "nothing applied, so the last-applied file is unchanged"
+    assert not state.journal_path.exists(), "no operation may start without the confirmation"
     assert state.lock_path.read_text() == ""  # the lock was taken and released
 
 

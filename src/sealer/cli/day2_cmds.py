@@ -1,0 +1,463 @@
+"""Day-2 commands: `sealer scale-up`/`join`, `sealer delete`, `sealer upgrade`, `sealer status`,
+`sealer etcd backup|restore`. Each edits the last-applied Clusterfile and applies it (cluster_cmds)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sealer.apply.engine import RunOptions
+from sealer.apply.lifecycle import (
+    DRAIN_TIMEOUT,
+    Day2Options,
+    cluster_status,
+    delete_cluster,
+    edit_hosts,
+    etcd_backup,
+    etcd_restore,
+    status_lines,
+)
+from sealer.apply.progress import Progress
+from sealer.cli.cluster_cmds import _command_line, _confirm, _console, render_plan, run_apply
+from sealer.cli.output import emit_data, output_option
+from sealer.cli.run_cmds import _split
+from sealer.errors import InputError, Problem, SealerError
+from sealer.model.cluster import SSH, Clusterfile
+from sealer.model.clusterfile import load_clusterfile
+from sealer.plan import Plan
+from sealer.state import ClusterState, check_cluster_name, sealer_home
+
+_CLUSTER_HELP = "metadata.name of the cluster (default: the only cluster in $SEALER_HOME)."
+
+
+def _cluster_name(name: str | None) -> str:
+    if name:
+        return check_cluster_name(name)
+    home = sealer_home()
+    found = sorted(p.name for p in home.iterdir() if (p / "Clusterfile").is_file()) if home.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise SealerError(
+            f"no installed cluster in {home}",
+            "install one with `sealer run` / `sealer apply -f Clusterfile`, or set SEALER_HOME",
+        )
+    raise SealerError(f"{len(found)} clusters in {home}: {', '.join(found)}", "name one with --cluster NAME")
+
+
+def _installed(name: str | None) -> tuple[ClusterState, Clusterfile]:
+    state = ClusterState(_cluster_name(name))
+    current = state.last_applied()
+    if current is None:
+        raise SealerError(
+            f"cluster {state.name} is not installed (no last-applied Clusterfile in {state.dir})",
+            "see `sealer status`; create it with `sealer run` or `sealer apply -f Clusterfile`",
+        )
+    return state, current
+
+
+def _quiet(output: str) -> bool:
+    root = click.get_current_context().find_root().obj
+    return output != "table" or bool(getattr(root, "quiet", False))
+
+
+def _with_ssh(cf: Clusterfile, ips: list[str], ssh: SSH) -> Clusterfile:
+    """New host groups get the SSH flags given, only where they differ from spec.ssh."""
+    if ssh == SSH():
+        return cf
+    groups = tuple(
+        replace(g, ssh=ssh) if any(ip in ips for ip in g.ips) else g for g in cf.cluster.host_groups
+    )
+    return replace(cf, cluster=replace(cf.cluster, host_groups=groups))
+
+
+def _ssh_flags(user: str | None, password: str | None, pk: str | None, port: int | None) -> SSH:
+    return SSH(user=user, password=password, pk=pk, port=port)
+
+
+_yes = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+_cluster = click.option("--cluster", "cluster", default=None, metavar="NAME", help=_CLUSTER_HELP)
+
+
+# scale-up / join -----------------------------------------------------------------------------------
+def _scale_up(
+    cluster: str | None,
+    masters: tuple[str, ...],
+    nodes: tuple[str, ...],
+    user: str | None,
+    password: str | None,
+    pk: str | None,
+    port: int | None,
+    yes: bool,
+    output: str,
+) -> None:
+    new_masters, new_nodes = _split(masters), _split(nodes)
+    if not new_masters and not new_nodes:
+        raise click.UsageError("give the hosts to add with -m/--masters and/or -n/--nodes")
+    from sealer.model import ipaddr
+
+    def expand(values: list[str], flag: str) -> list[str]:
+        out: list[str] = []
+        for v in values:
+            try:
+                out.extend(ipaddr.expand_entry(v))
+            except ipaddr.AddressError as err:
+                raise InputError([Problem(str(err), file="command line", path=flag)], "the command line")
+        return out
+
+    add_m, add_n = expand(new_masters, "--masters"), expand(new_nodes, "--nodes")
+    state, current = _installed(cluster)
+    desired = edit_hosts(current, add_masters=add_m, add_workers=add_n)
+    desired = _with_ssh(desired, add_m + add_n, _ssh_flags(user, password, pk, port))
+    run_apply(desired, state, command=_command_line(sys.argv[1:]), yes=yes, output=output, kind="scale-up")
+
+
+def _scale_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options: list[Callable[..., Any]] = [
+        _cluster,
+        click.option("-m", "--masters", multiple=True, metavar="IPS", help="Masters to add (a,b or a-b)."),
+        click.option("-n", "--nodes", multiple=True, metavar="IPS", help="Workers to add."),
+        click.option("-u", "--user", default=None, help="SSH user of the new hosts."),
+        click.option("-p", "--passwd", "password", default=None, help="SSH password of the new hosts."),
+        click.option("--pk", default=None, metavar="FILE", help="SSH private key of the new hosts."),
+        click.option("--port", type=int, default=None, help="SSH port of the new hosts."),
+        _yes,
+        output_option(),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.command("scale-up")
+@_scale_options
+def scale_up_cmd(
+    cluster: str | None,
+    masters: tuple[str, ...],
+    nodes: tuple[str, ...],
+    user: str | None,
+    password: str | None,
+    pk: str | None,
+    port: int | None,
+    yes: bool,
+    output: str,
+) -> None:
+    """Add masters and workers to an installed cluster.
+
+    Appends the hosts to the last-applied Clusterfile (a new host group per role) and applies it:
+    rootfs and registry settings to the new hosts, then the runtime joins them (masters one at a
+    time: one master becomes three), labels and taints. Resumable like apply.
+
+    \b
+    Example:
+      sealer scale-up -m 10.0.0.3,10.0.0.4 -n 10.0.0.10-10.0.0.12
+    """
+    _scale_up(cluster, masters, nodes, user, password, pk, port, yes, output)
+
+
+@click.command("join")
+@_scale_options
+def join_cmd(
+    cluster: str | None,
+    masters: tuple[str, ...],
+    nodes: tuple[str, ...],
+    user: str | None,
+    password: str | None,
+    pk: str | None,
+    port: int | None,
+    yes: bool,
+    output: str,
+) -> None:
+    """Same as scale-up (Go sealer's older name)."""
+    _scale_up(cluster, masters, nodes, user, password, pk, port, yes, output)
+
+
+# delete --------------------------------------------------------------------------------------------
+@click.command("delete")
+@_cluster
+@click.option(
+    "-f",
+    "--Clusterfile",
+    "clusterfile",
+    default=None,
+    metavar="FILE",
+    help="The cluster this Clusterfile names (also for a cluster whose install never finished).",
+)
+@click.option("-m", "--masters", multiple=True, metavar="IPS", help="Masters to remove.")
+@click.option("-n", "--nodes", multiple=True, metavar="IPS", help="Workers to remove.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Delete the whole cluster: reset every host.")
+@click.option("--prune", is_flag=True, help="With --all: also remove the data dir (rootfs) on every host.")
+@click.option("-y", "--yes", "--force", "yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=DRAIN_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for a node's pods to leave.",
+)
+@output_option()
+def delete_cmd(
+    cluster: str | None,
+    clusterfile: str | None,
+    masters: tuple[str, ...],
+    nodes: tuple[str, ...],
+    all_: bool,
+    prune: bool,
+    yes: bool,
+    drain_timeout: float,
+    output: str,
+) -> None:
+    """Remove hosts from a cluster, or delete the whole cluster.
+
+    -m/-n: the hosts are drained (pods evicted, with a timeout), deleted from the cluster (for k3s
+    servers this removes the etcd member) and reset; master0 stays. --all: every host is reset
+    (workers, then masters, master0 last), the registry and sealer's files removed, then the
+    cluster's state here and in the cluster. Asks first unless --yes/--force.
+
+    \b
+    Example:
+      sealer delete -n 10.0.0.12
+      sealer delete -m 10.0.0.4 -y
+      sealer delete --all --prune --cluster prod-a
+    """
+    if clusterfile and cluster:
+        raise click.UsageError("name the cluster with --cluster or -f, not both")
+    name = load_clusterfile(clusterfile).cluster.name if clusterfile else cluster
+    if all_:
+        if masters or nodes:
+            raise click.UsageError("--all deletes every host; drop -m/-n")
+        state = ClusterState(_cluster_name(name))
+        shown: list[Plan] = []
+
+        def on_plan(plan: Plan) -> None:
+            shown.append(plan)
+            if output == "table":
+                render_plan(plan, _console())
+
+        command = _command_line(sys.argv[1:])
+        day2 = Day2Options(yes=yes, prune=prune, confirm=_confirm, on_plan=on_plan)
+        with state.lock(command):
+            result = asyncio.run(
+                delete_cluster(
+                    state,
+                    options=RunOptions(command=command),
+                    day2=day2,
+                    progress=Progress(quiet=_quiet(output)),
+                )
+            )
+        if not emit_data(
+            {"plan": shown[-1].to_dict() if shown else None, "result": result.to_dict()}, output
+        ):
+            for line in result.lines():
+                click.echo(line)
+        return
+    if prune:
+        raise click.UsageError("--prune goes with --all (removed hosts always lose the cluster's data dir)")
+    gone = _split(masters) + _split(nodes)
+    if not gone:
+        raise click.UsageError("give the hosts to remove with -m/-n, or --all for the whole cluster")
+    from sealer.model import ipaddr
+
+    expanded: list[str] = []
+    for v in gone:
+        try:
+            expanded.extend(ipaddr.expand_entry(v))
+        except ipaddr.AddressError as err:
+            raise InputError([Problem(str(err), file="command line", path="-m/-n")], "the command line")
+    state, current = _installed(name)
+    by_ip = {h.ip: h for h in current.cluster.hosts}
+    wrong_role = [ip for ip in _split(masters) if ip in by_ip and not by_ip[ip].is_master] + [
+        ip for ip in _split(nodes) if ip in by_ip and by_ip[ip].is_master
+    ]
+    if wrong_role:
+        raise InputError(
+            [
+                Problem(
+                    f"{ip} is a {'worker' if not by_ip[ip].is_master else 'master'} of cluster {state.name}",
+                    file="command line",
+                    path="-m/-n",
+                    hint="masters go with -m, workers with -n",
+                )
+                for ip in wrong_role
+            ],
+            "the command line",
+        )
+    desired = edit_hosts(current, remove=expanded)
+    run_apply(
+        desired,
+        state,
+        command=_command_line(sys.argv[1:]),
+        yes=yes,
+        output=output,
+        kind="scale-down",
+        drain_timeout=drain_timeout,
+    )
+
+
+# upgrade -------------------------------------------------------------------------------------------
+@click.command("upgrade")
+@click.argument("image", required=False)
+@_cluster
+@click.option(
+    "-f",
+    "--Clusterfile",
+    "clusterfile",
+    default=None,
+    metavar="FILE",
+    help="Apply this Clusterfile (its spec.image is the new image).",
+)
+@_yes
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=DRAIN_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for a worker's pods to leave.",
+)
+@output_option()
+def upgrade_cmd(
+    image: str | None,
+    cluster: str | None,
+    clusterfile: str | None,
+    yes: bool,
+    drain_timeout: float,
+    output: str,
+) -> None:
+    """Upgrade a cluster to a new ClusterImage of the same runtime.
+
+    Checks the version skew first (no downgrades; kubernetes one minor at a time), copies the new
+    rootfs to every host, then upgrades control planes one at a time and workers with
+    cordon/drain, waiting for each node to report the new version; the image's upgrade-host and
+    upgrade hooks run too. Resumable like apply.
+
+    \b
+    Example:
+      sealer upgrade registry.local/sealer/k3s:v1.31.2
+      sealer upgrade -f Clusterfile      # spec.image changed
+    """
+    if (image is None) == (clusterfile is None):
+        raise click.UsageError("give the new IMAGE or a Clusterfile (-f), one of them")
+    if clusterfile:
+        desired = load_clusterfile(clusterfile)
+        state = ClusterState(desired.cluster.name)
+        if state.last_applied() is None:
+            raise SealerError(
+                f"cluster {state.name} is not installed", "create it with `sealer apply -f Clusterfile`"
+            )
+    else:
+        state, current = _installed(cluster)
+        if current.cluster.image == image:
+            raise SealerError(f"cluster {state.name} already runs {image}", "give the image to upgrade to")
+        desired = replace(current, cluster=replace(current.cluster, image=image))
+    run_apply(
+        desired,
+        state,
+        command=_command_line(sys.argv[1:]),
+        yes=yes,
+        output=output,
+        kind="upgrade",
+        drain_timeout=drain_timeout,
+    )
+
+
+# status --------------------------------------------------------------------------------------------
+@click.command("status")
+@_cluster
+@output_option()
+def status_cmd(cluster: str | None, output: str) -> None:
+    """Show a cluster, its last operation and any unfinished step with the command to finish it.
+
+    Reads the local state only ($SEALER_HOME/<name>/), so it works when the cluster does not answer.
+
+    \b
+    Example:
+      sealer status
+      sealer status --cluster prod-a -o json
+    """
+    if cluster is None:
+        home = sealer_home()
+        names = (
+            sorted(p.name for p in home.iterdir() if (p / "journal.jsonl").is_file()) if home.is_dir() else []
+        )
+        cluster = names[0] if len(names) == 1 else _cluster_name(None)
+    state = ClusterState(check_cluster_name(cluster))
+    if not state.exists():
+        raise SealerError(
+            f"no state for cluster {state.name} in {state.home}", "check --cluster and SEALER_HOME"
+        )
+    data = cluster_status(state)
+    if not emit_data(data, output):
+        for line in status_lines(data):
+            click.echo(line)
+
+
+# etcd ----------------------------------------------------------------------------------------------
+@click.group("etcd")
+def etcd_group() -> None:
+    """Back up and restore the cluster's datastore (embedded etcd)."""
+
+
+@etcd_group.command("backup")
+@_cluster
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    default=None,
+    metavar="FILE",
+    help="Where to write the snapshot (default ./<cluster>-etcd-<time>.snapshot).",
+)
+def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
+    """Snapshot the datastore on master0 and copy it here (mode 0600: it holds the cluster's secrets).
+
+    \b
+    Example:
+      sealer etcd backup -o prod-a.snapshot
+    """
+    state = ClusterState(_cluster_name(cluster))
+    import time
+
+    path = Path(out or f"{state.name}-etcd-{time.strftime('%Y%m%dT%H%M%S')}.snapshot")
+    with state.lock(_command_line(sys.argv[1:])):
+        written = asyncio.run(etcd_backup(state, path, Progress(quiet=_quiet("table"))))
+    click.echo(f"snapshot of cluster {state.name} written to {written} ({written.stat().st_size} bytes)")
+
+
+@etcd_group.command("restore")
+@click.argument("snapshot", type=click.Path(dir_okay=False))
+@_cluster
+@_yes
+def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
+    """Restore the cluster's datastore from a snapshot `sealer etcd backup` wrote.
+
+    Every server stops, master0 restores the snapshot (k3s --cluster-reset), the other servers
+    re-join it; everything written after the snapshot is lost. Asks first unless --yes.
+
+    \b
+    Example:
+      sealer etcd restore prod-a.snapshot
+    """
+    state = ClusterState(_cluster_name(cluster))
+    question = (
+        f"restoring cluster {state.name} from {snapshot} stops its API and loses every change made "
+        "after that snapshot. Continue?"
+    )
+    if not yes and not _confirm(question):
+        raise SealerError(
+            f"cluster {state.name}: not confirmed; nothing was changed", "pass --yes to skip the question"
+        )
+    with state.lock(_command_line(sys.argv[1:])):
+        remote = asyncio.run(etcd_restore(state, Path(snapshot), Progress(quiet=_quiet("table"))))
+    click.echo(f"cluster {state.name} restored from {snapshot} (copied to master0:{remote})")
+
+
+def register(group: click.Group) -> None:
+    """Add this module's commands to the root group."""
+    for command in (scale_up_cmd, join_cmd, delete_cmd, upgrade_cmd, status_cmd, etcd_group):
+        group.add_command(command)
