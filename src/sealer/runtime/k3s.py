@@ -32,6 +32,7 @@ SERVER_UNIT = "k3s.service"
 AGENT_UNIT = "k3s-agent.service"
 UNIT_DIR = "/etc/systemd/system"
 INSTALLED_LIST = "/etc/sealer/k3s-installed"
+SNAPSHOT_DIR = "/var/lib/rancher/k3s/server/db/snapshots"
 API_PORT = 6443
 START_TIMEOUT = 300
 # Tools some ClusterImages ship beside k3s (e.g. a containerd for k3s builds without a bundled
@@ -328,6 +329,42 @@ mv -f "$list.new" "$list"
         await self._install_binaries(ctx, host)
         unit = SERVER_UNIT if host.is_master else AGENT_UNIT
         await self._start(ctx, host, unit, restart=new != old or not new)
+
+    async def etcd_snapshot(self, ctx: RuntimeContext) -> str:
+        """`k3s etcd-snapshot save` on master0 (the running server takes it); returns its path there."""
+        save = f"{BIN_DIR}/k3s etcd-snapshot save --name sealer-backup --dir {SNAPSHOT_DIR} 2>&1"
+        out = await self._sh(ctx, ctx.master0, save)
+        found = re.search(r"Snapshot (\S+) saved", out)
+        if found is None:
+            raise RuntimeErrorSealer(
+                f"{ctx.master0.ip}: k3s etcd-snapshot save did not report a snapshot: {out.strip()[-300:]}",
+                "is the cluster's datastore embedded etcd (k3s --cluster-init)? see the output above",
+            )
+        return f"{SNAPSHOT_DIR}/{found[1]}"
+
+    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None:
+        """k3s's restore onto existing nodes: stop every server, `k3s server --cluster-reset
+        --cluster-reset-restore-path` on master0, wipe the other servers' db, start master0, then
+        the others (they re-join from it), then restart the agents."""
+        masters, workers = list(ctx.cluster.masters), list(ctx.cluster.workers)
+        for host in masters:
+            await self._sh(ctx, host, f"systemctl stop {SERVER_UNIT}", timeout=180)
+        reset = (
+            f"{BIN_DIR}/k3s server --cluster-reset --cluster-reset-restore-path={shlex.quote(snapshot)} 2>&1"
+        )
+        result = await ctx.fleet.run(ctx.target(ctx.master0), reset, sudo=True, timeout=600)
+        if not result.ok:
+            lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+            raise RuntimeErrorSealer(
+                f"{ctx.master0.ip}: k3s --cluster-reset failed: {(lines or ['no output'])[-1]}",
+                f"k3s is stopped on the masters; fix the cause and run the restore again, or start "
+                f"{SERVER_UNIT} by hand to go back to the state before the restore",
+            )
+        await self._start(ctx, ctx.master0, SERVER_UNIT, restart=True)
+        for host in masters[1:]:
+            await self._sh(ctx, host, "rm -rf /var/lib/rancher/k3s/server/db")
+            await self._start(ctx, host, SERVER_UNIT, restart=True)
+        await asyncio.gather(*(self._start(ctx, w, AGENT_UNIT, restart=True) for w in workers))
 
     async def kubeconfig(self, ctx: RuntimeContext) -> str:
         with tempfile.TemporaryDirectory(prefix="sealer-k3s-") as tmp:
