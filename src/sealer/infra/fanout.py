@@ -195,9 +195,7 @@ def probe_script(p: _Paths) -> str:
 
 def parse_probe(out: bytes) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
     head, _, staged_part = out.partition(STAGED_MARK)
-    dest = {
-        name: (rf.sha256, rf.mode) for name, rf in transfer.parse_manifest(head).items() if rf.regular
-    }
+    dest = {name: (rf.sha256, rf.mode) for name, rf in transfer.parse_manifest(head).items() if rf.regular}
     staged: dict[str, str] = {}
     for record in staged_part.split(b"\0"):
         digest, sep, name = record.partition(b"  ")
@@ -210,7 +208,7 @@ _CLEAN_KEYS = (
     # drop this run's authorized_keys lines and any whose expiry has passed; `cat >` keeps the
     # file's inode, owner and mode
     'ak="$H/.ssh/authorized_keys"; if [ -f "$ak" ]; then '
-    f"awk -v now=\"$(date +%s)\" -v run=\"$RUN\" '{{ if (match($0, /{KEY_MARK}:[a-z0-9]+:[0-9]+/)) "
+    f'awk -v now="$(date +%s)" -v run="$RUN" \'{{ if (match($0, /{KEY_MARK}:[a-z0-9]+:[0-9]+/)) '
     '{ split(substr($0, RSTART, RLENGTH), a, ":"); if (a[2] == run || a[3] < now) next } print }\' '
     '"$ak" > "$ak.sealer-tmp" && cat "$ak.sealer-tmp" > "$ak"; rm -f "$ak.sealer-tmp"; fi; '
 )
@@ -223,9 +221,7 @@ def _cleanup_body(p: _Paths, home: str, *, watchdog: bool = False) -> str:
         f"RUN={_q(p.run)}; H={_q(home)}; W={_q(p.work)}; "
         'if [ -d "$W" ]; then for f in "$W"/*.pid; do [ -f "$f" ] || continue; ' + skip + 'pid=$(cat "$f"); '
         '[ -n "$pid" ] && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; }; '
-        "done; fi; "
-        + _CLEAN_KEYS
-        + f'rm -rf -- "$W"; rm -f -- {_q(p.spool)}; '
+        "done; fi; " + _CLEAN_KEYS + f'rm -rf -- "$W"; rm -f -- {_q(p.spool)}; '
         f"rmdir -- {_q(p.stage)}/t {_q(p.stage)}/c {_q(p.stage)} 2>/dev/null; true"
     )
 
@@ -235,7 +231,7 @@ def setup_script(p: _Paths, home: str, idle: float) -> str:
     pieces (listed in $W/discard) removed, and a watchdog that cleans up when the operator's
     heartbeat stops."""
     watchdog = (
-        f"W={_q(p.work)}; while [ -d \"$W\" ]; do sleep 2; "
+        f'W={_q(p.work)}; while [ -d "$W" ]; do sleep 2; '
         'b=$(stat -c %Y "$W/beat" 2>/dev/null || echo 0); '
         f"if [ $(( $(date +%s) - b )) -gt {int(idle)} ]; then "
         f"{_cleanup_body(p, home, watchdog=True)}; exit 0; fi; done"
@@ -254,7 +250,7 @@ def setup_script(p: _Paths, home: str, idle: float) -> str:
         f'chmod {"700" if p.login == "root" else "711"} -- "$S"; '
         '(cd "$S" && xargs -0 -r rm -f -- < "$W/discard"); rm -f -- "$S"/spool-*; '
         f': > "$SP"; chmod 600 "$SP"; chown {_q(p.login)} "$SP"; '
-        f"setsid bash -c {_q(watchdog)} < /dev/null > /dev/null 2>&1 & echo $! > \"$W/watchdog.pid\"; "
+        f'setsid bash -c {_q(watchdog)} < /dev/null > /dev/null 2>&1 & echo $! > "$W/watchdog.pid"; '
         "true"
     )
 
@@ -263,7 +259,7 @@ def receive_script(p: _Paths, total: int) -> str:
     """As root: extract this host's pieces from the spool as it grows (a link may change
     under it), until `total` bytes went through."""
     body = (
-        f"W={_q(p.work)}; S={_q(p.stage)}; SP={_q(p.spool)}; echo $$ > \"$W/recv.pid\"; "
+        f'W={_q(p.work)}; S={_q(p.stage)}; SP={_q(p.spool)}; echo $$ > "$W/recv.pid"; '
         'F="$W/rx"; rm -f "$F"; mkfifo "$F"; '
         'tail -c +1 -f "$SP" > "$F" & T=$!; '
         f'head -c {total} < "$F" | tar -x -f - -C "$S" --no-same-owner -p --null -T "$W/want"; '
@@ -274,7 +270,7 @@ def receive_script(p: _Paths, total: int) -> str:
 
 
 def feed_script(p: _Paths) -> str:
-    body = f"W={_q(p.work)}; echo $$ > \"$W/feed.pid\"; exec cat >> {_q(p.spool)}"
+    body = f'W={_q(p.work)}; echo $$ > "$W/feed.pid"; exec cat >> {_q(p.spool)}'
     return f"setsid -w bash -c {_q(body)}"
 
 
@@ -290,7 +286,7 @@ def forward_script(p: _Paths, child: Target, child_id: int, offset: int, total: 
         f"-p {port} -l {_q(child.login_user)} {_q(child.address)} sealer-fanout"
     )
     body = (
-        f"W={_q(p.work)}; SP={_q(p.spool)}; echo $$ > \"$W/fwd{child_id}.pid\"; "
+        f'W={_q(p.work)}; SP={_q(p.spool)}; echo $$ > "$W/fwd{child_id}.pid"; '
         f'while [ "$(stat -c %s "$SP" 2>/dev/null || echo -1)" -lt {offset} ]; do '
         '[ -f "$SP" ] || exit 3; sleep 0.2; done; '
         f'F="$W/fx{child_id}"; rm -f "$F"; mkfifo "$F"; '
@@ -305,7 +301,7 @@ def detach_script(p: _Paths) -> str:
     """On a child: stop whatever appends to its spool, wait until it is gone, print the spool
     size (the exact offset the next link resumes from)."""
     return (
-        f"W={_q(p.work)}; for f in \"$W/app.pid\" \"$W/feed.pid\"; do [ -f \"$f\" ] || continue; "
+        f'W={_q(p.work)}; for f in "$W/app.pid" "$W/feed.pid"; do [ -f "$f" ] || continue; '
         'pid=$(cat "$f"); rm -f "$f"; [ -n "$pid" ] || continue; '
         'kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; '
         'n=0; while kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done; done; '
@@ -315,7 +311,7 @@ def detach_script(p: _Paths) -> str:
 
 def stop_forward_script(p: _Paths, child_id: int) -> str:
     return (
-        f"f={_q(p.work)}/fwd{child_id}.pid; [ -f \"$f\" ] && "
+        f'f={_q(p.work)}/fwd{child_id}.pid; [ -f "$f" ] && '
         '{ pid=$(cat "$f"); kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; '
         'rm -f "$f"; }; true'
     )
@@ -349,7 +345,7 @@ def commit_script(p: _Paths, need: HostNeed, tree: transfer.LocalTree) -> str:
         'cd "$S" || exit 1',
         # bulk verification: one sha256sum for all pieces this host was to receive
         "sha256sum -c - 2>/dev/null <<'SEALER_EOF' | grep -v ': OK$' | sed -e 's/: FAILED.*$//' "
-        "| while IFS= read -r n; do rm -f -- \"$n\"; printf 'BAD %s\\n' \"$n\"; done",
+        '| while IFS= read -r n; do rm -f -- "$n"; printf \'BAD %s\\n\' "$n"; done',
     ]
     lines.extend(f"{piece.sha256}  {piece.name}" for piece in need.want)
     lines.append("SEALER_EOF")
@@ -371,7 +367,7 @@ def commit_script(p: _Paths, need: HostNeed, tree: transfer.LocalTree) -> str:
         lines.append(
             "(cd t && sha256sum -c - 2>/dev/null) <<'SEALER_EOF' | grep -v ': OK$' "
             "| sed -e 's/: FAILED.*$//' | while IFS= read -r n; do [ -e \"t/$n\" ] && "
-            "{ rm -f -- \"t/$n\"; printf 'BAD %s\\n' \"$n\"; }; done"
+            '{ rm -f -- "t/$n"; printf \'BAD %s\\n\' "$n"; }; done'
         )
         lines.extend(f"{spec.sha256}  {spec.rel}" for spec in joined)
         lines.append("SEALER_EOF")
@@ -393,7 +389,7 @@ def commit_script(p: _Paths, need: HostNeed, tree: transfer.LocalTree) -> str:
     links = [e for e in tree.entries if e.kind == "symlink"]
     if dirs:
         lines.append(
-            'cd "$R" && mkdir -p -- ' + " ".join(_q(e.rel) for e in dirs if e.rel != ".") + " . && cd \"$S\""
+            'cd "$R" && mkdir -p -- ' + " ".join(_q(e.rel) for e in dirs if e.rel != ".") + ' . && cd "$S"'
         )
         by_mode: dict[int, list[str]] = {}
         for e in dirs:
@@ -404,7 +400,7 @@ def commit_script(p: _Paths, need: HostNeed, tree: transfer.LocalTree) -> str:
     for e in links:
         lines.append(f'(cd "$R" && ln -sfn -- {_q(e.link)} {_q(e.rel)})')
     lines.append(
-        "[ -z \"$(find t c -type f -print -quit 2>/dev/null)\" ] && "
+        '[ -z "$(find t c -type f -print -quit 2>/dev/null)" ] && '
         f"{{ cd / && rm -rf -- {_q(p.stage)}/t {_q(p.stage)}/c; rmdir -- {_q(p.stage)} 2>/dev/null; }}; true"
     )
     return "\n".join(lines) + "\n"
@@ -447,8 +443,9 @@ class _Host:
         code, out, err = await self.ssh._exec(self.conn, line, data, timeout, shown, kill_as_root=sudo)
         return code, out, err
 
-    async def check(self, script: str, stdin: bytes = b"", *, sudo: bool = False, what: str,
-                    timeout: float | None = 120) -> bytes:
+    async def check(
+        self, script: str, stdin: bytes = b"", *, sudo: bool = False, what: str, timeout: float | None = 120
+    ) -> bytes:
         code, out, err = await self.call(script, stdin, sudo=sudo, timeout=timeout, shown=what)
         if code != 0:
             raise transfer.transfer_failure(self.name, what, err or f"exit {code}", self.paths.root)
@@ -563,8 +560,11 @@ class Fanout:
         async def open_host(i: int, t: Target) -> None:
             conn = self.fleet.connector_for(t)
             if not isinstance(conn, SSHConnector):
-                raise HostError(t.name, "fan-out needs an SSH host (this is the local machine)",
-                                "copy to the local machine without --fanout")
+                raise HostError(
+                    t.name,
+                    "fan-out needs an SSH host (this is the local machine)",
+                    "copy to the local machine without --fanout",
+                )
             h = _Host(conn, t, _Paths(self.run_id, tree.root, t.login_user), i)
             await h.open()
             code, out, _ = await h.call('printf %s "$HOME"', timeout=30, shown="home")
@@ -592,8 +592,9 @@ class Fanout:
                     files, nbytes = sent.get(name, (0, 0))
                     outcomes[name] = Outcome(
                         name,
-                        value=TransferStats(name, files, skipped.get(name, 0), nbytes,
-                                            time.monotonic() - started),
+                        value=TransferStats(
+                            name, files, skipped.get(name, 0), nbytes, time.monotonic() - started
+                        ),
                     )
                 last = n == self.rounds
                 for name, err in finished.failed.items():
@@ -602,12 +603,18 @@ class Fanout:
                 for name in [h.name for h in live]:
                     if name not in outcomes and last:
                         outcomes[name] = Outcome(
-                            name, error=FanoutError(name, f"incomplete after {self.rounds} rounds",
-                                                    "run the copy again: it resumes from what arrived"))
+                            name,
+                            error=FanoutError(
+                                name,
+                                f"incomplete after {self.rounds} rounds",
+                                "run the copy again: it resumes from what arrived",
+                            ),
+                        )
         finally:
             await self._cleanup(list(hosts.values()))
-        result.outcomes = [outcomes.get(name) or Outcome(name, error=FanoutError(name, "not reached"))
-                           for name in order]
+        result.outcomes = [
+            outcomes.get(name) or Outcome(name, error=FanoutError(name, "not reached")) for name in order
+        ]
         result.reroutes = self.reroutes
         return result
 
@@ -634,8 +641,9 @@ class Fanout:
             dest, staged = parse_probe(out)
             needs[h.name] = host_need(specs, dest, staged)
 
-        for h, o in zip(live, await self.fleet.each([h.target for h in live], lambda t: probe(_by(live, t))),
-                        strict=True):
+        for h, o in zip(
+            live, await self.fleet.each([h.target for h in live], lambda t: probe(_by(live, t))), strict=True
+        ):
             if o.error is not None:
                 failed[h.name] = o.error
         members = [h for h in live if h.name in needs]
@@ -643,8 +651,12 @@ class Fanout:
             skipped.setdefault(h.name, needs[h.name].skipped)
         receivers = [h for h in members if needs[h.name].want]
         layout = Layout.of(union(needs[h.name] for h in receivers))
-        rnd = _Round({h.name: h for h in members}, needs, layout,
-                     plan_tree([h.name for h in receivers], width=self.width, degree=self.degree))
+        rnd = _Round(
+            {h.name: h for h in members},
+            needs,
+            layout,
+            plan_tree([h.name for h in receivers], width=self.width, degree=self.degree),
+        )
         rnd.failed.update(failed)
         expires = datetime.now(UTC) + self.key_lifetime
         sources = sorted({h.target.address for h in all_hosts.values()})
@@ -660,8 +672,12 @@ class Fanout:
                 "discard": b"".join(name.encode() + b"\0" for name in need.discard),
             }
             self._emit(rnd, h.name, "setup", n)
-            await h.check(setup_script(h.paths, h.home, self.host_idle_timeout), _setup_tar(files),
-                          sudo=self.sudo, what="preparing the fan-out into")
+            await h.check(
+                setup_script(h.paths, h.home, self.host_idle_timeout),
+                _setup_tar(files),
+                sudo=self.sudo,
+                what="preparing the fan-out into",
+            )
 
         outs = await self.fleet.each([h.target for h in members], lambda t: setup(_by(members, t)))
         for h, o in zip(members, outs, strict=True):
@@ -693,22 +709,37 @@ class Fanout:
         async def commit(h: _Host) -> None:
             self._emit(rnd, h.name, "committing", n)
             need = needs[h.name]
-            out = await h.check("bash -s", commit_script(h.paths, need, tree).encode(), sudo=self.sudo,
-                                what="placing files into", timeout=None)
+            out = await h.check(
+                "bash -s",
+                commit_script(h.paths, need, tree).encode(),
+                sudo=self.sudo,
+                what="placing files into",
+                timeout=None,
+            )
             text = out.decode(errors="replace")
             bad = [ln for ln in text.splitlines() if ln.startswith(("BAD ", "MISSING "))]
             files, nbytes = sent.get(h.name, (0, 0))
             sent[h.name] = (files + len(need.files), nbytes + need.want_bytes)
             if bad:
-                log.warning("%s: %d piece(s) failed verification or did not arrive: %s", h.name, len(bad),
-                            "; ".join(bad[:5]))
-                raise FanoutError(h.name, f"{len(bad)} piece(s) failed verification or did not arrive",
-                                  "they are sent again in the next round")
+                log.warning(
+                    "%s: %d piece(s) failed verification or did not arrive: %s",
+                    h.name,
+                    len(bad),
+                    "; ".join(bad[:5]),
+                )
+                raise FanoutError(
+                    h.name,
+                    f"{len(bad)} piece(s) failed verification or did not arrive",
+                    "they are sent again in the next round",
+                )
             rnd.done.add(h.name)
             self._emit(rnd, h.name, "done", n)
 
-        for h, o in zip(committing, await self.fleet.each([h.target for h in committing],
-                                                         lambda t: commit(_by(committing, t))), strict=True):
+        for h, o in zip(
+            committing,
+            await self.fleet.each([h.target for h in committing], lambda t: commit(_by(committing, t))),
+            strict=True,
+        ):
             if o.error is not None:
                 rnd.failed[h.name] = o.error
         await self._cleanup(members)
@@ -732,8 +763,10 @@ class Fanout:
             code, _, err = await c.call(feed_script(c.paths), counted(), shown="feeding")
         else:
             p = rnd.hosts[parent]
-            code, _, err = await p.call(forward_script(p.paths, c.target, c.index, offset, rnd.layout.total),
-                                        shown=f"forwarding to {child}")
+            code, _, err = await p.call(
+                forward_script(p.paths, c.target, c.index, offset, rnd.layout.total),
+                shown=f"forwarding to {child}",
+            )
         if code != 0:
             raise FanoutError(child, f"link from {parent or 'operator'} ended: {err.strip() or code}", None)
 
@@ -791,8 +824,13 @@ class Fanout:
                             rnd.meters[name].sample(now, rnd.layout.total)
                             self._emit(rnd, name, "received", n, rnd.tree.parent.get(name, OPERATOR))
                         else:
-                            await self._fail(rnd, name, transfer.transfer_failure(
-                                name, "receiving into", err or f"exit {code}", rnd.hosts[name].paths.root))
+                            await self._fail(
+                                rnd,
+                                name,
+                                transfer.transfer_failure(
+                                    name, "receiving into", err or f"exit {code}", rnd.hosts[name].paths.root
+                                ),
+                            )
             for name in list(rnd.recv):
                 if name in rnd.failed or rnd.recv[name].done():
                     continue
@@ -801,9 +839,15 @@ class Fanout:
                 ahead = parent == OPERATOR or rnd.meters[parent].received > m.received
                 unreachable = now - rnd.poll_failed_since.get(name, now)
                 if unreachable > self.stall_timeout:
-                    await self._fail(rnd, name, FanoutError(
-                        name, f"no answer for {unreachable:.0f}s during the fan-out",
-                        "check the host and its network; the others were routed around it"))
+                    await self._fail(
+                        rnd,
+                        name,
+                        FanoutError(
+                            name,
+                            f"no answer for {unreachable:.0f}s during the fan-out",
+                            "check the host and its network; the others were routed around it",
+                        ),
+                    )
                 elif ahead and m.stalled_for(now) > self.stall_timeout:
                     # the host answers but its link carries nothing: restart it, then feed the host
                     # from the operator if that did not help
@@ -811,8 +855,10 @@ class Fanout:
                     rnd.restarts[name] = tries
                     if tries > 1 and parent != OPERATOR:
                         rnd.tree.parent[name] = OPERATOR
-                    self.reroutes.append(f"{name}: link from {parent or 'operator'} stalled, restarted"
-                                         f" from {rnd.tree.parent[name] or 'operator'}")
+                    self.reroutes.append(
+                        f"{name}: link from {parent or 'operator'} stalled, restarted"
+                        f" from {rnd.tree.parent[name] or 'operator'}"
+                    )
                     m.stalled_since = now
                     await self._relink(rnd, name)
                 else:
@@ -836,8 +882,9 @@ class Fanout:
             for slow in [h for h, t0 in rnd.slow_since.items() if now - t0 >= self.stall_timeout / 2]:
                 del rnd.slow_since[slow]
                 moved = reroute(rnd.tree, slow, {h: m.received for h, m in rnd.meters.items()}, drop=False)
-                self.reroutes.append(f"{slow}: slow, its subtree now fed by "
-                                     f"{rnd.tree.parent[slow] or 'operator'}")
+                self.reroutes.append(
+                    f"{slow}: slow, its subtree now fed by {rnd.tree.parent[slow] or 'operator'}"
+                )
                 for _, child in moved:
                     await self._relink(rnd, child)
 
@@ -863,16 +910,22 @@ class Fanout:
 
     async def _cleanup(self, hosts: list[_Host]) -> None:
         async def one(h: _Host) -> None:
-            code, _, err = await h.call(_cleanup_body(h.paths, h.home), sudo=self.sudo, timeout=30,
-                                        shown="cleaning up")
+            code, _, err = await h.call(
+                _cleanup_body(h.paths, h.home), sudo=self.sudo, timeout=30, shown="cleaning up"
+            )
             if code != 0:
                 raise FanoutError(h.name, f"clean-up failed: {err.strip()}", None)
 
         results = await asyncio.gather(*(one(h) for h in hosts), return_exceptions=True)
         for h, r in zip(hosts, results, strict=True):
             if isinstance(r, BaseException):
-                log.warning("%s: fan-out clean-up failed (%s); its watchdog removes the run's key and "
-                            "files within %.0fs of losing the operator", h.name, r, self.host_idle_timeout)
+                log.warning(
+                    "%s: fan-out clean-up failed (%s); its watchdog removes the run's key and "
+                    "files within %.0fs of losing the operator",
+                    h.name,
+                    r,
+                    self.host_idle_timeout,
+                )
 
 
 def _by(hosts: Sequence[_Host], t: Target) -> _Host:

@@ -55,8 +55,16 @@ def chunk_name(sha256: str, index: int) -> str:
     return f"c/{sha256}.{index}"
 
 
-def split(rel: str, size: int, sha256: str, mode: int, mtime: int, source: str,
-          chunk_sums: Sequence[str], chunk_bytes: int = CHUNK_BYTES) -> FileSpec:
+def split(
+    rel: str,
+    size: int,
+    sha256: str,
+    mode: int,
+    mtime: int,
+    source: str,
+    chunk_sums: Sequence[str],
+    chunk_bytes: int = CHUNK_BYTES,
+) -> FileSpec:
     """The FileSpec of one file. chunk_sums: digests of its chunk_bytes-sized slices when
     size > chunk_bytes (ignored otherwise: a small file is one piece, named by its path)."""
     if size <= chunk_bytes:
@@ -66,8 +74,15 @@ def split(rel: str, size: int, sha256: str, mode: int, mtime: int, source: str,
     if len(chunk_sums) != count:
         raise ValueError(f"{rel}: {len(chunk_sums)} chunk digests for {count} chunks")
     pieces = tuple(
-        Piece(chunk_name(sha256, i), min(chunk_bytes, size - i * chunk_bytes), chunk_sums[i], 0o600,
-              mtime, source, i * chunk_bytes)
+        Piece(
+            chunk_name(sha256, i),
+            min(chunk_bytes, size - i * chunk_bytes),
+            chunk_sums[i],
+            0o600,
+            mtime,
+            source,
+            i * chunk_bytes,
+        )
         for i in range(count)
     )
     return FileSpec(rel, size, sha256, mode, mtime, pieces)
@@ -96,8 +111,9 @@ class HostNeed:
         return sum(f.size for f in self.files)
 
 
-def host_need(files: Sequence[FileSpec], dest: Mapping[str, tuple[str, int]],
-              staged: Mapping[str, str]) -> HostNeed:
+def host_need(
+    files: Sequence[FileSpec], dest: Mapping[str, tuple[str, int]], staged: Mapping[str, str]
+) -> HostNeed:
     """dest: rel -> (sha256, mode) of regular files at the destination; staged: piece name ->
     sha256 of what the host kept from an earlier, interrupted transfer.
 
@@ -282,8 +298,9 @@ class Meter:
         return left / self.rate if self.rate > 0 else None
 
 
-def slow_hosts(tree: Tree, meters: Mapping[str, Meter], *, ratio: float = 0.5,
-               min_lag: int = 16 << 20) -> list[str]:
+def slow_hosts(
+    tree: Tree, meters: Mapping[str, Meter], *, ratio: float = 0.5, min_lag: int = 16 << 20
+) -> list[str]:
     """Hosts that hold their subtree back: they forward to someone, fall more than min_lag bytes
     behind their parent, and receive at less than `ratio` times their parent's rate (the
     operator counts as infinitely fast). A spool on every host decouples links, so a slow host

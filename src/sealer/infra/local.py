@@ -213,11 +213,15 @@ class LocalConnector:
         timeout: float | None = None,
     ) -> TransferStats:
         tree = tree or transfer.local_tree(src, dst)
+        hlog = self.logs.for_host(host.name)
+        hlog.begin(f"copy {src} -> {tree.root}", sudo=sudo, env_names=[])
         start = time.monotonic()
         execb = self._execb(host, sudo, timeout)
         plan = await transfer.plan_upload(host.name, execb, tree)
         await transfer.send(host.name, execb, tree, plan)
-        return TransferStats(host.name, plan.files, plan.skipped, plan.bytes, time.monotonic() - start)
+        duration = time.monotonic() - start
+        hlog.end(0, duration, f"sent {plan.files} file(s), {plan.bytes} bytes; skipped {plan.skipped} equal")
+        return TransferStats(host.name, plan.files, plan.skipped, plan.bytes, duration)
 
     async def get(
         self,
