@@ -125,10 +125,6 @@ class LabNet:
             lines.append(f"ip -n {ns} -b - <<'EOF'\n{host}EOF")
         run(["sh", "-c", "\n".join(lines)])
 
-    def del_host(self, i: int) -> None:
-        run(["ip", "netns", "del", self.host_ns(i)], check=False)
-        run(["ip", "-n", self.bridge_ns, "link", "del", self.bridge_port(i)], check=False)
-
     def down(self) -> None:
         """Delete every netns of this lab (by exact name), the operator veth and the safety route."""
         pat = re.compile(rf"^{re.escape(self.lab)}h(\d+)$")
