@@ -1,0 +1,481 @@
+"""The kubernetes (kubeadm) runtime: containerd as the CRI with the private registry mirror, kubelet
+and containerd systemd units, `kubeadm init --upload-certs` on master0 with the generated
+configuration, masters joined one at a time with the certificate key, workers joined in parallel
+with a fresh token and the CA hash (through the node-local balancer when there is one); reset
+leaves the host clean (kubeadm reset, CNI/iptables/ipvs leftovers, data dirs, units, binaries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer
+from sealer.infra.shell import quote_path
+from sealer.model.cluster import Host
+from sealer.runtime import lb
+from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
+from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, run_checked
+from sealer.runtime.k3s import rewrite_server
+from sealer.runtime.kubeadm_config import KubeadmInputs, endpoint_name, parse_documents, render
+
+BIN_DIR = "/usr/local/bin"
+UNIT_DIR = "/etc/systemd/system"
+K8S_ETC = "/etc/kubernetes"
+INIT_CONFIG = f"{K8S_ETC}/kubeadm.yaml"
+JOIN_CONFIG = f"{K8S_ETC}/kubeadm-join.yaml"
+ADMIN_CONF = f"{K8S_ETC}/admin.conf"
+KUBELET_CONF = f"{K8S_ETC}/kubelet.conf"
+CA_CRT = f"{K8S_ETC}/pki/ca.crt"
+CONTAINERD_ETC = "/etc/containerd"
+CONTAINERD_CONFIG = f"{CONTAINERD_ETC}/config.toml"
+CERTS_D = f"{CONTAINERD_ETC}/certs.d"
+CRI_DROPIN = f"{CONTAINERD_ETC}/conf.d/sealer-registry.toml"
+CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+INSTALLED_LIST = "/etc/sealer/kubernetes-installed"
+SYSCTL_FILE = "/etc/sysctl.d/99-sealer-kubernetes.conf"
+MODULES_FILE = "/etc/modules-load.d/sealer-kubernetes.conf"
+KUBEADM_LOG = "/var/log/sealer-kubeadm.log"
+BINARIES = ("kubeadm", "kubelet", "kubectl")
+CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "crictl")
+API_PORT = 6443
+MASTER_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
+WORKER_PORTS = (10250,)
+SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.bridge.bridge-nf-call-iptables": "1",
+    "net.bridge.bridge-nf-call-ip6tables": "1",
+}
+MODULES = ("overlay", "br_netfilter")
+TOKEN_TTL = "2h"
+
+
+def containerd_config(pause_image: str) -> str:
+    """containerd (config version 2): systemd cgroups as the kubelet, the CRI plugin reading
+    registry mirrors from certs.d, and drop-ins (registry credentials) from conf.d."""
+    return f"""# written by sealer
+version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+imports = ["{CONTAINERD_ETC}/conf.d/*.toml"]
+
+[grpc]
+  address = "/run/containerd/containerd.sock"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause_image}"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = true
+"""
+
+
+def containerd_unit() -> str:
+    return f"""[Unit]
+Description=containerd container runtime (installed by sealer)
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart={BIN_DIR}/containerd --config {CONTAINERD_CONFIG}
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def kubelet_unit() -> str:
+    """kubelet.service as the Kubernetes packages ship it: it restarts until kubeadm writes its
+    configuration (the crash loop before init/join is expected)."""
+    return f"""[Unit]
+Description=kubelet: The Kubernetes Node Agent (installed by sealer)
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target containerd.service
+After=network-online.target containerd.service
+
+[Service]
+ExecStart={BIN_DIR}/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def kubeadm_dropin() -> str:
+    """10-kubeadm.conf: the flags kubeadm's files hand to the kubelet."""
+    return f"""[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig={K8S_ETC}/bootstrap-kubelet.conf \\
+ --kubeconfig={KUBELET_CONF}"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart={BIN_DIR}/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS \\
+ $KUBELET_EXTRA_ARGS
+"""
+
+
+def ca_cert_hash(ca_pem: str) -> str:
+    """kubeadm's discovery pin: sha256 of the CA's SubjectPublicKeyInfo."""
+    cert = x509.load_pem_x509_certificate(ca_pem.encode())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def new_bootstrap_token() -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    pick = secrets.choice
+    return "".join(pick(alphabet) for _ in range(6)) + "." + "".join(pick(alphabet) for _ in range(16))
+
+
+def host_check_script(ports: tuple[int, ...]) -> str:
+    """Pre-flight on a host, fixing what sealer should (modules, sysctls; persisted) and reporting
+    what it should not change on its own (swap, ports held by something else). Prints
+    `PROBLEM <text>` lines; kubeadm's own checks then run with nothing ignored."""
+    sysctl_lines = "\\n".join(f"{k} = {v}" for k, v in SYSCTLS.items())
+    checks = " ".join(str(p) for p in ports)
+    return f"""
+mkdir -p /etc/modules-load.d /etc/sysctl.d
+printf '%s\\n' {" ".join(MODULES)} > {MODULES_FILE}
+for m in {" ".join(MODULES)}; do
+  if ! grep -qw "^$m" /proc/modules 2>/dev/null && ! modprobe "$m" 2>/dev/null; then
+    [ -d /sys/module/$m ] || echo "PROBLEM kernel module $m is not loaded and modprobe $m failed"
+  fi
+done
+printf '{sysctl_lines}\\n' > {SYSCTL_FILE}
+for kv in {" ".join(f"{k}={v}" for k, v in SYSCTLS.items())}; do
+  k=${{kv%%=*}}; v=${{kv#*=}}; f=/proc/sys/$(echo "$k" | tr . /)
+  if [ -e "$f" ]; then
+    [ "$(cat "$f")" = "$v" ] || sysctl -qw "$k=$v" 2>/dev/null || echo "PROBLEM sysctl $k cannot be set to $v"
+  elif [ "$k" = net.ipv4.ip_forward ]; then echo "PROBLEM sysctl $k is missing"; fi
+done
+if [ -r /proc/swaps ] && [ "$(tail -n +2 /proc/swaps | wc -l)" -gt 0 ]; then
+  echo "PROBLEM swap is on (kubelet refuses it): swapoff -a and remove swap from /etc/fstab"
+fi
+if [ ! -s {KUBELET_CONF} ]; then
+  for p in {checks}; do
+    if ss -Hltn "sport = :$p" 2>/dev/null | grep -q LISTEN; then echo "PROBLEM port $p is already in use"; fi
+  done
+fi
+true
+"""
+
+
+def reset_script() -> str:
+    return f"""
+[ -x {BIN_DIR}/kubeadm ] && {BIN_DIR}/kubeadm reset -f --cri-socket {CRI_SOCKET} >/dev/null 2>&1
+systemctl disable --now kubelet.service >/dev/null 2>&1
+systemctl stop standin-kube-apiserver.service >/dev/null 2>&1
+if [ -x {BIN_DIR}/crictl ]; then {BIN_DIR}/crictl --runtime-endpoint {CRI_SOCKET} rmp -af >/dev/null 2>&1; fi
+systemctl disable --now containerd.service >/dev/null 2>&1
+for p in $(pgrep -f 'containerd-shim' 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+mounts='^/(var/lib/kubelet|run/containerd|var/lib/containerd/io)'
+for m in $(awk -v re="$mounts" '$2 ~ re {{print $2}}' /proc/self/mounts | sort -r); do
+  umount -l "$m" 2>/dev/null
+done
+# CNI, iptables and IPVS leftovers (kubeadm reset says it does not clean them)
+rm -rf /etc/cni/net.d /var/lib/cni
+if command -v iptables-save >/dev/null 2>&1; then
+  for t in iptables ip6tables; do
+    command -v $t-save >/dev/null 2>&1 || continue
+    $t-save 2>/dev/null | grep -v -e KUBE- -e CNI- -e cali -e flannel | $t-restore 2>/dev/null
+  done
+fi
+command -v ipvsadm >/dev/null 2>&1 && ipvsadm --clear 2>/dev/null
+for i in cni0 flannel.1 kube-ipvs0 tunl0; do ip link delete $i 2>/dev/null; done
+rm -f {UNIT_DIR}/kubelet.service {UNIT_DIR}/containerd.service
+rm -rf {UNIT_DIR}/kubelet.service.d
+if [ -f {INSTALLED_LIST} ]; then xargs -r rm -f < {INSTALLED_LIST}; rm -f {INSTALLED_LIST}; fi
+rm -rf {K8S_ETC} /var/lib/kubelet /var/lib/etcd {CONTAINERD_ETC} /run/containerd /root/.kube
+rm -rf /var/lib/containerd/* 2>/dev/null
+rm -f {SYSCTL_FILE} {MODULES_FILE} {KUBEADM_LOG}
+{lb.reset_script()}
+systemctl daemon-reload >/dev/null 2>&1
+true
+"""
+
+
+class KubernetesRuntime:
+    """ClusterRuntime for kubeadm clusters (see the module docstring)."""
+
+    name = "kubernetes"
+
+    def __init__(self) -> None:
+        self._versions: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._inputs: KubeadmInputs | None = None
+
+    # configuration -----------------------------------------------------------------------------
+    async def _kubeadm_inputs(self, ctx: RuntimeContext) -> KubeadmInputs:
+        """Built once per run from master0's copy of the image (kubeadm's version, etc/kubeadm.yml)
+        and the Clusterfile's kubeadm documents."""
+        async with self._lock:
+            if self._inputs is not None:
+                return self._inputs
+            m0 = ctx.master0
+            version = (await run_checked(ctx, m0, f"{BIN_DIR}/kubeadm version -o short")).strip()
+            self._versions["kubeadm"] = version
+            image_cfg = f"{ctx.rootfs}/etc/kubeadm.yml"
+            got = await ctx.fleet.run(ctx.target(m0), f"cat {quote_path(image_cfg)} 2>/dev/null", sudo=True)
+            image_docs = parse_documents(got.stdout, "the image's etc/kubeadm.yml") if got.ok else []
+            endpoint = endpoint_name(ctx.cluster, API_ENDPOINT_NAME)
+            self._inputs = KubeadmInputs(
+                cluster=ctx.cluster,
+                kubernetes_version=version,
+                kubeadm_version=version,
+                endpoint=endpoint,
+                node_names=ctx.node_names,
+                image_repository=ctx.registry.address if ctx.registry is not None else None,
+                sans=lb.api_sans(ctx.cluster, endpoint),
+                image_documents=image_docs,
+                user_documents=list(ctx.kubeadm_documents),
+            )
+            return self._inputs
+
+    # host preparation --------------------------------------------------------------------------
+    async def _prepare(self, ctx: RuntimeContext, host: Host) -> None:
+        """Binaries, containerd with the registry mirror, kubelet units, kernel settings."""
+        root = quote_path(ctx.rootfs)
+        names = " ".join((*BINARIES, *CONTAINERD_BINARIES))
+        script = f"""set -e
+for b in kubeadm kubelet; do
+  [ -x {root}/bin/$b ] || {{ echo "no $b binary at {ctx.rootfs}/bin/$b" >&2; exit 3; }}
+done
+mkdir -p /etc/sealer; list={INSTALLED_LIST}; : > "$list.new"
+for b in {names}; do
+  if [ -x {root}/bin/$b ]; then
+    install -m 0755 {root}/bin/$b {BIN_DIR}/$b.sealer-new && mv -f {BIN_DIR}/$b.sealer-new {BIN_DIR}/$b
+    echo {BIN_DIR}/$b >> "$list.new"
+  fi
+done
+mv -f "$list.new" "$list"
+command -v containerd >/dev/null || {{ echo "no containerd in the image or on the host" >&2; exit 4; }}
+"""
+        result = await ctx.fleet.run(ctx.target(host), script, sudo=True, timeout=120)
+        if result.exit_code in (3, 4):
+            raise RuntimeErrorSealer(
+                f"{host.ip}: {result.stderr.strip()}",
+                "is this a kubernetes ClusterImage with bin/kubeadm, bin/kubelet and containerd? "
+                "see `sealer inspect`",
+            )
+        result.check()
+        ports = MASTER_PORTS if host.is_master else WORKER_PORTS
+        checked = await ctx.fleet.run(ctx.target(host), host_check_script(ports), sudo=True, timeout=60)
+        problems = [ln[len("PROBLEM ") :] for ln in checked.stdout.splitlines() if ln.startswith("PROBLEM ")]
+        if problems:
+            raise HostError(
+                host.ip,
+                "cannot take a kubeadm node: " + "; ".join(problems),
+                "fix the host (sealer already loaded the kernel modules and set the sysctls it could) "
+                "and run the same command again",
+            )
+        changed = False
+        registry = ctx.registry
+        pause = f"{registry.address}/pause:3.10" if registry is not None else "registry.k8s.io/pause:3.10"
+        changed = await put_if_changed(ctx, host, CONTAINERD_CONFIG, containerd_config(pause)) or changed
+        if registry is not None:
+            for path, content in registry_files(registry, CERTS_D).items():
+                changed = await put_if_changed(ctx, host, path, content) or changed
+            changed = (
+                await put_if_changed(ctx, host, CRI_DROPIN, cri_dropin(CERTS_D, registry), "0600") or changed
+            )
+        changed = (
+            await put_if_changed(ctx, host, f"{UNIT_DIR}/containerd.service", containerd_unit()) or changed
+        )
+        await put_if_changed(ctx, host, f"{UNIT_DIR}/kubelet.service", kubelet_unit())
+        await put_if_changed(ctx, host, f"{UNIT_DIR}/kubelet.service.d/10-kubeadm.conf", kubeadm_dropin())
+        verb = "restart" if changed else "start"
+        start = (
+            "systemctl daemon-reload && systemctl enable containerd.service kubelet.service >/dev/null 2>&1; "
+            f"systemctl {verb} containerd.service && "
+            "for i in $(seq 1 60); do [ -S /run/containerd/containerd.sock ] && exit 0; sleep 1; done; exit 1"
+        )
+        started = await ctx.fleet.run(ctx.target(host), start, sudo=True, timeout=120)
+        if not started.ok:
+            raise RuntimeErrorSealer(
+                f"{host.ip}: containerd did not start",
+                f"see `journalctl -u containerd` on {host.ip}; fix the cause and run the same command again",
+            )
+
+    async def _kubeadm(self, ctx: RuntimeContext, host: Host, args: str, what: str) -> None:
+        """Run kubeadm with its output to a root-only log on the host (it prints join secrets);
+        on failure show its error lines."""
+        cmd = f"umask 077; {BIN_DIR}/kubeadm {args} > {KUBEADM_LOG} 2>&1"
+        result = await ctx.fleet.run(ctx.target(host), cmd, sudo=True, timeout=600)
+        if result.ok:
+            return
+        log = await ctx.fleet.run(
+            ctx.target(host),
+            f"grep -E 'error|ERROR|fatal|\\[preflight\\]' {KUBEADM_LOG} | tail -n 8",
+            sudo=True,
+        )
+        detail = " | ".join(ln.strip() for ln in log.stdout.splitlines() if ln.strip()) or "no output"
+        raise RuntimeErrorSealer(
+            f"{host.ip}: kubeadm {what} failed: {detail}",
+            f"the full output is in {KUBEADM_LOG} on {host.ip}; fix the cause and run the same command again",
+        )
+
+    async def _joined(self, ctx: RuntimeContext, host: Host) -> bool:
+        got = await ctx.fleet.run(ctx.target(host), f"test -s {KUBELET_CONF}", sudo=True)
+        return got.ok
+
+    # ClusterRuntime ----------------------------------------------------------------------------
+    async def install(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
+        if not masters:
+            await self.join(ctx, [], workers)
+            return
+        m0 = masters[0]
+        ctx.say(m0.ip, "kubeadm init")
+        await self._prepare(ctx, m0)
+        inputs = await self._kubeadm_inputs(ctx)
+        key = ctx.shared.get("kubeadm-certificate-key") or secrets.token_hex(32)
+        ctx.shared["kubeadm-certificate-key"] = key
+        docs = inputs.init_documents(m0)
+        docs[0]["certificateKey"] = key
+        changed = await put_if_changed(ctx, m0, INIT_CONFIG, render(docs), "0600")
+        if changed or not await self._joined(ctx, m0):
+            if await self._joined(ctx, m0):
+                # the configuration changed since a finished init: start over on this host
+                await run_checked(ctx, m0, f"{BIN_DIR}/kubeadm reset -f >/dev/null 2>&1; true")
+            else:
+                # leftovers of a half-finished init make kubeadm refuse (Go sealer #1050)
+                await run_checked(
+                    ctx,
+                    m0,
+                    f"[ -e {K8S_ETC}/manifests/kube-apiserver.yaml ] && {BIN_DIR}/kubeadm reset -f "
+                    ">/dev/null 2>&1; true",
+                )
+            await self._kubeadm(
+                ctx, m0, f"init --config {INIT_CONFIG} --upload-certs --skip-token-print", "init"
+            )
+        await run_checked(ctx, m0, f"mkdir -p /root/.kube && install -m 0600 {ADMIN_CONF} /root/.kube/config")
+        await self.join(ctx, masters[1:], workers)
+
+    async def _join_credentials(self, ctx: RuntimeContext) -> tuple[str, str]:
+        """(token, CA hash): one fresh bootstrap token per run (given to kubeadm on stdin, never on
+        a command line or in a log) and the pin of master0's CA."""
+        async with self._lock:
+            token, pin = ctx.shared.get("kubeadm-token"), ctx.shared.get("kubeadm-ca-hash")
+            if token and pin:
+                return token, pin
+            m0 = ctx.master0
+            token = new_bootstrap_token()
+            create = (
+                f'read -r t; {BIN_DIR}/kubeadm token create "$t" --ttl {TOKEN_TTL} '
+                f"--kubeconfig {ADMIN_CONF} >/dev/null"
+            )
+            made = await ctx.fleet.run(ctx.target(m0), create, sudo=True, input=token + "\n", timeout=120)
+            if not made.ok:
+                raise RuntimeErrorSealer(
+                    f"{m0.ip}: kubeadm token create failed: {made.stderr.strip()[-300:]}",
+                    "is the control plane on master0 healthy? (`kubectl get --raw=/readyz`)",
+                )
+            with tempfile.TemporaryDirectory(prefix="sealer-kubeadm-") as tmp:
+                dst = Path(tmp) / "ca.crt"
+                await ctx.fleet.get(ctx.target(m0), CA_CRT, dst, sudo=True)
+                pin = ca_cert_hash(dst.read_text())
+            ctx.shared["kubeadm-token"], ctx.shared["kubeadm-ca-hash"] = token, pin
+            return token, pin
+
+    async def join(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
+        for host in masters:  # one at a time: stacked etcd grows one member at a time
+            await self._join_one(ctx, host, control_plane=True)
+        await asyncio.gather(*(self._join_one(ctx, w, control_plane=False) for w in workers))
+
+    async def _join_one(self, ctx: RuntimeContext, host: Host, *, control_plane: bool) -> None:
+        ctx.say(host.ip, "kubeadm join" + (" --control-plane" if control_plane else ""))
+        await self._prepare(ctx, host)
+        use_lb = not control_plane and lb.lb_kind(ctx.cluster) == "haproxy"
+        if use_lb:
+            await lb.install_lb(ctx, host, ctx.cluster.masters)
+        if not await self._joined(ctx, host):
+            inputs = await self._kubeadm_inputs(ctx)
+            token, pin = await self._join_credentials(ctx)
+            # discovery only: the kubelet then uses the endpoint in cluster-info (rewritten below)
+            api_server = f"{lb.LISTEN_HOST}:{lb.LISTEN_PORT}" if use_lb else f"{ctx.master0.ip}:{API_PORT}"
+            key = ctx.shared.get("kubeadm-certificate-key") if control_plane else None
+            if control_plane and key is None:
+                # a resumed run: upload the control-plane certificates again under a new key
+                key = secrets.token_hex(32)
+                upload = await ctx.fleet.run(
+                    ctx.target(ctx.master0),
+                    f"read -r k; {BIN_DIR}/kubeadm init phase upload-certs --upload-certs "
+                    f'--certificate-key "$k" --config {INIT_CONFIG} >/dev/null',
+                    sudo=True,
+                    input=key + "\n",
+                    timeout=120,
+                )
+                upload.check()
+                ctx.shared["kubeadm-certificate-key"] = key
+            doc = inputs.join_document(
+                host, token=token, ca_cert_hash=pin, api_server=api_server, certificate_key=key
+            )
+            await put_if_changed(ctx, host, JOIN_CONFIG, render([doc]), "0600")
+            await self._kubeadm(ctx, host, f"join --config {JOIN_CONFIG}", "join")
+        if use_lb:
+            # The kubelet's kubeconfig names the cluster endpoint; on a worker it goes through the
+            # local balancer so losing one master does not cut the node off.
+            await run_checked(
+                ctx,
+                host,
+                f"if ! grep -q 'server: {lb.local_endpoint()}' {KUBELET_CONF}; then "
+                f"sed -i 's#^\\( *server:\\) .*#\\1 {lb.local_endpoint()}#' {KUBELET_CONF} && "
+                "systemctl restart kubelet.service; fi",
+            )
+        if control_plane:
+            await run_checked(
+                ctx, host, f"mkdir -p /root/.kube && install -m 0600 {ADMIN_CONF} /root/.kube/config"
+            )
+
+    async def remove(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
+        raise NotImplementedYet(
+            "removing hosts from a kubernetes cluster is not implemented yet",
+            "scale-down arrives with issue 9",
+        )
+
+    async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
+        async def one(host: Host) -> None:
+            await run_checked(ctx, host, reset_script(), timeout=300)
+            ctx.say(host.ip, "kubernetes removed")
+
+        await asyncio.gather(*(one(h) for h in hosts))
+
+    async def upgrade(self, ctx: RuntimeContext, image: str) -> None:
+        raise NotImplementedYet(
+            "upgrading a kubernetes cluster is not implemented yet", "upgrades arrive with issue 9"
+        )
+
+    async def kubeconfig(self, ctx: RuntimeContext) -> str:
+        m0 = ctx.master0
+        with tempfile.TemporaryDirectory(prefix="sealer-kubeadm-") as tmp:
+            dst = Path(tmp) / "admin.conf"
+            await ctx.fleet.get(ctx.target(m0), ADMIN_CONF, dst, sudo=True)
+            text = dst.read_text()
+        return rewrite_server(text, f"https://{m0.ip}:{API_PORT}")
+
+    def versions(self) -> Mapping[str, str]:
+        return dict(self._versions)
