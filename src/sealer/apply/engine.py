@@ -595,6 +595,7 @@ class Engine:
             node_names={ip: f.node_name for ip, f in self.facts.items()},
             registry=registry,
             say=lambda host, msg: None,
+            kubeadm_documents=tuple(self.clusterfile.kubeadm_documents),
         )
         plugins = self._plugins()
         masters, workers = list(cluster.masters), list(cluster.workers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sealer.errors import ImageError, NotImplementedYet
 from sealer.infra.fleet import Fleet
@@ -60,6 +60,8 @@ class RuntimeContext:
     registry: RegistryEndpoint | None
     say: Say = lambda host, msg: None
     shared: dict[str, str] = field(default_factory=dict, repr=False)
+    # the Clusterfile's kubeadm/kubelet/kube-proxy documents (the kubernetes runtime merges them)
+    kubeadm_documents: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def rootfs(self) -> str:
@@ -150,8 +152,11 @@ def choose_runtime(labels: Mapping[str, str], metadata: str | None, image: str) 
         from sealer.runtime.k0s import K0sRuntime
 
         return K0sRuntime()
+    if kind == KUBERNETES:
+        from sealer.runtime.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime()
     raise NotImplementedYet(
         f"image {image} asks for the {kind} runtime, which this sealer cannot install yet",
-        "use a k3s or k0s ClusterImage (label cluster.alpha.sealer.io/cluster-runtime-type=k3s|k0s); "
-        "the kubernetes runtime is being built (issue 8)",
+        "use a kubernetes, k3s or k0s ClusterImage",
     )

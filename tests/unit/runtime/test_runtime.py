@@ -11,7 +11,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from sealer.errors import ImageError, NotImplementedYet
+from sealer.errors import ImageError
 from sealer.model.cluster import PluginDoc
 from sealer.model.clusterfile import parse_clusterfile
 from sealer.runtime import pki
@@ -91,8 +91,7 @@ def test_unknown_runtime_names_image_and_value() -> None:
 
 def test_choose_runtime_k3s_and_not_yet_kubernetes() -> None:
     assert isinstance(choose_runtime({LABEL: "k3s"}, None, "i"), K3sRuntime)
-    with pytest.raises(NotImplementedYet, match="kubernetes runtime"):
-        choose_runtime({}, None, "i")
+    assert choose_runtime({}, None, "i").name == "kubernetes"
     assert choose_runtime({LABEL: "k0s"}, None, "i").name == "k0s"
 
 
