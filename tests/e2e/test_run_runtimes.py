@@ -324,5 +324,5 @@ def test_run_runtime(
             time.sleep(1)
         assert probe.returncode == 0, f"{w.name}: API not reachable through the balancer: {probe.stderr}"
         # and the worker keeps working: its k0s and containerd still answer
-        assert tb.run_on(w, "k0s status", check=False).returncode == 0
+        assert tb.run_on(w, "/usr/local/bin/k0s status", check=False).returncode == 0
         assert tb.run_on(w, f"{img.ctr} images ls -q", check=False).returncode == 0
