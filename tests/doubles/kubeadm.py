@@ -1188,11 +1188,18 @@ def run_reset(opts: dict[str, Any]) -> int:
     say("[reset] Stopping the kubelet service")
     systemctl("stop", "kubelet")
     state = paths.kubelet_dir / "standin-pods"
+    # remove the control-plane "containers" before their data, so nothing writes into deleted dirs
+    pids = []
     for f in state.glob("*.json") if state.is_dir() else []:
         try:
-            os.kill(int(json.loads(f.read_text())["pid"]), 15)
+            pid = int(json.loads(f.read_text())["pid"])
+            os.kill(pid, 15)
+            pids.append(pid)
         except (ProcessLookupError, ValueError, KeyError):
             pass
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.1)
     systemctl("stop", "standin-kube-apiserver.service")
     say('[reset] Unmounting mounted directories in "/var/lib/kubelet"')
     say(
@@ -1214,6 +1221,14 @@ def run_reset(opts: dict[str, Any]) -> int:
         "process does not reset or clean up iptables rules or IPVS tables."
     )
     return 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
 
 
 def admin_client(opts: dict[str, Any]) -> KubeClient:

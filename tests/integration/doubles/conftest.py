@@ -279,3 +279,144 @@ def k0s_nodes(k0s_bin: Path) -> Iterator[Callable[[str], K0sNode]]:
     for n in reversed(made):
         n.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class K8sNode(Node):
+    """A kubeadm+kubelet stand-in node: its own K8S_STANDIN_ROOT; `kubelet` is started the way
+    `systemctl restart kubelet` would, with the flags kubeadm wrote to kubeadm-flags.env."""
+
+    kubelet_bin: Path = field(default_factory=Path)
+    kubelet: subprocess.Popen[bytes] | None = None
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "K8S_STANDIN_ROOT": str(self.root),
+            "K8S_STANDIN_WAIT": "60",
+            "HOME": str(self.root),
+        }
+        env.update(extra or {})
+        return env
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc/kubernetes"
+
+    def admin(self) -> KubeClient:
+        return KubeClient.from_kubeconfig(self.etc / "admin.conf")
+
+    def kubeadm(
+        self, *args: str, env: dict[str, str] | None = None, start_kubelet: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubeadm; once it has written the kubelet's flags, start the kubelet as systemd would."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        flags_env = self.root / "var/lib/kubelet/kubeadm-flags.env"
+        proc = subprocess.Popen(
+            [str(self.binary), *args],
+            env=self.env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while start_kubelet and proc.poll() is None and time.monotonic() < deadline:
+            if flags_env.exists() and self.kubelet is None:
+                self.start_kubelet()
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def start_kubelet(self) -> None:
+        flags_env = (self.root / "var/lib/kubelet/kubeadm-flags.env").read_text()
+        kubeadm_args = flags_env.split('"')[1].split()
+        k = self.root / "etc/kubernetes"
+        self.log = self.root / "kubelet.log"
+        with self.log.open("ab") as f:
+            self.kubelet = subprocess.Popen(
+                [
+                    str(self.kubelet_bin),
+                    f"--bootstrap-kubeconfig={k}/bootstrap-kubelet.conf",
+                    f"--kubeconfig={k}/kubelet.conf",
+                    f"--config={self.root}/var/lib/kubelet/config.yaml",
+                    *kubeadm_args,
+                ],
+                env=self.env(),
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop_kubelet(self) -> None:
+        if self.kubelet is not None and self.kubelet.poll() is None:
+            self.kubelet.terminate()
+            self.kubelet.wait(20)
+        self.kubelet = None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.stop_kubelet()
+        for f in (self.root / "var/lib/kubelet/standin-pods").glob("*.json"):
+            try:
+                import json
+
+                os.kill(int(json.loads(f.read_text())["pid"]), signal.SIGTERM)
+            except (ProcessLookupError, ValueError, KeyError, OSError):
+                pass
+
+
+@pytest.fixture(scope="session")
+def k8s_bins() -> Iterator[tuple[Path, Path]]:
+    reason = _interpreter_ok()
+    if reason:
+        pytest.skip(reason)
+    d = Path(tempfile.mkdtemp(prefix="k8sbin", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield build_executable("kubeadm", d / "kubeadm"), build_executable("kubelet", d / "kubelet")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def containerd_socket() -> Iterator[str]:
+    """A real containerd for the kubeadm nodes' CRI endpoint (what containerd.service provides on a host)."""
+    need_containerd()
+    d = Path(tempfile.mkdtemp(prefix="ctd", dir="/tmp"))
+    sock = d / "c.sock"
+    with (d / "log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                "containerd",
+                "--root",
+                str(d / "root"),
+                "--state",
+                str(d / "state"),
+                "--address",
+                str(sock),
+                "-c",
+                "/dev/null",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(sock.exists, what="containerd socket")
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def k8s_nodes(k8s_bins: tuple[Path, Path]) -> Iterator[Callable[[str], K8sNode]]:
+    made: list[K8sNode] = []
+    base = Path(tempfile.mkdtemp(prefix="k8s", dir="/tmp"))
+    os.chmod(base, 0o755)
+
+    def make(name: str) -> K8sNode:
+        n = K8sNode(k8s_bins[0], base / name, free_port(), kubelet_bin=k8s_bins[1])
+        made.append(n)
+        return n
+
+    yield make
+    for n in reversed(made):
+        n.stop()
+    shutil.rmtree(base, ignore_errors=True)
