@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -132,7 +133,9 @@ def print_host_output(outcome: Outcome[Result]) -> None:
         console.out(r.stderr.rstrip("\n"), style="red", highlight=False)
 
 
-def render_exec(outcomes: Sequence[Outcome[Result]], targets: Sequence[Target]) -> None:
+def render_exec(
+    outcomes: Sequence[Outcome[Result]], targets: Sequence[Target], logdir: Path | None = None
+) -> None:
     console = _console()
     roles = _roles_of(targets)
     table = Table(title=None, show_edge=False)
@@ -153,6 +156,8 @@ def render_exec(outcomes: Sequence[Outcome[Result]], targets: Sequence[Target]) 
     for o in failed:
         if o.error is not None and o.error.hint:
             console.print(f"  {o.host}: hint: {o.error.hint}", style="dim")
+    if failed and logdir is not None:
+        console.print(f"  per-host logs: {logdir}/<host>.log", style="dim")
 
 
 def exec_data(outcomes: Sequence[Outcome[Result]], targets: Sequence[Target]) -> list[dict[str, Any]]:
@@ -188,7 +193,9 @@ def copy_data(outcomes: Sequence[Outcome[TransferStats]], targets: Sequence[Targ
     return data
 
 
-def render_copy(outcomes: Sequence[Outcome[TransferStats]], targets: Sequence[Target]) -> None:
+def render_copy(
+    outcomes: Sequence[Outcome[TransferStats]], targets: Sequence[Target], logdir: Path | None = None
+) -> None:
     console = _console()
     roles = _roles_of(targets)
     table = Table(show_edge=False)
@@ -217,6 +224,8 @@ def render_copy(outcomes: Sequence[Outcome[TransferStats]], targets: Sequence[Ta
     for o in failed:
         if o.error is not None and o.error.hint:
             console.print(f"  {o.host}: hint: {o.error.hint}", style="dim")
+    if failed and logdir is not None:
+        console.print(f"  per-host logs: {logdir}/<host>.log", style="dim")
 
 
 def _host_options(f: Any) -> Any:
@@ -294,7 +303,7 @@ def exec_cmd(
 
     outcomes = asyncio.run(go())
     if not emit_data(exec_data(outcomes, targets), output):
-        render_exec(outcomes, targets)
+        render_exec(outcomes, targets, ClusterState(cluster.name).logs_dir / "exec")
     if not all(o.ok for o in outcomes):
         ctx.exit(1)
 
@@ -338,7 +347,7 @@ def cp_cmd(
 
     outcomes = asyncio.run(go())
     if not emit_data(copy_data(outcomes, targets), output):
-        render_copy(outcomes, targets)
+        render_copy(outcomes, targets, ClusterState(cluster.name).logs_dir / "cp")
     if not all(o.ok for o in outcomes):
         ctx.exit(1)
 

@@ -420,7 +420,11 @@ class SSHConnector:
         hlog.begin(cmd, sudo=sudo, env_names=sorted(env or {}))
         start = time.monotonic()
         stdin = preamble + (input.encode() if input else b"")
-        code, out, err = await self._exec(c, line, stdin, timeout, cmd, hlog.write, kill_as_root=sudo)
+        try:
+            code, out, err = await self._exec(c, line, stdin, timeout, cmd, hlog.write, kill_as_root=sudo)
+        except SealerError as exc:
+            hlog.end(None, time.monotonic() - start, f"failed: {exc.message}")
+            raise
         duration = time.monotonic() - start
         hlog.end(code, duration)
         return Result(host.name, cmd, code, out.decode("utf-8", "replace"), err, duration)
@@ -573,8 +577,12 @@ class SSHConnector:
         start = time.monotonic()
         hlog.begin(f"copy {src} -> {tree.root}", sudo=sudo, env_names=[])
         execb = self._execb(c, sudo, timeout)
-        plan = await transfer.plan_upload(host.name, execb, tree)
-        await transfer.send(host.name, execb, tree, plan, batch_bytes=self.copy_batch_bytes)
+        try:
+            plan = await transfer.plan_upload(host.name, execb, tree)
+            await transfer.send(host.name, execb, tree, plan, batch_bytes=self.copy_batch_bytes)
+        except SealerError as exc:
+            hlog.end(None, time.monotonic() - start, f"failed: {exc.message}")
+            raise
         duration = time.monotonic() - start
         hlog.end(0, duration, f"sent {plan.files} file(s), {plan.bytes} bytes; skipped {plan.skipped} equal")
         return TransferStats(host.name, plan.files, plan.skipped, plan.bytes, duration)
