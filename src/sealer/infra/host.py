@@ -55,7 +55,8 @@ def _optional(value: str | None, default: str) -> str | None:
     return None if value in (None, "", default) else value
 
 
-def bastion_target(bastion: Bastion) -> Target:
+def bastion_target(bastion: Bastion, host_key_policy: HostKeyPolicy = "tofu") -> Target:
+    """The jump host's Target; it is held to the same host-key policy as the hosts behind it."""
     return Target(
         address=bastion.host,
         port=bastion.port if bastion.port != DEFAULT_SSH_PORT else None,
@@ -63,6 +64,7 @@ def bastion_target(bastion: Bastion) -> Target:
         password=bastion.password or None,
         pk=bastion.pk or None,
         pk_password=bastion.pk_password or None,
+        host_key_policy=host_key_policy,
     )
 
 
@@ -78,7 +80,9 @@ def target_from_host(host: Host) -> Target:
         pk=ssh.pk or None,
         pk_password=ssh.pk_password or None,
         sudo_password=ssh.sudo_password or None,
-        bastion=bastion_target(ssh.bastion) if ssh.bastion is not None else None,
+        bastion=bastion_target(ssh.bastion, ssh.host_key_policy or "tofu")
+        if ssh.bastion is not None
+        else None,
         host_key_policy=ssh.host_key_policy or "tofu",
         host_key=ssh.host_key or None,
         env=dict(host.env),

@@ -55,7 +55,7 @@ def test_targets_carry_merged_settings() -> None:
         "strict",
         "ssh-ed25519 AAAA",
     )
-    assert node.bastion == Target("10.0.0.1", user="jump", pk="/keys/jump")
+    assert node.bastion == Target("10.0.0.1", user="jump", pk="/keys/jump", host_key_policy="strict")
     assert node.env["A"] == "1" and node.env["HostIP"] == "10.0.0.3"
 
 
