@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import multiprocessing
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,10 +22,15 @@ from sealer.infra.knownhosts import (
     patterns_match,
 )
 
+needs_keygen = pytest.mark.skipif(
+    shutil.which("ssh-keygen") is None, reason="ssh-keygen (openssh-client) missing"
+)
+
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFh2m3Y1p8dYQw1c3Gd3lqYqG1w0r9M0mQyq0G2oX7hU"
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJq8d9pOeKxV2bT7C1u0zFjv9u6wY5k2l8fR3nQ4sE1m"
 
 
+@needs_keygen
 def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
     key = tmp_path / "k"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -55,6 +61,7 @@ def test_hashed_entries_match_like_openssh() -> None:
     assert keys_for(entries, "10.1.2.4", None) == []
 
 
+@needs_keygen
 def test_hashed_entry_written_by_ssh_keygen_is_found(tmp_path: Path) -> None:
     kh = tmp_path / "known_hosts"
     kh.write_text(f"10.9.9.9 {KEY_A}\n")
@@ -104,6 +111,7 @@ def test_bad_key_text_is_rejected() -> None:
         fingerprint("ssh-ed25519 !!notbase64!!")
 
 
+@needs_keygen
 def test_lookups_agree_with_ssh_keygen(tmp_path: Path) -> None:
     """OpenSSH's own `ssh-keygen -F` is the oracle for which lines match a host."""
     kh = tmp_path / "known_hosts"
