@@ -111,7 +111,11 @@ class RuntimeProbe:
 
     def __init__(self, endpoint: str) -> None:
         self.socket = endpoint.removeprefix("unix://")
-        self.ctr = shutil.which("ctr") or k3slib.find_binary("ctr", Path("/nonexistent"))
+        # ctr is how the stand-in speaks to containerd; look beyond a minimal PATH (sudo, nsenter)
+        search = os.pathsep.join(
+            [os.environ.get("PATH", ""), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"]
+        )
+        self.ctr = shutil.which("ctr", path=search)
 
     def version(self) -> str | None:
         if not self.ctr or not Path(self.socket).exists():

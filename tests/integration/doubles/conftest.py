@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.doubles.build import INTERPRETER, build_executable
 from tests.doubles.kubeclient import KubeClient, KubeError
 

@@ -22,6 +22,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Secret
 from lightkube.types import PatchType
+
 from tests.doubles import pki
 from tests.doubles.build import build_executable
 

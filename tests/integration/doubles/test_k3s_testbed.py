@@ -13,6 +13,7 @@ import pytest
 import yaml
 from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Node
+
 from tests.doubles.build import build_executable
 
 from .conftest import wait_for
