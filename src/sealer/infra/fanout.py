@@ -848,6 +848,8 @@ class Fanout:
                             "check the host and its network; the others were routed around it",
                         ),
                     )
+                elif name in rnd.poll_failed_since:
+                    continue  # not answering: the branch above decides once it lasts
                 elif ahead and m.stalled_for(now) > self.stall_timeout:
                     # the host answers but its link carries nothing: restart it, then feed the host
                     # from the operator if that did not help
@@ -860,7 +862,7 @@ class Fanout:
                         f" from {rnd.tree.parent[name] or 'operator'}"
                     )
                     m.stalled_since = now
-                    await self._relink(rnd, name)
+                    await self._relink_or_fail(rnd, name)
                 else:
                     link = rnd.links.get(name)
                     broken = link is not None and link.done() and (link.cancelled() or link.exception())
@@ -871,7 +873,7 @@ class Fanout:
                         if tries > 2:
                             rnd.tree.parent[name] = OPERATOR
                         await asyncio.sleep(min(tries, 3))
-                        await self._relink(rnd, name)
+                        await self._relink_or_fail(rnd, name)
             flagged = set(slow_hosts(rnd.tree, rnd.meters))
             for name in list(rnd.slow_since):
                 if name not in flagged:
@@ -886,7 +888,15 @@ class Fanout:
                     f"{slow}: slow, its subtree now fed by {rnd.tree.parent[slow] or 'operator'}"
                 )
                 for _, child in moved:
-                    await self._relink(rnd, child)
+                    await self._relink_or_fail(rnd, child)
+
+    async def _relink_or_fail(self, rnd: _Round, child: str) -> None:
+        if child in rnd.failed:
+            return
+        try:
+            await self._relink(rnd, child)
+        except SealerError as err:
+            await self._fail(rnd, child, err)
 
     async def _fail(self, rnd: _Round, name: str, err: SealerError) -> None:
         rnd.failed[name] = err
@@ -903,10 +913,7 @@ class Fanout:
         if moved:
             self.reroutes.append(f"{name}: failed ({err.message}); chain re-formed around it")
         for _, child in moved:
-            try:
-                await self._relink(rnd, child)
-            except SealerError as e:
-                await self._fail(rnd, child, e)
+            await self._relink_or_fail(rnd, child)
 
     async def _cleanup(self, hosts: list[_Host]) -> None:
         async def one(h: _Host) -> None:
