@@ -297,7 +297,9 @@ def transfer_failure(host: str, what: str, stderr: str, root: str) -> TransferEr
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     detail = "; ".join(lines[-3:]) if lines else "no error output"
     hint = "check the destination path and permissions (use sudo for system paths)"
-    if "Permission denied" in stderr:
+    if "cannot overwrite directory" in stderr:
+        hint = "the destination path is a directory: end DST with '/' to copy into it"
+    elif "Permission denied" in stderr:
         hint = "the login user cannot write there: copy with sudo or choose a writable destination"
     return TransferError(host, f"{what} {root} failed: {detail}", hint)
 

@@ -256,3 +256,13 @@ def test_concurrent_copies_into_one_directory(tmp_path: Path) -> None:
         for f in s.iterdir():
             assert (dst / f.name).read_bytes() == f.read_bytes()
     assert not [p for p in dst.iterdir() if p.name.startswith(transfer.STAGE_PREFIX)]
+
+
+def test_file_onto_a_directory_says_to_end_dst_with_slash(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(TransferError) as info:
+        run_local(lambda c: c.put(ME, tmp_path / "f", str(tmp_path / "dir")))
+    assert info.value.hint is not None and "end DST with '/'" in info.value.hint
+    run_local(lambda c: c.put(ME, tmp_path / "f", str(tmp_path / "dir") + "/"))
+    assert (tmp_path / "dir" / "f").read_text() == "x"
