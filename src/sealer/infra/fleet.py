@@ -141,7 +141,8 @@ class Fleet:
         on_done: Callable[[Outcome[TransferStats]], None] | None = None,
     ) -> list[Outcome[TransferStats]]:
         """src to dst on every host; the local manifest is computed once for all of them."""
-        tree = transfer.local_tree(src, dst)
+        # hashing a big tree takes seconds: keep the event loop (and other work on it) running
+        tree = await asyncio.to_thread(transfer.local_tree, src, dst)
 
         async def action(host: Target) -> TransferStats:
             conn = self.connector_for(host)

@@ -83,7 +83,9 @@ def _entry(path: Path, rel: str) -> LocalEntry:
         return LocalEntry(
             rel, "file", mode, size=st.st_size, sha256=_sha256(path), source=str(path), mtime=int(st.st_mtime)
         )
-    raise LocalSourceError(f"{path}: cannot copy a {stat.filemode(st.st_mode)[0]!r}-type file", None)
+    raise LocalSourceError(
+        f"{path}: cannot copy special files (sockets, fifos, devices)", "remove it from the source tree"
+    )
 
 
 def local_tree(src: str | os.PathLike[str], dst: str) -> LocalTree:
@@ -168,10 +170,6 @@ def parse_manifest(output: bytes) -> dict[str, RemoteFile]:
     return found
 
 
-def _rel_key(rel: str) -> str:
-    return rel
-
-
 def needed(tree: LocalTree, remote: dict[str, RemoteFile]) -> list[LocalEntry]:
     """Entries to send: files whose remote copy is missing, differs in content or mode, or is
     not a regular file; every dir and symlink (cheap, and keeps modes and links right)."""
@@ -180,7 +178,7 @@ def needed(tree: LocalTree, remote: dict[str, RemoteFile]) -> list[LocalEntry]:
         if entry.kind != "file":
             out.append(entry)
             continue
-        have = remote.get(_rel_key(entry.rel))
+        have = remote.get(entry.rel)
         if have is None or not have.regular or have.sha256 != entry.sha256 or have.mode != entry.mode:
             out.append(entry)
     return out
