@@ -216,7 +216,15 @@ def k3s_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImages
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sealer-e2e-demo\n  namespace: default\n"
             "data:\n  launched: by-sealer-run\n"
         )
-        (app_ctx / "Kubefile").write_text(f'FROM {base}\nAPP demo local://demo.yaml\nLAUNCH ["demo"]\n')
+        # An image plugin (sealer's plugins/ convention): runs on master0 before the runtime install.
+        (app_ctx / "plugins").mkdir()
+        (app_ctx / "plugins" / "image-hook.yaml").write_text(
+            "apiVersion: sealer.io/v1\nkind: Plugin\nmetadata:\n  name: image-hook\nspec:\n  type: SHELL\n"
+            "  action: pre-install\n  data: |\n    test -x bin/k3s && date +%s > /etc/sealer-e2e-image-hook\n"
+        )
+        (app_ctx / "Kubefile").write_text(
+            f'FROM {base}\nCOPY plugins plugins\nAPP demo local://demo.yaml\nLAUNCH ["demo"]\n'
+        )
         app = "e2e.local/sealer/k3s-demo:1"
         built = run_sealer(home, "build", "-t", app, str(app_ctx))
     finally:

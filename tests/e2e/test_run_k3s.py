@@ -212,6 +212,20 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
         assert tb.run_on(h, "cat /etc/sealer-e2e-hook").stdout == f"hello from {h.ip}\n"
     assert tb.run_on(h1, "test -e /etc/sealer-e2e-hook", check=False).returncode != 0
 
+    assert tb.run_on(h1, "test -s /etc/sealer-e2e-image-hook", check=False).returncode == 0  # image plugin
+    for h in (h2, h3):
+        assert tb.run_on(h, "test -e /etc/sealer-e2e-image-hook", check=False).returncode != 0
+
+    # secrets stay on the hosts, 0600, and out of every log and output
+    token = tb.run_on(h1, "cat /etc/rancher/k3s/sealer-token").stdout.strip()
+    node_token = tb.run_on(h1, "cat /var/lib/rancher/k3s/server/token").stdout.strip()
+    assert len(token) >= 32 and node_token
+    for h in (h2, h3):
+        assert tb.run_on(h, "stat -c %a /etc/systemd/system/k3s-agent.service.env").stdout.strip() == "600"
+    logs = "".join(p.read_text(errors="replace") for p in (home / CLUSTER / "logs").rglob("*") if p.is_file())
+    for secret in (token, node_token.rsplit(":", 1)[-1]):
+        assert secret not in logs + out + err + resumed.stdout + resumed.stderr
+
     # 6. a second run of the same cluster says so and changes nothing
     before = (home / CLUSTER / "journal.jsonl").read_bytes()
     again = run_sealer(home, "run", "-f", str(cf))
