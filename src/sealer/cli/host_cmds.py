@@ -16,7 +16,7 @@ from sealer.cli.output import emit_data, output_option
 from sealer.errors import SealerError
 from sealer.infra.connector import Outcome, Result, TransferStats
 from sealer.infra.fleet import Fleet
-from sealer.infra.host import Target, target_from_host
+from sealer.infra.host import Target, targets_from_cluster
 from sealer.infra.knownhosts import KnownHostsFile
 from sealer.model.cluster import Cluster
 from sealer.state.store import ClusterState
@@ -77,7 +77,8 @@ def select_targets(cluster: Cluster, roles: Sequence[str], ips: Sequence[str]) -
     ]
     if not chosen:
         raise SealerError("no host matches the given --roles/--ips", "drop a filter or fix it")
-    return [target_from_host(h) for h in chosen]
+    chosen_ips = {h.ip for h in chosen}
+    return [t for t in targets_from_cluster(cluster) if t.address in chosen_ips]
 
 
 def _fleet(cluster: Cluster, operation: str, max_handshakes: int, connect_timeout: float) -> Fleet:

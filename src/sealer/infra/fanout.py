@@ -781,9 +781,9 @@ class Fanout:
             with contextlib.suppress(Exception):
                 await p.call(stop_forward_script(p.paths, rnd.hosts[child].index), timeout=10)
         c = rnd.hosts[child]
-        code, out, _ = await c.call(detach_script(c.paths), timeout=15, shown="re-routing")
+        code, out, err = await c.call(detach_script(c.paths), timeout=15, shown="re-routing")
         if code != 0:
-            raise FanoutError(child, "cannot re-route: its spool is gone", None)
+            raise FanoutError(child, f"cannot re-route it: {err.strip() or f'exit {code}'}", None)
         self._start_link(rnd, child, int(out.strip() or b"0"))
 
     async def _poll(self, h: _Host) -> int:

@@ -8,7 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sealer.model.cluster import DEFAULT_SSH_PORT, DEFAULT_SSH_USER, Bastion, Host, HostKeyPolicy
+from sealer.model.cluster import (
+    DEFAULT_SSH_PORT,
+    DEFAULT_SSH_USER,
+    SSH,
+    Bastion,
+    Cluster,
+    Host,
+    HostKeyPolicy,
+)
 
 
 @dataclass(frozen=True)
@@ -68,14 +76,22 @@ def bastion_target(bastion: Bastion, host_key_policy: HostKeyPolicy = "tofu") ->
     )
 
 
-def target_from_host(host: Host) -> Target:
-    """The Target for a Clusterfile host (ssh settings already merged by the model)."""
+def target_from_host(host: Host, written: SSH | None = None) -> Target:
+    """The Target for a Clusterfile host (ssh settings already merged by the model).
+
+    `written` is the host's ssh as the Clusterfile wrote it (group over cluster, no defaults
+    filled): with it, a user or port the file states explicitly wins over ~/.ssh/config even when
+    it is root/22; without it, root/22 are taken for defaults and left to ~/.ssh/config."""
     ssh = host.ssh
-    port = ssh.port if ssh.port and ssh.port != DEFAULT_SSH_PORT else None
+    if written is not None:
+        user, port = written.user or None, written.port or None
+    else:
+        user = _optional(ssh.user, DEFAULT_SSH_USER)
+        port = ssh.port if ssh.port and ssh.port != DEFAULT_SSH_PORT else None
     return Target(
         address=host.ip,
         port=port,
-        user=_optional(ssh.user, DEFAULT_SSH_USER),
+        user=user,
         password=ssh.password or None,
         pk=ssh.pk or None,
         pk_password=ssh.pk_password or None,
@@ -88,3 +104,13 @@ def target_from_host(host: Host) -> Target:
         env=dict(host.env),
         roles=tuple(host.roles),
     )
+
+
+def targets_from_cluster(cluster: Cluster) -> list[Target]:
+    """Every host of the cluster as a Target, in file order, with explicit values winning."""
+    written = {}
+    for group in cluster.host_groups:
+        raw = group.ssh.merged_over(cluster.ssh)
+        for ip in group.ips:
+            written[ip] = raw
+    return [target_from_host(h, written.get(h.ip)) for h in cluster.hosts]

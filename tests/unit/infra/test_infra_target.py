@@ -88,3 +88,14 @@ def test_outcome_ok_reflects_exit_code_and_error() -> None:
     assert not Outcome("h", error=SealerError("x")).ok
     with pytest.raises(SealerError, match="`false` exited 1: boom"):
         bad.check()
+
+
+def test_values_written_in_the_clusterfile_win_even_when_they_are_the_defaults() -> None:
+    from sealer.infra.host import targets_from_cluster
+
+    master, node, _ = targets_from_cluster(cluster())
+    assert (master.user, master.port) == ("ops", 2222)
+    assert (node.user, node.port, node.name) == ("root", 22, "10.0.0.3")  # written: root, 22
+    bare = Cluster(name="b", image=None, host_groups=(HostGroup(ips=("10.0.0.9",), roles=("master",)),))
+    (only,) = targets_from_cluster(bare)
+    assert (only.user, only.port, only.login_user) == (None, None, "root")  # left to ~/.ssh/config
