@@ -1,0 +1,308 @@
+"""Day 2 end to end on the test bed (lab `d2`, stand-in k3s, real containerd, registry and sshd): a
+1 master + 1 worker cluster becomes 3 + 3 (HA promotion through `apply`, one more worker through
+`scale-up`), shrinks to 3 + 1 (drained, deleted, reset and clean), is upgraded to a newer k3s while a
+worker keeps asking the API, is backed up and restored, and is deleted with every host left clean.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.doubles.build import build_executable
+from tests.e2e.conftest import BuiltImages, run_sealer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(3600)]
+
+CLUSTER = "d2"
+NEXT_VERSION = "v1.31.2+k3s1"
+NEXT_IMAGE = "e2e.local/sealer/k3s-demo:2"
+
+
+@dataclass
+class UpgradeImage:
+    home: Path  # a SEALER_HOME holding the base, app and upgrade images
+    old: str
+    new: str
+
+
+def build_upgrade_image(images: BuiltImages, work: Path) -> UpgradeImage:
+    """The app image again with the stand-in k3s stamped as a newer release (and its version label),
+    built with `sealer build` like any image derived from a ClusterImage."""
+    home = work / "sealer-home"
+    shutil.copytree(images.home, home, symlinks=True)
+    ctx = work / "next-context"
+    ctx.mkdir()
+    build_executable("k3s", ctx / "k3s", version=NEXT_VERSION)
+    (ctx / "Kubefile").write_text(
+        f"FROM {images.app}\nCOPY k3s bin/k3s\n"
+        f'LABEL cluster.alpha.sealer.io/cluster-runtime-version="{NEXT_VERSION}"\n'
+    )
+    run_sealer(home, "build", "-t", NEXT_IMAGE, str(ctx))
+    return UpgradeImage(home, images.app, NEXT_IMAGE)
+
+
+@pytest.fixture(scope="module")
+def upgrade_images(k3s_images: BuiltImages, tmp_path_factory: pytest.TempPathFactory) -> UpgradeImage:
+    return build_upgrade_image(k3s_images, tmp_path_factory.mktemp("d2-images"))
+
+
+def clusterfile(image: str, key: Path, masters: list[str], workers: list[str], name: str = CLUSTER) -> str:
+    hosts: list[dict[str, Any]] = [
+        {"ips": masters, "roles": ["master"], "labels": {"tier": "control"}},
+    ]
+    if workers:
+        hosts.append(
+            {
+                "ips": workers,
+                "roles": ["node"],
+                "labels": {"disk": "ssd"},
+                "taints": ["dedicated=e2e:NoSchedule"],
+            }
+        )
+    doc = {
+        "apiVersion": "sealer.io/v2",
+        "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {"image": image, "ssh": {"pk": str(key), "user": "root"}, "hosts": hosts},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def prepare_hosts(tb: Any, hosts: list[Any]) -> None:
+    # Test-bed only (see tests/e2e/README.md): containerd's snapshots need the ext4 bind mount.
+    for h in hosts:
+        tb.run_on(
+            h,
+            "mkdir -p /var/lib/containerd/k3s /var/lib/rancher/k3s/agent && "
+            "ln -sfn /var/lib/containerd/k3s /var/lib/rancher/k3s/agent/containerd",
+        )
+
+
+def kube_client(home: Path, cluster: str = CLUSTER) -> Any:
+    from lightkube import Client, KubeConfig
+
+    return Client(KubeConfig.from_file(home / cluster / "admin.conf"))
+
+
+def nodes_by_ip(home: Path, cluster: str = CLUSTER) -> dict[str, Any]:
+    from lightkube.resources.core_v1 import Node
+
+    out = {}
+    for node in kube_client(home, cluster).list(Node):
+        for a in node.status.addresses or []:
+            if a.type == "InternalIP":
+                out[a.address] = node
+    return out
+
+
+def ready(node: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def assert_clean(tb: Any, h: Any, cluster: str = CLUSTER) -> None:
+    """No k3s unit, file, binary or process, no sealer data, marker or /etc/hosts block."""
+    checks = {
+        "unit files": "ls /etc/systemd/system | grep -E '^k3s' || true",
+        "units loaded": "systemctl list-units --all --no-legend 'k3s*' | grep -v 'not-found' || true",
+        "processes": "pgrep -a -x k3s; pgrep -af 'containerd-shi[m]'; pgrep -af '[/]run/k3s'; true",
+        "files": "ls -d /etc/rancher /var/lib/rancher/k3s /run/k3s /usr/local/bin/k3s 2>/dev/null; true",
+        "sealer data": f"ls -d /var/lib/sealer/data/{cluster} /etc/sealer/cluster 2>/dev/null; true",
+        "hosts block": f"grep -n 'sealer cluster {cluster}' /etc/hosts || true",
+    }
+    for what, cmd in checks.items():
+        out = tb.run_on(h, cmd).stdout.strip()
+        assert out == "", f"{h.name} ({h.ip}) is not clean, {what}:\n{out}"
+
+
+def journal(home: Path, cluster: str = CLUSTER) -> list[dict[str, Any]]:
+    path = home / cluster / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class ApiProbe:
+    """Asks the API from a worker host, twice a second, with the admin kubeconfig copied there,
+    and keeps every answer (ok or not) until stopped."""
+
+    def __init__(self, tb: Any, worker: Any) -> None:
+        self.tb, self.worker = tb, worker
+        self.results: list[tuple[float, bool, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            done = self.tb.run_on(
+                self.worker,
+                "KUBECONFIG=/root/sealer-admin.conf /usr/local/bin/k3s kubectl get nodes -o name",
+                check=False,
+                timeout=30,
+            )
+            self.results.append((time.monotonic(), done.returncode == 0, done.stderr.strip()[-200:]))
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> ApiProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+@pytest.fixture
+def d2_lab(testbed_factory: Any) -> Iterator[Any]:
+    tb = testbed_factory(nested=True, lab="d2")
+    yield tb
+
+
+def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
+    d2_lab: Any, upgrade_images: UpgradeImage, tmp_path: Path
+) -> None:
+    from lightkube.core.exceptions import ApiError
+    from lightkube.models.core_v1 import Container, PodSpec
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ConfigMap, Pod
+
+    tb = d2_lab
+    home = tmp_path / "sealer-home"
+    shutil.copytree(upgrade_images.home, home, symlinks=True)
+    hosts = tb.up(6)
+    h1, h2, h3, h4, h5, h6 = hosts
+    prepare_hosts(tb, hosts)
+    key = tb.key_path
+    cf = tmp_path / "Clusterfile"
+
+    # 1. day 1: one master, one worker
+    cf.write_text(clusterfile(upgrade_images.old, key, [h1.ip], [h2.ip]))
+    run_sealer(home, "run", "-f", str(cf))
+    assert set(nodes_by_ip(home)) == {h1.ip, h2.ip}
+
+    # 2. one master becomes three and a worker joins, through apply (asks nothing: nothing is removed)
+    cf.write_text(clusterfile(upgrade_images.old, key, [h1.ip, h3.ip, h4.ip], [h2.ip, h5.ip]))
+    dry = run_sealer(home, "apply", "-f", str(cf), "--dry-run", "-o", "json")
+    kinds = [a["kind"] for a in json.loads(dry.stdout)["actions"]]
+    assert kinds == ["join-master", "join-master", "join-workers"], kinds
+    grown = run_sealer(home, "apply", "-f", str(cf))
+    assert "update done" in grown.stdout, grown.stdout + grown.stderr
+    nodes = nodes_by_ip(home)
+    assert set(nodes) == {h1.ip, h2.ip, h3.ip, h4.ip, h5.ip}
+    assert all(ready(n) for n in nodes.values())
+    for h in (h3, h4):  # new servers joined the embedded etcd, carry the group's labels
+        labels = nodes[h.ip].metadata.labels
+        assert labels.get("node-role.kubernetes.io/etcd") == "true", labels
+        assert labels.get("node-role.kubernetes.io/control-plane") == "true", labels
+        assert labels["tier"] == "control"
+        sans = tb.run_on(h, "grep -A5 tls-san /etc/rancher/k3s/config.yaml").stdout
+        assert all(m.ip in sans for m in (h1, h3, h4)), sans
+    taints = [(t.key, t.effect) for t in nodes[h5.ip].spec.taints or []]
+    assert ("dedicated", "NoSchedule") in taints and nodes[h5.ip].metadata.labels["disk"] == "ssd"
+    # A new server serves the API itself with a certificate for its own address.
+    admin = yaml.safe_load((home / CLUSTER / "admin.conf").read_text())
+    admin["clusters"][0]["cluster"]["server"] = f"https://{h3.ip}:6443"
+    alt = tmp_path / "admin-h3.conf"
+    alt.write_text(yaml.safe_dump(admin))
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    assert len(list(Client(KubeConfig.from_file(alt)).list(Node))) == 5
+
+    # 3. scale-up edits the last-applied Clusterfile and applies it
+    up = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER)
+    assert "update done" in up.stdout, up.stdout + up.stderr
+    assert h6.ip in (home / CLUSTER / "Clusterfile").read_text()
+    assert set(nodes_by_ip(home)) == {h.ip for h in hosts}
+    refused = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER, check=False)
+    assert refused.returncode == 1 and f"{h6.ip} already in the cluster" in refused.stderr
+
+    # 4. 3 + 3 -> 3 + 1: a pod on h5 is drained; h5 and h6 are deleted, reset and clean
+    kube = kube_client(home)
+    h5_name = nodes_by_ip(home)[h5.ip].metadata.name
+    kube.create(
+        Pod(
+            metadata=ObjectMeta(name="on-h5", namespace="default"),
+            spec=PodSpec(nodeName=h5_name, containers=[Container(name="c", image="busybox")]),
+        )
+    )
+    no = run_sealer(home, "delete", "-n", f"{h5.ip},{h6.ip}", "--cluster", CLUSTER, check=False)
+    assert no.returncode == 1 and "not confirmed; nothing was changed" in no.stderr, no.stderr
+    assert set(nodes_by_ip(home)) == {h.ip for h in hosts}
+    shrunk = run_sealer(home, "delete", "-n", f"{h5.ip},{h6.ip}", "--cluster", CLUSTER, "-y")
+    assert "update done" in shrunk.stdout, shrunk.stdout + shrunk.stderr
+    assert set(nodes_by_ip(home)) == {h1.ip, h2.ip, h3.ip, h4.ip}
+    with pytest.raises(ApiError) as gone:
+        kube.get(Pod, "on-h5", namespace="default")
+    assert gone.value.status.code == 404
+    for h in (h5, h6):
+        assert_clean(tb, h)
+    last = (home / CLUSTER / "Clusterfile").read_text()
+    assert h5.ip not in last and h6.ip not in last
+    refused = run_sealer(home, "delete", "-m", h1.ip, "--cluster", CLUSTER, "-y", check=False)
+    assert refused.returncode == 1 and "master0" in refused.stderr and "Traceback" not in refused.stderr
+
+    # 5. upgrade to a newer k3s, masters one at a time, then the worker; a worker asks the API
+    tb.run_on(h2, "cat > /root/sealer-admin.conf", input=(home / CLUSTER / "admin.conf").read_text())
+    with ApiProbe(tb, h2) as probe:
+        upgraded = run_sealer(home, "upgrade", upgrade_images.new, "--cluster", CLUSTER)
+        time.sleep(1.5)  # not a threshold: lets the probe ask once more after the upgrade
+    assert "update done" in upgraded.stdout, upgraded.stdout + upgraded.stderr
+    nodes = nodes_by_ip(home)
+    assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
+        h.ip: NEXT_VERSION for h in (h1, h2, h3, h4)
+    }
+    for h in (h1, h2, h3, h4):
+        assert NEXT_VERSION in tb.run_on(h, "/usr/local/bin/k3s --version").stdout
+    oks = [ok for _, ok, _ in probe.results]
+    failures = [why for _, ok, why in probe.results if not ok]
+    print(f"API probe from {h2.ip} during the upgrade: {oks.count(True)} answered, {len(failures)} not")
+    assert oks and oks[-1], probe.results[-3:]
+    assert oks.count(True) > len(failures), failures[:5]
+    records = journal(home)
+    upgrade_op = [r for r in records if r["type"] == "begin"][-1]["op"]
+    order = [
+        r["host"]
+        for r in records
+        if r["op"] == upgrade_op and r.get("step") == "upgrade" and r.get("status") == "done"
+    ]
+    assert order == [h1.ip, h3.ip, h4.ip, h2.ip], order  # masters first, one at a time, then workers
+    drains = [
+        r["host"]
+        for r in records
+        if r["op"] == upgrade_op and r.get("step") == "drain" and r["status"] == "done"
+    ]
+    assert drains == [h2.ip], drains  # the worker is drained (and uncordoned), control planes are not
+    down = run_sealer(home, "upgrade", upgrade_images.old, "--cluster", CLUSTER, "-y", check=False)
+    assert down.returncode == 1 and "downgrades are not supported" in down.stderr, down.stderr
+
+    # 6. status, then etcd backup; a ConfigMap deleted afterwards comes back with the restore
+    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+    assert status["exists"] and status["lastOperation"]["status"] == "done" and not status["unfinished"]
+    assert status["image"] == upgrade_images.new
+    snapshot = tmp_path / "d2.snapshot"
+    run_sealer(home, "etcd", "backup", "--cluster", CLUSTER, "-o", str(snapshot))
+    assert snapshot.stat().st_mode & 0o777 == 0o600 and snapshot.stat().st_size > 0
+    kube.delete(ConfigMap, "sealer-e2e-demo", namespace="default")
+    run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y")
+    kube = kube_client(home)
+    assert kube.get(ConfigMap, "sealer-e2e-demo", namespace="default").data == {"launched": "by-sealer-run"}
+    assert all(ready(n) for n in nodes_by_ip(home).values())
+
+    # 7. delete --all --prune: every host clean, the state gone here (journal kept for status)
+    no = run_sealer(home, "delete", "--all", "--cluster", CLUSTER, check=False)
+    assert no.returncode == 1 and "not confirmed" in no.stderr
+    run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "--force")
+    for h in hosts:
+        assert_clean(tb, h)
+        assert tb.run_on(h, "systemctl is-active sealer-registry", check=False).stdout.strip() != "active"
+    assert not (home / CLUSTER / "Clusterfile").exists() and not (home / CLUSTER / "admin.conf").exists()
+    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+    assert status["deleted"] and status["lastOperation"]["kind"] == "delete"
