@@ -43,6 +43,7 @@ from sealer.runtime.base import (
     RegistryEndpoint,
     RuntimeContext,
     choose_runtime,
+    registers_node,
 )
 from sealer.runtime.hooks import run_phase
 from sealer.runtime.registry import htpasswd_line, install_registry
@@ -674,7 +675,9 @@ class Engine:
             self.progress.host(self.master0.ip, "ok", await fetch())
         finally:
             self.progress.end_phase()
-        expected = {self.facts[h.ip].node_name: h.ip for h in self.hosts}
+        # plain k0s controllers are not Nodes: readiness, labels and taints are for Nodes only
+        node_hosts = [h for h in self.hosts if registers_node(runtime, ctx, h)]
+        expected = {self.facts[h.ip].node_name: h.ip for h in node_hosts}
         async with Kube(kubeconfig[0]) as kube:
             self.progress.phase("nodes Ready")
             statuses: list[NodeStatus] = []
@@ -705,7 +708,7 @@ class Engine:
                         work,
                     )
 
-                await _all_hosts(self.hosts, label)
+                await _all_hosts(node_hosts, label)
             finally:
                 self.progress.end_phase()
             self.progress.phase("post-install hooks")
