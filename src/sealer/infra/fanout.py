@@ -10,7 +10,6 @@ if the operator stops talking to it. Design and measurements: docs/distribution.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import logging
@@ -485,6 +484,8 @@ class _Round:
     poll_failed_since: dict[str, float] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     slow_since: dict[str, float] = field(default_factory=dict)
+    relinking: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     failed: dict[str, SealerError] = field(default_factory=dict)
     operator_bytes: int = 0
@@ -696,7 +697,7 @@ class Fanout:
         try:
             await self._watch(rnd, n)
         finally:
-            for task in [*rnd.links.values(), *rnd.polls.values()]:
+            for task in [*rnd.links.values(), *rnd.polls.values(), *rnd.relinking.values(), *rnd.background]:
                 task.cancel()
             for name, rtask in rnd.recv.items():
                 if not rtask.done():
@@ -777,9 +778,10 @@ class Fanout:
         if old is not None:
             old.cancel()
         if old_parent != OPERATOR and old_parent in rnd.hosts and old_parent not in rnd.failed:
+            # in the background: an old parent that stopped answering must not hold this up
             p = rnd.hosts[old_parent]
-            with contextlib.suppress(Exception):
-                await p.call(stop_forward_script(p.paths, rnd.hosts[child].index), timeout=10)
+            rnd.background.append(asyncio.ensure_future(
+                p.call(stop_forward_script(p.paths, rnd.hosts[child].index), timeout=10)))
         c = rnd.hosts[child]
         code, out, err = await c.call(detach_script(c.paths), timeout=15, shown="re-routing")
         if code != 0:
@@ -834,6 +836,9 @@ class Fanout:
             for name in list(rnd.recv):
                 if name in rnd.failed or rnd.recv[name].done():
                     continue
+                busy = rnd.relinking.get(name)
+                if busy is not None and not busy.done():
+                    continue
                 m = rnd.meters[name]
                 parent = rnd.tree.parent.get(name, OPERATOR)
                 ahead = parent == OPERATOR or rnd.meters[parent].received > m.received
@@ -862,7 +867,7 @@ class Fanout:
                         f" from {rnd.tree.parent[name] or 'operator'}"
                     )
                     m.stalled_since = now
-                    await self._relink_or_fail(rnd, name)
+                    self._spawn_relink(rnd, name)
                 else:
                     link = rnd.links.get(name)
                     broken = link is not None and link.done() and (link.cancelled() or link.exception())
@@ -872,8 +877,7 @@ class Fanout:
                         rnd.restarts[name] = tries
                         if tries > 2:
                             rnd.tree.parent[name] = OPERATOR
-                        await asyncio.sleep(min(tries, 3))
-                        await self._relink_or_fail(rnd, name)
+                        self._spawn_relink(rnd, name, delay=min(tries, 3))
             flagged = set(slow_hosts(rnd.tree, rnd.meters))
             for name in list(rnd.slow_since):
                 if name not in flagged:
@@ -888,9 +892,19 @@ class Fanout:
                     f"{slow}: slow, its subtree now fed by {rnd.tree.parent[slow] or 'operator'}"
                 )
                 for _, child in moved:
-                    await self._relink_or_fail(rnd, child)
+                    self._spawn_relink(rnd, child)
 
-    async def _relink_or_fail(self, rnd: _Round, child: str) -> None:
+    def _spawn_relink(self, rnd: _Round, child: str, delay: float = 0.0) -> None:
+        # The watch loop never waits on a host: it keeps polling (the hosts' heartbeat) while
+        # links are re-made.
+        running = rnd.relinking.get(child)
+        if child in rnd.failed or (running is not None and not running.done()):
+            return
+        rnd.relinking[child] = asyncio.ensure_future(self._relink_or_fail(rnd, child, delay))
+
+    async def _relink_or_fail(self, rnd: _Round, child: str, delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         if child in rnd.failed:
             return
         try:
@@ -913,7 +927,7 @@ class Fanout:
         if moved:
             self.reroutes.append(f"{name}: failed ({err.message}); chain re-formed around it")
         for _, child in moved:
-            await self._relink_or_fail(rnd, child)
+            self._spawn_relink(rnd, child)
 
     async def _cleanup(self, hosts: list[_Host]) -> None:
         async def one(h: _Host) -> None:

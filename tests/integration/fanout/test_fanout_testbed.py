@@ -139,7 +139,7 @@ def test_cut_host_is_routed_around_and_a_rerun_resumes_it(testbed_factory: Any, 
             cut.append(p.received)
 
     res = copy(tmp_path, hosts, src, chunk_bytes=1 * MB, progress=watch, stall_timeout=4.0,
-               host_idle_timeout=5.0, rounds=1)
+               host_idle_timeout=10.0, rounds=1)
     assert cut, "the victim never reached a third of the stream"
     by_host = {o.host: o for o in res.outcomes}
     assert by_host[victim.ip].error is not None
