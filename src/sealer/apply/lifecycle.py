@@ -5,11 +5,12 @@ the ClusterRuntime protocol and composes the create Engine's pieces (facts, root
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shlex
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sealer.apply import facts as factsmod
 from sealer.apply import kubeops
+from sealer.apply import lease as leasemod
 from sealer.apply.engine import (
     Engine,
     NodeSummary,
@@ -438,6 +440,13 @@ class Executor:
         if self.kube is not None:
             await self.kube.close()
 
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
+        """The in-cluster half of the cluster lock, held while the plan runs."""
+        kube = await self.api()
+        async with leasemod.held(kube, self.plan.cluster, self.d2.options.command):
+            yield
+
     async def learn_node_names(self) -> None:
         """Node names by address from the API (what the hosts registered as); the hosts' own
         hostnames are the fallback. Hosts being removed that cannot be reached need it."""
@@ -816,6 +825,21 @@ class DeleteExecutor(Executor):
     async def learn_node_names(self) -> None:
         return None
 
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
+        # A cluster being deleted may no longer answer: its lease is taken when it can be.
+        try:
+            kube = await self.api()
+            holder = await leasemod.acquire(kube, self.plan.cluster, self.d2.options.command)
+        except kubeops._TRANSIENT as err:
+            self.progress.warn(f"in-cluster lease not taken (API: {kubeops._message(err)})")
+            yield
+            return
+        try:
+            yield
+        finally:
+            await leasemod.release(kube, self.plan.cluster, holder)
+
     async def do_remove_workers(self, action: Action) -> None:
         hosts = [self.d2.by_ip[ip] for ip in action.hosts]
         await self.phase("reset workers", lambda: _all_hosts(hosts, lambda h: self.reset_host(action, h)))
@@ -958,7 +982,8 @@ async def _execute(
         steps = Steps(journal, run.op, run.finished, d2.progress)
         executor = executor_class(d2, fleet, steps, runtime, plan)
         try:
-            await executor.run()
+            async with executor.lease():
+                await executor.run()
         except BaseException as err:
             journal.end(run.op, "failed", err.message if isinstance(err, SealerError) else repr(err))
             raise

@@ -5,7 +5,13 @@ node-password Secret, node names by address, and waiting for a version."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
+import os
+import socket
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lightkube import Client, KubeConfig
@@ -124,5 +130,57 @@ def test_names_by_address_and_waiting_for_a_version(apiserver: Path) -> None:  #
             with pytest.raises(RuntimeErrorSealer) as err:
                 await kubeops.wait_nodes(kube, {"10.0.0.9": kubeops.NodeWait("n1", "v1.31.2+k3s1")}, 0)
             assert "n1 (10.0.0.9): reports v1.30.6+k3s1, expected v1.31.2+k3s1" in err.value.message
+
+    asyncio.run(go())
+
+
+def _foreign_lease(client: Client, name: str, holder: dict[str, Any], renewed: datetime.datetime) -> None:
+    from lightkube.models.coordination_v1 import LeaseSpec
+    from lightkube.resources.coordination_v1 import Lease
+
+    client.create(
+        Lease(
+            metadata=ObjectMeta(name=name, namespace="kube-system"),
+            spec=LeaseSpec(holderIdentity=json.dumps(holder), leaseDurationSeconds=60, renewTime=renewed),
+        )
+    )
+
+
+def test_in_cluster_lease_refuses_a_live_holder_and_takes_over_dead_or_expired_ones(
+    apiserver: Path,  # noqa: F811
+) -> None:
+    from lightkube.resources.coordination_v1 import Lease
+
+    from sealer.apply import lease
+    from sealer.errors import LockHeldError
+
+    client = Client(KubeConfig.from_file(apiserver))
+    now = datetime.datetime.now(datetime.UTC)
+    here = socket.gethostname()
+    live = {"pid": 1, "host": here, "user": "ops", "command": "sealer apply -f A", "since": "t"}
+    _foreign_lease(client, "sealer-c1", live, now)
+    other_machine = {**live, "host": "elsewhere", "pid": 4242}
+    _foreign_lease(client, "sealer-c2", other_machine, now - datetime.timedelta(seconds=600))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = {**live, "pid": gone.pid}
+    _foreign_lease(client, "sealer-c3", dead, now)
+
+    async def go() -> None:
+        async with Kube(apiserver.read_text()) as kube:
+            with pytest.raises(LockHeldError) as err:
+                await lease.acquire(kube, "c1", "sealer apply -f B")
+            assert "is being changed by 'sealer apply -f A' (pid 1" in err.value.message
+            assert "kube-system/sealer-c1" in err.value.message and "delete lease sealer-c1" in (
+                err.value.hint or ""
+            )
+            for cluster in ("c2", "c3", "c4"):  # expired, dead here, none: taken
+                async with lease.held(kube, cluster, "sealer apply -f B") as me:
+                    got = await kube.client.get(Lease, f"sealer-{cluster}", namespace="kube-system")
+                    assert json.loads(got.spec.holderIdentity)["pid"] == me.pid == os.getpid()
+                    # our own lease again (a resumed run in this process) is not a conflict
+                    await lease.acquire(kube, cluster, "sealer apply -f B")
+                with pytest.raises(ApiError):  # released at the end of the block
+                    await kube.client.get(Lease, f"sealer-{cluster}", namespace="kube-system")
 
     asyncio.run(go())

@@ -1,0 +1,147 @@
+"""The in-cluster half of the cluster lock: a coordination.k8s.io Lease `kube-system/sealer-<cluster>`
+held (and renewed) while a day-2 operation changes the cluster, so two operators on different
+machines, each with their own local lock, cannot change one cluster at the same time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from lightkube.core.exceptions import ApiError
+from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+
+from sealer.errors import LockHeldError
+from sealer.kube.client import Kube
+from sealer.state.lock import LockHolder, current_holder_info
+
+NAMESPACE = "kube-system"
+DURATION = 60  # seconds without renewal after which a holder is considered gone
+
+
+def lease_name(cluster: str) -> str:
+    return f"sealer-{cluster}"
+
+
+def _holder_of(identity: str | None) -> LockHolder | None:
+    try:
+        data = json.loads(identity or "")
+        return LockHolder(
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            user=str(data["user"]),
+            command=str(data["command"]),
+            since=str(data["since"]),
+            start_ticks=int(data["start_ticks"]) if data.get("start_ticks") is not None else None,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _identity(holder: LockHolder) -> str:
+    return json.dumps(holder.__dict__, separators=(",", ":"))
+
+
+def held_by_other(lease: Lease, me: LockHolder, now: datetime) -> LockHolder | None:
+    """The live holder of `lease` if it is not us: expired leases and holders proven dead (on this
+    machine, process gone) do not count."""
+    spec = lease.spec
+    if spec is None or not spec.holderIdentity:
+        return None
+    holder = _holder_of(spec.holderIdentity)
+    if holder is not None and (holder.pid, holder.host) == (me.pid, me.host):
+        return None
+    renewed = spec.renewTime or spec.acquireTime
+    duration = spec.leaseDurationSeconds or DURATION
+    if renewed is not None:
+        if renewed.tzinfo is None:
+            renewed = renewed.replace(tzinfo=UTC)
+        if renewed + timedelta(seconds=duration) < now:
+            return None
+    if holder is not None and holder.is_dead():
+        return None
+    return holder or LockHolder(0, "?", "?", spec.holderIdentity, "?")
+
+
+async def _write(kube: Kube, name: str, me: LockHolder, existing: Lease | None) -> None:
+    now = datetime.now(UTC)
+    spec = LeaseSpec(
+        holderIdentity=_identity(me), leaseDurationSeconds=DURATION, acquireTime=now, renewTime=now
+    )
+    if existing is None:
+        await kube.client.create(Lease(metadata=ObjectMeta(name=name, namespace=NAMESPACE), spec=spec))
+    else:
+        # A replace carries the resourceVersion read: a racing writer makes one of us fail with 409.
+        existing.spec = spec
+        await kube.client.replace(existing)
+
+
+async def acquire(kube: Kube, cluster: str, command: str) -> LockHolder:
+    """Take the cluster's Lease, or raise LockHeldError naming the live holder."""
+    name = lease_name(cluster)
+    me = current_holder_info(command)
+    try:
+        existing: Lease | None = await kube.client.get(Lease, name, namespace=NAMESPACE)
+    except ApiError as err:
+        if err.status.code != 404:
+            raise
+        existing = None
+    if existing is not None:
+        other = held_by_other(existing, me, datetime.now(UTC))
+        if other is not None:
+            raise LockHeldError(
+                f"cluster {cluster} is being changed by {other.describe()} (in-cluster lease "
+                f"{NAMESPACE}/{name})",
+                f"wait for it to finish; if that operation is gone, its lease expires {DURATION}s after its "
+                f"last renewal, or remove it: kubectl -n {NAMESPACE} delete lease {name}",
+            )
+    try:
+        await _write(kube, name, me, existing)
+    except ApiError as err:
+        if err.status.code == 409:
+            raise LockHeldError(
+                f"cluster {cluster}: another sealer took the in-cluster lease {NAMESPACE}/{name} just now",
+                "wait for it to finish, then run the command again",
+            )
+        raise
+    return me
+
+
+async def release(kube: Kube, cluster: str, me: LockHolder) -> None:
+    """Give the Lease up if it is still ours (best effort: the API may be gone, e.g. after delete)."""
+    name = lease_name(cluster)
+    with contextlib.suppress(Exception):
+        lease = await kube.client.get(Lease, name, namespace=NAMESPACE)
+        holder = _holder_of(lease.spec.holderIdentity if lease.spec else None)
+        if holder is not None and (holder.pid, holder.host) == (me.pid, me.host):
+            await kube.client.delete(Lease, name, namespace=NAMESPACE)
+
+
+async def _renew(kube: Kube, cluster: str, me: LockHolder) -> None:
+    name = lease_name(cluster)
+    while True:
+        await asyncio.sleep(DURATION / 3)
+        # A control plane restarting (upgrade, restore) makes renewals fail for a while: keep trying.
+        with contextlib.suppress(Exception):
+            lease = await kube.client.get(Lease, name, namespace=NAMESPACE)
+            if lease.spec is not None:
+                lease.spec.renewTime = datetime.now(UTC)
+                await kube.client.replace(lease)
+
+
+@contextlib.asynccontextmanager
+async def held(kube: Kube, cluster: str, command: str) -> AsyncIterator[LockHolder]:
+    """Hold the cluster's Lease for the duration of the block, renewing it in the background."""
+    me = await acquire(kube, cluster, command)
+    renewer = asyncio.create_task(_renew(kube, cluster, me))
+    try:
+        yield me
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+        await release(kube, cluster, me)
