@@ -55,7 +55,7 @@ from sealer.runtime.base import (
 )
 from sealer.runtime.hooks import run_phase
 from sealer.runtime.registry import htpasswd_line, remove_registry
-from sealer.state import ClusterState, Journal
+from sealer.state import ClusterState, Journal, read_lock_holder
 
 LABEL_RUNTIME_VERSION = "cluster.alpha.sealer.io/cluster-runtime-version"
 DRAIN_TIMEOUT = 120.0
@@ -1143,6 +1143,7 @@ def cluster_status(state: ClusterState) -> dict[str, Any]:
                         "time": e.time,
                     }
                 )
+    locked, holder = read_lock_holder(state.lock_path)
     recorded = meta.get("last_operation") if isinstance(meta.get("last_operation"), dict) else None
     command = recorded.get("command") if recorded and last and recorded.get("op") == last.op else None
     data: dict[str, Any] = {
@@ -1167,7 +1168,11 @@ def cluster_status(state: ClusterState) -> dict[str, Any]:
             else None
         ),
         "unfinished": unfinished,
-        "toFinish": (command or "the same command again") if last and last.status != "done" else None,
+        # An operation that holds the lock right now is running, not waiting to be finished.
+        "runningNow": holder.describe() if locked and holder is not None else ("yes" if locked else None),
+        "toFinish": (
+            (command or "the same command again") if last and last.status != "done" and not locked else None
+        ),
     }
     return data
 
@@ -1195,6 +1200,8 @@ def status_lines(data: Mapping[str, Any]) -> list[str]:
     for u in data["unfinished"]:
         err = f": {u['error']}" if u.get("error") else ""
         lines.append(f"  unfinished: {u['action']} {u['step']} on {u['host']} ({u['status']}){err}")
+    if data.get("runningNow"):
+        lines.append(f"running now: {data['runningNow']}")
     if data["toFinish"]:
         lines.append(f"to finish it, run: {data['toFinish']}")
     return lines
