@@ -245,7 +245,8 @@ def setup_script(p: _Paths, home: str, idle: float) -> str:
         f"RUN={_q(p.run)}; "
         + _CLEAN_KEYS
         + 'cat "$W/authkey" >> "$H/.ssh/authorized_keys"; rm -f "$W/authkey"; '
-        'mkdir -p -- "$S/t" "$S/c"; '
+        # the destination's parents get the usual modes (the login user must reach the spool)
+        f'(umask 022; mkdir -p -- {_q(p.root)}); mkdir -p -- "$S/t" "$S/c"; '
         f'chmod {"700" if p.login == "root" else "711"} -- "$S"; '
         '(cd "$S" && xargs -0 -r rm -f -- < "$W/discard"); rm -f -- "$S"/spool-*; '
         f': > "$SP"; chmod 600 "$SP"; chown {_q(p.login)} "$SP"; '
