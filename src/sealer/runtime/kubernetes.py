@@ -161,10 +161,17 @@ def host_check_script(ports: tuple[int, ...]) -> str:
     return f"""
 mkdir -p /etc/modules-load.d /etc/sysctl.d
 printf '%s\\n' {" ".join(MODULES)} > {MODULES_FILE}
+# a module counts as there when its effect is (built-in modules are not in /proc/modules)
+have() {{
+  case $1 in
+    br_netfilter) [ -d /proc/sys/net/bridge ] ;;
+    overlay) grep -qw overlay /proc/filesystems ;;
+    *) grep -qw "^$1" /proc/modules ;;
+  esac
+}}
 for m in {" ".join(MODULES)}; do
-  if ! grep -qw "^$m" /proc/modules 2>/dev/null && ! modprobe "$m" 2>/dev/null; then
-    [ -d /sys/module/$m ] || echo "PROBLEM kernel module $m is not loaded and modprobe $m failed"
-  fi
+  have "$m" || modprobe "$m" 2>/dev/null
+  have "$m" || echo "PROBLEM kernel module $m is not loaded and modprobe $m failed"
 done
 printf '{sysctl_lines}\\n' > {SYSCTL_FILE}
 for kv in {" ".join(f"{k}={v}" for k, v in SYSCTLS.items())}; do
