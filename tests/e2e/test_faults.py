@@ -123,7 +123,7 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
         kill_at(home, flag, point, apply, mid_step=mid)
     done = run_sealer(home, *apply)
     assert "resuming operation" in done.stderr, done.stderr
-    nodes = nodes_by_ip(home)
+    nodes = nodes_by_ip(home, CLUSTER)
     assert set(nodes) == {h.ip for h in hosts} and all(ready(n) for n in nodes.values())
     assert nodes[h4.ip].metadata.labels["disk"] == "ssd"
     recs = records(home)
@@ -146,7 +146,7 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
         kill_at(home, flag, point, upgrade, mid_step=mid)
     done = run_sealer(home, *upgrade)
     assert "resuming operation" in done.stderr, done.stderr
-    nodes = nodes_by_ip(home)
+    nodes = nodes_by_ip(home, CLUSTER)
     assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
         h.ip: NEXT_VERSION for h in hosts
     }
