@@ -517,6 +517,9 @@ class Executor:
             await self.steps.step(action.id, "delete-node", ip, {"node": name}, delete)
         if not reachable:
             return
+        # The clean-phase hooks of the image, while its rootfs is still on the host.
+        plugins = self.d2.engine._plugins() if self.d2.engine.unpacked else []
+        await self.hook_step(action, "pre-clean-host", plugins, [host], ip)
         await self.steps.step(
             action.id,
             "runtime-remove",
@@ -526,6 +529,8 @@ class Executor:
                 self.runtime.remove(self.ctx, [host] if master else [], [] if master else [host]), "reset"
             ),
         )
+        # post-clean-host before sealer's own clean-up: the hooks run from the rootfs it removes.
+        await self.hook_step(action, "post-clean-host", plugins, [host], ip)
         await self.steps.step(
             action.id,
             "cleanup",
@@ -578,6 +583,9 @@ class Executor:
                 ),
             )
 
+        plugins = engine._plugins()
+        key = ",".join(action.hosts)
+        await self.hook(action, "pre-init-host", plugins, hosts, key)
         what = "join master" if masters else "join workers"
         if masters:  # one at a time: etcd keeps quorum while members are added
             for h in hosts:
@@ -593,6 +601,7 @@ class Executor:
 
         await self.phase("nodes Ready", ready)
         await self.phase("labels + taints", lambda: _all_hosts(hosts, lambda h: self.label(action, h)))
+        await self.hook(action, "post-init-host", plugins, hosts, key)
 
     async def label(
         self, action: Action, host: Host, remove_labels: Sequence[str] = (), remove_taints: Sequence[str] = ()
@@ -767,6 +776,13 @@ class Executor:
     async def hook(
         self, action: Action, phase: str, plugins: Sequence[Any], hosts: Sequence[Host], key: str
     ) -> None:
+        if any(phase in p.actions for p in plugins):
+            await self.phase(f"{phase} hooks", lambda: self.hook_step(action, phase, plugins, hosts, key))
+
+    async def hook_step(
+        self, action: Action, phase: str, plugins: Sequence[Any], hosts: Sequence[Host], key: str
+    ) -> None:
+        """One journaled step running the image's and the Clusterfile's plugins of `phase`."""
         relevant = [p for p in plugins if phase in p.actions]
         if not relevant:
             return
@@ -778,10 +794,7 @@ class Executor:
             )
             return f"{runs} hook run(s)"
 
-        await self.phase(
-            f"{phase} hooks",
-            lambda: self.steps.step(action.id, f"hook:{phase}", key, [p.name for p in relevant], work),
-        )
+        await self.steps.step(action.id, f"hook:{phase}", key, [p.name for p in relevant], work)
 
     # delete ---------------------------------------------------------------------------------------
     async def do_uninstall(self, action: Action) -> None:
