@@ -29,7 +29,7 @@ from sealer.apply.engine import (
     _all_hosts,
 )
 from sealer.apply.progress import Progress
-from sealer.errors import PlanError, RuntimeErrorSealer, SealerError, StateError
+from sealer.errors import HostError, PlanError, RuntimeErrorSealer, SealerError, StateError
 from sealer.infra.fleet import Fleet
 from sealer.infra.host import target_from_host
 from sealer.infra.shell import quote_path
@@ -844,8 +844,9 @@ class DeleteExecutor(Executor):
         try:
             kube = await self.api()
             holder = await leasemod.acquire(kube, self.plan.cluster, self.d2.options.command)
-        except kubeops._TRANSIENT as err:
-            self.progress.warn(f"in-cluster lease not taken (API: {kubeops._message(err)})")
+        except (*kubeops._TRANSIENT, RuntimeErrorSealer, HostError) as err:
+            why = err.message if isinstance(err, SealerError) else kubeops._message(err)
+            self.progress.warn(f"in-cluster lease not taken (API: {why})")
             yield
             return
         try:

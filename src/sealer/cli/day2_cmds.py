@@ -18,13 +18,21 @@ from sealer.apply.lifecycle import (
     Day2Options,
     cluster_status,
     delete_cluster,
+    delete_unfinished,
     edit_hosts,
     etcd_backup,
     etcd_restore,
     status_lines,
 )
 from sealer.apply.progress import Progress
-from sealer.cli.cluster_cmds import _command_line, _confirm, _console, render_plan, run_apply
+from sealer.cli.cluster_cmds import (
+    _command_line,
+    _confirm,
+    _console,
+    _local_image_runtime,
+    render_plan,
+    run_apply,
+)
 from sealer.cli.output import emit_data, output_option
 from sealer.cli.run_cmds import _split
 from sealer.errors import InputError, Problem, SealerError
@@ -242,15 +250,24 @@ def delete_cmd(
 
         command = _command_line(sys.argv[1:])
         day2 = Day2Options(yes=yes, prune=prune, confirm=_confirm, on_plan=on_plan)
+        options = RunOptions(command=command)
+        progress = Progress(quiet=_quiet(output))
         with state.lock(command):
-            result = asyncio.run(
-                delete_cluster(
-                    state,
-                    options=RunOptions(command=command),
-                    day2=day2,
-                    progress=Progress(quiet=_quiet(output)),
+            if clusterfile and state.last_applied() is None:
+                # An install that never finished: the Clusterfile says which hosts to reset.
+                cf = load_clusterfile(clusterfile)
+                runtime_type, why = _local_image_runtime(cf.cluster.image)
+                if runtime_type is None:
+                    raise SealerError(
+                        f"cluster {state.name}: cannot tell its runtime: {why}",
+                        f"pull the image first (`sealer pull {cf.cluster.image}`), then delete again",
+                    )
+                work = delete_unfinished(
+                    cf, runtime_type, state, options=options, day2=day2, progress=progress
                 )
-            )
+            else:
+                work = delete_cluster(state, options=options, day2=day2, progress=progress)
+            result = asyncio.run(work)
         if not emit_data(
             {"plan": shown[-1].to_dict() if shown else None, "result": result.to_dict()}, output
         ):
