@@ -29,9 +29,13 @@ from sealer.image.registry import RegistryOptions
 from sealer.image.service import ensure_image, image_info
 from sealer.image.store import ImageStore
 from sealer.image.store import sealer_home as image_home
+from sealer.infra import transfer
+from sealer.infra.connector import TransferStats
 from sealer.infra.fleet import Fleet
 from sealer.infra.host import Target, target_from_host
+from sealer.infra.local import LocalConnector
 from sealer.infra.shell import quote_path
+from sealer.infra.ssh import SSHConnector
 from sealer.kube.client import Kube, NodeStatus
 from sealer.model.cluster import Cluster, Clusterfile, Host, PluginDoc
 from sealer.model.clusterfile import dump_clusterfile, parse_plugins
@@ -212,6 +216,7 @@ class Engine:
         self.facts: dict[str, factsmod.HostFacts] = {}
         self.unpacked: dict[str, UnpackedImage] = {}  # arch -> unpacked rootfs
         self.info: SealerImageInfo | None = None
+        self._trees: dict[tuple[str, str], asyncio.Future[transfer.LocalTree]] = {}
 
     # image -----------------------------------------------------------------------------------------
     async def _image(self, arches: Sequence[str]) -> None:
@@ -344,10 +349,10 @@ class Engine:
         have = await fleet.run(target, f"cat {quote_path(marker)} 2>/dev/null", sudo=True)
         if have.ok and have.stdout.strip() == want:
             return "same image already there"
-        stats = await fleet.put(target, unpacked.rootfs, rootfs, sudo=True)
+        stats = await self._put(fleet, target, unpacked.rootfs, rootfs)
         sent, skipped = stats.files_sent, stats.files_skipped
         if is_m0:
-            reg = await fleet.put(target, unpacked.registry, f"{rootfs}/registry", sudo=True)
+            reg = await self._put(fleet, target, unpacked.registry, f"{rootfs}/registry")
             sent, skipped = sent + reg.files_sent, skipped + reg.files_skipped
         mark = (
             f"mkdir -p /etc/sealer && printf '%s\\n' {shlex.quote(self.cluster.name)} > {factsmod.MARKER} && "
@@ -355,6 +360,19 @@ class Engine:
         )
         (await fleet.run(target, mark, sudo=True)).check()
         return f"{sent} sent, {skipped} equal"
+
+    async def _put(self, fleet: Fleet, target: Target, src: Path, dst: str) -> TransferStats:
+        """Copy a tree to one host; its manifest (a sha256 per file) is computed once for all hosts,
+        off the event loop, instead of once per host."""
+        key = (str(src), dst)
+        task = self._trees.get(key)
+        if task is None:
+            task = self._trees[key] = asyncio.ensure_future(asyncio.to_thread(transfer.local_tree, src, dst))
+        tree = await task
+        conn = fleet.connector_for(target)
+        if isinstance(conn, SSHConnector | LocalConnector):
+            return await conn.put(target, src, dst, sudo=True, tree=tree)
+        return await fleet.put(target, src, dst, sudo=True)
 
     def _hosts_block(self) -> str:
         lines = [f"# BEGIN sealer cluster {self.cluster.name}"]
