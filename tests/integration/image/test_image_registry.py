@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+
+from sealer.cli.main import cli
+from sealer.image.store import ImageStore
 from tests.registry_fixture import (
     Registry,
     free_port,
@@ -25,9 +28,6 @@ from tests.registry_fixture import (
     registry_missing_reason,
     start_registry,
 )
-
-from sealer.cli.main import cli
-from sealer.image.store import ImageStore
 
 pytestmark = [
     pytest.mark.integration,

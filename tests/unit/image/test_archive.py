@@ -9,11 +9,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.registry_fixture import make_test_image
 
 from sealer.errors import ImageError
 from sealer.image import archive, oci
 from sealer.image.store import ImageStore
+from tests.registry_fixture import make_test_image
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from tests.registry_fixture import make_test_image
 
 from sealer.cli.main import cli
 from sealer.image.metadata import ANNOTATION_IMAGE_EXTENSION, LABEL_CLUSTER_RUNTIME_TYPE
 from sealer.image.store import ImageStore
+from tests.registry_fixture import make_test_image
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.registry_fixture import make_test_image
 
 from sealer.errors import ImageError, RegistryError
 from sealer.image import oci
@@ -16,6 +15,7 @@ from sealer.image.oci import Platform
 from sealer.image.reference import parse_reference
 from sealer.image.registry import RegistryClient, RegistryOptions, TransferEvent, parse_challenge
 from sealer.image.store import ImageStore
+from tests.registry_fixture import make_test_image
 
 from .fake_registry import FakeRegistry, sha
 

@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.registry_fixture import make_test_image
 
 from sealer.errors import ImageError
 from sealer.image import oci
 from sealer.image.oci import Descriptor, Platform
 from sealer.image.store import ImageStore
+from tests.registry_fixture import make_test_image
 
 
 def sha(data: bytes) -> str:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.registry_fixture import make_test_image
 
 from sealer.errors import ImageError
 from sealer.image.store import ImageStore
+from tests.registry_fixture import make_test_image
 
 LAYER_POOL = [f"layer-{i}".encode() * 50 for i in range(6)]
 NAMES = [f"reg.local/app:v{i}" for i in range(4)]
