@@ -10,6 +10,7 @@ if the operator stops talking to it. Design and measurements: docs/distribution.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
@@ -18,7 +19,7 @@ import secrets
 import shlex
 import tarfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -93,6 +94,7 @@ class FanoutResult:
     operator_bytes: int = 0
     rounds: int = 0
     reroutes: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent per phase, all rounds
 
     @property
     def ok(self) -> bool:
@@ -525,6 +527,15 @@ class Fanout:
         self.key_lifetime = key_lifetime
         self.run_id = secrets.token_hex(6)
         self.reroutes: list[str] = []
+        self.phases: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - start
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -575,7 +586,8 @@ class Fanout:
             hosts[t.name] = h
 
         index = {id(t): i for i, t in enumerate(targets)}
-        opened = await self.fleet.each(targets, lambda t: open_host(index[id(t)], t))
+        with self._phase("connect"):
+            opened = await self.fleet.each(targets, lambda t: open_host(index[id(t)], t))
         for o in opened:
             if o.error is not None:
                 outcomes[o.host] = Outcome(o.host, error=o.error)
@@ -613,7 +625,9 @@ class Fanout:
                             ),
                         )
         finally:
-            await self._cleanup(list(hosts.values()))
+            with self._phase("clean-up"):
+                await self._cleanup(list(hosts.values()))
+        result.phases = self.phases
         result.outcomes = [
             outcomes.get(name) or Outcome(name, error=FanoutError(name, "not reached")) for name in order
         ]
@@ -643,9 +657,9 @@ class Fanout:
             dest, staged = parse_probe(out)
             needs[h.name] = host_need(specs, dest, staged)
 
-        for h, o in zip(
-            live, await self.fleet.each([h.target for h in live], lambda t: probe(_by(live, t))), strict=True
-        ):
+        with self._phase("probe"):
+            probed = await self.fleet.each([h.target for h in live], lambda t: probe(_by(live, t)))
+        for h, o in zip(live, probed, strict=True):
             if o.error is not None:
                 failed[h.name] = o.error
         members = [h for h in live if h.name in needs]
@@ -681,7 +695,8 @@ class Fanout:
                 what="preparing the fan-out into",
             )
 
-        outs = await self.fleet.each([h.target for h in members], lambda t: setup(_by(members, t)))
+        with self._phase("setup"):
+            outs = await self.fleet.each([h.target for h in members], lambda t: setup(_by(members, t)))
         for h, o in zip(members, outs, strict=True):
             if o.error is not None:
                 rnd.failed[h.name] = o.error
@@ -696,7 +711,8 @@ class Fanout:
         for h in active:
             self._start_link(rnd, h.name, 0)
         try:
-            await self._watch(rnd, n)
+            with self._phase("transfer"):
+                await self._watch(rnd, n)
         finally:
             for task in [*rnd.links.values(), *rnd.polls.values(), *rnd.relinking.values(), *rnd.background]:
                 task.cancel()
@@ -737,14 +753,15 @@ class Fanout:
             rnd.done.add(h.name)
             self._emit(rnd, h.name, "done", n)
 
-        for h, o in zip(
-            committing,
-            await self.fleet.each([h.target for h in committing], lambda t: commit(_by(committing, t))),
-            strict=True,
-        ):
+        with self._phase("verify+place"):
+            placed = await self.fleet.each(
+                [h.target for h in committing], lambda t: commit(_by(committing, t))
+            )
+        for h, o in zip(committing, placed, strict=True):
             if o.error is not None:
                 rnd.failed[h.name] = o.error
-        await self._cleanup(members)
+        with self._phase("clean-up"):
+            await self._cleanup(members)
         return rnd
 
     def _start_link(self, rnd: _Round, child: str, offset: int) -> None:
