@@ -815,7 +815,9 @@ class Fanout:
             pending = [h for h in rnd.recv if h not in rnd.failed and not rnd.recv[h].done()]
             if not pending:
                 break
-            await asyncio.sleep(self.tick)
+            # wake at the tick, or as soon as a receiver ends (the last one ends the round)
+            await asyncio.wait([rnd.recv[h] for h in pending], timeout=self.tick,
+                               return_when=asyncio.FIRST_COMPLETED)
             now = time.monotonic()
             for name in pending:
                 task = rnd.polls.get(name)
