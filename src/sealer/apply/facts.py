@@ -74,6 +74,8 @@ class HostFacts:
         return self.hostname.lower()
 
 
+# RFC 1123 subdomain: what the kubelet accepts as a node name (the hostname, lower-cased).
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _USER = re.compile(r'\(\("([^"]+)"')
 
 
@@ -234,6 +236,10 @@ def preflight(
                     "sync the clocks (chrony/NTP): certificates and etcd dislike skew",
                 )
             )
+        if f.node_name and not _NODE_NAME.match(f.node_name):
+            found.append(Finding(ip, "error", f"hostname {f.hostname!r} is not a valid Kubernetes node name",
+                                 "give the host a name of lower-case letters, digits, '-' and '.' "
+                                 "(hostnamectl set-hostname ...)"))
         if f.node_name:
             if f.node_name in names:
                 found.append(

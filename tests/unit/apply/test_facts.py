@@ -86,3 +86,9 @@ def test_duplicate_hostnames_and_clock_skew() -> None:
     found = _check({"m": _ok("m", hostname="same", clock_skew=-120.0), "w": _ok("w", hostname="SAME")})
     assert ("w", "error", "hostname SAME is also the hostname of m; node names must be unique") in found
     assert ("m", "warning", "clock differs from this machine's by -120s") in found
+
+
+def test_hostnames_that_cannot_be_node_names() -> None:
+    found = _check({"m": _ok("m", hostname="web_01"), "w": _ok("w", hostname="Worker-1.lab")})
+    assert ("m", "error", "hostname 'web_01' is not a valid Kubernetes node name") in found
+    assert not any(h == "w" for h, _, _ in found)  # upper case is lowered, as the kubelet does
