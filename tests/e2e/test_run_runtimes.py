@@ -486,3 +486,31 @@ def test_run_runtime(
         # and the worker keeps working: its k0s and containerd still answer
         assert tb.run_on(w, STATUS[runtime], check=False).returncode == 0
         assert tb.run_on(w, f"{img.ctr} images ls -q", check=False).returncode == 0
+
+
+def test_k0s_plain_controllers_are_not_nodes(
+    k0s_image: RuntimeImage, testbed_factory, tmp_path: Path
+) -> None:
+    """K0sControllerWorker=false: the controller is no Node, and the run's readiness, labels and taints
+    cover only the hosts that are (before the engine knew, it waited for the controller forever)."""
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    home = tmp_path / "sealer-home"
+    shutil.copytree(k0s_image.home, home, symlinks=True)
+    tb = testbed_factory(nested=True, lab="k0p")
+    master, worker = tb.up(2)
+    _prepare_hosts(tb, [master, worker], k0s_image)
+    doc = yaml.safe_load(
+        clusterfile(k0s_image.image, tb.key_path, [master.ip], [worker.ip]).split("\n---\n")[0]
+    )
+    doc["spec"]["env"] = ["K0sControllerWorker=false"]
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(yaml.safe_dump(doc, sort_keys=False))
+    run_sealer(home, "run", "-f", str(cf), timeout=1500)
+    kube = Client(KubeConfig.from_file(home / CLUSTER / "admin.conf"))
+    nodes = {n.metadata.name: n for n in kube.list(Node)}
+    assert set(nodes) == {worker.name}, nodes.keys()
+    assert nodes[worker.name].metadata.labels["disk"] == "ssd"
+    status = tb.run_on(master, "/usr/local/bin/k0s status").stdout
+    assert "Role: controller" in status and "Workloads: false" in status, status
