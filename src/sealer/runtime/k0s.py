@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from sealer.errors import NotImplementedYet, RuntimeErrorSealer
+from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
@@ -49,6 +49,9 @@ START_TIMEOUT = 300
 TOKEN_EXPIRY = "2h"
 ENV_CONTROLLER_WORKER = "K0sControllerWorker"
 HELPERS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "kubectl")
+# what k0s listens on: API, k0s API, etcd peers, konnectivity; the kubelet on nodes
+CONTROLLER_PORTS = (API_PORT, K0S_API_PORT, 2380, 8132)
+NODE_PORTS = (10250,)
 
 
 def controllers_are_nodes(env: Mapping[str, str]) -> bool:
@@ -232,12 +235,34 @@ class K0sRuntime:
         ).check()
         return changed
 
+    async def _check_ports(self, ctx: RuntimeContext, host: Host, role: str) -> None:
+        """Pre-flight before k0s first starts on a host: its ports must be free (a running k0s of
+        this cluster holds them itself, so a re-run skips the check)."""
+        unit = CONTROLLER_UNIT if role == "controller" else WORKER_UNIT
+        ports = [
+            *(CONTROLLER_PORTS if role == "controller" else ()),
+            *(NODE_PORTS if self.registers_node(ctx, host) else ()),
+        ]
+        script = (
+            f"systemctl is-active --quiet {unit} && exit 0; "
+            f"for p in {' '.join(str(p) for p in ports)}; do "
+            'ss -Hltn "sport = :$p" 2>/dev/null | grep -q LISTEN && echo "$p"; done; true'
+        )
+        busy = (await run_checked(ctx, host, script)).split()
+        if busy:
+            raise HostError(
+                host.ip,
+                f"k0s {role} cannot start: port(s) {', '.join(busy)} already in use",
+                f"stop what listens there (`ss -ltnp` on {host.ip}) and run the same command again",
+            )
+
     async def _service(
         self, ctx: RuntimeContext, host: Host, role: str, args: list[str], changed: bool
     ) -> None:
         """`k0s install <role> ...` (rewrites the unit with --force), then (re)start and wait until
         `k0s status` answers."""
         unit = CONTROLLER_UNIT if role == "controller" else WORKER_UNIT
+        await self._check_ports(ctx, host, role)
         flags = " ".join(shlex.quote(a) for a in args)
         before = await ctx.fleet.run(ctx.target(host), f"cat {UNIT_DIR}/{unit} 2>/dev/null", sudo=True)
         await run_checked(ctx, host, f"{BIN_DIR}/k0s install {role} --force {flags}")
