@@ -7,6 +7,9 @@ stopping master0 leaves the API reachable from every worker through its local ba
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
+import os
 import shutil
 import subprocess
 import sys
@@ -21,22 +24,91 @@ import pytest
 import yaml
 
 from tests.doubles.build import build_executable
-from tests.e2e.conftest import (
-    HELLO_REPO,
-    HELLO_TAG,
-    HELPER_BINARIES,
-    REGISTRY_VERSION,
-    ROOT,
-    SEALER,
-    Mirror,
-    _sha_line,
-    _tar_layer,
-    _which,
-    build_prerequisites,
-    run_sealer,
-    sealer_env,
-)
-from tests.registry_fixture import free_port, start_registry
+from tests.registry_fixture import free_port, registry_missing_reason, start_registry
+
+# Helpers of their own (not imported from the k3s suite's fixtures, which move independently).
+ROOT = Path(__file__).resolve().parents[2]
+SEALER = ROOT / ".venv" / "bin" / "sealer"
+REGISTRY_VERSION = "2.8.3"
+# The one container image each ClusterImage carries: it exists only in the image's registry/ once the
+# build's source registry is stopped, so a node that pulls it proves the offline path.
+HELLO_REPO = "library/sealer-e2e-hello"
+HELLO_TAG = "1"
+# containerd and friends from Debian: the stand-ins run the real containerd found beside them.
+HELPER_BINARIES = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def sealer_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALER_")}
+    env["SEALER_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def run_sealer(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(SEALER), *args],
+        env=sealer_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"sealer {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+    return done
+
+
+def _tar_layer(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@dataclass
+class Mirror:
+    """python's http.server on loopback, serving release paths; stopped by PID."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def _sha_line(path: Path, name: str) -> str:
+    return f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n"
+
+
+def build_prerequisites() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    if not SEALER.exists():
+        return f"{SEALER} is missing (run scripts/setup)"
+    if reason := registry_missing_reason():
+        return reason
+    for name in (*HELPER_BINARIES, "curl", "haproxy"):
+        if _which(name) is None:
+            return f"{name} is not installed (scripts/setup installs it)"
+    return None
+
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -105,8 +177,6 @@ def k0s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage
     derived image with an app; the build's source registry is stopped before any test runs."""
     if reason := build_prerequisites():
         pytest.skip(f"k0s image build: {reason}")
-    if _which("haproxy") is None:
-        pytest.skip("haproxy is not installed (apt-get install haproxy; scripts/setup does it)")
     work = tmp_path_factory.mktemp("k0s-image")
     home = work / "sealer-home"
     source = start_registry(work / "source-registry")
@@ -217,8 +287,6 @@ def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runti
     Debian's containerd and runc), with --lb, then a derived image with an app."""
     if reason := build_prerequisites():
         pytest.skip(f"kubernetes image build: {reason}")
-    if _which("haproxy") is None:
-        pytest.skip("haproxy is not installed (apt-get install haproxy; scripts/setup does it)")
     work = tmp_path_factory.mktemp("kubernetes-image")
     home = work / "sealer-home"
     source = start_registry(work / "source-registry")
