@@ -832,6 +832,8 @@ class Kubelet(threading.Thread):
         }
         if self.taints:
             body["spec"]["taints"] = self.taints
+        # the kubelet registers its Node with an initial status, so no client ever sees a status-less node
+        body.update(self.status())
         try:
             self.client.create("/api/v1/nodes", body)
             info(f"Successfully registered node {self.node}")

@@ -109,7 +109,7 @@ def test_k3s_cluster_under_systemd_on_testbed_hosts(
 
     def ready() -> dict[str, str]:
         return {
-            n.metadata.name: next(c.status for c in n.status.conditions if c.type == "Ready")
+            n.metadata.name: next((c.status for c in (n.status.conditions or []) if c.type == "Ready"), "")
             for n in client.list(Node)
         }
 

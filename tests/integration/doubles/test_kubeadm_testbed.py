@@ -112,7 +112,7 @@ def test_kubeadm_cluster_under_systemd(testbed_factory: Callable[..., object], t
 
     def ready() -> dict[str, str]:
         return {
-            n.metadata.name: next(c.status for c in n.status.conditions if c.type == "Ready")
+            n.metadata.name: next((c.status for c in (n.status.conditions or []) if c.type == "Ready"), "")
             for n in client.list(Node)
         }
 
