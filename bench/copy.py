@@ -1,10 +1,11 @@
 """Benchmark: 100 MB of mixed file sizes to 10 hosts, sealer's tar-stream copy vs OpenSSH
 `scp -r` run in parallel from a shell loop, side by side in one run (medians of the rounds).
 
-    .venv/bin/python -m bench.copy [--hosts 10] [--rounds 2] [--lab ifc]
+    .venv/bin/python -m bench.copy [--hosts 10] [--rounds 3] [--lab ifc]
 
 Needs root and the test bed (light hosts). The tree: 1 x 40 MB, 8 x 5 MB, 100 x 150 KB,
-500 x 10 KB (~100 MB, 609 files). Every round copies into a fresh destination. Also printed:
+500 x 10 KB (~100 MB, 609 files). Every round copies into a fresh destination; the order of
+the three runs rotates between rounds and each starts after `sync`. Also printed:
 sealer's re-copy of the same tree (every file already equal, so only manifests travel).
 Ratio = sealer / scp time (< 1.0: sealer is faster).
 """
@@ -83,7 +84,7 @@ async def sealer_copy_cold(ips: list[str], key: Path, state: Path, src: Path, ds
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hosts", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--lab", default="ifc")
     args = ap.parse_args()
     tb = Testbed(args.lab, light=True)
@@ -96,14 +97,26 @@ def main() -> None:
             total = make_tree(src)
             moved = total * len(ips) / MB
             cold, warm, again, scp = [], [], [], []
-            for r in range(args.rounds):
+            def run_cold(r: int) -> None:
                 with tempfile.TemporaryDirectory() as st:
                     cold.append(asyncio.run(sealer_copy_cold(ips, key, Path(st), src, f"/srv/cold{r}")))
+
+            def run_warm(r: int) -> None:
                 with tempfile.TemporaryDirectory() as st:
                     w, a = asyncio.run(sealer_copy(ips, key, Path(st), src, f"/srv/warm{r}"))
                 warm.append(w)
                 again.append(a)
+
+            def run_scp(r: int) -> None:
                 scp.append(scp_loop(ips, key, kh, src, f"/srv/scp{r}"))
+
+            order = [run_cold, run_warm, run_scp]
+            for r in range(args.rounds):
+                # rotate who goes first, and start each from clean page-cache writeback, so that no
+                # tool pays for the disk writes of the one before it
+                for step in order[r % 3 :] + order[: r % 3]:
+                    os.sync()
+                    step(r)
                 for h in hosts:  # keep the hosts' overlay dirs from filling the machine's disk
                     tb.run_on(h, f"rm -rf /srv/cold{r} /srv/warm{r} /srv/scp{r}")
             mc, mw, ma, ms = (statistics.median(x) for x in (cold, warm, again, scp))
