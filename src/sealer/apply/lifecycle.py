@@ -109,6 +109,8 @@ class ApplyResult:
         }
 
     def lines(self) -> list[str]:
+        if self.operation == "none":
+            return [f"cluster {self.cluster}: {self.reason}"]
         resumed = f", resumed: {self.steps_skipped} finished step(s) not redone" if self.resumed else ""
         out = [
             f"cluster {self.cluster}: {self.operation} done: {self.reason}",
