@@ -56,7 +56,17 @@ def upgrade_images(k3s_images: BuiltImages, tmp_path_factory: pytest.TempPathFac
     return build_upgrade_image(k3s_images, tmp_path_factory.mktemp("d2-images"))
 
 
-def clusterfile(image: str, key: Path, masters: list[str], workers: list[str], name: str = CLUSTER) -> str:
+def clusterfile(
+    image: str,
+    key: Path,
+    masters: list[str],
+    workers: list[str],
+    name: str = CLUSTER,
+    *,
+    worker_labels: dict[str, str] | None = None,
+    worker_taints: list[str] | None = None,
+    aliases: dict[str, list[str]] | None = None,
+) -> str:
     hosts: list[dict[str, Any]] = [
         {"ips": masters, "roles": ["master"], "labels": {"tier": "control"}},
     ]
@@ -65,16 +75,14 @@ def clusterfile(image: str, key: Path, masters: list[str], workers: list[str], n
             {
                 "ips": workers,
                 "roles": ["node"],
-                "labels": {"disk": "ssd"},
-                "taints": ["dedicated=e2e:NoSchedule"],
+                "labels": worker_labels if worker_labels is not None else {"disk": "ssd"},
+                "taints": worker_taints if worker_taints is not None else ["dedicated=e2e:NoSchedule"],
             }
         )
-    doc = {
-        "apiVersion": "sealer.io/v2",
-        "kind": "Cluster",
-        "metadata": {"name": name},
-        "spec": {"image": image, "ssh": {"pk": str(key), "user": "root"}, "hosts": hosts},
-    }
+    spec: dict[str, Any] = {"image": image, "ssh": {"pk": str(key), "user": "root"}, "hosts": hosts}
+    if aliases:
+        spec["hostAliases"] = [{"ip": ip, "hostnames": names} for ip, names in aliases.items()]
+    doc = {"apiVersion": "sealer.io/v2", "kind": "Cluster", "metadata": {"name": name}, "spec": spec}
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -224,6 +232,36 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     refused = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER, check=False)
     assert refused.returncode == 1 and f"{h6.ip} already in the cluster" in refused.stderr
 
+    # 3b. in place: worker labels and taints change, a host alias appears on every host
+    last_cf = (home / CLUSTER / "Clusterfile").read_text()
+    cf.write_text(
+        clusterfile(
+            upgrade_images.old,
+            key,
+            [h1.ip, h3.ip, h4.ip],
+            [h2.ip, h5.ip, h6.ip],
+            worker_labels={"disk": "nvme", "zone": "a"},
+            worker_taints=["gpu=yes:NoExecute"],
+            aliases={"10.99.0.1": ["db.e2e.local"]},
+        )
+    )
+    dry = json.loads(run_sealer(home, "apply", "-f", str(cf), "--dry-run", "-o", "json").stdout)
+    assert sorted(a["kind"] for a in dry["actions"]) == [
+        "update-host-aliases",
+        "update-labels",
+        "update-taints",
+    ]
+    updated = run_sealer(home, "apply", "-f", str(cf))
+    assert "update done" in updated.stdout, updated.stdout + updated.stderr
+    nodes = nodes_by_ip(home)
+    for h in (h2, h5, h6):
+        assert nodes[h.ip].metadata.labels["disk"] == "nvme" and nodes[h.ip].metadata.labels["zone"] == "a"
+        taints = {(t.key, t.effect) for t in nodes[h.ip].spec.taints or []}
+        assert ("gpu", "NoExecute") in taints and ("dedicated", "NoSchedule") not in taints, taints
+    for h in hosts:
+        assert "10.99.0.1 db.e2e.local" in tb.run_on(h, "cat /etc/hosts").stdout
+    assert "db.e2e.local" in (home / CLUSTER / "Clusterfile").read_text() != last_cf
+
     # 4. 3 + 3 -> 3 + 1: a pod on h5 is drained; h5 and h6 are deleted, reset and clean
     kube = kube_client(home)
     h5_name = nodes_by_ip(home)[h5.ip].metadata.name
@@ -238,6 +276,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert set(nodes_by_ip(home)) == {h.ip for h in hosts}
     shrunk = run_sealer(home, "delete", "-n", f"{h5.ip},{h6.ip}", "--cluster", CLUSTER, "-y")
     assert "update done" in shrunk.stdout, shrunk.stdout + shrunk.stderr
+    assert "1 pod(s) moved" in shrunk.stderr, shrunk.stderr
     assert set(nodes_by_ip(home)) == {h1.ip, h2.ip, h3.ip, h4.ip}
     with pytest.raises(ApiError) as gone:
         kube.get(Pod, "on-h5", namespace="default")
@@ -282,6 +321,13 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert drains == [h2.ip], drains  # the worker is drained (and uncordoned), control planes are not
     down = run_sealer(home, "upgrade", upgrade_images.old, "--cluster", CLUSTER, "-y", check=False)
     assert down.returncode == 1 and "downgrades are not supported" in down.stderr, down.stderr
+
+    # 5b. a master leaves (3 + 1 -> 2 + 1): drained, its Node (and so its etcd member) deleted, reset
+    left = run_sealer(home, "delete", "-m", h4.ip, "--cluster", CLUSTER, "-y")
+    assert "update done" in left.stdout, left.stdout + left.stderr
+    assert set(nodes_by_ip(home)) == {h1.ip, h2.ip, h3.ip}
+    assert_clean(tb, h4)
+    assert all(ready(n) for n in nodes_by_ip(home).values())
 
     # 6. status, then etcd backup; a ConfigMap deleted afterwards comes back with the restore
     status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
