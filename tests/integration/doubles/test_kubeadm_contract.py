@@ -368,8 +368,15 @@ def test_v1beta3_config_and_certs_check(k8s_nodes: Callable[[str], K8sNode], con
     r = cp.run("certs", "check-expiration")
     assert r.returncode == 0
     assert "apiserver" in r.stdout and "admin.conf" in r.stdout and "364d" in r.stdout
-    info = cp.admin().get("/api/v1/namespaces/kube-public/configmaps/cluster-info")["data"]
-    assert any(k.startswith("jws-kubeconfig-") for k in info)
+    # the bootstrap signer signs cluster-info asynchronously, as kube-controller-manager's does
+    info = wait_for(
+        lambda: (
+            (d := cp.admin().get("/api/v1/namespaces/kube-public/configmaps/cluster-info")["data"])
+            and any(k.startswith("jws-kubeconfig-") for k in d)
+            and d
+        ),
+        what="signed cluster-info",
+    )
     ca = base64.b64decode(
         yaml.safe_load(info["kubeconfig"])["clusters"][0]["cluster"]["certificate-authority-data"]
     )
