@@ -620,10 +620,14 @@ class SSHConnector:
                 task.result().conn.close()
             elif not task.done():
                 task.cancel()
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is None:
-                try:
-                    await task.result().conn.wait_closed()
-                except Exception:
-                    pass
+        # all at once and bounded: a host that vanished must not hold up the end of a run
+        waits = [
+            asyncio.ensure_future(task.result().conn.wait_closed())
+            for task in tasks
+            if task.done() and not task.cancelled() and task.exception() is None
+        ]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=5)
+            for w in pending:
+                w.cancel()
         self.logs.close()
