@@ -342,9 +342,20 @@ def cp_cmd(
     if dst.strip() in ("", "."):
         raise click.UsageError("DST must be a path on the hosts, e.g. /opt/app/ or /etc/app.conf")
 
+    live = output == "table" and not bool(getattr(ctx.find_root().obj, "quiet", False))
+
+    def progress(o: Outcome[TransferStats]) -> None:
+        s = o.value
+        if s is not None:
+            _console().print(
+                f"{o.host}: sent {s.files_sent} file(s) ({s.bytes_sent} bytes), "
+                f"{s.files_skipped} already equal, {s.duration:.2f}s",
+                style="dim",
+            )
+
     async def go() -> list[Outcome[TransferStats]]:
         async with _fleet(cluster, "cp", max_handshakes, connect_timeout) as fleet:
-            return await fleet.copy_many(targets, src, dst, sudo=sudo)
+            return await fleet.copy_many(targets, src, dst, sudo=sudo, on_done=progress if live else None)
 
     outcomes = asyncio.run(go())
     if not emit_data(copy_data(outcomes, targets), output):
