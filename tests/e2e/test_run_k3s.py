@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import HELLO_REPO, HELLO_TAG, SEALER, BuiltImages, run_sealer, sealer_env
+from tests.e2e.images import HELLO_REPO, HELLO_TAG, SEALER, BuiltImages, run_sealer, sealer_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -142,6 +142,8 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
 
     # 3. the same command again finishes the job without redoing a finished step
     resumed = run_sealer(home, "run", "-f", str(cf))
+    print(f"--- first run (host {h3.ip} stopped mid-install)\n{err}")
+    print(f"--- re-run\n{resumed.stderr}{resumed.stdout}")
     assert "resum" in resumed.stderr + resumed.stdout, resumed.stderr
     records = journal_records(home)
     starts = Counter((r["action"], r["step"], r["host"]) for r in records if r.get("status") == "start")
