@@ -442,10 +442,18 @@ def authorize(user: User, verb: str, res: Resource | None, ns: str | None, name:
                 ("kube-system", "kubeadm-config"),
                 ("kube-system", "kubelet-config"),
                 ("kube-public", "cluster-info"),
+                ("kube-system", "kubeadm-standin-etcd"),
             )
         )
     ):
         return True  # kubeadm's RBAC for joining nodes
+    if (
+        "system:bootstrappers" in user.groups
+        and verb == "get"
+        and res.plural == "secrets"
+        and (ns, name) == ("kube-system", "kubeadm-certs")
+    ):
+        return True  # kubeadm:kubeadm-certs Role: joining control planes download the shared certificates
     if user.name == "system:anonymous":
         # kubeadm's bootstrap-signer Role: anyone may read the signed cluster-info, nothing else
         return verb == "get" and res.plural == "configmaps" and ns == "kube-public" and name == "cluster-info"
@@ -838,7 +846,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         as_user = self.headers.get("Impersonate-User")
         if not as_user:
             return user
-        if "system:masters" not in user.groups:
+        if "system:masters" not in user.groups and "kubeadm:cluster-admins" not in user.groups:
             raise ApiError(
                 403,
                 "Forbidden",

@@ -46,6 +46,10 @@ except ImportError:  # zipapp / script
 VERSION = "v1.31.2"
 MIN_CONTROL_PLANE = (1, 30)
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+# The stand-in's stacked "etcd" is the first control plane's store; a joined control plane's kubelet starts
+# its kube-apiserver forwarding to that API (see README "HA model"). kubeadm records it on etcd.yaml.
+DATASTORE_ANNOTATION = "standin.sealer.io/datastore"
+ETCD_MEMBERS_CM = "kubeadm-standin-etcd"
 STACK_HINT = "To see the stack trace of this error execute with --v=5 or higher"
 
 
@@ -435,7 +439,7 @@ def init_flags() -> list[Flag]:
     ]
 
 
-def _pod(name: str, command: list[str], image: str) -> str:
+def _pod(name: str, command: list[str], image: str, annotations: dict[str, str] | None = None) -> str:
     return yaml.safe_dump(
         {
             "apiVersion": "v1",
@@ -444,6 +448,7 @@ def _pod(name: str, command: list[str], image: str) -> str:
                 "name": name,
                 "namespace": "kube-system",
                 "labels": {"component": name, "tier": "control-plane"},
+                "annotations": annotations or {},
             },
             "spec": {
                 "containers": [{"name": name, "image": image, "command": command}],
@@ -470,6 +475,7 @@ def write_manifests(
     kcm_extra: dict[str, str],
     initial_cluster: str,
     cluster_state: str,
+    datastore: str = "",
 ) -> None:
     p = paths.pki
     paths.manifests.mkdir(parents=True, exist_ok=True)
@@ -490,7 +496,9 @@ def write_manifests(
         f"--trusted-ca-file={p}/etcd/ca.crt",
     ]
     say(f'[etcd] Creating static Pod manifest for local etcd in "{paths.manifests}"')
-    (paths.manifests / "etcd.yaml").write_text(_pod("etcd", etcd, f"{repo}/etcd:3.5.15-0"))
+    (paths.manifests / "etcd.yaml").write_text(
+        _pod("etcd", etcd, f"{repo}/etcd:3.5.15-0", {DATASTORE_ANNOTATION: datastore} if datastore else None)
+    )
     api = {
         "advertise-address": ip,
         "allow-privileged": "true",
@@ -641,7 +649,7 @@ def write_certs(paths: Paths, name: str, ip: str, sans: list[str]) -> None:
         pki.write_private(p / "sa.pub", pub, 0o644)
 
 
-def write_kubeconfigs(paths: Paths, endpoint: str, name: str) -> None:
+def write_kubeconfigs(paths: Paths, endpoint: str, name: str, kubelet: bool = True) -> None:
     ca = ((paths.pki / "ca.crt").read_bytes(), (paths.pki / "ca.key").read_bytes())
     say(f'[kubeconfig] Using kubeconfig folder "{paths.etc}"')
     for conf, cn, orgs in (
@@ -651,6 +659,8 @@ def write_kubeconfigs(paths: Paths, endpoint: str, name: str) -> None:
         ("controller-manager", "system:kube-controller-manager", None),
         ("scheduler", "system:kube-scheduler", None),
     ):
+        if conf == "kubelet" and not kubelet:
+            continue  # a joining control plane's kubelet gets its identity by TLS bootstrap
         say(f'[kubeconfig] Writing "{conf}.conf" kubeconfig file')
         c, k = pki.issue(*ca, cn, organizations=orgs, client=True)
         text = pki.kubeconfig(endpoint, ca[0], cert_pem_bytes=c, key_pem_bytes=k, name="kubernetes")
@@ -802,6 +812,12 @@ def run_init(opts: dict[str, Any], raw: list[str]) -> int:
         "Namespace"
     )
     _upsert_cm(admin, "kube-system", "kubeadm-config", {"ClusterConfiguration": yaml.safe_dump(cluster_cfg)})
+    _upsert_cm(
+        admin,
+        "kube-system",
+        ETCD_MEMBERS_CM,
+        {"members": f"{name}=https://{ip}:2380", "datastore": f"{ip}:{port}"},
+    )
     say(
         '[kubelet] Creating a ConfigMap "kubelet-config" in namespace kube-system with the '
         "configuration for the "
@@ -1110,16 +1126,33 @@ def run_join(opts: dict[str, Any], positional: list[str]) -> int:
             raise Failed(f'unsupported hash type "{kind}"')
         if not re.fullmatch(r"[0-9a-f]{64}", value):
             raise Failed(f'hash "{pin}" is not a valid sha256 hash')
-    if opts["control-plane"]:
-        raise Failed(
-            "the kubeadm stand-in does not implement joining control-plane nodes yet (--control-plane)"
-        )
     name = str(nr.get("name") or opts["node-name"] or socket.gethostname()).lower()
+    control_plane = bool(opts["control-plane"] or jc.get("controlPlane"))
+    cp_cfg = jc.get("controlPlane") or {}
+    cert_key = str(opts["certificate-key"] or cp_cfg.get("certificateKey") or "")
     cri = str(nr.get("criSocket") or opts["cri-socket"] or "unix:///var/run/containerd/containerd.sock")
     ignore = {i.lower() for i in [*opts["ignore-preflight-errors"], *(nr.get("ignorePreflightErrors") or [])]}
-    checks = common_checks(
-        cri, [10250], [paths.conf("kubelet"), paths.conf("bootstrap-kubelet"), paths.pki / "ca.crt"], []
-    )
+    lae = cp_cfg.get("localAPIEndpoint") or {}
+    cp_port = int(lae.get("bindPort") or opts["apiserver-bind-port"])
+    if control_plane:
+        checks = common_checks(
+            cri,
+            [cp_port, 10259, 10257, 10250, 2379, 2380],
+            [
+                paths.conf("kubelet"),
+                paths.conf("bootstrap-kubelet"),
+                paths.pki / "ca.crt",
+                *[
+                    paths.manifests / f"{c}.yaml"
+                    for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+                ],
+            ],
+            [paths.etcd],
+        )
+    else:
+        checks = common_checks(
+            cri, [10250], [paths.conf("kubelet"), paths.conf("bootstrap-kubelet"), paths.pki / "ca.crt"], []
+        )
     preflight(checks, ignore, "join")
     timeout = float(os.environ.get("K8S_STANDIN_WAIT", "300"))
     ca, server = discover(endpoint, token, pins, skip_ca, timeout)
@@ -1134,6 +1167,9 @@ def run_join(opts: dict[str, Any], positional: list[str]) -> int:
     except KubeError as e:
         raise Failed(f"error execution phase kubelet-start: cannot get the kubelet configuration: {e}")
     say('[preflight] Reading configuration from the "kubeadm-config" ConfigMap in namespace "kube-system"...')
+    joined_cp: dict[str, Any] | None = None
+    if control_plane:
+        joined_cp = prepare_control_plane(boot, paths, cert_key, name, opts, lae, cp_port)
     paths.pki.mkdir(parents=True, exist_ok=True)
     pki.write_private(paths.pki / "ca.crt", ca, 0o644)
     pki.write_private(
@@ -1155,6 +1191,17 @@ def run_join(opts: dict[str, Any], positional: list[str]) -> int:
         if time.time() > deadline:
             raise Failed("error execution phase kubelet-start: timed out waiting for the condition")
         time.sleep(0.5)
+    if joined_cp is not None:
+        finish_control_plane(paths, name, joined_cp, timeout)
+        say(
+            "\nThis node has joined the cluster and a new control plane instance was created:\n\n"
+            "* Certificate signing request was sent to apiserver and approval was received.\n"
+            "* The Kubelet was informed of the new secure connection details.\n"
+            "* Control plane label and taint were applied to the new node.\n"
+            "* The Kubernetes control plane instances scaled up.\n"
+            "* A new etcd member was added to the local/stacked etcd cluster."
+        )
+        return 0
     say(
         "\nThis node has joined the cluster:\n* Certificate signing request was sent to apiserver "
         "and a response was "
@@ -1163,6 +1210,135 @@ def run_join(opts: dict[str, Any], positional: list[str]) -> int:
         "the control-plane to see this node join the cluster."
     )
     return 0
+
+
+CP_CONDITIONS = (
+    "\n\nPlease ensure that:\n* The cluster has a stable controlPlaneEndpoint address.\n"
+    "* The certificates that must be shared among control plane instances are provided.\n"
+)
+
+
+def prepare_control_plane(
+    boot: KubeClient,
+    paths: Paths,
+    cert_key: str,
+    name: str,
+    opts: dict[str, Any],
+    lae: dict[str, Any],
+    port: int,
+) -> dict[str, Any]:
+    """join --control-plane: check the cluster can take another control plane, download the shared
+    certificates (kubeadm-certs, decrypted with the certificate key), write pki, kubeconfigs, manifests."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        cluster = yaml.safe_load(
+            boot.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")["data"][
+                "ClusterConfiguration"
+            ]
+        )
+    except KubeError as e:
+        raise Failed(f"error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: {e}")
+    cpe = str(cluster.get("controlPlaneEndpoint") or "")
+    if not cpe:
+        raise Failed(
+            "error execution phase preflight: \nOne or more conditions for hosting a new control plane "
+            "instance is not satisfied.\n\nunable to add a new control plane instance to a cluster that "
+            "doesn't have a stable controlPlaneEndpoint address" + CP_CONDITIONS
+        )
+    if not cert_key and not (paths.pki / "ca.key").exists():
+        raise Failed(
+            "error execution phase preflight: \nOne or more conditions for hosting a new control plane "
+            f"instance is not satisfied.\n\n[failure loading certificate for CA: couldn't load the "
+            f"certificate file {paths.pki}/ca.crt: open {paths.pki}/ca.crt: no such file or directory]"
+            + CP_CONDITIONS
+        )
+    if cert_key:
+        say(
+            '[download-certs] Downloading the certificates in Secret "kubeadm-certs" in the '
+            '"kube-system" Namespace'
+        )
+        try:
+            key = bytes.fromhex(cert_key)
+            if len(key) != 32:
+                raise ValueError("invalid key size")
+        except ValueError as e:
+            raise Failed(
+                f"error execution phase control-plane-prepare/download-certs: error downloading certs: "
+                f"error decoding certificate key: {e}"
+            )
+        try:
+            secret = boot.get("/api/v1/namespaces/kube-system/secrets/kubeadm-certs")
+        except KubeError as e:
+            raise Failed(
+                "error execution phase control-plane-prepare/download-certs: error downloading certs: "
+                f"error downloading the secret: {e}"
+            )
+        aes = AESGCM(key)
+        for field, b64 in (secret.get("data") or {}).items():
+            blob = base64.b64decode(base64.b64decode(b64))
+            try:
+                content = aes.decrypt(blob[:12], blob[12:], None)
+            except InvalidTag:
+                raise Failed(
+                    "error execution phase control-plane-prepare/download-certs: error downloading certs: "
+                    "error decrypting data: cipher: message authentication failed"
+                )
+            rel = field.replace("etcd-", "etcd/", 1) if field.startswith("etcd-") else field
+            pki.write_private(paths.pki / rel, content, 0o600 if rel.endswith(".key") else 0o644)
+    ip = str(lae.get("advertiseAddress") or opts["apiserver-advertise-address"] or k3slib.node_ip({}, None))
+    try:
+        etcd_cm = boot.get(f"/api/v1/namespaces/kube-system/configmaps/{ETCD_MEMBERS_CM}")["data"]
+    except KubeError as e:
+        raise Failed(
+            f"error execution phase control-plane-join/etcd: error creating local etcd static pod "
+            f"manifest file: {e}"
+        )
+    members = [m for m in etcd_cm["members"].split(",") if m and not m.startswith(f"{name}=")]
+    initial = ",".join([*members, f"{name}=https://{ip}:2380"])
+    write_certs(
+        paths, name, ip, [*((cluster.get("apiServer") or {}).get("certSANs") or []), cpe.split(":")[0]]
+    )
+    write_kubeconfigs(paths, f"https://{cpe}", name, kubelet=False)
+    version = str(cluster.get("kubernetesVersion") or VERSION)
+    write_manifests(
+        paths,
+        name=name,
+        ip=ip,
+        port=port,
+        version=version,
+        repo=str(cluster.get("imageRepository") or "registry.k8s.io"),
+        service_cidr=str((cluster.get("networking") or {}).get("serviceSubnet") or "10.96.0.0/12"),
+        pod_cidr=str((cluster.get("networking") or {}).get("podSubnet") or ""),
+        api_extra={},
+        kcm_extra={},
+        initial_cluster=initial,
+        cluster_state="existing",
+        datastore=etcd_cm["datastore"],
+    )
+    say("[etcd] Announced new etcd member joining to the existing etcd cluster")
+    return {"ip": ip, "port": port, "members": initial}
+
+
+def finish_control_plane(paths: Paths, name: str, joined: dict[str, Any], timeout: float) -> None:
+    took = wait_healthy(
+        f"https://{joined['ip']}:{joined['port']}", (paths.pki / "ca.crt").read_bytes(), timeout
+    )
+    say(f"[control-plane-join] The API server is healthy after {took:.6f}s")
+    admin = KubeClient.from_kubeconfig(paths.conf("super-admin"))
+    admin.patch(
+        f"/api/v1/namespaces/kube-system/configmaps/{ETCD_MEMBERS_CM}",
+        {"data": {"members": joined["members"]}},
+        "merge",
+    )
+    say(
+        f"[mark-control-plane] Marking the node {name} as control-plane by adding the labels: "
+        "[node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]"
+    )
+    mark_control_plane(
+        admin, name, [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}], timeout
+    )
 
 
 # ------------------------------------------------------------------------------------ other verbs

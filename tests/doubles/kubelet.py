@@ -179,14 +179,14 @@ class StaticPods(threading.Thread):
         etcd = self.manifests / "etcd.yaml"
         upstream = ""
         if etcd.exists():
+            doc = yaml.safe_load(etcd.read_text()) or {}
             f = _flag_map(_pod_command(etcd)[1])
             data_dir = f.get("data-dir", data_dir)
-            members = [m.split("=", 1) for m in f.get("initial-cluster", "").split(",") if "=" in m]
-            mine = f.get("name", "")
-            if members and f.get("initial-cluster-state") == "existing" and members[0][0] != mine:
-                host = members[0][1].split("://", 1)[-1].rsplit(":", 1)[0]
-                port = _flag_map(cmd).get("secure-port", "6443")
-                upstream = f"{host}:{port}"
+            # a joined member's "etcd" is the first control plane's store, recorded by kubeadm stand-in
+            if f.get("initial-cluster-state") == "existing":
+                upstream = ((doc.get("metadata") or {}).get("annotations") or {}).get(
+                    "standin.sealer.io/datastore", ""
+                )
         args.append(f"--standin-data-dir={data_dir}")
         if upstream:
             args.append(f"--standin-upstream={upstream}")

@@ -382,3 +382,87 @@ def test_v1beta3_config_and_certs_check(k8s_nodes: Callable[[str], K8sNode], con
     )
     assert ca == (cp.etc / "pki/ca.crt").read_bytes()
     assert cp.run("version", "-o", "short").stdout.strip() == "v1.31.2"
+
+
+def test_control_plane_join(k8s_nodes: Callable[[str], K8sNode], containerd_socket: str) -> None:
+    need_containerd()
+    cp0 = k8s_nodes("cp0")
+    cfg = init_config(cp0, containerd_socket, extra_cluster=f"controlPlaneEndpoint: 127.0.0.1:{cp0.port}\n")
+    r = cp0.kubeadm("init", "--config", cfg, "--upload-certs", IP_FORWARD)
+    assert r.returncode == 0, r.stdout + r.stderr
+    key = r.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split()[0]
+    assert len(key) == 64
+    endpoint, _, token, _, pin = join_args(r.stdout)
+    cp1 = k8s_nodes("cp1")
+    common = [
+        endpoint,
+        "--token",
+        token,
+        "--discovery-token-ca-cert-hash",
+        pin,
+        "--control-plane",
+        "--apiserver-advertise-address",
+        "127.0.0.1",
+        "--apiserver-bind-port",
+        str(cp1.port),
+        "--node-name",
+        "cp1",
+        "--cri-socket",
+        containerd_socket,
+        IP_FORWARD,
+    ]
+    failed(
+        cp1.run("join", *common, "--certificate-key", "ab" * 32),
+        "error decrypting data: cipher: message authentication failed",
+    )
+    failed(cp1.run("join", *common), "The certificates that must be shared among control plane instances")
+    r = cp1.kubeadm("join", *common, "--certificate-key", key)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "a new control plane instance was created" in r.stdout
+    assert (cp1.etc / "pki/ca.key").read_bytes() == (cp0.etc / "pki/ca.key").read_bytes()
+    etcd = yaml.safe_load((cp1.etc / "manifests/etcd.yaml").read_text())
+    assert "--initial-cluster-state=existing" in etcd["spec"]["containers"][0]["command"]
+    admin0 = cp0.admin()
+    wait_for(lambda: node_ready(admin0, "cp1") == "True", what="cp1 Ready")
+    node = admin0.get("/api/v1/nodes/cp1")
+    assert "node-role.kubernetes.io/control-plane" in node["metadata"]["labels"]
+    # cp1's own API server serves the same cluster
+    from tests.doubles.kubeclient import KubeClient
+
+    via_cp1 = KubeClient(
+        f"https://127.0.0.1:{cp1.port}",
+        (cp1.etc / "pki/ca.crt").read_bytes(),
+        cert_pem=(cp1.etc / "pki/apiserver-kubelet-client.crt").read_bytes(),
+        key_pem=(cp1.etc / "pki/apiserver-kubelet-client.key").read_bytes(),
+    )
+    assert {n["metadata"]["name"] for n in via_cp1.get("/api/v1/nodes")["items"]} == {"cp0", "cp1"}
+
+
+def test_control_plane_join_needs_a_control_plane_endpoint(
+    k8s_nodes: Callable[[str], K8sNode], containerd_socket: str
+) -> None:
+    need_containerd()
+    cp0 = k8s_nodes("cp0")
+    out = init(cp0, containerd_socket)
+    endpoint, _, token, _, pin = join_args(out)
+    cp1 = k8s_nodes("cp1")
+    failed(
+        cp1.run(
+            "join",
+            endpoint,
+            "--token",
+            token,
+            "--discovery-token-ca-cert-hash",
+            pin,
+            "--control-plane",
+            "--certificate-key",
+            "ab" * 32,
+            "--apiserver-bind-port",
+            str(cp1.port),
+            "--cri-socket",
+            containerd_socket,
+            IP_FORWARD,
+        ),
+        "unable to add a new control plane instance to a cluster that doesn't have a stable "
+        "controlPlaneEndpoint address",
+    )
