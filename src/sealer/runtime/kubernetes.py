@@ -454,8 +454,19 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
                 "systemctl restart kubelet.service; fi",
             )
         if control_plane:
+            # A further master's kubelet and admin use its own API server, so they keep working
+            # when master0 (where the endpoint name points) is down.
+            own = f"https://{host.ip}:{API_PORT}"
             await run_checked(
-                ctx, host, f"mkdir -p /root/.kube && install -m 0600 {ADMIN_CONF} /root/.kube/config"
+                ctx,
+                host,
+                f"[ -s {ADMIN_CONF} ] || {{ echo 'kubeadm join wrote no {ADMIN_CONF}: "
+                "this host did not become a control-plane node' >&2; exit 1; }; "
+                f"if ! grep -q 'server: {own}' {KUBELET_CONF}; then "
+                f"sed -i 's#^\\( *server:\\) .*#\\1 {own}#' {KUBELET_CONF} && "
+                "systemctl restart kubelet.service; fi; "
+                f"mkdir -p /root/.kube && install -m 0600 {ADMIN_CONF} /root/.kube/config && "
+                f"sed -i 's#^\\( *server:\\) .*#\\1 {own}#' /root/.kube/config",
             )
 
     async def remove(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
