@@ -372,7 +372,9 @@ USER_KUBEADM = {
 }
 
 
-def clusterfile(image: str, key: Path, masters: list[str], workers: list[str]) -> str:
+def clusterfile(
+    image: str, key: Path, masters: list[str], workers: list[str], env: tuple[str, ...] = ()
+) -> str:
     doc = {
         "apiVersion": "sealer.io/v2",
         "kind": "Cluster",
@@ -380,6 +382,7 @@ def clusterfile(image: str, key: Path, masters: list[str], workers: list[str]) -
         "spec": {
             "image": image,
             "ssh": {"pk": str(key), "user": "root"},
+            "env": list(env),
             "hosts": [
                 {"ips": masters, "roles": ["master"], "labels": {"tier": "control"}},
                 {
@@ -475,14 +478,17 @@ def _probe_through_lb(tb, worker, kubelet_conf: str) -> subprocess.CompletedProc
     return tb.run_on(worker, ["python3", "-c", PROBE, kubelet_conf], check=False, timeout=60)
 
 
+# (runtime, masters, lab, Clusterfile env): one master runs without a balancer by default; the
+# kubernetes one asks for it explicitly, so its workers' kubelets go through haproxy too.
 SCENARIOS = [
-    pytest.param("k0s", 1, "k0", id="k0s-1m2n"),
-    pytest.param("k0s", 3, "k0h", id="k0s-3m2n-ha"),
-    pytest.param("kubernetes", 1, "ku", id="kubernetes-1m2n"),
+    pytest.param("k0s", 1, "k0", (), id="k0s-1m2n"),
+    pytest.param("k0s", 3, "k0h", (), id="k0s-3m2n-ha"),
+    pytest.param("kubernetes", 1, "ku", ("APIServerLB=haproxy",), id="kubernetes-1m2n-lb"),
     pytest.param(
         "kubernetes",
         3,
         "kuh",
+        (),
         id="kubernetes-3m2n-ha",
         marks=pytest.mark.xfail(
             strict=True,
@@ -494,9 +500,15 @@ KUBELET_CONF = {"k0s": "/var/lib/k0s/kubelet.conf", "kubernetes": "/etc/kubernet
 STATUS = {"k0s": "/usr/local/bin/k0s status", "kubernetes": "systemctl is-active --quiet kubelet.service"}
 
 
-@pytest.mark.parametrize(("runtime", "n_masters", "lab"), SCENARIOS)
+@pytest.mark.parametrize(("runtime", "n_masters", "lab", "env"), SCENARIOS)
 def test_run_runtime(
-    runtime: str, n_masters: int, lab: str, request: pytest.FixtureRequest, testbed_factory, tmp_path: Path
+    runtime: str,
+    n_masters: int,
+    lab: str,
+    env: tuple[str, ...],
+    request: pytest.FixtureRequest,
+    testbed_factory,
+    tmp_path: Path,
 ) -> None:
     img: RuntimeImage = request.getfixturevalue(f"{runtime}_image")
     home = tmp_path / "sealer-home"
@@ -506,7 +518,7 @@ def test_run_runtime(
     masters, workers = hosts[:n_masters], hosts[n_masters:]
     _prepare_hosts(tb, hosts, img)
     cf = tmp_path / "Clusterfile"
-    cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers]))
+    cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers], env))
 
     done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
     assert f"cluster {CLUSTER} is up: {n_masters + 2} node(s)" in done.stdout, done.stdout + done.stderr
@@ -526,14 +538,14 @@ def test_run_runtime(
         kube = Client(KubeConfig.from_file(home / CLUSTER / "admin.conf"))
         stored = kube.get(ConfigMap, "kubeadm-config", namespace="kube-system").data["ClusterConfiguration"]
         assert "10.123.0.0/16" in stored, stored
-    if n_masters == 1:
+    if n_masters == 1 and "APIServerLB=haproxy" not in env:
         # one master: nothing to balance, workers talk to the endpoint name (-> master0)
         for w in workers:
             unit = tb.run_on(w, "systemctl is-enabled sealer-apiserver-lb.service", check=False)
             assert unit.returncode != 0, f"{w.name}: a balancer with one master"
         return
 
-    # HA: every worker's kubelet goes through haproxy on 127.0.0.1:6443 to all masters
+    # every worker's kubelet goes through haproxy on 127.0.0.1:6443 to all masters
     for w in workers:
         cfg = tb.run_on(w, "cat /etc/sealer/apiserver-lb/haproxy.cfg").stdout
         for m in masters:
@@ -541,6 +553,8 @@ def test_run_runtime(
         probe = _probe_through_lb(tb, w, kubelet_conf)
         assert probe.returncode == 0, probe.stdout + probe.stderr
         assert probe.stdout.splitlines()[0] == "https://127.0.0.1:6443", probe.stdout
+    if n_masters == 1:
+        return
     tb.stop_host(masters[0])
     for w in workers:
         # haproxy marks master0 down after two failed checks (2 s apart): retry for up to a minute
