@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.doubles.build import build_executable
-from tests.e2e.conftest import BuiltImages, run_sealer
+from tests.e2e.images import BuiltImages, run_sealer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(3600)]
 

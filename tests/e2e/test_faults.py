@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SEALER, run_sealer, sealer_env
+from tests.e2e.images import SEALER, run_sealer, sealer_env
 from tests.e2e.test_day2_k3s import (  # noqa: F401  (upgrade_images is a fixture)
     NEXT_VERSION,
     UpgradeImage,
