@@ -219,6 +219,7 @@ def run_apply(
     kind: str = "apply",
     drain_timeout: float = DRAIN_TIMEOUT,
     ready_timeout: float = 600.0,
+    worker_batch: int = 1,
 ) -> None:
     """Plan and execute under the cluster lock (the plan is shown, and confirmed when it removes
     hosts), journaling every step. Shared by apply, scale-up, delete -m/-n and upgrade."""
@@ -230,7 +231,9 @@ def run_apply(
             render_plan(plan, _console())
 
     quiet = output != "table" or bool(getattr(click.get_current_context().find_root().obj, "quiet", False))
-    day2 = Day2Options(yes=yes, confirm=_confirm, on_plan=on_plan, drain_timeout=drain_timeout)
+    day2 = Day2Options(
+        yes=yes, confirm=_confirm, on_plan=on_plan, drain_timeout=drain_timeout, worker_batch=worker_batch
+    )
     options = RunOptions(command=command, ready_timeout=ready_timeout)
     with state.lock(command) as lock:
         if lock.previous_holder is not None:

@@ -337,6 +337,13 @@ def delete_cmd(
     show_default=True,
     help="Seconds to wait for a worker's pods to leave.",
 )
+@click.option(
+    "--worker-batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Workers upgraded at a time (each drained first).",
+)
 @output_option()
 def upgrade_cmd(
     image: str | None,
@@ -344,6 +351,7 @@ def upgrade_cmd(
     clusterfile: str | None,
     yes: bool,
     drain_timeout: float,
+    worker_batch: int,
     output: str,
 ) -> None:
     """Upgrade a cluster to a new ClusterImage of the same runtime.
@@ -379,6 +387,7 @@ def upgrade_cmd(
         yes=yes,
         output=output,
         kind="upgrade",
+        worker_batch=worker_batch,
         drain_timeout=drain_timeout,
     )
 
