@@ -1807,6 +1807,7 @@ KUBE_APISERVER_FLAGS = (
     "standin-signing-key-file",
     "standin-node-monitor-grace-period",
     "standin-upstream",
+    "standin-version",
 )
 
 
@@ -1826,6 +1827,9 @@ def kube_apiserver_main(argv: list[str]) -> int:
             sys.stderr.write(f"Error: --{required} is required\n")
             return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    global GIT_VERSION, KUBE_VERSION
+    if opts["standin-version"]:  # the release of the static Pod's image, as the real binary would report
+        GIT_VERSION = KUBE_VERSION = opts["standin-version"]
     upstream = None
     if opts["standin-upstream"]:
         host, _, port = opts["standin-upstream"].rpartition(":")

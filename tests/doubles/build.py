@@ -35,21 +35,36 @@ ENTRY = {
 INTERPRETER = "/usr/bin/python3"
 
 
+# What `version=` stamps, and the form it must have (the release strings the real tools print).
+VERSIONED = {
+    "k3s": ("k3s.py", r"v\d+\.\d+\.\d+\+k3s\d+", "v1.30.6+k3s1"),
+    "k0s": ("k0s.py", r"v\d+\.\d+\.\d+\+k0s\.\d+", "v1.30.5+k0s.0"),
+    "kubeadm": ("kubeadm.py", r"v\d+\.\d+\.\d+", "v1.31.2"),
+    "kubelet": ("kubelet.py", r"v\d+\.\d+\.\d+", "v1.31.2"),
+}
+
+
 def build_executable(
     name: str, out: Path, interpreter: str = INTERPRETER, version: str | None = None
 ) -> Path:
-    """`version` stamps another k3s release (e.g. "v1.31.2+k3s1") into the binary, for upgrade tests."""
+    """`version` stamps another release into the binary (k3s, k0s, kubeadm, kubelet), for upgrade tests."""
     if name not in ENTRY:
         raise ValueError(f"unknown stand-in {name!r}; known: {', '.join(ENTRY)}")
-    if version is not None and not re.fullmatch(r"v\d+\.\d+\.\d+\+k3s\d+", version):
-        raise ValueError(f"version {version!r} is not of the form v1.30.6+k3s1")
+    stamp = None
+    if version is not None:
+        if name not in VERSIONED:
+            raise ValueError(f"{name} has no version to stamp")
+        module, pattern, example = VERSIONED[name]
+        if not re.fullmatch(pattern, version):
+            raise ValueError(f"version {version!r} is not of the form {example}")
+        stamp = module
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for m in MODULES:
             text = (HERE / m).read_text()
-            if m == "k3s.py" and version is not None:
+            if m == stamp:
                 text, n = re.subn(r'^VERSION = ".*"$', f'VERSION = "{version}"', text, count=1, flags=re.M)
-                assert n == 1, "k3s.py lost its VERSION line"
+                assert n == 1, f"{m} lost its VERSION line"
             z.writestr(m, text)
         main = f"import sys\nimport {ENTRY[name]} as _m\nsys.exit(_m.main(sys.argv[1:]))\n"
         z.writestr("__main__.py", main)

@@ -44,7 +44,6 @@ except ImportError:  # zipapp / script
     from kubelet import RuntimeProbe, swap_on  # type: ignore[no-redef]
 
 VERSION = "v1.31.2"
-MIN_CONTROL_PLANE = (1, 30)
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 # The stand-in's stacked "etcd" is the first control plane's store; a joined control plane's kubelet starts
 # its kube-apiserver forwarding to that API (see README "HA model"). kubeadm records it on etcd.yaml.
@@ -212,10 +211,11 @@ def parse_version(v: str) -> tuple[int, int, int]:
 def check_version(v: str) -> str:
     major, minor, patch = parse_version(v)
     own = parse_version(VERSION)
-    if (major, minor) < MIN_CONTROL_PLANE:
+    lowest = (own[0], own[1] - 1)  # kubeadm supports its own minor and the one before
+    if (major, minor) < lowest:
         raise Failed(
             f"this version of kubeadm only supports deploying clusters with the control plane version >= "
-            f"{MIN_CONTROL_PLANE[0]}.{MIN_CONTROL_PLANE[1]}.0. Current version: v{major}.{minor}.{patch}"
+            f"{lowest[0]}.{lowest[1]}.0. Current version: v{major}.{minor}.{patch}"
         )
     if (major, minor) > own[:2]:
         raise Failed(
@@ -1475,6 +1475,147 @@ def run_token(sub: str, opts: dict[str, Any], positional: list[str]) -> int:
     raise UsageError(f'unknown command "{sub}" for "kubeadm token"')
 
 
+def _cluster_config(admin: KubeClient) -> dict[str, Any]:
+    try:
+        cm = admin.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+    except KubeError as e:
+        raise Failed(f"[upgrade/config] FATAL: failed to get config map: {e}")
+    return dict(yaml.safe_load(cm["data"]["ClusterConfiguration"]))
+
+
+def _retag_manifests(paths: Paths, version: str) -> list[str]:
+    """Point the control-plane manifests at the new release; the kubelet restarts what changed."""
+    changed = []
+    for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        f = paths.manifests / f"{comp}.yaml"
+        if not f.exists():
+            continue
+        doc = yaml.safe_load(f.read_text())
+        c = doc["spec"]["containers"][0]
+        c["image"] = re.sub(r":v[0-9.]+$", f":{version}", c["image"])
+        doc.setdefault("metadata", {}).setdefault("annotations", {})["kubeadm.kubernetes.io/upgraded-to"] = (
+            version
+        )
+        f.write_text(yaml.safe_dump(doc, sort_keys=False))
+        changed.append(comp)
+    return changed
+
+
+def run_upgrade(sub: str, opts: dict[str, Any], positional: list[str]) -> int:
+    paths = Paths()
+    if sub == "node":
+        if not paths.conf("kubelet").exists():
+            raise Failed(
+                f"couldn't read kubelet config: open {paths.conf('kubelet')}: no such file or directory"
+            )
+        if paths.manifests.joinpath("kube-apiserver.yaml").exists():
+            admin = admin_client(opts)
+            version = str(_cluster_config(admin)["kubernetesVersion"])
+            say(
+                f'[upgrade] Upgrading your Static Pod-hosted control plane instance to version "{version}"...'
+            )
+            _retag_manifests(paths, version)
+        say("[upgrade] The configuration for this node was successfully updated!")
+        say("[upgrade] Now you should go ahead and upgrade the kubelet package using your package manager.")
+        return 0
+    admin = admin_client(opts)
+    cluster = _cluster_config(admin)
+    current = str(cluster.get("kubernetesVersion"))
+    cur = parse_version(current)
+    own = parse_version(VERSION)
+    if sub == "plan":
+        say("[upgrade/config] Reading configuration from the cluster...")
+        say(
+            f"[upgrade] Running cluster health checks\n[upgrade] Fetching available versions to upgrade to\n"
+            f"[upgrade/versions] Cluster version: {current}\n[upgrade/versions] kubeadm version: {VERSION}"
+        )
+        if own <= cur:
+            say("\nAwesome, you're up-to-date! Enjoy!")
+            return 0
+        say(
+            "\nUpgrade to the latest stable version:\n\nCOMPONENT                 NODE      CURRENT    TARGET"
+        )
+        for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
+            say(f"{comp:<25} {'':<9} {current:<10} {VERSION}")
+        say(
+            f"\nYou can now apply the upgrade by executing the following command:\n\n\tkubeadm upgrade apply "
+            f"{VERSION}\n"
+        )
+        return 0
+    if not positional:
+        raise Failed(
+            "[upgrade/version] FATAL: missing one or more required arguments. Required arguments: [version]"
+        )
+    target_s = positional[0]
+    target = parse_version(target_s)
+    problems = []
+    if target > own:
+        problems.append(
+            f'Specified version to upgrade to "{target_s}" is higher than the kubeadm version '
+            f'"{VERSION}". Upgrade kubeadm first using the tool you used to install kubeadm'
+        )
+    if target[1] > cur[1] + 1:
+        problems.append(
+            f'Specified version to upgrade to "{target_s}" is too high; kubeadm can upgrade only '
+            "1 minor version at a time"
+        )
+    if target < cur and not opts["force"]:
+        problems.append(
+            f'Specified version to upgrade to "{target_s}" is equal to or lower than the cluster '
+            f'version "{current}". Downgrades are not supported yet'
+        )
+    if problems:
+        raise Failed(
+            "[upgrade/version] FATAL: the --version argument is invalid due to these fatal errors:\n\n"
+            + "\n".join(f"\t- {p}" for p in problems)
+            + "\n\nPlease fix the misalignments highlighted "
+            "above and try upgrading again"
+        )
+    if not opts["yes"]:
+        sys.stdout.write("[upgrade/confirm] Are you sure you want to proceed? [y/N]: ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise Failed("won't proceed; the user didn't answer (Y|y) in order to continue")
+    say(f'[upgrade/version] You have chosen to change the cluster version to "{target_s}"')
+    say(f"[upgrade/versions] Cluster version: {current}\n[upgrade/versions] kubeadm version: {VERSION}")
+    changed = _retag_manifests(paths, target_s)
+    for comp in changed:
+        say(f'[upgrade/staticpods] Component "{comp}" upgraded successfully!')
+    api = yaml.safe_load((paths.manifests / "kube-apiserver.yaml").read_text())
+    flags = {
+        a.split("=", 1)[0][2:]: a.split("=", 1)[1]
+        for a in api["spec"]["containers"][0]["command"][1:]
+        if "=" in a
+    }
+    took = wait_healthy(
+        f"https://{flags['advertise-address']}:{flags['secure-port']}",
+        (paths.pki / "ca.crt").read_bytes(),
+        float(os.environ.get("K8S_STANDIN_WAIT", "240")),
+    )
+    say(f"[upgrade/staticpods] The API server is healthy after {took:.6f}s")
+    admin = admin_client(opts)
+    for _ in range(50):  # the restarted API server may still be settling
+        try:
+            cluster["kubernetesVersion"] = target_s
+            _upsert_cm(
+                admin, "kube-system", "kubeadm-config", {"ClusterConfiguration": yaml.safe_dump(cluster)}
+            )
+            break
+        except (KubeError, OSError):
+            time.sleep(0.2)
+    say(
+        '[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" '
+        "Namespace"
+    )
+    say(
+        f'\n[upgrade/successful] SUCCESS! Your cluster was upgraded to "{target_s}". '
+        "Enjoy!\n\n[upgrade/kubelet] "
+        "Now that your control plane is upgraded, please proceed with upgrading your kubelets if you haven't "
+        "already done so."
+    )
+    return 0
+
+
 def k3slib_parse(ts: str) -> float:
     return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
@@ -1596,6 +1737,24 @@ def _main(args: list[str]) -> int:
             rest[1:],
         )
         return run_token(rest[0], opts, pos)
+    if cmd == "upgrade":
+        if not rest or rest[0] not in ("plan", "apply", "node"):
+            raise UsageError(f'unknown command "{rest[0] if rest else ""}" for "kubeadm upgrade"')
+        opts, pos = parse_pflags(
+            [
+                Flag("yes", "bool", aliases=("y",)),
+                Flag("force", "bool"),
+                Flag("certificate-renewal", "bool", default=True),
+                Flag("config"),
+                Flag("kubeconfig"),
+                Flag("v", "int"),
+                Flag("ignore-preflight-errors", "slice"),
+                Flag("etcd-upgrade", "bool", default=True),
+                Flag("dry-run", "bool"),
+            ],
+            rest[1:],
+        )
+        return run_upgrade(rest[0], opts, pos)
     if cmd == "certs":
         if rest[:1] == ["check-expiration"]:
             return run_certs_check()

@@ -175,6 +175,14 @@ class StaticPods(threading.Thread):
             return None
         _, cmd = _pod_command(api)
         args = [a for a in cmd[1:] if a.startswith("--")]
+        image = str(
+            ((yaml.safe_load(api.read_text()) or {}).get("spec") or {})
+            .get("containers", [{}])[0]
+            .get("image", "")
+        )
+        tag = image.rsplit(":", 1)[-1] if ":" in image else ""
+        if re.fullmatch(r"v\d+\.\d+\.\d+", tag):
+            args.append(f"--standin-version={tag}")  # so a new image (an upgrade) restarts the "container"
         data_dir = "/var/lib/etcd"
         etcd = self.manifests / "etcd.yaml"
         upstream = ""

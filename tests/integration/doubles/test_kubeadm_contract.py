@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,14 +27,16 @@ def failed(r: object, text: str) -> None:
     assert "To see the stack trace of this error execute with --v=5 or higher" in r.stderr  # type: ignore[attr-defined]
 
 
-def init_config(n: K8sNode, cri: str, extra_cluster: str = "", version: str = "v1beta4") -> str:
+def init_config(
+    n: K8sNode, cri: str, extra_cluster: str = "", version: str = "v1beta4", release: str = "v1.31.2"
+) -> str:
     cfg = n.root / "kubeadm.yaml"
     n.root.mkdir(parents=True, exist_ok=True)
     cfg.write_text(
         f"apiVersion: kubeadm.k8s.io/{version}\nkind: InitConfiguration\nlocalAPIEndpoint:\n"
         f"  advertiseAddress: 127.0.0.1\n  bindPort: {n.port}\nnodeRegistration:\n  name: {n.root.name}\n"
         f"  criSocket: {cri}\n---\napiVersion: kubeadm.k8s.io/{version}\nkind: ClusterConfiguration\n"
-        "kubernetesVersion: v1.31.2\ncontrollerManager:\n  extraArgs:\n"
+        f"kubernetesVersion: {release}\ncontrollerManager:\n  extraArgs:\n"
         + (
             "  - name: node-monitor-grace-period\n    value: 4s\n"
             if version == "v1beta4"
@@ -466,3 +469,58 @@ def test_control_plane_join_needs_a_control_plane_endpoint(
         "unable to add a new control plane instance to a cluster that doesn't have a stable "
         "controlPlaneEndpoint address",
     )
+
+
+def test_upgrade_plan_and_apply(
+    k8s_nodes: Callable[[str], K8sNode], containerd_socket: str, tmp_path: Path
+) -> None:
+    """Init with kubeadm/kubelet v1.30.6, then the v1.31.2 kubeadm upgrades the control plane and a new
+    kubelet reports the new version - the sequence `sealer upgrade` drives."""
+    need_containerd()
+    from tests.doubles.build import build_executable
+
+    cp = k8s_nodes("cp0")
+    new_kubeadm, new_kubelet = cp.binary, cp.kubelet_bin
+    cp.binary = build_executable("kubeadm", tmp_path / "kubeadm-old", version="v1.30.6")
+    cp.kubelet_bin = build_executable("kubelet", tmp_path / "kubelet-old", version="v1.30.6")
+    r = cp.kubeadm("init", "--config", init_config(cp, containerd_socket, release="v1.30.6"), IP_FORWARD)
+    assert r.returncode == 0, r.stdout + r.stderr
+    admin = cp.admin()
+    assert admin.get("/version")["gitVersion"] == "v1.30.6"
+    wait_for(lambda: node_ready(admin, "cp0") == "True", what="cp0 Ready")
+    failed(cp.run("upgrade", "apply", "v1.31.2", "-y"), 'is higher than the kubeadm version "v1.30.6"')
+
+    cp.binary = new_kubeadm
+    plan = cp.run("upgrade", "plan")
+    assert plan.returncode == 0 and "kubeadm upgrade apply v1.31.2" in plan.stdout
+    failed(cp.run("upgrade", "apply", "v1.32.0", "-y"), "is higher than the kubeadm version")
+    import subprocess
+
+    r = subprocess.run(
+        [str(cp.binary), "upgrade", "apply", "v1.31.2"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        env=cp.env(),
+    )
+    assert r.returncode == 1 and "won't proceed" in r.stderr
+    r = cp.run("upgrade", "apply", "v1.31.2", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'SUCCESS! Your cluster was upgraded to "v1.31.2"' in r.stdout
+    wait_for(lambda: cp.admin().get("/version")["gitVersion"] == "v1.31.2", what="API server on v1.31.2")
+    cfg = yaml.safe_load(
+        cp.admin().get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")["data"][
+            "ClusterConfiguration"
+        ]
+    )
+    assert cfg["kubernetesVersion"] == "v1.31.2"
+    assert ":v1.31.2" in (cp.etc / "manifests/kube-apiserver.yaml").read_text()
+    # then the kubelet package: new binary, restart
+    cp.stop_kubelet()
+    cp.kubelet_bin = new_kubelet
+    cp.start_kubelet()
+    wait_for(
+        lambda: cp.admin().get("/api/v1/nodes/cp0")["status"]["nodeInfo"]["kubeletVersion"] == "v1.31.2",
+        what="kubelet v1.31.2",
+    )
+    assert cp.run("upgrade", "node").returncode == 0
