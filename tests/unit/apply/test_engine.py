@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.registry_fixture import make_test_image
 
 from sealer.apply.engine import Engine, RunOptions, Steps, cluster_exists
 from sealer.apply.progress import Progress
@@ -22,6 +21,7 @@ from sealer.image.metadata import Application, ImageExtension, Launch, SealerIma
 from sealer.image.store import ImageStore
 from sealer.model.clusterfile import parse_clusterfile
 from sealer.state import ClusterState, Journal
+from tests.registry_fixture import make_test_image
 
 
 def _steps(path: Path, op: str | None = None) -> tuple[Journal, Steps]:
