@@ -1488,9 +1488,14 @@ def base_labels(name: str) -> dict[str, str]:
 
 
 def node_annotations(opts: dict[str, Any], ip: str, name: str) -> dict[str, str]:
-    args = []
+    # k3s records its arguments on the Node with secrets masked; the value may be `--token=x` or the next arg
+    secret_flags = ("-t", "--token", "-token", "--agent-token", "-agent-token", "--etcd-s3-secret-key")
+    args: list[str] = []
     for a in sys.argv[1:]:
-        args.append(re.sub(r"(--?(token|agent-token)[= ]).*", r"\1********", a))
+        if args and args[-1] in secret_flags:
+            args.append("********")
+        else:
+            args.append(re.sub(r"^(--?(t|token|agent-token|etcd-s3-secret-key)=).*", r"\1********", a))
     return {
         "k3s.io/node-args": json.dumps(args),
         "k3s.io/internal-ip": ip,

@@ -368,6 +368,10 @@ def test_ha_servers_share_the_cluster_and_followers_fail_cleanly_without_master0
         m1.admin().get("/api/v1/nodes/master1")["metadata"]["labels"]["node-role.kubernetes.io/etcd"]
         == "true"
     )
+    node_args = m1.admin().get("/api/v1/nodes/master1")["metadata"]["annotations"]["k3s.io/node-args"]
+    assert (
+        m0.token.rsplit(":", 1)[1] not in node_args and "********" in node_args
+    )  # the join secret is masked
     m1.admin().create(
         "/api/v1/namespaces/default/configmaps",
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "via-m1"}, "data": {"k": "v"}},
