@@ -60,7 +60,19 @@ def clusterfile(image: str, key: Path, master: str, workers: list[str]) -> str:
             "data": 'test -d bin && echo "$E2E_GREETING from $HostIP" > /etc/sealer-e2e-hook\n',
         },
     }
-    return yaml.safe_dump_all([doc, plugin], sort_keys=False)
+    # A Config document: the operator's own values laid over the image's app manifest before launch.
+    config = {
+        "apiVersion": "sealer.io/v1",
+        "kind": "Config",
+        "metadata": {"name": "demo-settings"},
+        "spec": {
+            "appName": "demo",
+            "path": "demo.yaml",
+            "strategy": "merge",
+            "data": "data:\n  launched: by-sealer-run\n  tuned: by-config\n",
+        },
+    }
+    return yaml.safe_dump_all([doc, plugin, config], sort_keys=False)
 
 
 def journal_records(home: Path) -> list[dict[str, object]]:
@@ -173,7 +185,7 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
         taints = [(t.key, t.value, t.effect) for t in nodes[h.name].spec.taints or []]
         assert ("dedicated", "e2e", "NoSchedule") in taints
     demo = kube.get(ConfigMap, "sealer-e2e-demo", namespace="default")
-    assert demo.data == {"launched": "by-sealer-run"}
+    assert demo.data == {"launched": "by-sealer-run", "tuned": "by-config"}  # image manifest + Config merge
     stored = kube.get(ConfigMap, "sealer-clusterfile", namespace="kube-system").data["Clusterfile"]
     assert f"name: {CLUSTER}" in stored and h2.ip in stored
     assert kube.get(Secret, "admin.conf", namespace="kube-system").data["admin.conf"]

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sealer.apply import facts as factsmod
+from sealer.apply.configs import RenderedConfig
+from sealer.apply.configs import render as render_config
 from sealer.apply.progress import Progress
 from sealer.apply.rootfs import UnpackedImage, unpack
 from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer, SealerError
@@ -50,7 +52,7 @@ from sealer.runtime.base import (
     registers_node,
 )
 from sealer.runtime.hooks import run_phase
-from sealer.runtime.registry import htpasswd_line, install_registry
+from sealer.runtime.registry import htpasswd_line, install_registry, write_file
 from sealer.state import ClusterState, Journal, StepKey, digest_of
 from sealer.state.files import atomic_write, ensure_private_dir
 
@@ -217,6 +219,7 @@ class Engine:
         self.unpacked: dict[str, UnpackedImage] = {}  # arch -> unpacked rootfs
         self.info: SealerImageInfo | None = None
         self._trees: dict[tuple[str, str], asyncio.Future[transfer.LocalTree]] = {}
+        self.configs: dict[str, list[RenderedConfig]] = {}  # arch -> Config documents, rendered
 
     # image -----------------------------------------------------------------------------------------
     async def _image(self, arches: Sequence[str]) -> None:
@@ -374,6 +377,19 @@ class Engine:
             return await conn.put(target, src, dst, sudo=True, tree=tree)
         return await fleet.put(target, src, dst, sudo=True)
 
+    async def _config_step(self, fleet: Fleet, steps: Steps, action: str, host: Host) -> None:
+        rendered = self.configs.get(self.facts[host.ip].platform_arch, [])
+        digest = [(c.path, hashlib.sha256(c.content.encode()).hexdigest()) for c in rendered]
+
+        async def work() -> str:
+            for config in rendered:
+                # 0600: Config data is often credentials (helm values, app settings).
+                await write_file(fleet, self.targets[host.ip], f"{self.cluster.rootfs}/{config.path}",
+                                 config.content, "0600")
+            return f"{len(rendered)} file(s)"
+
+        await steps.step(action, "configs", host.ip, digest, work)
+
     def _hosts_block(self) -> str:
         lines = [f"# BEGIN sealer cluster {self.cluster.name}"]
         local = self.cluster.registry.local
@@ -497,6 +513,11 @@ class Engine:
             runtime = choose_runtime(
                 self.info.labels, next(iter(self.unpacked.values())).read_metadata(), image
             )
+            # Config documents are rendered before any host is touched, so a bad one changes nothing.
+            self.configs = {
+                arch: [render_config(c, unpacked.rootfs) for c in self.clusterfile.configs]
+                for arch, unpacked in self.unpacked.items()
+            }
             self._preflight()
             journal = self.state.journal()
             try:
@@ -570,6 +591,12 @@ class Engine:
             )
         finally:
             self.progress.end_phase()
+        if self.clusterfile.configs:
+            self.progress.phase("Config files")
+            try:
+                await _all_hosts(self.hosts, lambda h: self._config_step(fleet, steps, act(h), h))
+            finally:
+                self.progress.end_phase()
 
         # 2. the private registry on master0
         registry: RegistryEndpoint | None = None
