@@ -5,6 +5,7 @@ the ClusterRuntime protocol and composes the create Engine's pieces (facts, root
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -1008,6 +1009,8 @@ async def _execute(
         journal.end(run.op, "done")
     finally:
         journal.close()
+        if kind != "delete":
+            await _mirror_journal(d2, fleet)
     return ApplyResult(
         plan.cluster,
         plan.operation,
@@ -1017,6 +1020,22 @@ async def _execute(
         steps_skipped=steps.skip_count,
         resumed=run.resumed,
     )
+
+
+async def _mirror_journal(d2: Day2, fleet: Fleet) -> None:
+    """A copy of the journal on master0 (in the cluster's data dir, 0600), so another operator
+    machine can see what the last operation did if this one is lost. Best effort: a failure here
+    must not hide the operation's own result."""
+    cluster = d2.current.cluster
+    remote_dir = f"{cluster.data_root.rstrip('/')}/{cluster.name}"
+    target = d2.engine.targets[d2.engine.master0.ip]
+    try:
+        async with asyncio.timeout(30):
+            prepare = f"mkdir -p {quote_path(remote_dir)} && chmod 0700 {quote_path(remote_dir)}"
+            if (await fleet.run(target, prepare, sudo=True)).ok:
+                await fleet.put(target, d2.state.journal_path, f"{remote_dir}/journal.jsonl", sudo=True)
+    except (SealerError, OSError, TimeoutError) as err:
+        d2.progress.warn(f"journal not copied to master0: {err}")
 
 
 async def delete_cluster(
