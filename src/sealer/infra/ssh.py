@@ -65,6 +65,7 @@ DEFAULT_MAX_HANDSHAKES = 32
 DEFAULT_CONNECT_TIMEOUT = 10.0
 SUDO_PROBE_TIMEOUT = 30.0
 PID_MARK = b"SEALER_PID="
+MAX_SESSIONS = 8
 
 
 @dataclass
@@ -103,6 +104,9 @@ class _Conn:
     sudo: SudoMode | None = None
     sudo_error: SealerError | None = None
     sudo_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # sshd's MaxSessions (default 10) caps concurrent channels per connection; beyond it a new
+    # session is refused, so queue here instead
+    sessions: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_SESSIONS))
 
     @property
     def is_root(self) -> bool:
@@ -482,10 +486,25 @@ class SSHConnector:
                 except (BrokenPipeError, ConnectionError, asyncssh.Error, OSError):
                     pass
 
-        async def whole() -> Any:
+        async def open_session() -> Any:
             # sshd starts the command as a session leader; its pid (first stderr line, stripped)
             # lets a timeout end the whole process group, which closing the channel does not.
-            proc = await c.conn.create_process(f"echo {PID_MARK.decode()}$$ >&2; {line}", encoding=None)
+            command = f"echo {PID_MARK.decode()}$$ >&2; {line}"
+            for attempt in range(20):
+                try:
+                    return await c.conn.create_process(command, encoding=None)
+                except asyncssh.ChannelOpenError:
+                    # refused while the connection lives: a server MaxSessions below ours; wait
+                    # for a session of this connection to end and try again
+                    if c.conn.is_closed() or attempt == 19:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
+            raise AssertionError("unreachable")
+
+        async def whole() -> Any:
+            return await run_session(await open_session())
+
+        async def run_session(proc: Any) -> Any:
             try:
                 await asyncio.gather(
                     pump(proc.stdout, out), pump(proc.stderr, err, True), feed(proc.stdin, b"")
@@ -496,7 +515,8 @@ class SSHConnector:
             return proc
 
         try:
-            proc = await asyncio.wait_for(whole(), timeout)
+            async with c.sessions:  # queued sessions do not spend their timeout waiting
+                proc = await asyncio.wait_for(whole(), timeout)
         except TimeoutError:
             if c.conn.is_closed():
                 self._drop(c.target)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.testbed import TestHost
 
 from sealer.infra.fleet import Fleet
 from sealer.infra.host import Target
+from tests.testbed import TestHost
 
 T = TypeVar("T")
 

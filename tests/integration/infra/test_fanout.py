@@ -105,3 +105,28 @@ def test_thirty_hosts_bounded_handshakes(testbed_factory: Any, fleet_args: dict[
     out, peak = run(go)
     assert [o.value.stdout.strip() if o.value else o.error for o in out] == [h.name for h in hosts]
     assert 1 < peak <= 8
+
+
+def test_many_concurrent_commands_share_one_connection(
+    testbed_factory: Any, fleet_args: dict[str, Any]
+) -> None:
+    """More concurrent commands on one host than sshd's MaxSessions (default 10, here lowered to
+    2): they queue on the one connection instead of failing or reconnecting."""
+    tb = testbed_factory(light=True)
+    default, strict = tb.up(2)
+    tb.run_on(
+        strict, "sed -i '/^MaxSessions/d' /etc/ssh/sshd_config; echo 'MaxSessions 2' >> /etc/ssh/sshd_config"
+    )
+    tb.run_on(strict, "kill -HUP 1")  # sshd (PID 1 of a light host) re-executes with the new config
+    tb._wait_ready([strict])
+
+    async def go() -> tuple[list[Any], int]:
+        async with fleet(fleet_args) as f:
+            targets = [root_target(default)] * 25 + [root_target(strict)] * 6
+            out = await f.each(targets, lambda t: f.run(t, "sleep 0.3; cat /etc/hostname"))
+            return out, f.ssh.handshakes_done
+
+    out, handshakes = run(go)
+    assert [o.error for o in out if o.error] == []
+    assert [o.value.stdout.strip() for o in out] == [default.name] * 25 + [strict.name] * 6
+    assert handshakes == 2
