@@ -292,11 +292,15 @@ class SSHConnector:
             finally:
                 self._in_flight -= 1
                 self.handshakes_done += 1
-        recorded = (
-            check.to_record is not None
-            and self.known_hosts is not None
-            and self.known_hosts.record(target.address, target.port, check.to_record)
-        )
+        try:
+            recorded = (
+                check.to_record is not None
+                and self.known_hosts is not None
+                and self.known_hosts.record(target.address, target.port, check.to_record)
+            )
+        except SealerError:
+            conn.close()  # a key we could not pin is a key we must not use
+            raise
         if recorded and check.to_record is not None:
             log.info("%s: recorded host key %s", target.name, fingerprint(check.to_record))
         username = conn.get_extra_info("username") or target.login_user
