@@ -33,6 +33,7 @@ from sealer.infra.errors import (
 from sealer.infra.host import Target
 from sealer.infra.hostlog import HostLogs
 from sealer.infra.knownhosts import (
+    Entry,
     KnownHostsFile,
     fingerprint,
     keys_for,
@@ -159,6 +160,7 @@ class SSHConnector:
         self._handshakes: asyncio.Semaphore | None = None
         self._conns: dict[tuple[object, ...], asyncio.Task[_Conn]] = {}
         self._keys: dict[tuple[str, str | None], Any] = {}
+        self._user_known: list[Entry] | None = None
         self.handshakes_done = 0
         self.max_handshakes_seen = 0
         self._in_flight = 0
@@ -202,7 +204,9 @@ class SSHConnector:
             for k in self.known_hosts.keys_for(target.address, target.port):
                 pinned.setdefault(k, str(self.known_hosts.path))
         if self.trust_user_known_hosts:
-            for k in keys_for(user_known_hosts(), target.address, target.port):
+            if self._user_known is None:  # read once per run, not once per host
+                self._user_known = user_known_hosts()
+            for k in keys_for(self._user_known, target.address, target.port):
                 pinned.setdefault(k, "~/.ssh/known_hosts")
         return pinned
 
