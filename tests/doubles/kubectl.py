@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,17 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
             opts["all"] = True
         elif a == "--no-headers":
             opts["no-headers"] = True
+        elif a in ("--ignore-daemonsets", "--delete-emptydir-data", "--force", "--overwrite") or a.startswith(
+            (
+                "--ignore-daemonsets=",
+                "--delete-emptydir-data=",
+                "--force=",
+                "--overwrite=",
+                "--timeout=",
+                "--grace-period=",
+            )
+        ):
+            pass  # accepted: nothing runs pods here, so they change nothing
         elif a.startswith("-") and a != "-":
             raise CliError(f"unknown flag: {name}\nSee 'kubectl --help' for usage.")
         else:
@@ -267,6 +279,9 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
                 ),
                 end="",
             )
+        elif out.startswith("jsonpath="):
+            doc: Any = objs[0] if names and len(names) == 1 else {"items": objs}
+            print(jsonpath(doc, out[len("jsonpath=") :]), end="")
         elif out == "name":
             for o in objs:
                 print(f"{r.singular}/{o['metadata']['name']}")
@@ -342,7 +357,70 @@ def _main(argv: list[str], default_kubeconfig: str | None) -> int:
         )
         print(f"{r.singular}/{name} labeled")
         return 0
+    if verb in ("cordon", "uncordon", "drain"):
+        if not args:
+            raise CliError("resource(s) were provided, but no name was specified")
+        for n in args:
+            client.patch(f"/api/v1/nodes/{n}", {"spec": {"unschedulable": verb != "uncordon"}}, "merge")
+            print(f"node/{n} {'un' if verb == 'uncordon' else ''}cordoned")
+            if verb == "drain":
+                print(f"node/{n} drained")
+        return 0
+    if verb == "taint":
+        if len(args) < 3 or resolve(args[0]).plural != "nodes":
+            raise CliError("at least one taint update is required")
+        node = client.get(f"/api/v1/nodes/{args[1]}")
+        taints = list((node.get("spec") or {}).get("taints") or [])
+        for spec in args[2:]:
+            if spec.endswith("-"):
+                key = spec[:-1].split(":")[0].split("=")[0]
+                if not any(t["key"] == key for t in taints):
+                    raise CliError(f'taint "{key}" not found')
+                taints = [t for t in taints if t["key"] != key]
+                continue
+            kv, _, effect = spec.rpartition(":")
+            if effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+                raise CliError(f'invalid taint spec: {spec}, unsupported taint effect "{effect}"')
+            key, _, value = kv.partition("=")
+            taints = [t for t in taints if not (t["key"] == key and t["effect"] == effect)]
+            taints.append({"key": key, "effect": effect, **({"value": value} if value else {})})
+        client.patch(f"/api/v1/nodes/{args[1]}", {"spec": {"taints": taints}}, "merge")
+        print(f"node/{args[1]} {'untainted' if all(a.endswith('-') for a in args[2:]) else 'tainted'}")
+        return 0
     raise CliError(f'unknown command "{verb}" for "kubectl"')
+
+
+def jsonpath(doc: Any, template: str) -> str:
+    """kubectl's JSONPath for the common forms: {.a.b}, {.items[*].x}, {.items[0].x}, literal text."""
+    out: list[str] = []
+    pos = 0
+    while pos < len(template):
+        start = template.find("{", pos)
+        if start < 0:
+            out.append(template[pos:])
+            break
+        out.append(template[pos:start])
+        end = template.find("}", start)
+        if end < 0:
+            raise CliError(f"error parsing jsonpath {template}, unclosed action")
+        values: list[Any] = [doc]
+        expr = template[start + 1 : end].strip().lstrip(".")
+        for part in [p.replace("\\.", ".") for p in re.split(r"(?<!\\)\.", expr) if p]:  # `\.` escapes a dot
+            key, _, index = part.partition("[")
+            nxt: list[Any] = []
+            for v in values:
+                if key:
+                    v = v.get(key) if isinstance(v, dict) else None
+                if index:
+                    idx = index.rstrip("]")
+                    if isinstance(v, list):
+                        nxt.extend(v if idx == "*" else v[int(idx) : int(idx) + 1])
+                elif v is not None:
+                    nxt.append(v)
+            values = nxt
+        out.append(" ".join(json.dumps(v) if isinstance(v, (dict, list)) else str(v) for v in values))
+        pos = end + 1
+    return "".join(out)
 
 
 if __name__ == "__main__":

@@ -476,3 +476,39 @@ def test_upgrade_by_replacing_the_binary(nodes: Callable[[str], Node]) -> None:
     assert s.admin().get("/version")["gitVersion"] == "v1.31.2+k3s1"
     with pytest.raises(ValueError):
         build_executable("k3s", s.root / "bad", version="1.31")
+
+
+def test_kubectl_node_operations_and_jsonpath(nodes: Callable[[str], Node], tmp_path: Path) -> None:
+    """The kubectl stand-in as an executable of its own (what a kubeadm host would carry) and via k3s."""
+    from tests.doubles.build import build_executable
+
+    s = start_server(nodes, "master0", "--cluster-init")
+    kubectl = build_executable("kubectl", tmp_path / "kubectl")
+    import subprocess
+
+    env = {"KUBECONFIG": str(s.root / "etc/rancher/k3s/k3s.yaml"), "PATH": "/usr/bin:/bin"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(kubectl), *args], env=env, capture_output=True, text=True)
+
+    assert (
+        run("taint", "nodes", "master0", "dedicated=infra:NoSchedule").stdout.strip()
+        == "node/master0 tainted"
+    )
+    assert run("cordon", "master0").stdout.strip() == "node/master0 cordoned"
+    node = s.admin().get("/api/v1/nodes/master0")
+    assert node["spec"]["unschedulable"] is True
+    assert {"key": "dedicated", "value": "infra", "effect": "NoSchedule"} in node["spec"]["taints"]
+    assert "Ready,SchedulingDisabled" in run("get", "nodes").stdout
+    r = run("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")
+    assert r.stdout == "master0"
+    r = run("get", "node", "master0", "-o", "jsonpath={.metadata.labels.node-role\\.kubernetes\\.io/master}")
+    assert r.stdout == "true", r.stderr
+    assert run("taint", "nodes", "master0", "dedicated-").returncode == 0
+    assert run("uncordon", "master0").returncode == 0
+    node = s.admin().get("/api/v1/nodes/master0")
+    assert not node["spec"].get("unschedulable") and not any(
+        t["key"] == "dedicated" for t in node["spec"].get("taints", [])
+    )
+    r = run("taint", "nodes", "master0", "x=y:Sometimes")
+    assert r.returncode == 1 and "unsupported taint effect" in r.stderr
