@@ -512,3 +512,42 @@ def test_kubectl_node_operations_and_jsonpath(nodes: Callable[[str], Node], tmp_
     )
     r = run("taint", "nodes", "master0", "x=y:Sometimes")
     assert r.returncode == 1 and "unsupported taint effect" in r.stderr
+
+
+def test_watch_through_a_follower_server(nodes: Callable[[str], Node]) -> None:
+    """A follower forwards watches as a stream: lightkube watching via master1 sees writes made on master0."""
+    import threading
+
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import ConfigMap
+
+    m0 = start_server(nodes, "master0", "--cluster-init")
+    m1 = start_server(nodes, "master1", "--server", m0.url, "--token", m0.token)
+    client = Client(KubeConfig.from_file(m1.root / "etc/rancher/k3s/k3s.yaml"))
+    seen: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        for kind, obj in client.watch(ConfigMap, namespace="default"):
+            seen.append((kind, obj.metadata.name))
+            if kind == "DELETED" and obj.metadata.name == "streamed":
+                done.set()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "streamed"}, "data": {"a": "1"}}
+
+    def created() -> bool:  # keep writing until the watch is connected and has seen it (no sleeps)
+        if ("ADDED", "streamed") in seen:
+            return True
+        from tests.doubles.kubeclient import KubeError
+
+        try:
+            m0.admin().create("/api/v1/namespaces/default/configmaps", cm)
+        except KubeError:  # already there from an earlier round: recreate it for the watch to see
+            m0.admin().delete("/api/v1/namespaces/default/configmaps/streamed")
+        return False
+
+    wait_for(created, what="ADDED seen through the follower")
+    m0.admin().delete("/api/v1/namespaces/default/configmaps/streamed")
+    wait_for(done.is_set, what="DELETED seen through the follower")
