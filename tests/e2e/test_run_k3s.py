@@ -188,6 +188,7 @@ def test_run_k3s_one_master_two_workers(testbed_factory, k3s_images: BuiltImages
     assert demo.data == {"launched": "by-sealer-run", "tuned": "by-config"}  # image manifest + Config merge
     stored = kube.get(ConfigMap, "sealer-clusterfile", namespace="kube-system").data["Clusterfile"]
     assert f"name: {CLUSTER}" in stored and h2.ip in stored
+    assert "by-config" not in stored and "<kept on the operator machine: sha256:" in stored  # Config data
     assert kube.get(Secret, "admin.conf", namespace="kube-system").data["admin.conf"]
 
     # 5. offline: every node's real containerd pulls an image that exists only in the ClusterImage,

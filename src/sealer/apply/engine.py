@@ -7,6 +7,7 @@ so a re-run after a failure resumes at the first unfinished step and never redoe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -384,8 +385,13 @@ class Engine:
         async def work() -> str:
             for config in rendered:
                 # 0600: Config data is often credentials (helm values, app settings).
-                await write_file(fleet, self.targets[host.ip], f"{self.cluster.rootfs}/{config.path}",
-                                 config.content, "0600")
+                await write_file(
+                    fleet,
+                    self.targets[host.ip],
+                    f"{self.cluster.rootfs}/{config.path}",
+                    config.content,
+                    "0600",
+                )
             return f"{len(rendered)} file(s)"
 
         await steps.step(action, "configs", host.ip, digest, work)
@@ -673,7 +679,7 @@ class Engine:
                 act(self.master0),
                 "runtime",
                 self.master0.ip,
-                {"image": image_id[self.master0.ip], "runtime": runtime.name},
+                {"image": image_id[self.master0.ip], "runtime": runtime.name, "trust": _trust(ctx.registry)},
                 lambda: _note(runtime.install(ctx, [self.master0], []), "control plane up"),
             )
         finally:
@@ -693,7 +699,7 @@ class Engine:
                         act(w),
                         "runtime",
                         w.ip,
-                        {"image": image_id[w.ip], "runtime": runtime.name},
+                        {"image": image_id[w.ip], "runtime": runtime.name, "trust": _trust(ctx.registry)},
                         lambda: _note(runtime.join(ctx, [], [w]), "joined"),
                     ),
                 )
@@ -773,7 +779,7 @@ class Engine:
             self.progress.phase("state")
             try:
                 local_text = dump_clusterfile(self.clusterfile)
-                cluster_text = dump_clusterfile(self.clusterfile, redact=True)
+                cluster_text = dump_clusterfile(in_cluster_copy(self.clusterfile), redact=True)
 
                 async def save() -> str:
                     await kube.save_state(cluster_text, kubeconfig[0])
@@ -831,7 +837,7 @@ class Engine:
             action,
             "runtime",
             master.ip,
-            {"image": image_id, "runtime": runtime.name},
+            {"image": image_id, "runtime": runtime.name, "trust": _trust(ctx.registry)},
             lambda: _note(runtime.join(ctx, [master], []), "joined"),
         )
 
@@ -846,6 +852,22 @@ class Engine:
             htpasswd,
         )
         return f"serving on :{port}"
+
+
+def in_cluster_copy(clusterfile: Clusterfile) -> Clusterfile:
+    """What is kept in the cluster's ConfigMap: a ConfigMap is readable by many, so passwords are
+    redacted (by dump_clusterfile) and Config data, often credentials, is replaced by its digest.
+    The full file stays only in the operator's 0600 state directory."""
+    configs = tuple(
+        dataclasses.replace(c, data=f"<kept on the operator machine: {digest_of(c.data)}>")
+        for c in clusterfile.configs
+    )
+    return dataclasses.replace(clusterfile, configs=configs)
+
+
+def _trust(registry: RegistryEndpoint | None) -> str:
+    """Part of a runtime step's inputs: a host set up to trust another registry CA is redone."""
+    return hashlib.sha256(registry.ca_pem.encode()).hexdigest() if registry else ""
 
 
 async def _note(work: Awaitable[None], note: str) -> str:

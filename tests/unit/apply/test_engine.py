@@ -277,3 +277,19 @@ def test_existing_cluster_is_left_alone(tmp_path: Path, monkeypatch: pytest.Monk
         and "sealer apply" in other.output
     )
     assert not (tmp_path / "again" / "journal.jsonl").exists()
+
+
+def test_in_cluster_copy_hides_passwords_and_config_data() -> None:
+    from sealer.apply.engine import in_cluster_copy
+    from sealer.model.clusterfile import dump_clusterfile
+
+    text = (
+        CF.replace("spec:\n", "spec:\n  ssh: {passwd: Hunter1}\n")
+        + "---\napiVersion: sealer.io/v1\nkind: Config\nmetadata: {name: c}\n"
+        "spec: {path: etc/a.yaml, data: 'password: Hunter2'}\n"
+    )
+    cf, problems = parse_clusterfile(text, "cf")
+    assert cf is not None, problems
+    shown = dump_clusterfile(in_cluster_copy(cf), redact=True)
+    assert "Hunter" not in shown and "path: etc/a.yaml" in shown
+    assert "Hunter2" in dump_clusterfile(cf)  # the operator's own copy keeps everything
