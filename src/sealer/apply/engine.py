@@ -250,7 +250,9 @@ class Engine:
         for host in self.hosts:
             got = gathered[host.ip]
             if isinstance(got, SealerError):
-                unreachable.append(f"{host.ip}: {got.message}" + (f" ({got.hint})" if got.hint else ""))
+                # infra's messages usually start with the host already; do not name it twice
+                named = got.message if got.message.startswith(host.ip) else f"{host.ip}: {got.message}"
+                unreachable.append(named + (f" ({got.hint})" if got.hint else ""))
                 self.progress.host(host.ip, "failed", "unreachable")
             else:
                 self.facts[host.ip] = got

@@ -293,3 +293,20 @@ def test_in_cluster_copy_hides_passwords_and_config_data() -> None:
     shown = dump_clusterfile(in_cluster_copy(cf), redact=True)
     assert "Hunter" not in shown and "path: etc/a.yaml" in shown
     assert "Hunter2" in dump_clusterfile(cf)  # the operator's own copy keeps everything
+
+
+def test_unreachable_host_stops_before_anything_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("SEALER_HOME", str(tmp_path))
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(cli, ["run", "k3s:1", "-m", "127.0.0.1", "--port", str(port), "-p", "pw"])
+    assert result.exit_code == 1, result.output
+    assert f"cannot reach 1 host(s):\n  127.0.0.1:{port}: connection refused on port {port}" in result.output
+    assert "nothing was changed" in result.output and "Traceback" not in result.output
+    assert "pw" not in result.output.replace("pwd", "")
+    assert not (tmp_path / "my-cluster" / "journal.jsonl").exists()
