@@ -188,8 +188,9 @@ def run_cmd(
 
     Copies the image's rootfs to every host, starts a private registry on master0 serving the
     image's container images (every host pulls through it), installs the cluster runtime the image
-    names (k3s today), waits for every node to be Ready, applies labels and taints, launches the
-    image's apps and keeps the cluster's state in $SEALER_HOME/<name>/ (default ~/.sealer).
+    names (label cluster.alpha.sealer.io/cluster-runtime-type: k3s, kubernetes or k0s), waits for
+    every node to be Ready, applies labels and taints, launches the image's apps and keeps the
+    cluster's state in $SEALER_HOME/<name>/ (default ~/.sealer).
 
     A failed run can be re-run as is: finished steps are not done again. Running an existing
     cluster changes nothing (use `sealer apply` to change it). No hosts: this machine.
