@@ -363,6 +363,99 @@ def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runti
     )
 
 
+K3S_VERSION = "v1.30.6+k3s1"
+
+
+@pytest.fixture(scope="module")
+def k3s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage]:
+    """images/k3s/build.sh against a loopback release mirror (stand-in k3s), then a derived image
+    with an app, for the k3s scenarios of this suite."""
+    if reason := build_prerequisites():
+        pytest.skip(f"k3s image build: {reason}")
+    work = tmp_path_factory.mktemp("k3s-image")
+    home = work / "sealer-home"
+    source = start_registry(work / "source-registry")
+    mirror: Mirror | None = None
+    try:
+        from sealer.image.registry import RegistryOptions
+        from sealer.image.service import push
+        from sealer.image.store import ImageStore
+        from tests.registry_fixture import make_test_image
+
+        scratch = ImageStore(work / "scratch-store")
+        hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"
+        make_test_image(scratch, hello_ref, [_tar_layer({"hello.txt": b"hello from the ClusterImage\n"})])
+        asyncio.run(push(scratch, hello_ref, RegistryOptions(insecure=True)))
+        root = work / "mirror"
+        d = root / "k3s-io/k3s/releases/download" / K3S_VERSION  # http.server unquotes %2B to +
+        d.mkdir(parents=True)
+        build_executable("k3s", d / "k3s")
+        (d / "k3s-images.txt").write_text(f"{hello_ref}\n")
+        (d / "sha256sum-amd64.txt").write_text(
+            _sha_line(d / "k3s", "k3s") + _sha_line(d / "k3s-images.txt", "k3s-images.txt")
+        )
+        _registry_release(root)
+        mirror = _serve(root)
+        extra = work / "extra-bin"
+        extra.mkdir()
+        for name in HELPER_BINARIES:
+            found = _which(name)
+            assert found is not None
+            shutil.copy2(found, extra / name)
+        base = "e2e.local/sealer/k3s:standin"
+        done = subprocess.run(
+            [
+                "bash",
+                str(ROOT / "images/k3s/build.sh"),
+                "--version",
+                K3S_VERSION,
+                "--mirror",
+                mirror.url,
+                "--tag",
+                base,
+                "--extra-bin",
+                str(extra),
+                "--sealer",
+                str(SEALER),
+                "--",
+                "--insecure",
+            ],
+            env=sealer_env(home),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, f"images/k3s/build.sh failed:\n{done.stdout}{done.stderr}"
+        app = _app_image(home, work, base, "e2e.local/sealer/k3s-demo:1")
+    finally:
+        if mirror is not None:
+            mirror.stop()
+        source.stop()
+    yield RuntimeImage(
+        "k3s",
+        home,
+        app,
+        hello_ref,
+        containerd_root="/var/lib/rancher/k3s/agent/containerd",
+        certs_d="/var/lib/rancher/k3s/agent/etc/containerd/certs.d",
+        ctr="/usr/local/bin/k3s ctr",
+    )
+
+
+def _app_image(home: Path, work: Path, base: str, app: str) -> str:
+    """FROM base + a kube app launched by LAUNCH (a ConfigMap the test looks for)."""
+    app_ctx = work / "app-context"
+    app_ctx.mkdir()
+    (app_ctx / "demo.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sealer-e2e-demo\n  namespace: default\n"
+        "data:\n  launched: by-sealer-run\n"
+    )
+    (app_ctx / "Kubefile").write_text(f'FROM {base}\nAPP demo local://demo.yaml\nLAUNCH ["demo"]\n')
+    run_sealer(home, "build", "-t", app, str(app_ctx))
+    return app
+
+
 # A user kubeadm document: its podSubnet and extra apiserver argument must reach kubeadm.
 USER_KUBEADM = {
     "apiVersion": "kubeadm.k8s.io/v1beta3",
@@ -481,6 +574,7 @@ def _probe_through_lb(tb, worker, kubelet_conf: str) -> subprocess.CompletedProc
 # (runtime, masters, lab, Clusterfile env): one master runs without a balancer by default; the
 # kubernetes one asks for it explicitly, so its workers' kubelets go through haproxy too.
 SCENARIOS = [
+    pytest.param("k3s", 3, "k3h", (), id="k3s-3m2n-ha"),
     pytest.param("k0s", 1, "k0", (), id="k0s-1m2n"),
     pytest.param("k0s", 3, "k0h", (), id="k0s-3m2n-ha"),
     pytest.param("kubernetes", 1, "ku", ("APIServerLB=haproxy",), id="kubernetes-1m2n-lb"),
@@ -496,8 +590,16 @@ SCENARIOS = [
         ),
     ),
 ]
-KUBELET_CONF = {"k0s": "/var/lib/k0s/kubelet.conf", "kubernetes": "/etc/kubernetes/kubelet.conf"}
-STATUS = {"k0s": "/usr/local/bin/k0s status", "kubernetes": "systemctl is-active --quiet kubelet.service"}
+KUBELET_CONF = {
+    "k3s": "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+    "k0s": "/var/lib/k0s/kubelet.conf",
+    "kubernetes": "/etc/kubernetes/kubelet.conf",
+}
+STATUS = {
+    "k3s": "systemctl is-active --quiet k3s-agent.service",
+    "k0s": "/usr/local/bin/k0s status",
+    "kubernetes": "systemctl is-active --quiet kubelet.service",
+}
 
 
 @pytest.mark.parametrize(("runtime", "n_masters", "lab", "env"), SCENARIOS)
@@ -545,6 +647,10 @@ def test_run_runtime(
             assert unit.returncode != 0, f"{w.name}: a balancer with one master"
         return
 
+    if runtime == "k3s":
+        # Real k3s agents balance over every server themselves (127.0.0.1:6444); the stand-in does
+        # not, and sealer's k3s runtime does not install haproxy on agents yet (issue 8 report).
+        pytest.xfail("k3s agents have no node-local balancer here (stand-in) and sealer installs none yet")
     # every worker's kubelet goes through haproxy on 127.0.0.1:6443 to all masters
     for w in workers:
         cfg = tb.run_on(w, "cat /etc/sealer/apiserver-lb/haproxy.cfg").stdout
