@@ -487,8 +487,11 @@ class Upstream:
     port: int
     context: ssl.SSLContext
 
-    def connection(self, timeout: float = 10.0) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=timeout)
+    def connection(self, timeout: float | None = 10.0) -> http.client.HTTPSConnection:
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=timeout)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # forwarded bodies: no Nagle stall
+        return conn
 
 
 # ------------------------------------------------------------------------------------------- server
@@ -924,7 +927,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
         headers["Impersonate-User"] = user.name
         try:
-            conn = up.connection(timeout=None if "watch" in self.path else 15)  # type: ignore[arg-type]
+            conn = up.connection(timeout=None if "watch" in self.path else 15)
             conn.putrequest(method, self.path, skip_accept_encoding=True)
             for k, v in headers.items():
                 conn.putheader(k, v)
