@@ -100,13 +100,8 @@ def unpack(store: ImageStore, image: PlatformImage, cache: Path) -> UnpackedImag
     rootfs.mkdir(parents=True)
     try:
         for layer in image.manifest.layers:
-            blob = store.blob_path(layer.digest)
-            if not blob.exists():
-                raise ImageError(
-                    f"layer {layer.digest} of image {image_id} is missing from the local store",
-                    "pull the image again (sealer pull) or rebuild it",
-                )
-            _apply_layer(blob, rootfs)
+            # verified: a corrupted layer must never reach a host's rootfs
+            _apply_layer(store.verified_blob_path(layer.digest), rootfs)
     except (OSError, tarfile.TarError) as err:
         shutil.rmtree(work, ignore_errors=True)
         raise ImageError(f"cannot unpack image {image_id}: {err}", "check free space in SEALER_HOME")

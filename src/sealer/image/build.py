@@ -647,7 +647,7 @@ class _WorkTree:
     def sync(self, store: ImageStore, layers: list[LayerInfo]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         for layer in layers[self.applied :]:
-            _extract(store.blob_path(layer.digest), self.root)
+            _extract(store.verified_blob_path(layer.digest), self.root)
         self.applied = len(layers)
 
 
