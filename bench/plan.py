@@ -9,14 +9,6 @@ one group relabelled), and the field-level diff. Prints times and the 5,000/500 
 
 from __future__ import annotations
 
-import os
-import sys
-
-# Running `python bench/plan.py` puts bench/ first on sys.path, where a sibling script named like a
-# stdlib module (bench/copy.py) would shadow it. Benchmarks import only installed packages.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import argparse
 import statistics
 import time

@@ -1,7 +1,7 @@
 """Benchmark: 100 MB of mixed file sizes to 10 hosts, sealer's tar-stream copy vs OpenSSH
 `scp -r` run in parallel from a shell loop, side by side in one run (medians of the rounds).
 
-    .venv/bin/python -m bench.copy [--hosts 10] [--rounds 3] [--lab ifc]
+    .venv/bin/python -m bench.copy_files [--hosts 10] [--rounds 3] [--lab ifc]
 
 Needs root and the test bed (light hosts). The tree: 1 x 40 MB, 8 x 5 MB, 100 x 150 KB,
 500 x 10 KB (~100 MB, 609 files). Every round copies into a fresh destination; the order of
