@@ -169,7 +169,8 @@ def reset_script() -> str:
     return f"""
 {BIN_DIR}/k0s stop >/dev/null 2>&1
 for u in {CONTROLLER_UNIT} {WORKER_UNIT}; do systemctl disable --now $u >/dev/null 2>&1; done
-for p in $(pgrep -f 'containerd-shim.*(/run/k0s|k8s.io)' 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+# the [m] keeps pgrep from matching this very script's command line (it would kill itself)
+for p in $(pgrep -f 'containerd-shi[m].*(/run/k0s|k8s.io)' 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
 [ -x {BIN_DIR}/k0s ] && {BIN_DIR}/k0s reset >/dev/null 2>&1
 for m in $(awk '$2 ~ "^/(run/k0s|var/lib/k0s|var/lib/kubelet)" {{print $2}}' /proc/self/mounts | sort -r); do
   umount -l "$m" 2>/dev/null
@@ -392,9 +393,20 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         await self._service(ctx, host, "worker", args, changed)
 
     async def remove(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
-        raise NotImplementedYet(
-            "removing hosts from a k0s cluster is not implemented yet", "scale-down arrives with issue 9"
-        )
+        """Reset hosts leaving the cluster (the engine drained them and deleted their Nodes). A
+        controller leaves etcd first, one at a time, so the remaining members keep quorum."""
+        for master in masters:
+            left = await ctx.fleet.run(
+                ctx.target(master), f"{BIN_DIR}/k0s etcd leave 2>&1 | tail -n 2", sudo=True, timeout=120
+            )
+            if not left.ok or "rror" in left.stdout:
+                ctx.say(
+                    master.ip,
+                    f"k0s etcd leave did not succeed ({left.stdout.strip()[-200:]}); resetting anyway",
+                )
+            await self.reset(ctx, [master])
+        if workers:
+            await self.reset(ctx, workers)
 
     async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
         async def one(host: Host) -> None:

@@ -199,7 +199,8 @@ systemctl disable --now kubelet.service >/dev/null 2>&1
 systemctl stop standin-kube-apiserver.service >/dev/null 2>&1
 if [ -x {BIN_DIR}/crictl ]; then {BIN_DIR}/crictl --runtime-endpoint {CRI_SOCKET} rmp -af >/dev/null 2>&1; fi
 systemctl disable --now containerd.service >/dev/null 2>&1
-for p in $(pgrep -f 'containerd-shim' 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+# the [m] keeps pgrep from matching this very script's command line (it would kill itself)
+for p in $(pgrep -f 'containerd-shi[m]' 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
 mounts='^/(var/lib/kubelet|run/containerd|var/lib/containerd/io)'
 for m in $(awk -v re="$mounts" '$2 ~ re {{print $2}}' /proc/self/mounts | sort -r); do
   umount -l "$m" 2>/dev/null
@@ -470,10 +471,12 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
             )
 
     async def remove(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
-        raise NotImplementedYet(
-            "removing hosts from a kubernetes cluster is not implemented yet",
-            "scale-down arrives with issue 9",
-        )
+        """Reset hosts leaving the cluster (the engine drained them and deleted their Nodes);
+        `kubeadm reset` on a master removes its stacked etcd member, so masters go one at a time."""
+        for master in masters:
+            await self.reset(ctx, [master])
+        if workers:
+            await self.reset(ctx, workers)
 
     async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
         async def one(host: Host) -> None:

@@ -220,3 +220,17 @@ def test_api_sans_cover_endpoint_masters_loopback_and_vip() -> None:
     sans = lb.api_sans(cluster, API_ENDPOINT_NAME)
     assert sans[:3] == [API_ENDPOINT_NAME, "127.0.0.1", "localhost"]
     assert {"10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.100"} <= set(sans)
+
+
+def test_reset_scripts_never_match_themselves_with_pgrep() -> None:
+    """`pgrep -f PATTERN` inside `sh -c SCRIPT` also sees the shell running SCRIPT: a pattern that
+    matches the script's own text makes the reset kill itself (exit 137)."""
+    import re
+
+    from sealer.runtime import kubernetes
+
+    for script in (reset_script(), kubernetes.reset_script()):
+        patterns = re.findall(r"pgrep -f '([^']+)'", script)
+        assert patterns
+        for pattern in patterns:
+            assert re.search(pattern, script) is None, pattern
