@@ -567,6 +567,59 @@ with urllib.request.urlopen("https://127.0.0.1:6443/version", context=ctx, timeo
 """
 
 
+# What the runtime leaves on a host: none of it may survive a reset.
+LEFTOVERS = {
+    "k3s": ("/etc/rancher/k3s", "/var/lib/rancher/k3s", "/usr/local/bin/k3s"),
+    "k0s": (
+        "/etc/k0s",
+        "/var/lib/k0s",
+        "/run/k0s",
+        "/usr/local/bin/k0s",
+        "/etc/systemd/system/k0scontroller.service",
+        "/etc/systemd/system/k0sworker.service",
+    ),
+    "kubernetes": (
+        "/etc/kubernetes",
+        "/var/lib/kubelet",
+        "/var/lib/etcd",
+        "/etc/containerd",
+        "/usr/local/bin/kubeadm",
+        "/usr/local/bin/kubelet",
+        "/usr/local/bin/containerd",
+        "/etc/systemd/system/kubelet.service",
+        "/etc/systemd/system/containerd.service",
+    ),
+}
+LB_LEFTOVERS = (
+    "/etc/sealer/apiserver-lb",
+    "/usr/local/lib/sealer/haproxy",
+    "/etc/systemd/system/sealer-apiserver-lb.service",
+)
+
+
+def _assert_clean(tb, img: RuntimeImage, h) -> None:  # type: ignore[no-untyped-def]
+    for path in (*LEFTOVERS[img.runtime], *LB_LEFTOVERS):
+        assert tb.run_on(h, f"test -e {path}", check=False).returncode != 0, f"{h.name}: {path} left behind"
+    procs = tb.run_on(h, "ps -eo args", check=False).stdout
+    for name in ("kubelet", "k0s ", "haproxy", "containerd --config"):
+        assert name not in procs, f"{h.name}: a {name.strip()} process survived the reset:\n{procs}"
+
+
+def _delete_and_check_clean(tb, img: RuntimeImage, home: Path, masters, workers) -> None:  # type: ignore[no-untyped-def]
+    """`sealer delete -n` one worker (drained, Node deleted, host reset), then `delete --all`."""
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    kube = Client(KubeConfig.from_file(home / CLUSTER / "admin.conf"))
+    gone = workers[-1]
+    run_sealer(home, "delete", "-n", gone.ip, "--cluster", CLUSTER, "-y", timeout=600)
+    assert gone.name not in {n.metadata.name for n in kube.list(Node)}
+    _assert_clean(tb, img, gone)
+    run_sealer(home, "delete", "--all", "--cluster", CLUSTER, "-y", timeout=600)
+    for h in (*masters, *workers[:-1]):
+        _assert_clean(tb, img, h)
+
+
 def _probe_through_lb(tb, worker, kubelet_conf: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     return tb.run_on(worker, ["python3", "-c", PROBE, kubelet_conf], check=False, timeout=60)
 
@@ -645,6 +698,7 @@ def test_run_runtime(
         for w in workers:
             unit = tb.run_on(w, "systemctl is-enabled sealer-apiserver-lb.service", check=False)
             assert unit.returncode != 0, f"{w.name}: a balancer with one master"
+        _delete_and_check_clean(tb, img, home, masters, workers)
         return
 
     if runtime == "k3s":
@@ -660,6 +714,7 @@ def test_run_runtime(
         assert probe.returncode == 0, probe.stdout + probe.stderr
         assert probe.stdout.splitlines()[0] == "https://127.0.0.1:6443", probe.stdout
     if n_masters == 1:
+        _delete_and_check_clean(tb, img, home, masters, workers)
         return
     tb.stop_host(masters[0])
     for w in workers:
