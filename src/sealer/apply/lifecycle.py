@@ -556,6 +556,29 @@ class Executor:
         engine = self.d2.engine
         hosts = [self.d2.by_ip[ip] for ip in action.hosts]
         self.ctx.registry = self.d2.registry_endpoint()
+        if action.details.get("rejoin"):
+            # A host that was a node and is no more (deleted by hand, reinstalled): it is reset and
+            # its old identity (k3s's node password) forgotten, or the runtime would refuse it.
+            kube = await self.api()
+
+            async def forget(h: Host) -> None:
+                name = self.d2.node_name(h.ip)
+                await self.steps.step(
+                    action.id,
+                    "reset",
+                    h.ip,
+                    {"runtime": self.runtime.name},
+                    lambda: _note(self.runtime.reset(self.ctx, [h]), "reset"),
+                )
+                await self.steps.step(
+                    action.id,
+                    "forget-node",
+                    h.ip,
+                    {"node": name},
+                    lambda: _note(kubeops.delete_node(kube, name), "old identity removed"),
+                )
+
+            await self.phase("reset lost hosts", lambda: _all_hosts(hosts, forget))
 
         async def copy(h: Host) -> None:
             await self.steps.step(
@@ -911,7 +934,9 @@ async def apply_cluster(
         state.clean_temps()
         return await Engine(desired, state, options, progress).run()
     started = time.monotonic()
-    observed = ObservedState(runtime_type=_recorded_runtime(state))
+    observed = ObservedState(
+        runtime_type=_recorded_runtime(state), nodes=await observed_nodes(state, current)
+    )
     # First the plan as far as it is known without the hosts and the image, so the operator sees
     # it and confirms removals before anything is even connected to.
     draft = plan_clusterfile(desired, current, observed)
@@ -962,6 +987,23 @@ async def apply_cluster(
     result.seconds = time.monotonic() - started
     result.warnings = d2.warnings
     return result
+
+
+async def observed_nodes(state: ClusterState, current: Clusterfile) -> frozenset[str] | None:
+    """Which hosts of the last-applied Clusterfile are registered nodes, so those that are no longer
+    (deleted by hand, reinstalled) are joined again; None (not looked at) when the API does not
+    answer. Only those hosts count: nodes sealer does not manage, or hosts joining in this very
+    operation, must not change the plan, or a re-run after a failure could not resume it."""
+    text = state.read_admin_conf()
+    if text is None:
+        return None
+    try:
+        async with Kube(text, timeout=10.0) as kube:
+            nodes = await kube.nodes()
+    except (*kubeops._TRANSIENT, SealerError):
+        return None
+    known = {h.ip for h in current.cluster.hosts}
+    return frozenset(a for n in nodes for a in n.addresses if a in known)
 
 
 async def _upgrade_precheck(d2: Day2, runtime: ClusterRuntime, current: Clusterfile, fleet: Fleet) -> str:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sealer.apply.engine import RunOptions, RunSummary, summary_lines
-from sealer.apply.lifecycle import DRAIN_TIMEOUT, Day2Options, apply_cluster
+from sealer.apply.lifecycle import DRAIN_TIMEOUT, Day2Options, apply_cluster, observed_nodes
 from sealer.apply.progress import Progress
 from sealer.cli.output import emit_data, output_option
 from sealer.errors import ImageError, PlanError, Problem
@@ -141,7 +141,10 @@ def _load_current(state: ClusterState) -> tuple[Clusterfile | None, ObservedStat
     if runtime is None and current is not None:
         # Not recorded by an apply yet: the image it was installed from tells, if it is still here.
         runtime, _ = _local_image_runtime(current.cluster.image)
-    return current, ObservedState(runtime_type=runtime)
+    # The same node observation apply makes (hosts no longer nodes are joined again), so the
+    # dry run shows what apply will do; no API answer: not looked at.
+    nodes = asyncio.run(observed_nodes(state, current)) if current is not None else None
+    return current, ObservedState(runtime_type=runtime, nodes=nodes)
 
 
 def _plan(desired: Clusterfile, state: ClusterState) -> Plan:
