@@ -7,7 +7,9 @@ worker keeps asking the API, is backed up and restored, and is deleted with ever
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +21,13 @@ import pytest
 import yaml
 
 from tests.doubles.build import build_executable
-from tests.e2e.images import BuiltImages, run_sealer
+from tests.e2e.images import SEALER, BuiltImages, run_sealer, sealer_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 CLUSTER = "d2"
+# The lab id; another name lets a second copy of this test run beside a full-suite run.
+LAB = os.environ.get("SEALER_E2E_DAY2_LAB", "d2")
 NEXT_VERSION = "v1.31.2+k3s1"
 NEXT_IMAGE = "e2e.local/sealer/k3s-demo:2"
 
@@ -169,7 +173,7 @@ class ApiProbe:
 
 @pytest.fixture
 def d2_lab(testbed_factory: Any) -> Iterator[Any]:
-    tb = testbed_factory(nested=True, lab="d2")
+    tb = testbed_factory(nested=True, lab=LAB)
     yield tb
 
 
@@ -258,6 +262,35 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     for h in hosts:
         assert "10.99.0.1 db.e2e.local" in tb.run_on(h, "cat /etc/hosts").stdout
     assert "db.e2e.local" in (home / CLUSTER / "Clusterfile").read_text() != last_cf
+
+    # 3c. a node deleted by hand is noticed by the next apply, reset and joined again
+    kube_client(home).delete(Node, nodes_by_ip(home)[h6.ip].metadata.name)
+    dry = json.loads(run_sealer(home, "apply", "-f", str(cf), "--dry-run", "-o", "json").stdout)
+    assert [(a["kind"], a["hosts"], a["details"]) for a in dry["actions"]] == [
+        ("join-workers", [h6.ip], {"rejoin": True})
+    ], dry
+    flag = tmp_path / "paused"
+    proc = subprocess.Popen(
+        [str(SEALER), "apply", "-f", str(cf)],
+        env=sealer_env(
+            home, SEALER_TEST_PAUSE_BEFORE=f"forget-node@{h6.ip}", SEALER_TEST_PAUSE_FILE=str(flag)
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while not flag.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the rejoin never reached its forget-node step"
+        time.sleep(0.2)
+    prepare_hosts(tb, [h6])  # test-bed only: the reset removed the containerd link (see README)
+    flag.unlink()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "join 1 lost host again" in out, out
+    nodes = nodes_by_ip(home)
+    assert h6.ip in nodes and ready(nodes[h6.ip]) and nodes[h6.ip].metadata.labels["disk"] == "nvme"
 
     # 4. 3 + 3 -> 3 + 1: a pod on h5 is drained; h5 and h6 are deleted, reset and clean
     kube = kube_client(home)

@@ -31,6 +31,7 @@ from tests.e2e.test_day2_k3s import (  # noqa: F401  (upgrade_images is a fixtur
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 CLUSTER = "f2"
+LAB = os.environ.get("SEALER_E2E_FAULT_LAB", "f2")  # another id lets a second copy run beside a full suite
 
 
 def records(home: Path) -> list[dict[str, Any]]:
@@ -92,7 +93,7 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
 ) -> None:
     home = tmp_path / "sealer-home"
     shutil.copytree(upgrade_images.home, home, symlinks=True)
-    tb = testbed_factory(nested=True, lab="f2")
+    tb = testbed_factory(nested=True, lab=LAB)
     h1, h2, h3, h4 = hosts = tb.up(4)
     prepare_hosts(tb, hosts)
     cf = tmp_path / "Clusterfile"
