@@ -98,6 +98,10 @@ def cluster_config(
         images = spec.setdefault("images", {}) if isinstance(spec.get("images"), dict | None) else {}
         spec["images"] = images
         images["repository"] = ctx.registry.address
+    if lb.lb_kind(ctx.cluster) == "native":
+        # k0s's own node-local load balancing: an Envoy on every worker in front of all controllers
+        network = spec.setdefault("network", {})
+        network["nodeLocalLoadBalancing"] = {"enabled": True, "type": "EnvoyProxy"}
     storage = spec.setdefault("storage", {})
     # etcd (not kine/sqlite): a single controller can later become three.
     storage.setdefault("type", "etcd")

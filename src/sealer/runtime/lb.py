@@ -1,9 +1,10 @@
 """The node-local API load balancer: haproxy as a systemd unit on every worker, listening on
 127.0.0.1:6443 in front of every master's API server, so a worker keeps its API when a master dies.
 
-Chosen per cluster with the Clusterfile env key `APIServerLB` (`haproxy`, `none`; default `haproxy`
-when the cluster has more than one master). The ClusterImage carries the haproxy binary in bin/ and
-the shared libraries it needs beyond glibc in lib/haproxy/ (images/*/build.sh bundles them).
+Chosen per cluster with the Clusterfile env key `APIServerLB`: `haproxy` (default when the cluster
+has more than one master), `none`, or `native` (the runtime's own: k0s node-local load balancing
+with Envoy, k3s agents' built-in balancer; kubeadm has none). The ClusterImage carries the haproxy
+binary in bin/ and the shared libraries it needs beyond glibc in lib/haproxy/ (build.sh --lb).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sealer.runtime.containerd import put_if_changed
 
 ENV_LB = "APIServerLB"
 ENV_VIP = "APIServerVIP"
-LB_KINDS = ("haproxy", "none")
+LB_KINDS = ("haproxy", "none", "native")
 LISTEN_HOST = "127.0.0.1"
 LISTEN_PORT = 6443
 LB_DIR = "/etc/sealer/apiserver-lb"

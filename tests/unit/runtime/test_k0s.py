@@ -191,6 +191,7 @@ def test_lb_kind_defaults_and_errors() -> None:
     assert lb.lb_kind(_ctx(masters="10.0.0.2").cluster) == "none"
     assert lb.lb_kind(_ctx("APIServerLB=none").cluster) == "none"
     assert lb.lb_kind(_ctx("APIServerLB=HAProxy", masters="10.0.0.2").cluster) == "haproxy"
+    assert lb.lb_kind(_ctx("APIServerLB=native").cluster) == "native"
     with pytest.raises(ClusterfileError) as err:
         lb.lb_kind(_ctx("APIServerLB=ipvs").cluster)
     problem = err.value.problems[0]
@@ -234,3 +235,14 @@ def test_reset_scripts_never_match_themselves_with_pgrep() -> None:
         assert patterns
         for pattern in patterns:
             assert re.search(pattern, script) is None, pattern
+
+
+def test_native_balancer_turns_on_k0s_node_local_load_balancing() -> None:
+    ctx = _ctx("APIServerLB=native")
+    doc = cluster_config(CREATED, ctx, ctx.cluster.masters[0])
+    assert doc["spec"]["network"]["nodeLocalLoadBalancing"] == {"enabled": True, "type": "EnvoyProxy"}
+    assert doc["spec"]["network"]["podCIDR"] == "10.244.0.0/16"
+    assert (
+        "nodeLocalLoadBalancing"
+        not in cluster_config(CREATED, _ctx(), ctx.cluster.masters[0])["spec"]["network"]
+    )
