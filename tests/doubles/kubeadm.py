@@ -899,6 +899,21 @@ def run_init(opts: dict[str, Any], raw: list[str]) -> int:
     return 0
 
 
+def run_init_phase(phase: list[str], opts: dict[str, Any]) -> int:
+    """`kubeadm init phase upload-certs`: re-upload the shared certificates under a (new) key, e.g. for a
+    control-plane join after the 2 h kubeadm-certs Secret expired. Other phases are not implemented."""
+    if phase[:1] != ["upload-certs"]:
+        raise Failed(f"the kubeadm stand-in implements only `kubeadm init phase upload-certs`, not {phase!r}")
+    if not opts["upload-certs"]:
+        say("[upload-certs] Skipping phase. Please see --upload-certs")
+        return 0
+    paths = Paths()
+    admin = admin_client(opts)
+    key = upload_certs(admin, paths, opts["certificate-key"] or None)
+    say(f"[upload-certs] Using certificate key:\n{key}")
+    return 0
+
+
 def _upsert_cm(admin: KubeClient, ns: str, name: str, data: dict[str, str]) -> None:
     body = {
         "apiVersion": "v1",
@@ -1696,8 +1711,10 @@ def _main(args: list[str]) -> int:
             )
         return 0
     if cmd == "init":
-        opts, pos = parse_pflags(init_flags(), rest)
-        if pos and pos[0] != "phase":
+        opts, pos = parse_pflags([*init_flags(), Flag("kubeconfig")], rest)
+        if pos[:1] == ["phase"]:
+            return run_init_phase(pos[1:], opts)
+        if pos:
             raise UsageError(f'unknown command "{pos[0]}" for "kubeadm init"')
         return run_init(opts, rest)
     if cmd == "join":

@@ -524,3 +524,44 @@ def test_upgrade_plan_and_apply(
         what="kubelet v1.31.2",
     )
     assert cp.run("upgrade", "node").returncode == 0
+
+
+def test_init_phase_upload_certs_renews_the_key(
+    k8s_nodes: Callable[[str], K8sNode], containerd_socket: str
+) -> None:
+    need_containerd()
+    cp0 = k8s_nodes("cp0")
+    cfg = init_config(cp0, containerd_socket, extra_cluster=f"controlPlaneEndpoint: 127.0.0.1:{cp0.port}\n")
+    r = cp0.kubeadm("init", "--config", cfg, "--upload-certs", IP_FORWARD)
+    assert r.returncode == 0, r.stdout + r.stderr
+    old_key = r.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split()[0]
+    new_key = "cd" * 32
+    r = cp0.run(
+        "init", "phase", "upload-certs", "--upload-certs", "--certificate-key", new_key, "--config", cfg
+    )
+    assert r.returncode == 0, r.stderr
+    assert new_key in r.stdout
+    assert "Skipping phase" in cp0.run("init", "phase", "upload-certs").stdout
+    failed(cp0.run("init", "phase", "certs", "all"), "implements only `kubeadm init phase upload-certs`")
+    endpoint, _, token, _, pin = join_args(cp0.run("token", "create", "--print-join-command").stdout)
+    cp1 = k8s_nodes("cp1")
+    common = [
+        endpoint,
+        "--token",
+        token,
+        "--discovery-token-ca-cert-hash",
+        pin,
+        "--control-plane",
+        "--apiserver-advertise-address",
+        "127.0.0.1",
+        "--apiserver-bind-port",
+        str(cp1.port),
+        "--node-name",
+        "cp1",
+        "--cri-socket",
+        containerd_socket,
+        IP_FORWARD,
+    ]
+    failed(cp1.run("join", *common, "--certificate-key", old_key), "message authentication failed")
+    r = cp1.kubeadm("join", *common, "--certificate-key", new_key)
+    assert r.returncode == 0, r.stdout + r.stderr
