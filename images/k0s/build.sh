@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the k0s base ClusterImage on a connected machine:
 #   images/k0s/build.sh [--version v1.30.5+k0s.0] [--registry-version 2.8.3] [--arch amd64|arm64]
-#                       [--mirror URL] [--tag NAME] [--extra-bin DIR] [--lb] [--sealer CMD] [-- BUILD-FLAGS...]
+#                       [--mirror URL] [--tag NAME] [--extra-bin DIR] [--lb] [--vip] [--sealer CMD] [-- BUILD-FLAGS...]
 # Fetches the official k0s release files (binary, sha256sums.txt, airgap-images-list.txt) and the
 # distribution registry release (tarball + checksums), verifies every checksum, then runs
 # `sealer build`, which also pulls every image of the air-gap list into the image's registry/.
@@ -9,6 +9,7 @@
 # --extra-bin DIR adds the executables in DIR to bin/ (e.g. containerd for a stand-in k0s).
 # --lb bundles this machine's haproxy (apt-get install haproxy) with the shared libraries it needs
 #      beyond glibc into bin/ and lib/haproxy/: the node-local API load balancer of HA clusters.
+# --vip bundles this machine's keepalived the same way: the API VIP (Clusterfile env APIServerVIP).
 # Flags after -- go to `sealer build` (e.g. -- --insecure for a plain-HTTP registry in the image list).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +21,7 @@ base=https://github.com
 tag=""
 extra_bin=""
 with_lb=0
+with_vip=0
 sealer=${SEALER:-sealer}
 
 die() { echo "build.sh: $*" >&2; exit 1; }
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --tag) tag=$2; shift 2 ;;
     --extra-bin) extra_bin=$2; shift 2 ;;
     --lb) with_lb=1; shift ;;
+    --vip) with_vip=1; shift ;;
     --sealer) sealer=$2; shift 2 ;;
     --) shift; break ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
@@ -82,7 +85,10 @@ tar -xzf "$ctx/dl/$reg_tgz" -C "$ctx/dl" registry || die "$reg_tgz has no regist
 install -m 0755 "$ctx/dl/registry" "$ctx/bin/registry"
 
 if [ "$with_lb" = 1 ]; then
-  "$here/bundle-haproxy.sh" "$ctx" || die "could not bundle haproxy"
+  "$here/bundle-tool.sh" "$ctx" haproxy || die "could not bundle haproxy"
+fi
+if [ "$with_vip" = 1 ]; then
+  "$here/bundle-tool.sh" "$ctx" keepalived || die "could not bundle keepalived"
 fi
 if [ -n "$extra_bin" ]; then
   for f in "$extra_bin"/*; do [ -f "$f" ] && install -m 0755 "$f" "$ctx/bin/"; done

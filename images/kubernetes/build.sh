@@ -2,13 +2,14 @@
 # Build the kubernetes (kubeadm) base ClusterImage on a connected machine:
 #   images/kubernetes/build.sh [--version v1.31.2] [--containerd-version 1.7.22] [--runc-version 1.1.14]
 #       [--registry-version 2.8.3] [--arch amd64|arm64] [--mirror URL] [--k8s-mirror URL] [--tag NAME]
-#       [--images FILE] [--extra-bin DIR] [--lb] [--sealer CMD] [-- BUILD-FLAGS...]
+#       [--images FILE] [--extra-bin DIR] [--lb] [--vip] [--sealer CMD] [-- BUILD-FLAGS...]
 # Fetches kubeadm/kubelet/kubectl from dl.k8s.io (each with its .sha256), containerd and runc from
 # their GitHub releases, the distribution registry release; verifies every checksum; lists the
 # control-plane images with `kubeadm config images list` (or takes --images FILE), then runs
 # `sealer build`, which pulls every listed image into the image's registry/.
 # --mirror URL replaces https://github.com, --k8s-mirror URL replaces https://dl.k8s.io.
 # --lb bundles this machine's haproxy (apt-get install haproxy) with its libraries (node-local LB).
+# --vip bundles this machine's keepalived the same way: the API VIP (Clusterfile env APIServerVIP).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -23,6 +24,7 @@ tag=""
 images=""
 extra_bin=""
 with_lb=0
+with_vip=0
 sealer=${SEALER:-sealer}
 
 die() { echo "build.sh: $*" >&2; exit 1; }
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --images) images=$2; shift 2 ;;
     --extra-bin) extra_bin=$2; shift 2 ;;
     --lb) with_lb=1; shift ;;
+    --vip) with_vip=1; shift ;;
     --sealer) sealer=$2; shift 2 ;;
     --) shift; break ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
@@ -115,7 +118,10 @@ tar -xzf "$ctx/dl/$reg_tgz" -C "$ctx/dl" registry || die "$reg_tgz has no regist
 install -m 0755 "$ctx/dl/registry" "$ctx/bin/registry"
 
 if [ "$with_lb" = 1 ]; then
-  "$here/../k0s/bundle-haproxy.sh" "$ctx" || die "could not bundle haproxy"
+  "$here/../k0s/bundle-tool.sh" "$ctx" haproxy || die "could not bundle haproxy"
+fi
+if [ "$with_vip" = 1 ]; then
+  "$here/../k0s/bundle-tool.sh" "$ctx" keepalived || die "could not bundle keepalived"
 fi
 if [ -n "$extra_bin" ]; then
   for f in "$extra_bin"/*; do [ -f "$f" ] && install -m 0755 "$f" "$ctx/bin/"; done

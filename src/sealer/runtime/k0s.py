@@ -363,6 +363,7 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         changed = await self._registry(ctx, m0)
         changed = await self._config(ctx, m0) or changed
         await self._service(ctx, m0, "controller", self._controller_args(ctx, m0), changed)
+        await lb.install_vip(ctx, m0)
         others = [h for h in ctx.cluster.masters if h.ip != m0.ip]
         await self._hand_out_tokens(ctx, others, list(ctx.cluster.workers))
         await self.join(ctx, masters[1:], workers)
@@ -385,6 +386,7 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
             changed = await self._registry(ctx, host)
             changed = await self._config(ctx, host) or changed
             await self._service(ctx, host, "controller", self._controller_args(ctx, host, join=True), changed)
+            await lb.install_vip(ctx, host)
         await asyncio.gather(*(self._worker(ctx, w) for w in workers))
 
     async def _worker(self, ctx: RuntimeContext, host: Host) -> None:

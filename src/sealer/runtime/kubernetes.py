@@ -386,6 +386,7 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
                 ctx, m0, f"init --config {INIT_CONFIG} --upload-certs --skip-token-print", "init"
             )
         await run_checked(ctx, m0, f"mkdir -p /root/.kube && install -m 0600 {ADMIN_CONF} /root/.kube/config")
+        await lb.install_vip(ctx, m0)
         await self.join(ctx, masters[1:], workers)
 
     async def _join_credentials(self, ctx: RuntimeContext) -> tuple[str, str]:
@@ -460,6 +461,7 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
                 "systemctl restart kubelet.service; fi",
             )
         if control_plane:
+            await lb.install_vip(ctx, host)
             # A further master's kubelet and admin use its own API server, so they keep working
             # when master0 (where the endpoint name points) is down.
             own = f"https://{host.ip}:{API_PORT}"

@@ -9,6 +9,7 @@ binary in bin/ and the shared libraries it needs beyond glibc in lib/haproxy/ (b
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 
 from sealer.errors import ClusterfileError, Problem, RuntimeErrorSealer
@@ -112,21 +113,22 @@ WantedBy=multi-user.target
 """
 
 
-def install_script(rootfs: str) -> str:
-    """Put haproxy (the image's bin/haproxy with its lib/haproxy/, else the host's own) under LB_HOME."""
+def install_script(rootfs: str, name: str = "haproxy", home: str = LB_HOME) -> str:
+    """Put a bundled tool (the image's bin/<name> with its lib/<name>/, else the host's own) under
+    home, with its libraries in home/lib."""
     root = quote_path(rootfs)
     return f"""set -e
-mkdir -p {LB_HOME}/lib
-if [ -x {root}/bin/haproxy ]; then
-  install -m 0755 {root}/bin/haproxy {LB_HOME}/haproxy.new
-  if [ -d {root}/lib/haproxy ]; then cp -a {root}/lib/haproxy/. {LB_HOME}/lib/; fi
-elif command -v haproxy >/dev/null 2>&1; then
-  install -m 0755 "$(command -v haproxy)" {LB_HOME}/haproxy.new
+mkdir -p {home}/lib
+if [ -x {root}/bin/{name} ]; then
+  install -m 0755 {root}/bin/{name} {home}/{name}.new
+  if [ -d {root}/lib/{name} ]; then cp -a {root}/lib/{name}/. {home}/lib/; fi
+elif command -v {name} >/dev/null 2>&1; then
+  install -m 0755 "$(command -v {name})" {home}/{name}.new
 else
-  echo "no haproxy: neither the ClusterImage's bin/haproxy nor one on the host" >&2; exit 3
+  echo "no {name}: neither the ClusterImage's bin/{name} nor one on the host" >&2; exit 3
 fi
-mv -f {LB_HOME}/haproxy.new {LB_HOME}/haproxy
-LD_LIBRARY_PATH={LB_HOME}/lib {LB_HOME}/haproxy -v | head -n1
+mv -f {home}/{name}.new {home}/{name}
+LD_LIBRARY_PATH={home}/lib {home}/{name} -v 2>&1 | head -n1
 """
 
 
@@ -160,11 +162,126 @@ async def install_lb(ctx: RuntimeContext, host: Host, masters: Sequence[Host]) -
 
 
 def reset_script() -> str:
-    return f"""systemctl disable --now {LB_UNIT} >/dev/null 2>&1
-rm -f {UNIT_DIR}/{LB_UNIT}
-rm -rf {LB_DIR} {LB_HOME}
+    return f"""systemctl disable --now {LB_UNIT} {VIP_UNIT} >/dev/null 2>&1
+rm -f {UNIT_DIR}/{LB_UNIT} {UNIT_DIR}/{VIP_UNIT}
+rm -rf {LB_DIR} {LB_HOME} {VIP_DIR} {VIP_HOME}
 true
 """
+
+
+# the API VIP (keepalived on the masters) ---------------------------------------------------------
+VIP_DIR = "/etc/sealer/apiserver-vip"
+VIP_CONFIG = f"{VIP_DIR}/keepalived.conf"
+VIP_CHECK = f"{VIP_DIR}/check-apiserver.sh"
+VIP_HOME = "/usr/local/lib/sealer/keepalived"
+VIP_UNIT = "sealer-apiserver-vip.service"
+
+
+def router_id(cluster_name: str) -> int:
+    """A VRRP router id (1-255) per cluster, so two clusters on one LAN do not fight over a VIP."""
+    return 1 + int(hashlib.sha256(cluster_name.encode()).hexdigest(), 16) % 254
+
+
+def keepalived_conf(
+    cluster_name: str, host_ip: str, masters: Sequence[str], address: str, interface: str
+) -> str:
+    """VRRP over unicast between the masters (no multicast needed); the master with a live local
+    API server and the highest priority (master0 first) holds the VIP."""
+    priority = 150 - masters.index(host_ip) if host_ip in masters else 100
+    peers = "\n".join(f"    {ip}" for ip in masters if ip != host_ip)
+    return f"""# written by sealer: the API VIP {address}
+global_defs {{
+  router_id sealer_{cluster_name}
+  script_user root
+  enable_script_security
+}}
+
+vrrp_script apiserver {{
+  script "{VIP_CHECK}"
+  interval 2
+  timeout 3
+  fall 2
+  rise 2
+}}
+
+vrrp_instance sealer_apiserver {{
+  state BACKUP
+  interface {interface}
+  virtual_router_id {router_id(cluster_name)}
+  priority {priority}
+  advert_int 1
+  unicast_src_ip {host_ip}
+  unicast_peer {{
+{peers}
+  }}
+  virtual_ipaddress {{
+    {address}/32 dev {interface}
+  }}
+  track_script {{
+    apiserver
+  }}
+}}
+"""
+
+
+CHECK_SCRIPT = f"""#!/bin/bash
+# the local API server accepts connections
+exec timeout 2 bash -c '</dev/tcp/127.0.0.1/{LISTEN_PORT}'
+"""
+
+
+def vip_unit_file() -> str:
+    return f"""[Unit]
+Description=sealer API VIP (keepalived)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+Environment=LD_LIBRARY_PATH={VIP_HOME}/lib
+ExecStart={VIP_HOME}/keepalived --dont-fork --log-console --vrrp -f {VIP_CONFIG} \\
+ -p /run/sealer-keepalived.pid -r /run/sealer-keepalived-vrrp.pid
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+async def install_vip(ctx: RuntimeContext, host: Host) -> None:
+    """keepalived on a master holding `APIServerVIP` while its API server answers (no-op without a VIP)."""
+    address = vip(ctx.cluster)
+    if address is None:
+        return
+    ctx.say(host.ip, f"API VIP {address} (keepalived)")
+    target = ctx.target(host)
+    result = await ctx.fleet.run(target, install_script(ctx.rootfs, "keepalived", VIP_HOME), sudo=True)
+    if result.exit_code == 3:
+        raise RuntimeErrorSealer(
+            f"{host.ip}: {ENV_VIP} is set but the ClusterImage has no bin/keepalived and the host has none",
+            "build the image with --vip (bundles keepalived), install keepalived on the masters, "
+            f"or drop {ENV_VIP}",
+        )
+    result.check()
+    find = f"ip -o -4 addr show | awk -v ip={host.ip} '{{split($4, a, \"/\"); if (a[1] == ip) print $2}}'"
+    interface = (await ctx.fleet.run(target, find, sudo=True)).stdout.strip().split("\n")[0]
+    if not interface:
+        raise RuntimeErrorSealer(
+            f"{host.ip}: no network interface holds {host.ip}, so the VIP has nowhere to go",
+            "is the host's address in the Clusterfile the one it has?",
+        )
+    masters = [m.ip for m in ctx.cluster.masters]
+    conf = keepalived_conf(ctx.cluster.name, host.ip, masters, address, interface)
+    changed = await put_if_changed(ctx, host, VIP_CONFIG, conf, "0600")
+    changed = await put_if_changed(ctx, host, VIP_CHECK, CHECK_SCRIPT, "0755") or changed
+    changed = await put_if_changed(ctx, host, f"{UNIT_DIR}/{VIP_UNIT}", vip_unit_file()) or changed
+    cmd = (
+        f"systemctl daemon-reload && systemctl enable {VIP_UNIT} >/dev/null 2>&1; "
+        f"if [ {int(changed)} = 1 ]; then systemctl restart {VIP_UNIT}; "
+        f"else systemctl is-active --quiet {VIP_UNIT} || systemctl start {VIP_UNIT}; fi"
+    )
+    (await ctx.fleet.run(target, cmd, sudo=True, timeout=60)).check()
 
 
 def api_sans(cluster: Cluster, endpoint_name: str, extra: Mapping[str, None] | None = None) -> list[str]:

@@ -246,3 +246,32 @@ def test_native_balancer_turns_on_k0s_node_local_load_balancing() -> None:
         "nodeLocalLoadBalancing"
         not in cluster_config(CREATED, _ctx(), ctx.cluster.masters[0])["spec"]["network"]
     )
+
+
+def test_keepalived_conf_unicast_peers_priority_and_router_id() -> None:
+    masters = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    conf = lb.keepalived_conf("prod", "10.0.0.3", masters, "10.0.0.100", "eth1")
+    assert "unicast_src_ip 10.0.0.3" in conf
+    peers = conf.split("unicast_peer {")[1].split("}")[0].split()
+    assert peers == ["10.0.0.2", "10.0.0.4"]
+    assert "priority 149" in conf  # master0 150, then one less per master
+    assert "10.0.0.100/32 dev eth1" in conf and "interface eth1" in conf
+    assert f"virtual_router_id {lb.router_id('prod')}" in conf
+    assert all(1 <= lb.router_id(n) <= 255 for n in ("a", "prod", "x" * 100))
+    assert lb.router_id("prod") == lb.router_id("prod")
+    script = lb.CHECK_SCRIPT
+    assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed (scripts/setup)")
+def test_keepalived_parses_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "keepalived.conf"
+    path.write_text(lb.keepalived_conf("prod", "10.0.0.3", ["10.0.0.2", "10.0.0.3"], "10.0.0.100", "eth1"))
+    done = subprocess.run(["keepalived", "-t", "-f", str(path)], capture_output=True, text=True, check=False)
+    # -t exits 0 even for some mistakes: its complaints about keywords are what would show them
+    assert "Unknown keyword" not in done.stdout + done.stderr, done.stdout + done.stderr
+    path.write_text(
+        lb.keepalived_conf("prod", "10.0.0.3", ["10.0.0.3"], "10.0.0.100", "eth1") + "bogus_kw {\n}\n"
+    )
+    bad = subprocess.run(["keepalived", "-t", "-f", str(path)], capture_output=True, text=True, check=False)
+    assert "Unknown keyword" in bad.stdout + bad.stderr  # so the check above can fail
