@@ -104,7 +104,7 @@ def build_prerequisites() -> str | None:
         return f"{SEALER} is missing (run scripts/setup)"
     if reason := registry_missing_reason():
         return reason
-    for name in (*HELPER_BINARIES, "curl", "haproxy"):
+    for name in (*HELPER_BINARIES, "curl", "haproxy", "keepalived"):
         if _which(name) is None:
             return f"{name} is not installed (scripts/setup installs it)"
     return None
@@ -215,6 +215,7 @@ def k0s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage
                 "--extra-bin",
                 str(extra),
                 "--lb",
+                "--vip",
                 "--sealer",
                 str(SEALER),
                 "--",
@@ -562,7 +563,7 @@ key = f("key", "client-key-data", "client-key")
 ctx = ssl.create_default_context(cafile=ca)
 ctx.load_cert_chain(cert, key)
 print(cluster["server"])
-with urllib.request.urlopen("https://127.0.0.1:6443/version", context=ctx, timeout=10) as r:
+with urllib.request.urlopen(f"https://{sys.argv[2]}:6443/version", context=ctx, timeout=10) as r:
     print(json.loads(r.read())["gitVersion"])
 """
 
@@ -594,6 +595,9 @@ LB_LEFTOVERS = (
     "/etc/sealer/apiserver-lb",
     "/usr/local/lib/sealer/haproxy",
     "/etc/systemd/system/sealer-apiserver-lb.service",
+    "/etc/sealer/apiserver-vip",
+    "/usr/local/lib/sealer/keepalived",
+    "/etc/systemd/system/sealer-apiserver-vip.service",
 )
 
 
@@ -601,7 +605,7 @@ def _assert_clean(tb, img: RuntimeImage, h) -> None:  # type: ignore[no-untyped-
     for path in (*LEFTOVERS[img.runtime], *LB_LEFTOVERS):
         assert tb.run_on(h, f"test -e {path}", check=False).returncode != 0, f"{h.name}: {path} left behind"
     procs = tb.run_on(h, "ps -eo args", check=False).stdout
-    for name in ("kubelet", "k0s ", "haproxy", "containerd --config"):
+    for name in ("kubelet", "k0s ", "haproxy", "keepalived", "containerd --config"):
         assert name not in procs, f"{h.name}: a {name.strip()} process survived the reset:\n{procs}"
 
 
@@ -620,8 +624,22 @@ def _delete_and_check_clean(tb, img: RuntimeImage, home: Path, masters, workers)
         _assert_clean(tb, img, h)
 
 
-def _probe_through_lb(tb, worker, kubelet_conf: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    return tb.run_on(worker, ["python3", "-c", PROBE, kubelet_conf], check=False, timeout=60)
+def _probe_through_lb(
+    tb, worker, kubelet_conf: str, address: str = "127.0.0.1"
+) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return tb.run_on(worker, ["python3", "-c", PROBE, kubelet_conf, address], check=False, timeout=60)
+
+
+def _probe_until_ok(
+    tb, worker, kubelet_conf: str, address: str = "127.0.0.1"
+) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    """Failover takes a few health checks (haproxy: 2 x 2 s; VRRP: 3 adverts): retry up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        probe = _probe_through_lb(tb, worker, kubelet_conf, address)
+        if probe.returncode == 0 or time.monotonic() > deadline:
+            return probe
+        time.sleep(1)
 
 
 # (runtime, masters, lab, Clusterfile env): one master runs without a balancer by default; the
@@ -629,7 +647,7 @@ def _probe_through_lb(tb, worker, kubelet_conf: str) -> subprocess.CompletedProc
 SCENARIOS = [
     pytest.param("k3s", 3, "k3h", (), id="k3s-3m2n-ha"),
     pytest.param("k0s", 1, "k0", (), id="k0s-1m2n"),
-    pytest.param("k0s", 3, "k0h", (), id="k0s-3m2n-ha"),
+    pytest.param("k0s", 3, "k0h", ("APIServerVIP=auto",), id="k0s-3m2n-ha-vip"),
     pytest.param("kubernetes", 1, "ku", ("APIServerLB=haproxy",), id="kubernetes-1m2n-lb"),
     pytest.param(
         "kubernetes",
@@ -672,6 +690,9 @@ def test_run_runtime(
     hosts = tb.up(n_masters + 2)
     masters, workers = hosts[:n_masters], hosts[n_masters:]
     _prepare_hosts(tb, hosts, img)
+    # a free address of the lab's subnet for the VIP
+    vip = masters[0].ip.rsplit(".", 1)[0] + ".200"
+    env = tuple(f"APIServerVIP={vip}" if e == "APIServerVIP=auto" else e for e in env)
     cf = tmp_path / "Clusterfile"
     cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers], env))
 
@@ -716,19 +737,26 @@ def test_run_runtime(
     if n_masters == 1:
         _delete_and_check_clean(tb, img, home, masters, workers)
         return
+    with_vip = f"APIServerVIP={vip}" in env
+    if with_vip:
+        # exactly one master holds the VIP, and the API answers on it (its certificate covers it)
+        holders = [m for m in masters if vip in tb.run_on(m, "ip -o -4 addr show").stdout]
+        assert len(holders) == 1, [m.name for m in holders]
+        probe = _probe_until_ok(tb, workers[0], kubelet_conf, vip)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
     tb.stop_host(masters[0])
     for w in workers:
-        # haproxy marks master0 down after two failed checks (2 s apart): retry for up to a minute
-        deadline = time.monotonic() + 60
-        while True:
-            probe = _probe_through_lb(tb, w, kubelet_conf)
-            if probe.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        probe = _probe_until_ok(tb, w, kubelet_conf)
         assert probe.returncode == 0, f"{w.name}: API not reachable through the balancer: {probe.stderr}"
         # and the worker keeps working: its k0s and containerd still answer
         assert tb.run_on(w, STATUS[runtime], check=False).returncode == 0
         assert tb.run_on(w, f"{img.ctr} images ls -q", check=False).returncode == 0
+    if with_vip:
+        # the VIP moved to a surviving master and still serves the API
+        probe = _probe_until_ok(tb, workers[0], kubelet_conf, vip)
+        assert probe.returncode == 0, f"VIP {vip} did not move: {probe.stderr}"
+        holders = [m for m in masters[1:] if vip in tb.run_on(m, "ip -o -4 addr show").stdout]
+        assert len(holders) == 1, [m.name for m in holders]
 
 
 def test_k0s_plain_controllers_are_not_nodes(
