@@ -200,7 +200,7 @@ def join_cmd(
 @click.option("-m", "--masters", multiple=True, metavar="IPS", help="Masters to remove.")
 @click.option("-n", "--nodes", multiple=True, metavar="IPS", help="Workers to remove.")
 @click.option("-a", "--all", "all_", is_flag=True, help="Delete the whole cluster: reset every host.")
-@click.option("--prune", is_flag=True, help="With --all: also remove the data dir (rootfs) on every host.")
+@click.option("-p", "--prune", is_flag=True, help="With --all: also remove the data dir (rootfs) on hosts.")
 @click.option("-y", "--yes", "--force", "yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--drain-timeout",
