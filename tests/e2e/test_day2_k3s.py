@@ -141,6 +141,12 @@ def journal(home: Path, cluster: str = CLUSTER) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def report(what: str, stdout: str) -> None:
+    """Print the operation's own timing line (a figure for people, never asserted on)."""
+    took = next((ln for ln in stdout.splitlines() if ln.startswith("took ")), "took ?")
+    print(f"\n  {what}: {took}")
+
+
 class ApiProbe:
     """Asks the API from a worker host, twice a second, with the admin kubeconfig copied there,
     and keeps every answer (ok or not) until stopped."""
@@ -206,6 +212,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert kinds == ["join-master", "join-master", "join-workers"], kinds
     grown = run_sealer(home, "apply", "-f", str(cf))
     assert "update done" in grown.stdout, grown.stdout + grown.stderr
+    report("1+1 -> 3+2 (apply)", grown.stdout)
     nodes = nodes_by_ip(home)
     assert set(nodes) == {h1.ip, h2.ip, h3.ip, h4.ip, h5.ip}
     assert all(ready(n) for n in nodes.values())
@@ -231,6 +238,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     # 3. scale-up edits the last-applied Clusterfile and applies it
     up = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER)
     assert "update done" in up.stdout, up.stdout + up.stderr
+    report("3+2 -> 3+3 (scale-up)", up.stdout)
     assert h6.ip in (home / CLUSTER / "Clusterfile").read_text()
     assert set(nodes_by_ip(home)) == {h.ip for h in hosts}
     refused = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER, check=False)
@@ -254,6 +262,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert {a["kind"] for a in dry["actions"]} == {"update-host-aliases", "update-labels", "update-taints"}
     updated = run_sealer(home, "apply", "-f", str(cf))
     assert "update done" in updated.stdout, updated.stdout + updated.stderr
+    report("in-place update", updated.stdout)
     nodes = nodes_by_ip(home)
     for h in (h2, h5, h6):
         assert nodes[h.ip].metadata.labels["disk"] == "nvme" and nodes[h.ip].metadata.labels["zone"] == "a"
@@ -306,6 +315,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert set(nodes_by_ip(home)) == {h.ip for h in hosts}
     shrunk = run_sealer(home, "delete", "-n", f"{h5.ip},{h6.ip}", "--cluster", CLUSTER, "-y")
     assert "update done" in shrunk.stdout, shrunk.stdout + shrunk.stderr
+    report("3+3 -> 3+1 (delete -n)", shrunk.stdout)
     assert set(nodes_by_ip(home)) == {h1.ip, h2.ip, h3.ip, h4.ip}
     with pytest.raises(ApiError) as gone:
         kube.get(Pod, "on-h5", namespace="default")
@@ -323,6 +333,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
         upgraded = run_sealer(home, "upgrade", upgrade_images.new, "--cluster", CLUSTER)
         time.sleep(1.5)  # not a threshold: lets the probe ask once more after the upgrade
     assert "update done" in upgraded.stdout, upgraded.stdout + upgraded.stderr
+    report("upgrade 3+1", upgraded.stdout)
     nodes = nodes_by_ip(home)
     assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
         h.ip: NEXT_VERSION for h in (h1, h2, h3, h4)
@@ -354,6 +365,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     # 5b. a master leaves (3 + 1 -> 2 + 1): drained, its Node (and so its etcd member) deleted, reset
     left = run_sealer(home, "delete", "-m", h4.ip, "--cluster", CLUSTER, "-y")
     assert "update done" in left.stdout, left.stdout + left.stderr
+    report("3+1 -> 2+1 (delete -m)", left.stdout)
     assert set(nodes_by_ip(home)) == {h1.ip, h2.ip, h3.ip}
     assert_clean(tb, h4)
     assert all(ready(n) for n in nodes_by_ip(home).values())
