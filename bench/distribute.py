@@ -79,6 +79,9 @@ async def sealer_fanout(targets: list[Target], src: Path) -> float:
     bad = [o for o in res.outcomes if not o.ok]
     if bad:
         raise SystemExit(f"fan-out failed on {bad[0].host}: {bad[0].error}")
+    phases = " ".join(f"{k} {v:.1f}s" for k, v in res.phases.items())
+    print(f"    fan-out N={len(targets)}: {phases}; operator sent {res.operator_bytes / MB:.0f} MB; "
+          f"reroutes: {res.reroutes or 'none'}", flush=True)
     return took
 
 
@@ -181,8 +184,9 @@ def main() -> None:
                         clear(tb, part)
                     rows.append((rate, n, t_fan, t_naive, t_ans))
                     a = f"{t_ans:7.1f}" if t_ans is not None else "    n/a"
-                    print(f"  {rate:>8} N={n:<3} fan-out {t_fan:7.1f}s  naive {t_naive:7.1f}s  ansible {a}s",
-                          flush=True)
+                    load = os.getloadavg()[0]
+                    print(f"  {rate:>8} N={n:<3} fan-out {t_fan:7.1f}s  naive {t_naive:7.1f}s  ansible {a}s"
+                          f"  (load {load:.1f})", flush=True)
     finally:
         tb.down(fast=True)
     load_after = os.getloadavg()

@@ -263,8 +263,12 @@ def receive_script(p: _Paths, total: int) -> str:
     body = (
         f'W={_q(p.work)}; S={_q(p.stage)}; SP={_q(p.spool)}; echo $$ > "$W/recv.pid"; '
         'F="$W/rx"; rm -f "$F"; mkfifo "$F"; '
-        'tail -c +1 -f "$SP" > "$F" & T=$!; '
-        f'head -c {total} < "$F" | tar -x -f - -C "$S" --no-same-owner -p --null -T "$W/want"; '
+        'tail -s 0.05 -c +1 -f "$SP" > "$F" & T=$!; '
+        # tar names each member as it starts it; the one before is then complete and is hashed
+        # while the stream still flows, so verification costs no time after the last byte
+        f'head -c {total} < "$F" | tar -x -v --quoting-style=literal -f - -C "$S" --no-same-owner -p '
+        '--null -T "$W/want" | awk \'{ if (NR > 1) { print prev; fflush() } prev = $0 } '
+        'END { if (NR) print prev }\' | (cd "$S" && xargs -r -d "\\n" -n 8 sha256sum --) > "$W/sums"; '
         "rc=$(( ${PIPESTATUS[0]} | ${PIPESTATUS[1]} )); "
         'kill $T 2>/dev/null; wait $T 2>/dev/null; rm -f "$F" "$W/recv.pid"; exit $rc'
     )
@@ -292,7 +296,7 @@ def forward_script(p: _Paths, child: Target, child_id: int, offset: int, total: 
         f'while [ "$(stat -c %s "$SP" 2>/dev/null || echo -1)" -lt {offset} ]; do '
         '[ -f "$SP" ] || exit 3; sleep 0.2; done; '
         f'F="$W/fx{child_id}"; rm -f "$F"; mkfifo "$F"; '
-        f'tail -c +{offset + 1} -f "$SP" > "$F" & T=$!; '
+        f'tail -s 0.05 -c +{offset + 1} -f "$SP" > "$F" & T=$!; '
         f'head -c {total - offset} < "$F" | {ssh}; rc=${{PIPESTATUS[1]}}; '
         f'kill $T 2>/dev/null; wait $T 2>/dev/null; rm -f "$F" "$W/fwd{child_id}.pid"; exit $rc'
     )
@@ -345,12 +349,20 @@ def commit_script(p: _Paths, need: HostNeed, tree: transfer.LocalTree) -> str:
         "set -u",
         f"S={_q(p.stage)}; R={_q(p.root)}",
         'cd "$S" || exit 1',
-        # bulk verification: one sha256sum for all pieces this host was to receive
-        "sha256sum -c - 2>/dev/null <<'SEALER_EOF' | grep -v ': OK$' | sed -e 's/: FAILED.*$//' "
-        '| while IFS= read -r n; do rm -f -- "$n"; printf \'BAD %s\\n\' "$n"; done',
     ]
-    lines.extend(f"{piece.sha256}  {piece.name}" for piece in need.want)
-    lines.append("SEALER_EOF")
+    if need.want:
+        # every piece this host was to receive must have been hashed (while receiving, into
+        # $W/sums) to exactly its digest; anything else is deleted and reported for re-sending.
+        # Without the receiver's sums (e.g. its watchdog cleaned up), hash everything now.
+        lines += [
+            f"W={_q(p.work)}",
+            'if [ -f "$W/sums" ]; then grep -vxF -f "$W/sums"; '
+            "else sha256sum -c - 2>/dev/null | grep -v ': OK$' | sed -e 's/: FAILED.*$//' "
+            "| while IFS= read -r n; do printf '%064d  %s\\n' 0 \"$n\"; done; fi <<'SEALER_EOF' "
+            '| cut -c67- | while IFS= read -r n; do rm -f -- "$n"; printf \'BAD %s\\n\' "$n"; done',
+        ]
+        lines.extend(f"{piece.sha256}  {piece.name}" for piece in need.want)
+        lines.append("SEALER_EOF")
     joined = []
     for spec in need.files:
         if not spec.chunked:
@@ -508,7 +520,7 @@ class Fanout:
         rounds: int = 3,
         stall_timeout: float = 20.0,
         host_idle_timeout: float = 120.0,
-        tick: float = 0.5,
+        tick: float = 1.0,
         progress: ProgressCallback | None = None,
         tamper: Tamper | None = None,
         key_lifetime: timedelta = timedelta(hours=2),
