@@ -827,7 +827,10 @@ def run_init(opts: dict[str, Any], raw: list[str]) -> int:
         admin, "kube-system", "kubelet-config", {"kubelet": (paths.kubelet_dir / "config.yaml").read_text()}
     )
     if opts["upload-certs"]:
-        key = upload_certs(admin, paths, opts["certificate-key"] or None)
+        # the flag wins over InitConfiguration.certificateKey; with neither, kubeadm makes a key
+        key = upload_certs(
+            admin, paths, opts["certificate-key"] or str(ic.get("certificateKey") or "") or None
+        )
         say(f"[upload-certs] Using certificate key:\n{key}")
     say(
         f"[mark-control-plane] Marking the node {name} as control-plane by adding the labels: "
@@ -909,7 +912,12 @@ def run_init_phase(phase: list[str], opts: dict[str, Any]) -> int:
         return 0
     paths = Paths()
     admin = admin_client(opts)
-    key = upload_certs(admin, paths, opts["certificate-key"] or None)
+    from_config = ""
+    if opts["config"]:
+        from_config = str(
+            load_config(opts["config"], "init").get("InitConfiguration", {}).get("certificateKey") or ""
+        )
+    key = upload_certs(admin, paths, opts["certificate-key"] or from_config or None)
     say(f"[upload-certs] Using certificate key:\n{key}")
     return 0
 

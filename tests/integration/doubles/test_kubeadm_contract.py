@@ -532,9 +532,15 @@ def test_init_phase_upload_certs_renews_the_key(
     need_containerd()
     cp0 = k8s_nodes("cp0")
     cfg = init_config(cp0, containerd_socket, extra_cluster=f"controlPlaneEndpoint: 127.0.0.1:{cp0.port}\n")
+    old_key = "ab" * 32  # given as InitConfiguration.certificateKey, as sealer does
+    Path(cfg).write_text(
+        Path(cfg)
+        .read_text()
+        .replace("kind: InitConfiguration\n", f"kind: InitConfiguration\ncertificateKey: {old_key}\n")
+    )
     r = cp0.kubeadm("init", "--config", cfg, "--upload-certs", IP_FORWARD)
     assert r.returncode == 0, r.stdout + r.stderr
-    old_key = r.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split()[0]
+    assert r.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split()[0] == old_key
     new_key = "cd" * 32
     r = cp0.run(
         "init", "phase", "upload-certs", "--upload-certs", "--certificate-key", new_key, "--config", cfg
