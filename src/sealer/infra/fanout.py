@@ -19,7 +19,7 @@ import secrets
 import shlex
 import tarfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -500,6 +500,9 @@ class _Round:
     restarts: dict[str, int] = field(default_factory=dict)
     slow_since: dict[str, float] = field(default_factory=dict)
     relinking: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    commits: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    recv_seen: set[str] = field(default_factory=set)
+    commit: Callable[[str], Awaitable[None]] | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     failed: dict[str, SealerError] = field(default_factory=dict)
@@ -722,25 +725,13 @@ class Fanout:
             )
         for h in active:
             self._start_link(rnd, h.name, 0)
-        try:
-            with self._phase("transfer"):
-                await self._watch(rnd, n)
-        finally:
-            for task in [*rnd.links.values(), *rnd.polls.values(), *rnd.relinking.values(), *rnd.background]:
-                task.cancel()
-            for name, rtask in rnd.recv.items():
-                if not rtask.done():
-                    rtask.cancel()
-                    rnd.failed.setdefault(name, FanoutError(name, "receiving did not finish"))
-        # commit on every host that is not failed (also those that needed nothing new: they may
-        # hold pieces staged by an earlier run, and directories/links are made every time)
-        committing = [h for h in members if h.name not in rnd.failed]
-
-        async def commit(h: _Host) -> None:
+        async def commit(name: str) -> None:
+            h = rnd.hosts[name]
             self._emit(rnd, h.name, "committing", n)
             need = needs[h.name]
+            # the script is read whole first: `bash -s` would read a long script byte by byte
             out = await h.check(
-                "bash -s",
+                'eval "$(cat)"',
                 commit_script(h.paths, need, tree).encode(),
                 sudo=self.sudo,
                 what="placing files into",
@@ -765,13 +756,30 @@ class Fanout:
             rnd.done.add(h.name)
             self._emit(rnd, h.name, "done", n)
 
+        # a host places its files as soon as it has received the stream, while the hosts
+        # behind it in the chain are still receiving
+        rnd.commit = commit
+        try:
+            with self._phase("transfer"):
+                await self._watch(rnd, n)
+        finally:
+            for task in [*rnd.links.values(), *rnd.polls.values(), *rnd.relinking.values(), *rnd.background]:
+                task.cancel()
+            for name, rtask in rnd.recv.items():
+                if not rtask.done():
+                    rtask.cancel()
+                    rnd.failed.setdefault(name, FanoutError(name, "receiving did not finish"))
+        # also on hosts that needed nothing new: they may hold pieces staged by an earlier run,
+        # and directories/links are made every time
+        for h in members:
+            if h.name not in rnd.failed and h.name not in rnd.commits:
+                rnd.commits[h.name] = asyncio.ensure_future(commit(h.name))
         with self._phase("verify+place"):
-            placed = await self.fleet.each(
-                [h.target for h in committing], lambda t: commit(_by(committing, t))
-            )
-        for h, o in zip(committing, placed, strict=True):
-            if o.error is not None:
-                rnd.failed[h.name] = o.error
+            names = list(rnd.commits)
+            placed = await asyncio.gather(*(rnd.commits[x] for x in names), return_exceptions=True)
+        for name, res in zip(names, placed, strict=True):
+            if isinstance(res, BaseException):
+                rnd.failed[name] = host_error_of(res, name)
         with self._phase("clean-up"):
             await self._cleanup(members)
         return rnd
@@ -846,9 +854,12 @@ class Fanout:
                 if name not in rnd.polls:
                     rnd.polls[name] = asyncio.ensure_future(self._poll(rnd.hosts[name]))
             # a receiver that ended with an error (connection lost, disk full) is a failed host
-            for name in pending:
+            for name in list(rnd.recv):
                 recv = rnd.recv[name]
+                if name in rnd.recv_seen or name in rnd.failed:
+                    continue
                 if recv.done() and not recv.cancelled():
+                    rnd.recv_seen.add(name)
                     exc = recv.exception()
                     if exc is not None:
                         await self._fail(rnd, name, host_error_of(exc, name))
@@ -857,6 +868,8 @@ class Fanout:
                         if code == 0:
                             rnd.meters[name].sample(now, rnd.layout.total)
                             self._emit(rnd, name, "received", n, rnd.tree.parent.get(name, OPERATOR))
+                            if rnd.commit is not None and name not in rnd.commits:
+                                rnd.commits[name] = asyncio.ensure_future(rnd.commit(name))
                         else:
                             await self._fail(
                                 rnd,
