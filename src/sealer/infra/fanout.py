@@ -543,6 +543,7 @@ class Fanout:
         self.run_id = secrets.token_hex(6)
         self.reroutes: list[str] = []
         self.phases: dict[str, float] = {}
+        self.cleaned: set[str] = set()
 
     @contextlib.contextmanager
     def _phase(self, name: str) -> Iterator[None]:
@@ -640,8 +641,9 @@ class Fanout:
                             ),
                         )
         finally:
+            # hosts whose last round cleaned up already are not visited again
             with self._phase("clean-up"):
-                await self._cleanup(list(hosts.values()))
+                await self._cleanup([h for h in hosts.values() if h.name not in self.cleaned])
         result.phases = self.phases
         result.outcomes = [
             outcomes.get(name) or Outcome(name, error=FanoutError(name, "not reached")) for name in order
@@ -781,7 +783,7 @@ class Fanout:
             if isinstance(res, BaseException):
                 rnd.failed[name] = host_error_of(res, name)
         with self._phase("clean-up"):
-            await self._cleanup(members)
+            self.cleaned |= await self._cleanup(members)
         return rnd
 
     def _start_link(self, rnd: _Round, child: str, offset: int) -> None:
@@ -974,7 +976,8 @@ class Fanout:
         for _, child in moved:
             self._spawn_relink(rnd, child)
 
-    async def _cleanup(self, hosts: list[_Host]) -> None:
+    async def _cleanup(self, hosts: list[_Host]) -> set[str]:
+        """Clean up on hosts; returns the names where it worked."""
         async def one(h: _Host) -> None:
             code, _, err = await h.call(
                 _cleanup_body(h.paths, h.home), sudo=self.sudo, timeout=30, shown="cleaning up"
@@ -992,6 +995,7 @@ class Fanout:
                     r,
                     self.host_idle_timeout,
                 )
+        return {h.name for h, r in zip(hosts, results, strict=True) if not isinstance(r, BaseException)}
 
 
 def _by(hosts: Sequence[_Host], t: Target) -> _Host:

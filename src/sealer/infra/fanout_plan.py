@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 BLOCK = tarfile.BLOCKSIZE
 # Files above this are sent as content-addressed chunks, so an interrupted transfer of a large
-# file resumes at a chunk boundary instead of from its first byte.
-CHUNK_BYTES = 8 << 20
+# file resumes at a chunk boundary instead of from its first byte. Joining chunks costs a copy
+# on the host, so they are large: a cut re-sends at most this much of a file in flight.
+CHUNK_BYTES = 64 << 20
 OPERATOR = ""  # the parent name of a tree's roots: the operator machine feeds them
 
 
