@@ -257,3 +257,43 @@ def test_commit_verifies_what_it_received_and_joins_only_complete_files(tmp_path
     big = next(s for s in specs if s.rel == "big")
     assert f"{big.sha256}  big" in script  # and the joined file against the file's digest
     assert "mv -f" in script and "rm -rf -- /dst/.sealer-fanout/t" in script
+
+
+# ---------------------------------------------------------------- key hygiene (run locally in bash)
+
+
+def test_authorized_line_is_restricted_and_expires() -> None:
+    import datetime as dt
+
+    from sealer.infra.fanout import _Paths, authorized_line
+
+    p = _Paths("abc123", "/var/lib/x y", "root")
+    when = dt.datetime(2030, 1, 2, 3, 4, tzinfo=dt.UTC)
+    line = authorized_line(p, "ssh-ed25519 AAAAkey", ["10.0.0.1", "10.0.0.2"], when)
+    assert line.startswith('restrict,from="10.0.0.1,10.0.0.2",expiry-time="203001020304Z",command="')
+    assert "exec cat >> '/var/lib/x y/.sealer-fanout/spool-abc123'" in line
+    assert line.rstrip().endswith(f"ssh-ed25519 AAAAkey sealer-fanout:abc123:{int(when.timestamp())}")
+
+
+def test_cleanup_removes_this_runs_and_expired_keys_only(tmp_path: Path) -> None:
+    import subprocess
+
+    from sealer.infra.fanout import _cleanup_body, _Paths
+
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir()
+    ak = ssh / "authorized_keys"
+    keep = "ssh-ed25519 AAAAmine me@laptop\n"
+    other_live = 'restrict,command="x" ssh-ed25519 AAAAb sealer-fanout:otherrun:9999999999\n'
+    ak.write_text(
+        keep
+        + 'restrict,command="x" ssh-ed25519 AAAAa sealer-fanout:run1:9999999999\n'
+        + other_live
+        + 'restrict,command="x" ssh-ed25519 AAAAc sealer-fanout:oldrun:1000\n'
+    )
+    ak.chmod(0o600)
+    inode = ak.stat().st_ino
+    p = _Paths("run1", str(tmp_path / "dst"), "root")
+    subprocess.run(["bash", "-c", _cleanup_body(p, str(tmp_path))], check=True)
+    assert ak.read_text() == keep + other_live  # another live run's key stays
+    assert ak.stat().st_ino == inode and (ak.stat().st_mode & 0o777) == 0o600
