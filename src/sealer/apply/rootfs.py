@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
 import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sealer.errors import ImageError
+from sealer.image.layers import apply_layer
 from sealer.image.store import ImageStore, PlatformImage
 from sealer.state.files import ensure_private_dir
 
@@ -47,40 +47,6 @@ def _tree_size(root: Path) -> int:
     return total
 
 
-def _apply_layer(blob: Path, root: Path) -> None:
-    with tarfile.open(blob, mode="r:*") as tar:
-        for member in tar:
-            name = posixpath.normpath(member.name.lstrip("/"))
-            if name.startswith("..") or name == ".":
-                continue
-            base = posixpath.basename(name)
-            parent = root / posixpath.dirname(name)
-            if base == ".wh..wh..opq":
-                if parent.is_dir():
-                    for child in parent.iterdir():
-                        if child.is_dir() and not child.is_symlink():
-                            shutil.rmtree(child)
-                        else:
-                            child.unlink()
-                continue
-            if base.startswith(".wh."):
-                victim = parent / base[4:]
-                if victim.is_dir() and not victim.is_symlink():
-                    shutil.rmtree(victim)
-                elif victim.exists() or victim.is_symlink():
-                    victim.unlink()
-                continue
-            target = root / name
-            if (target.exists() or target.is_symlink()) and not (member.isdir() and target.is_dir()):
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink()
-            member.name = name
-            # filter="tar" refuses absolute paths and links out of the tree; owners are kept as root.
-            tar.extract(member, root, set_attrs=True, filter="tar")
-
-
 def unpack(store: ImageStore, image: PlatformImage, cache: Path) -> UnpackedImage:
     """Unpack (or reuse) the image's layers under cache/<id>. A crash mid-way leaves no COMPLETE
     marker, so the next run starts the directory afresh."""
@@ -101,7 +67,7 @@ def unpack(store: ImageStore, image: PlatformImage, cache: Path) -> UnpackedImag
     try:
         for layer in image.manifest.layers:
             # verified: a corrupted layer must never reach a host's rootfs
-            _apply_layer(store.verified_blob_path(layer.digest), rootfs)
+            apply_layer(store.verified_blob_path(layer.digest), rootfs)
     except (OSError, tarfile.TarError) as err:
         shutil.rmtree(work, ignore_errors=True)
         raise ImageError(f"cannot unpack image {image_id}: {err}", "check free space in SEALER_HOME")

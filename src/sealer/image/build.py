@@ -36,6 +36,7 @@ from sealer.image.collect import (
     tree_of,
 )
 from sealer.image.kubefile import BaseImage, BaseImageResolver, Kubefile, Step, check_context, parse_kubefile
+from sealer.image.layers import apply_layer
 from sealer.image.metadata import ANNOTATION_CONTAINER_IMAGES, ANNOTATION_IMAGE_EXTENSION
 from sealer.image.oci import Descriptor, Platform, host_platform
 from sealer.image.reference import Reference, parse_reference
@@ -647,40 +648,8 @@ class _WorkTree:
     def sync(self, store: ImageStore, layers: list[LayerInfo]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         for layer in layers[self.applied :]:
-            _extract(store.verified_blob_path(layer.digest), self.root)
+            apply_layer(store.verified_blob_path(layer.digest), self.root, lenient=True)
         self.applied = len(layers)
-
-
-def _extract(blob: Path, root: Path) -> None:
-    with tarfile.open(blob, mode="r:*") as tar:
-        for member in tar:
-            name = posixpath.normpath(member.name.lstrip("/"))
-            if name.startswith("..") or name == ".":
-                continue
-            base = posixpath.basename(name)
-            parent = root / posixpath.dirname(name)
-            if base == ".wh..wh..opq":
-                if parent.is_dir():
-                    for child in parent.iterdir():
-                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-                continue
-            if base.startswith(".wh."):
-                victim = parent / base[4:]
-                if victim.is_dir() and not victim.is_symlink():
-                    shutil.rmtree(victim)
-                elif victim.exists() or victim.is_symlink():
-                    victim.unlink()
-                continue
-            target = root / name
-            if (target.exists() or target.is_symlink()) and not (member.isdir() and target.is_dir()):
-                shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
-            if member.ischr() or member.isblk() or member.isfifo():
-                continue  # device nodes have no business in a ClusterImage work tree
-            member.name = name
-            try:
-                tar.extract(member, root, set_attrs=True, filter="tar")
-            except tarfile.FilterError:
-                continue  # a link pointing out of the tree: RUN never needs to follow it
 
 
 async def run_step(step: Step, work: Path, env: Mapping[str, str]) -> list[Entry]:
