@@ -21,6 +21,7 @@ from tests.e2e.images import SEALER, run_sealer, sealer_env
 from tests.e2e.test_day2_k3s import (  # noqa: F401  (upgrade_images is a fixture)
     NEXT_VERSION,
     UpgradeImage,
+    assert_clean,
     clusterfile,
     nodes_by_ip,
     prepare_hosts,
@@ -98,8 +99,18 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
     prepare_hosts(tb, hosts)
     cf = tmp_path / "Clusterfile"
     cf.write_text(clusterfile(upgrade_images.old, tb.key_path, [h1.ip], [h2.ip], name=CLUSTER))
-    run_sealer(home, "run", "-f", str(cf))
     flag = tmp_path / "paused"
+
+    # an install killed half-way is wiped with delete --all -f (no last-applied state yet), then run anew
+    kill_at(home, flag, f"runtime@{h2.ip}", ["run", "-f", str(cf)])
+    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+    assert not status["exists"] and status["lastOperation"]["kind"] == "run", status
+    wiped = run_sealer(home, "delete", "--all", "--prune", "-f", str(cf), "-y")
+    assert "delete done" in wiped.stdout, wiped.stdout + wiped.stderr
+    for h in (h1, h2):
+        assert_clean(tb, h, CLUSTER)
+    prepare_hosts(tb, [h1, h2])  # test-bed only: the reset removed the containerd link
+    run_sealer(home, "run", "-f", str(cf))
 
     # scale-up 1 + 1 -> 2 + 2, killed at five points (one inside the worker's join)
     cf.write_text(clusterfile(upgrade_images.old, tb.key_path, [h1.ip, h3.ip], [h2.ip, h4.ip], name=CLUSTER))
