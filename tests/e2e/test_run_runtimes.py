@@ -328,6 +328,7 @@ def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runti
                 "--tag",
                 base,
                 "--lb",
+                "--vip",
                 "--sealer",
                 str(SEALER),
                 "--",
@@ -649,17 +650,7 @@ SCENARIOS = [
     pytest.param("k0s", 1, "k0", (), id="k0s-1m2n"),
     pytest.param("k0s", 3, "k0h", ("APIServerVIP=auto",), id="k0s-3m2n-ha-vip"),
     pytest.param("kubernetes", 1, "ku", ("APIServerLB=haproxy",), id="kubernetes-1m2n-lb"),
-    pytest.param(
-        "kubernetes",
-        3,
-        "kuh",
-        (),
-        id="kubernetes-3m2n-ha",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the kubeadm stand-in does not implement `kubeadm join --control-plane` yet",
-        ),
-    ),
+    pytest.param("kubernetes", 3, "kuh", ("APIServerVIP=auto",), id="kubernetes-3m2n-ha-vip"),
 ]
 KUBELET_CONF = {
     "k3s": "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
