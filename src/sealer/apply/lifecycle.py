@@ -707,6 +707,11 @@ class Executor:
         cluster = self.d2.cluster
         hosts = [self.d2.by_ip[ip] for ip in action.hosts]
         m0 = engine.master0
+        upgrader = _host_upgrader(self.runtime)
+        if upgrader is None:  # _upgrade_precheck refused this before anything changed
+            raise RuntimeErrorSealer(
+                f"the {self.runtime.name} runtime cannot upgrade hosts in place", "nothing was upgraded"
+            )
 
         async def copy(h: Host) -> None:
             await self.steps.step(
@@ -741,62 +746,46 @@ class Executor:
         plugins = engine._plugins()
         await self.hook(action, "upgrade-host", plugins, hosts, "all")
         version = engine.info.labels.get(LABEL_RUNTIME_VERSION) if engine.info else None
-        if isinstance(self.runtime, HostUpgrader):
-            upgrader: HostUpgrader = self.runtime
-            kube = await self.api()
-            masters = [h for h in hosts if h.is_master]
-            workers = [h for h in hosts if not h.is_master]
+        kube = await self.api()
+        masters = [h for h in hosts if h.is_master]
+        workers = [h for h in hosts if not h.is_master]
 
-            async def upgrade_one(h: Host, drain: bool) -> None:
-                name = self.d2.node_name(h.ip)
-                inputs = {"image": self.image_id(h.ip), "runtime": self.runtime.name}
-                if drain:
-                    timeout = self.d2.day2.drain_timeout
-                    await self.steps.step(
-                        action.id,
-                        "drain",
-                        h.ip,
-                        {"node": name, **inputs},
-                        lambda: _note(kubeops.drain(kube, name, timeout), "drained"),
-                    )
-
-                async def work() -> str:
-                    await upgrader.upgrade_host(self.ctx, h)
-                    await kubeops.wait_nodes(
-                        kube, {h.ip: kubeops.NodeWait(name, version)}, self.d2.options.ready_timeout
-                    )
-                    return f"Ready{' at ' + version if version else ''}"
-
-                await self.steps.step(action.id, "upgrade", h.ip, inputs, work)
-                if drain:
-                    await self.steps.step(
-                        action.id,
-                        "uncordon",
-                        h.ip,
-                        {"node": name, **inputs},
-                        lambda: _note(kubeops.set_unschedulable(kube, name, False), "uncordoned"),
-                    )
-
-            for h in masters:  # control planes one at a time
-                await self.phase(f"upgrade master {h.ip}", partial(upgrade_one, h, False))
-            size = max(1, self.d2.day2.worker_batch)
-            for i in range(0, len(workers), size):
-                batch = workers[i : i + size]
-                await self.phase(
-                    "upgrade workers", partial(_all_hosts, batch, partial(upgrade_one, drain=True))
-                )
-        else:
-            image = str(cluster.image)
-            await self.phase(
-                f"{self.runtime.name} upgrade",
-                lambda: self.steps.step(
+        async def upgrade_one(h: Host, drain: bool) -> None:
+            name = self.d2.node_name(h.ip)
+            inputs = {"image": self.image_id(h.ip), "runtime": self.runtime.name}
+            if drain:
+                timeout = self.d2.day2.drain_timeout
+                await self.steps.step(
                     action.id,
-                    "upgrade",
-                    m0.ip,
-                    {"image": image},
-                    lambda: _note(self.runtime.upgrade(self.ctx, image), "upgraded"),
-                ),
-            )
+                    "drain",
+                    h.ip,
+                    {"node": name, **inputs},
+                    lambda: _note(kubeops.drain(kube, name, timeout), "drained"),
+                )
+
+            async def work() -> str:
+                await upgrader.upgrade_host(self.ctx, h)
+                await kubeops.wait_nodes(
+                    kube, {h.ip: kubeops.NodeWait(name, version)}, self.d2.options.ready_timeout
+                )
+                return f"Ready{' at ' + version if version else ''}"
+
+            await self.steps.step(action.id, "upgrade", h.ip, inputs, work)
+            if drain:
+                await self.steps.step(
+                    action.id,
+                    "uncordon",
+                    h.ip,
+                    {"node": name, **inputs},
+                    lambda: _note(kubeops.set_unschedulable(kube, name, False), "uncordoned"),
+                )
+
+        for h in masters:  # control planes one at a time
+            await self.phase(f"upgrade master {h.ip}", partial(upgrade_one, h, False))
+        size = max(1, self.d2.day2.worker_batch)
+        for i in range(0, len(workers), size):
+            batch = workers[i : i + size]
+            await self.phase("upgrade workers", partial(_all_hosts, batch, partial(upgrade_one, drain=True)))
         await self.hook(action, "upgrade", plugins, [m0], m0.ip)
 
     async def hook(
@@ -1006,9 +995,21 @@ async def observed_nodes(state: ClusterState, current: Clusterfile) -> frozenset
     return frozenset(a for n in nodes for a in n.addresses if a in known)
 
 
+def _host_upgrader(runtime: ClusterRuntime) -> HostUpgrader | None:
+    return runtime if isinstance(runtime, HostUpgrader) else None
+
+
 async def _upgrade_precheck(d2: Day2, runtime: ClusterRuntime, current: Clusterfile, fleet: Fleet) -> str:
     info = d2.engine.info
     assert info is not None
+    if _host_upgrader(runtime) is None:
+        # Refused before the new rootfs is copied anywhere: a half-done upgrade helps nobody.
+        raise PlanError(
+            f"cluster {d2.cluster.name}: the {runtime.name} runtime of this sealer cannot upgrade hosts in "
+            "place yet; nothing was changed",
+            f"keep spec.image {current.cluster.image}; to move to {d2.cluster.image} now, back up "
+            "(`sealer etcd backup` where supported), delete and re-create the cluster",
+        )
     kube = await _open_api(d2.state, runtime, d2.context(fleet, None))
     try:
         versions = [n.kubelet_version for n in await kube.nodes()]

@@ -212,3 +212,18 @@ def test_status_of_a_finished_operation_has_nothing_to_finish(tmp_path: Path) ->
     data = cluster_status(state)
     assert data["unfinished"] == [] and data["toFinish"] is None
     assert "to finish" not in "\n".join(status_lines(data))
+
+
+def test_only_runtimes_with_upgrade_host_are_upgraded_in_place() -> None:
+    from sealer.apply.lifecycle import EtcdSnapshots, _host_upgrader
+    from sealer.runtime.base import choose_runtime
+
+    k3s = choose_runtime({"cluster.alpha.sealer.io/cluster-runtime-type": "k3s"}, None, "img")
+    assert _host_upgrader(k3s) is k3s and isinstance(k3s, EtcdSnapshots)
+
+    class WholeClusterOnly:  # a runtime without upgrade_host: refused before anything changes
+        name = "other"
+
+        async def upgrade(self, ctx: object, image: str) -> None: ...
+
+    assert _host_upgrader(WholeClusterOnly()) is None  # type: ignore[arg-type]
