@@ -240,9 +240,10 @@ class K0sRuntime:
         ).check()
         return changed
 
-    async def _check_ports(self, ctx: RuntimeContext, host: Host, role: str) -> None:
-        """Pre-flight before k0s first starts on a host: its ports must be free (a running k0s of
-        this cluster holds them itself, so a re-run skips the check)."""
+    async def _busy_ports(self, ctx: RuntimeContext, host: Host) -> list[str]:
+        """Ports k0s needs on this host that something else holds (a running k0s of this cluster
+        holds them itself, so a re-run finds none)."""
+        role = "controller" if host.is_master else "worker"
         unit = CONTROLLER_UNIT if role == "controller" else WORKER_UNIT
         ports = [
             *(CONTROLLER_PORTS if role == "controller" else ()),
@@ -253,12 +254,18 @@ class K0sRuntime:
             f"for p in {' '.join(str(p) for p in ports)}; do "
             'ss -Hltn "sport = :$p" 2>/dev/null | grep -q LISTEN && echo "$p"; done; true'
         )
-        busy = (await run_checked(ctx, host, script)).split()
-        if busy:
+        return (await run_checked(ctx, host, script)).split()
+
+    async def _check_ports(self, ctx: RuntimeContext, hosts: Sequence[Host]) -> None:
+        """Pre-flight before k0s starts: one report naming every host whose k0s ports are taken."""
+        found = await asyncio.gather(*(self._busy_ports(ctx, h) for h in hosts))
+        bad = [(h, busy) for h, busy in zip(hosts, found, strict=True) if busy]
+        if bad:
+            lines = [f"{h.ip}: port(s) {', '.join(busy)} already in use" for h, busy in bad]
             raise HostError(
-                host.ip,
-                f"k0s {role} cannot start: port(s) {', '.join(busy)} already in use",
-                f"stop what listens there (`ss -ltnp` on {host.ip}) and run the same command again",
+                ", ".join(h.ip for h, _ in bad),
+                "k0s cannot start:\n  " + "\n  ".join(lines),
+                "stop what listens there (`ss -ltnp` on the host) and run the same command again",
             )
 
     async def _service(
@@ -267,7 +274,7 @@ class K0sRuntime:
         """`k0s install <role> ...` (rewrites the unit with --force), then (re)start and wait until
         `k0s status` answers."""
         unit = CONTROLLER_UNIT if role == "controller" else WORKER_UNIT
-        await self._check_ports(ctx, host, role)
+        await self._check_ports(ctx, [host])
         flags = " ".join(shlex.quote(a) for a in args)
         before = await ctx.fleet.run(ctx.target(host), f"cat {UNIT_DIR}/{unit} 2>/dev/null", sudo=True)
         await run_checked(ctx, host, f"{BIN_DIR}/k0s install {role} --force {flags}")
@@ -359,6 +366,7 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
             return
         m0 = masters[0]
         ctx.say(m0.ip, "installing the first k0s controller")
+        await self._check_ports(ctx, list(ctx.cluster.hosts))  # every host, before anything starts
         await self._binaries(ctx, m0)
         changed = await self._registry(ctx, m0)
         changed = await self._config(ctx, m0) or changed

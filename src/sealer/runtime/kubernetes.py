@@ -55,6 +55,10 @@ SYSCTLS = {
 }
 MODULES = ("overlay", "br_netfilter")
 TOKEN_TTL = "2h"
+PREFLIGHT_HINT = (
+    "fix the hosts named (sealer already loaded the kernel modules and set the sysctls it could) "
+    "and run the same command again"
+)
 
 
 def containerd_config(pause_image: str) -> str:
@@ -291,16 +295,9 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
                 "see `sealer inspect`",
             )
         result.check()
-        ports = MASTER_PORTS if host.is_master else WORKER_PORTS
-        checked = await ctx.fleet.run(ctx.target(host), host_check_script(ports), sudo=True, timeout=60)
-        problems = [ln[len("PROBLEM ") :] for ln in checked.stdout.splitlines() if ln.startswith("PROBLEM ")]
+        problems = await self._host_problems(ctx, host)
         if problems:
-            raise HostError(
-                host.ip,
-                "cannot take a kubeadm node: " + "; ".join(problems),
-                "fix the host (sealer already loaded the kernel modules and set the sysctls it could) "
-                "and run the same command again",
-            )
+            raise HostError(host.ip, "cannot take a kubeadm node: " + "; ".join(problems), PREFLIGHT_HINT)
         changed = False
         registry = ctx.registry
         pause = f"{registry.address}/pause:3.10" if registry is not None else "registry.k8s.io/pause:3.10"
@@ -327,6 +324,26 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
             raise RuntimeErrorSealer(
                 f"{host.ip}: containerd did not start",
                 f"see `journalctl -u containerd` on {host.ip}; fix the cause and run the same command again",
+            )
+
+    async def _host_problems(self, ctx: RuntimeContext, host: Host) -> list[str]:
+        ports = MASTER_PORTS if host.is_master else WORKER_PORTS
+        checked = await ctx.fleet.run(ctx.target(host), host_check_script(ports), sudo=True, timeout=60)
+        checked.check()
+        return [ln[len("PROBLEM ") :] for ln in checked.stdout.splitlines() if ln.startswith("PROBLEM ")]
+
+    async def _preflight_all(self, ctx: RuntimeContext) -> None:
+        """kubeadm's needs checked on every host before master0 is touched, so one report names every
+        host that cannot take the cluster (instead of failing host by host as joins reach them)."""
+        hosts = list(ctx.cluster.hosts)
+        found = await asyncio.gather(*(self._host_problems(ctx, h) for h in hosts))
+        bad = [(h, p) for h, p in zip(hosts, found, strict=True) if p]
+        if bad:
+            lines = [f"{h.ip}: {'; '.join(p)}" for h, p in bad]
+            raise HostError(
+                ", ".join(h.ip for h, _ in bad),
+                f"{len(bad)} host(s) cannot take a kubeadm node:\n  " + "\n  ".join(lines),
+                PREFLIGHT_HINT,
             )
 
     async def _kubeadm(self, ctx: RuntimeContext, host: Host, args: str, what: str) -> None:
@@ -363,6 +380,7 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
                 f"use {lb.ENV_LB}=haproxy (the default with several masters) or {lb.ENV_LB}=none",
             )
         ctx.say(m0.ip, "kubeadm init")
+        await self._preflight_all(ctx)
         await self._prepare(ctx, m0)
         inputs = await self._kubeadm_inputs(ctx)
         key = ctx.shared.get("kubeadm-certificate-key") or secrets.token_hex(32)
