@@ -492,6 +492,42 @@ def clusterfile(
     return yaml.safe_dump_all([doc, USER_KUBEADM], sort_keys=False)
 
 
+def _listen(tb, h, port: int) -> str:  # type: ignore[no-untyped-def]
+    pid = tb.run_on(
+        h, f"setsid python3 -m http.server --bind 0.0.0.0 {port} >/dev/null 2>&1 & echo $!"
+    ).stdout.strip()
+    for _ in range(100):
+        if tb.run_on(h, f"ss -Hltn 'sport = :{port}' | grep -q LISTEN", check=False).returncode == 0:
+            return pid
+        time.sleep(0.1)
+    raise AssertionError(f"{h.name}: nothing listens on {port}")
+
+
+def _refused_then_resumed(tb, img: RuntimeImage, home: Path, cf: Path, master, worker) -> None:  # type: ignore[no-untyped-def]
+    """The runtime's own pre-flight (ports only it needs; for kubeadm also kernel settings) refuses
+    before master0 is touched and names every bad host; once fixed, the same command finishes."""
+    port = 9443 if img.runtime == "k0s" else 10259  # the k0s API; kube-scheduler (kubeadm)
+    pid = _listen(tb, master, port)
+    if img.runtime == "kubernetes":
+        subprocess.run(
+            ["ip", "netns", "exec", worker.netns, "sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True
+        )
+    done = subprocess.run(
+        [str(SEALER), "run", "-f", str(cf)], env=sealer_env(home), capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{master.ip}: port" in done.stderr and str(port) in done.stderr, done.stderr
+    if img.runtime == "kubernetes":
+        assert f"{worker.ip}: sysctl net.ipv4.ip_forward cannot be set to 1" in done.stderr, done.stderr
+        subprocess.run(
+            ["ip", "netns", "exec", worker.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True
+        )
+    first = LEFTOVERS[img.runtime][0]  # /etc/k0s, /etc/kubernetes: the runtime did not start
+    assert tb.run_on(master, f"test -e {first}", check=False).returncode != 0, f"{first} exists"
+    tb.run_on(master, f"kill {pid}")
+
+
 def _prepare_hosts(tb, hosts, img: RuntimeImage) -> None:  # type: ignore[no-untyped-def]
     parent = img.containerd_root.rsplit("/", 1)[0]
     if img.runtime == "kubernetes":
@@ -687,6 +723,8 @@ def test_run_runtime(
     cf = tmp_path / "Clusterfile"
     cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers], env))
 
+    if n_masters == 1:
+        _refused_then_resumed(tb, img, home, cf, masters[0], workers[-1])
     done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
     assert f"cluster {CLUSTER} is up: {n_masters + 2} node(s)" in done.stdout, done.stdout + done.stderr
     _assert_cluster(tb, img, home, masters, workers)
