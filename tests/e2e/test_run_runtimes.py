@@ -228,15 +228,7 @@ def k0s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage
             check=False,
         )
         assert done.returncode == 0, f"images/k0s/build.sh failed:\n{done.stdout}{done.stderr}"
-        app_ctx = work / "app-context"
-        app_ctx.mkdir()
-        (app_ctx / "demo.yaml").write_text(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sealer-e2e-demo\n  namespace: default\n"
-            "data:\n  launched: by-sealer-run\n"
-        )
-        (app_ctx / "Kubefile").write_text(f'FROM {base}\nAPP demo local://demo.yaml\nLAUNCH ["demo"]\n')
-        app = "e2e.local/sealer/k0s-demo:1"
-        run_sealer(home, "build", "-t", app, str(app_ctx))
+        app = _app_image(home, work, base, "e2e.local/sealer/k0s-demo:1")
     finally:
         if mirror is not None:
             mirror.stop()
@@ -341,15 +333,7 @@ def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runti
             check=False,
         )
         assert done.returncode == 0, f"images/kubernetes/build.sh failed:\n{done.stdout}{done.stderr}"
-        app_ctx = work / "app-context"
-        app_ctx.mkdir()
-        (app_ctx / "demo.yaml").write_text(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sealer-e2e-demo\n  namespace: default\n"
-            "data:\n  launched: by-sealer-run\n"
-        )
-        (app_ctx / "Kubefile").write_text(f'FROM {base}\nAPP demo local://demo.yaml\nLAUNCH ["demo"]\n')
-        app = "e2e.local/sealer/kubernetes-demo:1"
-        run_sealer(home, "build", "-t", app, str(app_ctx))
+        app = _app_image(home, work, base, "e2e.local/sealer/kubernetes-demo:1")
     finally:
         if mirror is not None:
             mirror.stop()
