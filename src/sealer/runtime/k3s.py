@@ -328,7 +328,9 @@ mv -f "$list.new" "$list"
         ctx.say(host.ip, f"upgrading k3s {old or '?'} -> {new or '?'}")
         await self._install_binaries(ctx, host)
         unit = SERVER_UNIT if host.is_master else AGENT_UNIT
-        await self._start(ctx, host, unit, restart=new != old or not new)
+        # Always restart: an earlier attempt may have replaced the binary and been killed before the
+        # restart, so "installed == new" does not mean the running k3s is the new one.
+        await self._start(ctx, host, unit, restart=True)
 
     async def etcd_snapshot(self, ctx: RuntimeContext) -> str:
         """`k3s etcd-snapshot save` on master0 (the running server takes it); returns its path there."""
