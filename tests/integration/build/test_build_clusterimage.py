@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from tests.registry_fixture import Registry, make_test_image, registry_missing_reason, start_registry
 
 from sealer.cli.main import cli
 from sealer.image.metadata import ANNOTATION_CONTAINER_IMAGES, ANNOTATION_IMAGE_EXTENSION
 from sealer.image.oci import Platform
 from sealer.image.store import ImageStore
+from tests.registry_fixture import Registry, make_test_image, registry_missing_reason, start_registry
 
 pytestmark = [
     pytest.mark.integration,

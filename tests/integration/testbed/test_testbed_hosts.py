@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from tests.testbed import TestbedFactory as Factory
 from tests.testbed import TestHost
 from tests.testbed import sysctl as tb_sysctl

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.testbed import Testbed, rootfs
 from tests.testbed import TestbedFactory as Factory
 from tests.testbed.common import BASE

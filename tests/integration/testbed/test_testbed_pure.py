@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.testbed import TestbedError
 from tests.testbed.net import LabNet, rate_bits
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.unit.plan.test_schema import validate
 
 from sealer.cli.main import cli
 from sealer.plan.schema import PLAN_SCHEMA
+from tests.unit.plan.test_schema import validate
 
 CORPUS = Path(__file__).parents[2] / "compat" / "data" / "sealer" / "clusterfiles"
 FILES = sorted(CORPUS.glob("*.yaml"))

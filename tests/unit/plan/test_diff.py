@@ -7,10 +7,10 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.unit.plan.builders import cluster, group
 
 from sealer.model.cluster import SSH, Clusterfile, ConfigDoc
 from sealer.plan.diff import FieldChange, diff_clusterfiles, diff_values
+from tests.unit.plan.builders import cluster, group
 
 
 def test_paths_use_the_file_vocabulary_and_quote_odd_keys() -> None:

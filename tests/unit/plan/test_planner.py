@@ -6,8 +6,6 @@ import json
 from dataclasses import replace
 
 import pytest
-from tests.unit.plan.builders import IMAGE, cluster, group
-from tests.unit.plan.simulate import simulate
 
 from sealer.errors import PlanError
 from sealer.model.cluster import (
@@ -23,6 +21,8 @@ from sealer.model.cluster import (
 )
 from sealer.plan import Action, ObservedState, Plan, make_plan, plan_clusterfile, plan_delete
 from sealer.plan.actions import compact_ips
+from tests.unit.plan.builders import IMAGE, cluster, group
+from tests.unit.plan.simulate import simulate
 
 
 def kinds(plan: Plan) -> list[str]:

@@ -9,11 +9,11 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.plan.simulate import simulate
 
 from sealer.errors import PlanError
 from sealer.model.cluster import Cluster, HostGroup, Taint
 from sealer.plan import ObservedState, make_plan
+from tests.unit.plan.simulate import simulate
 
 IPV4 = [f"10.0.0.{i}" for i in range(1, 25)]
 IPV6 = [f"fd00::{i:x}" for i in range(1, 25)]

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.plan.builders import cluster, group
 
 from sealer.model.cluster import HostAlias, Taint
 from sealer.plan import make_plan, plan_delete
 from sealer.plan.schema import PLAN_SCHEMA
+from tests.unit.plan.builders import cluster, group
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "array": (list,), "object": (dict,), "boolean": (bool,), "null": (type(None),),
