@@ -407,12 +407,13 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
         await lb.install_vip(ctx, m0)
         await self.join(ctx, masters[1:], workers)
 
-    async def _join_credentials(self, ctx: RuntimeContext) -> tuple[str, str]:
-        """(token, CA hash): one fresh bootstrap token per run (given to kubeadm on stdin, never on
-        a command line or in a log) and the pin of master0's CA."""
+    async def _join_credentials(self, ctx: RuntimeContext, *, own: bool = False) -> tuple[str, str]:
+        """(token, CA hash): a fresh bootstrap token (given to kubeadm on stdin, never on a command
+        line or in a log) and the pin of master0's CA. Workers joining together share one token;
+        each master gets its own (`own`), made after the previous master joined."""
         async with self._lock:
             token, pin = ctx.shared.get("kubeadm-token"), ctx.shared.get("kubeadm-ca-hash")
-            if token and pin:
+            if token and pin and not own:
                 return token, pin
             m0 = ctx.master0
             token = new_bootstrap_token()
@@ -430,7 +431,9 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
                 dst = Path(tmp) / "ca.crt"
                 await ctx.fleet.get(ctx.target(m0), CA_CRT, dst, sudo=True)
                 pin = ca_cert_hash(dst.read_text())
-            ctx.shared["kubeadm-token"], ctx.shared["kubeadm-ca-hash"] = token, pin
+            if not own:
+                ctx.shared["kubeadm-token"] = token
+            ctx.shared["kubeadm-ca-hash"] = pin
             return token, pin
 
     async def join(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
@@ -446,7 +449,7 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
             await lb.install_lb(ctx, host, ctx.cluster.masters)
         if not await self._joined(ctx, host):
             inputs = await self._kubeadm_inputs(ctx)
-            token, pin = await self._join_credentials(ctx)
+            token, pin = await self._join_credentials(ctx, own=control_plane)
             # discovery only: the kubelet then uses the endpoint in cluster-info (rewritten below)
             api_server = f"{lb.LISTEN_HOST}:{lb.LISTEN_PORT}" if use_lb else f"{ctx.master0.ip}:{API_PORT}"
             key = ctx.shared.get("kubeadm-certificate-key") if control_plane else None
