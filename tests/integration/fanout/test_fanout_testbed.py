@@ -227,3 +227,26 @@ def test_fanout_as_a_sudo_user(testbed_factory: Any, tmp_path: Path) -> None:
         assert tb.run_on(h, "ls -d /tmp/sealer-fanout-* 2>/dev/null || true").stdout.strip() == ""
 
 
+
+
+def test_slow_host_is_routed_around(testbed_factory: Any, tmp_path: Path) -> None:
+    tb: Testbed = testbed_factory(light=True)
+    hosts = tb.up(4)
+    for h in hosts:
+        tb.shape(h, "40mbit")
+    slow = hosts[1]
+    tb.shape(slow, "6mbit")  # eight times slower than the rest, both ways
+    src = make_payload(tmp_path, big=20 * MB, small=5)
+    seen: list[HostProgress] = []
+    res = copy(tmp_path, hosts, src, chunk_bytes=4 * MB, progress=seen.append, stall_timeout=4.0)
+    assert res.ok, [o.error for o in res.outcomes]
+    assert any(r.startswith(f"{slow.ip}: slow") for r in res.reroutes), res.reroutes
+    # the hosts behind the slow one were fed by the host before it instead, and finished first
+    feeders = {p.host: p.parent for p in seen if p.state in ("receiving", "received")}
+    assert feeders[hosts[2].ip] == hosts[0].ip
+    done = [p.host for p in seen if p.state == "done"]
+    assert done.index(hosts[2].ip) < done.index(slow.ip)
+    assert done.index(hosts[3].ip) < done.index(slow.ip)
+    want = digest_tree(src)
+    for h in hosts:
+        assert remote_digest(tb, h) == want
