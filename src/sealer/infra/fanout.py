@@ -586,14 +586,18 @@ class Fanout:
         hosts: dict[str, _Host] = {}
         order = [t.name for t in targets]
 
+        # The operator's own machine (sealer often runs on master0) gets a plain local copy,
+        # alongside the fan-out to the others.
+        local = [t for t in targets if not isinstance(self.fleet.connector_for(t), SSHConnector)]
+        remote = [t for t in targets if t not in local]
+        local_copy = asyncio.ensure_future(
+            self.fleet.each(local, lambda t: self.fleet.put(t, src, dst, sudo=self.sudo))
+        )
+
         async def open_host(i: int, t: Target) -> None:
             conn = self.fleet.connector_for(t)
-            if not isinstance(conn, SSHConnector):
-                raise HostError(
-                    t.name,
-                    "fan-out needs an SSH host (this is the local machine)",
-                    "copy to the local machine without --fanout",
-                )
+            if not isinstance(conn, SSHConnector):  # pragma: no cover - split off above
+                raise HostError(t.name, "not an SSH host", None)
             h = _Host(conn, t, _Paths(self.run_id, tree.root, t.login_user), i)
             await h.open()
             code, out, _ = await h.call('printf %s "$HOME"', timeout=30, shown="home")
@@ -603,7 +607,7 @@ class Fanout:
 
         index = {id(t): i for i, t in enumerate(targets)}
         with self._phase("connect"):
-            opened = await self.fleet.each(targets, lambda t: open_host(index[id(t)], t))
+            opened = await self.fleet.each(remote, lambda t: open_host(index[id(t)], t))
         for o in opened:
             if o.error is not None:
                 outcomes[o.host] = Outcome(o.host, error=o.error)
@@ -644,6 +648,8 @@ class Fanout:
             # hosts whose last round cleaned up already are not visited again
             with self._phase("clean-up"):
                 await self._cleanup([h for h in hosts.values() if h.name not in self.cleaned])
+        for lo in await local_copy:
+            outcomes[lo.host] = lo
         result.phases = self.phases
         result.outcomes = [
             outcomes.get(name) or Outcome(name, error=FanoutError(name, "not reached")) for name in order

@@ -250,3 +250,21 @@ def test_slow_host_is_routed_around(testbed_factory: Any, tmp_path: Path) -> Non
     want = digest_tree(src)
     for h in hosts:
         assert remote_digest(tb, h) == want
+
+
+def test_the_operators_own_machine_gets_a_local_copy(testbed_factory: Any, tmp_path: Path) -> None:
+    tb: Testbed = testbed_factory(light=True)
+    hosts = tb.up(2)
+    src = make_payload(tmp_path, big=2 * MB, small=3)
+    dst = str(tmp_path / "dst")
+    me = Target(tb.net.operator_ip)  # this machine's own address on the lab: no SSH to it
+
+    async def go() -> FanoutResult:
+        async with Fleet(known_hosts=tmp_path / "kh", trust_user_known_hosts=False, ssh_config=False) as f:
+            return await fanout_copy(f, [me, *targets(hosts)], src, dst, chunk_bytes=1 * MB)
+
+    res = asyncio.run(go())
+    assert res.ok, [o.error for o in res.outcomes]
+    assert [o.host for o in res.outcomes] == [me.name, *(h.ip for h in hosts)]
+    assert digest_tree(Path(dst)) == digest_tree(src)
+    assert res.operator_bytes < 2 * 2 * MB  # the two SSH hosts still got one stream between them
