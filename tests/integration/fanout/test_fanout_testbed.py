@@ -268,3 +268,28 @@ def test_the_operators_own_machine_gets_a_local_copy(testbed_factory: Any, tmp_p
     assert [o.host for o in res.outcomes] == [me.name, *(h.ip for h in hosts)]
     assert digest_tree(Path(dst)) == digest_tree(src)
     assert res.operator_bytes < 2 * 2 * MB  # the two SSH hosts still got one stream between them
+
+
+def test_a_single_file_and_an_empty_directory(testbed_factory: Any, tmp_path: Path) -> None:
+    tb: Testbed = testbed_factory(light=True)
+    hosts = tb.up(2)
+    one = tmp_path / "app.conf"
+    one.write_bytes(b"key: value\n")
+    one.chmod(0o640)
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o711)
+
+    async def go() -> tuple[FanoutResult, FanoutResult]:
+        async with Fleet(known_hosts=tmp_path / "kh", trust_user_known_hosts=False, ssh_config=False) as f:
+            a = await fanout_copy(f, targets(hosts), one, "/etc/fo-app/app.conf")
+            b = await fanout_copy(f, targets(hosts), empty, "/srv/fo-empty")
+            return a, b
+
+    a, b = asyncio.run(go())
+    assert a.ok and b.ok, [o.error for o in a.outcomes + b.outcomes]
+    for h in hosts:
+        conf = tb.run_on(h, "stat -c %a /etc/fo-app/app.conf; cat /etc/fo-app/app.conf").stdout
+        assert conf == "640\nkey: value\n"
+        empty_dir = tb.run_on(h, "stat -c %a /srv/fo-empty; ls -A /srv/fo-empty | wc -l").stdout
+        assert empty_dir.split() == ["711", "0"]
+        assert tb.run_on(h, "ls -A /etc/fo-app").stdout.split() == ["app.conf"]
