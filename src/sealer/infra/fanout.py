@@ -435,6 +435,7 @@ class _Host:
         self.conn: Any = None
         self.home = "/root"
         self.host_key = ""
+        self.ip = target.address
 
     async def open(self) -> None:
         # The Fleet's connector owns connections and sudo; its primitives are reused as-is
@@ -442,6 +443,11 @@ class _Host:
         self.conn = await self.ssh._connection(self.target)
         key = self.conn.conn.get_server_host_key()
         self.host_key = key.export_public_key("openssh").decode().strip() if key is not None else ""
+        # sshd matches from= against the client's IP (hostnames only with UseDNS), so the
+        # address the operator reached, as an IP, is what goes into the key's from= list
+        peer = self.conn.conn.get_extra_info("peername")
+        if peer and not self.target.bastion:
+            self.ip = str(peer[0])
 
     async def call(
         self,
@@ -698,7 +704,7 @@ class Fanout:
         )
         rnd.failed.update(failed)
         expires = datetime.now(UTC) + self.key_lifetime
-        sources = sorted({h.target.address for h in all_hosts.values()})
+        sources = sorted({h.ip for h in all_hosts.values()} | {h.target.address for h in all_hosts.values()})
         known = "".join(_known_hosts_line(h.target, h.host_key) for h in all_hosts.values() if h.host_key)
 
         async def setup(h: _Host) -> None:
