@@ -293,3 +293,20 @@ def test_a_single_file_and_an_empty_directory(testbed_factory: Any, tmp_path: Pa
         empty_dir = tb.run_on(h, "stat -c %a /srv/fo-empty; ls -A /srv/fo-empty | wc -l").stdout
         assert empty_dir.split() == ["711", "0"]
         assert tb.run_on(h, "ls -A /etc/fo-app").stdout.split() == ["app.conf"]
+
+
+def test_a_host_its_peer_cannot_reach_is_fed_by_the_operator(testbed_factory: Any, tmp_path: Path) -> None:
+    tb: Testbed = testbed_factory(light=True)
+    hosts = tb.up(3)
+    walled = hosts[1]
+    # only the operator may open SSH to it: the host before it in the chain cannot
+    tb.allow_ssh_only_from(walled, [tb.net.operator_ip])
+    src = make_payload(tmp_path, big=2 * MB, small=5)
+    seen: list[HostProgress] = []
+    res = copy(tmp_path, hosts, src, chunk_bytes=1 * MB, progress=seen.append)
+    assert res.ok, [o.error for o in res.outcomes]
+    feeders = [p.parent for p in seen if p.host == walled.ip and p.state in ("receiving", "received")]
+    assert feeders and feeders[-1] == "operator"
+    want = digest_tree(src)
+    for h in hosts:
+        assert remote_digest(tb, h) == want
