@@ -10,14 +10,12 @@ import getpass
 import ipaddress
 import os
 import socket
-import tarfile
 import time
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 
 from sealer.infra import transfer
 from sealer.infra.connector import Result, TransferStats
-from sealer.infra.errors import CommandTimeoutError, SudoError, TransferError
+from sealer.infra.errors import CommandTimeoutError, SudoError
 from sealer.infra.host import Target
 from sealer.infra.hostlog import HostLogs
 from sealer.infra.shell import (
@@ -191,14 +189,7 @@ class LocalConnector:
     def _execb(self, host: Target, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
         async def execb(script: str, stdin: transfer.Stdin) -> tuple[int | None, bytes, str]:
             line, preamble = await self._prepare(host, script, sudo)
-            data: bytes | AsyncIterator[bytes]
-            if stdin is None:
-                data = preamble
-            elif isinstance(stdin, bytes):
-                data = preamble + stdin
-            else:
-                data = transfer.prepend(preamble, stdin)
-            return await self._exec(line, data, timeout, host, "copy")
+            return await self._exec(line, transfer.with_preamble(preamble, stdin), timeout, host, "copy")
 
         return execb
 
@@ -233,14 +224,8 @@ class LocalConnector:
         timeout: float | None = None,
     ) -> TransferStats:
         start = time.monotonic()
-        code, data, err = await self._execb(host, sudo, timeout)(transfer.download_script(src), None)
-        if code != 0:
-            raise transfer.transfer_failure(host.name, "reading", err, src)
-        try:
-            count = transfer.extract_download(data, Path(dst))
-        except (OSError, tarfile.TarError) as exc:
-            raise TransferError(host.name, f"cannot unpack {src} into {dst}: {exc}", None) from None
-        return TransferStats(host.name, count, 0, len(data), time.monotonic() - start)
+        count, size = await transfer.download(host.name, self._execb(host, sudo, timeout), src, dst)
+        return TransferStats(host.name, count, 0, size, time.monotonic() - start)
 
     async def close(self) -> None:
         self.logs.close()

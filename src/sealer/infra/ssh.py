@@ -9,11 +9,9 @@ import contextlib
 import errno
 import logging
 import os
-import tarfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -28,7 +26,6 @@ from sealer.infra.errors import (
     HostAuthError,
     HostUnreachableError,
     SudoError,
-    TransferError,
 )
 from sealer.infra.host import Target
 from sealer.infra.hostlog import HostLogs
@@ -577,13 +574,7 @@ class SSHConnector:
     def _execb(self, c: _Conn, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
         async def execb(script: str, stdin: transfer.Stdin) -> tuple[int | None, bytes, str]:
             line, preamble = await self._prepare(c, script, sudo)
-            data: bytes | AsyncIterator[bytes]
-            if stdin is None:
-                data = preamble
-            elif isinstance(stdin, bytes):
-                data = preamble + stdin
-            else:
-                data = transfer.prepend(preamble, stdin)
+            data = transfer.with_preamble(preamble, stdin)
             return await self._exec(c, line, data, timeout, "copy", None, kill_as_root=sudo)
 
         return execb
@@ -627,18 +618,8 @@ class SSHConnector:
         """Fetch a remote file or directory to local path dst."""
         c = await self._connection(host)
         start = time.monotonic()
-        code, data, err = await self._execb(c, sudo, timeout)(transfer.download_script(src), None)
-        if code != 0:
-            raise transfer.transfer_failure(host.name, "reading", err, src)
-        try:
-            count = transfer.extract_download(data, Path(dst))
-        except (OSError, tarfile.TarError) as exc:
-            raise TransferError(
-                host.name,
-                f"cannot unpack {src} into {dst}: {exc}",
-                "choose a destination that does not exist yet",
-            ) from None
-        return TransferStats(host.name, count, 0, len(data), time.monotonic() - start)
+        count, size = await transfer.download(host.name, self._execb(c, sudo, timeout), src, dst)
+        return TransferStats(host.name, count, 0, size, time.monotonic() - start)
 
     async def close(self) -> None:
         tasks = list(self._conns.values())

@@ -378,6 +378,31 @@ async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byt
         yield chunk
 
 
+def with_preamble(preamble: bytes, stdin: Stdin) -> bytes | AsyncIterator[bytes]:
+    """stdin for a wrapped command: the sudo password line (if any) goes first, then the data."""
+    if stdin is None:
+        return preamble
+    if isinstance(stdin, bytes):
+        return preamble + stdin
+    return prepend(preamble, stdin)
+
+
+async def download(host: str, execb: ExecBytes, src: str, dst: str | os.PathLike[str]) -> tuple[int, int]:
+    """Fetch remote src into local dst; (files written, bytes received)."""
+    code, data, err = await execb(download_script(src), None)
+    if code != 0:
+        raise transfer_failure(host, "reading", err, src)
+    try:
+        count = extract_download(data, Path(dst))
+    except (OSError, tarfile.TarError) as exc:
+        raise TransferError(
+            host,
+            f"cannot unpack {src} into {dst}: {exc}",
+            "choose a destination that does not exist yet",
+        ) from None
+    return count, len(data)
+
+
 def extract_download(data: bytes, dst: Path) -> int:
     """Unpack a one-member-rooted tar (file or dir) to dst, via a temp dir and a rename."""
     dst = dst.resolve()
