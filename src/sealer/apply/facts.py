@@ -15,11 +15,31 @@ from sealer.infra.fleet import Fleet
 from sealer.infra.host import Target
 
 MARKER = "/etc/sealer/cluster"  # written at install: the name of the cluster this host belongs to
-# Ports the k3s family needs: API server, etcd client/peer, kubelet.
+# Ports every runtime (k3s, k0s, kubeadm) needs: API server, etcd client/peer, kubelet.
 MASTER_PORTS = (6443, 2379, 2380, 10250)
 WORKER_PORTS = (10250,)
-# Processes that may hold those ports on a host that already belongs to this cluster (a re-run).
-OWN_PROCESSES = frozenset({"k3s", "k3s-server", "k3s-agent", "sealer-registry", "containerd", "python3"})
+# Processes that may hold those ports on a host that already belongs to this cluster (a re-run):
+# k3s (one process), k0s and kubeadm (the control-plane components they run), the registry and the
+# node-local balancer sealer installs; python3 is the runtimes' stand-ins on the test bed.
+_OWN_NAMES = (
+    "k3s",
+    "k3s-server",
+    "k3s-agent",
+    "k0s",
+    "kube-apiserver",
+    "etcd",
+    "kubelet",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "konnectivity-server",
+    "containerd",
+    "haproxy",
+    "sealer-registry",
+    "registry",
+    "python3",
+)
+# ss shows the kernel's comm, which is cut to 15 characters ("kube-controller"): accept both.
+OWN_PROCESSES = frozenset({*_OWN_NAMES, *(n[:15] for n in _OWN_NAMES)})
 SKEW_WARN = 30.0
 
 
@@ -217,7 +237,7 @@ def preflight(
                 continue
             owner = f.listening[port]
             if ours and (owner in OWN_PROCESSES or owner == ""):
-                continue  # a re-run: our own k3s or registry holds it
+                continue  # a re-run: our own runtime, registry or balancer holds it
             who = f" by {owner}" if owner else ""
             found.append(
                 Finding(
