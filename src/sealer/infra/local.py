@@ -19,14 +19,11 @@ from sealer.infra.errors import CommandTimeoutError, SudoError
 from sealer.infra.host import Target
 from sealer.infra.hostlog import HostLogs
 from sealer.infra.shell import (
-    NOPASSWD,
-    PASSWORD,
     ROOT,
-    SUDO_PROBE_NOPASSWD,
-    SUDO_PROBE_PASSWORD,
     SudoMode,
     as_root,
-    sudo_failure,
+    probe_sudo,
+    sudo_preamble,
     with_env,
 )
 
@@ -71,32 +68,24 @@ class LocalConnector:
                 raise self._sudo_error
             if self._sudo is not None:
                 return self._sudo
-            user = getpass.getuser()
-            code, _, err = await self._exec(SUDO_PROBE_NOPASSWD, b"", None, host, "sudo")
-            if code == 0:
-                self._sudo = NOPASSWD
-                return NOPASSWD
+
+            async def probe(cmd: str, stdin: bytes) -> tuple[int, str]:
+                code, _, err = await self._exec(cmd, stdin, None, host, "sudo")
+                return code, err
+
             password = host.sudo_password or host.password
-            if password is None:
-                self._sudo_error = SudoError(host.name, *sudo_failure(err, user, False))
-                raise self._sudo_error
-            code, _, err = await self._exec(
-                SUDO_PROBE_PASSWORD, (password + "\n").encode(), None, host, "sudo"
-            )
-            if code != 0:
-                self._sudo_error = SudoError(host.name, *sudo_failure(err, user, True))
-                raise self._sudo_error
-            self._sudo = PASSWORD
-            return PASSWORD
+            try:
+                self._sudo = await probe_sudo(host.name, getpass.getuser(), password, probe)
+            except SudoError as exc:
+                self._sudo_error = exc
+                raise
+            return self._sudo
 
     async def _prepare(self, host: Target, cmd: str, sudo: bool) -> tuple[str, bytes]:
         if not sudo:
             return cmd, b""
         mode = await self._sudo_mode(host)
-        preamble = b""
-        if mode is PASSWORD:
-            preamble = ((host.sudo_password or host.password or "") + "\n").encode()
-        return as_root(cmd, mode), preamble
+        return as_root(cmd, mode), sudo_preamble(mode, host.sudo_password or host.password)
 
     async def _exec(
         self,

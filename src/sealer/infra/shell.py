@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from sealer.errors import SealerError
+from sealer.infra.errors import SudoError
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -66,6 +67,29 @@ def as_root(cmd: str, mode: SudoMode) -> str:
 # The probes that decide the SudoMode of a connection, run once per connection.
 SUDO_PROBE_NOPASSWD = "sudo -k -n true"
 SUDO_PROBE_PASSWORD = "sudo -k -S -p '' true"
+
+
+def sudo_preamble(mode: SudoMode, password: str | None) -> bytes:
+    """The stdin line `sudo -S` reads first in PASSWORD mode; nothing otherwise."""
+    return (password or "").encode() + b"\n" if mode is PASSWORD else b""
+
+
+SudoProbe = Callable[[str, bytes], Awaitable[tuple[int, str]]]
+"""Run a probe command with stdin as the login user; (exit code, stderr)."""
+
+
+async def probe_sudo(host: str, user: str, password: str | None, probe: SudoProbe) -> SudoMode:
+    """How `user` becomes root: sudo without a password, else with `password` on stdin.
+    Raises SudoError (with sudo's own reason) when neither works."""
+    code, err = await probe(SUDO_PROBE_NOPASSWD, b"")
+    if code == 0:
+        return NOPASSWD
+    if password is None:
+        raise SudoError(host, *sudo_failure(err, user, False))
+    code, err = await probe(SUDO_PROBE_PASSWORD, (password + "\n").encode())
+    if code != 0:
+        raise SudoError(host, *sudo_failure(err, user, True))
+    return PASSWORD
 
 
 def sudo_failure(stderr: str, user: str, had_password: bool) -> tuple[str, str]:

@@ -38,14 +38,11 @@ from sealer.infra.knownhosts import (
     user_known_hosts,
 )
 from sealer.infra.shell import (
-    NOPASSWD,
-    PASSWORD,
     ROOT,
-    SUDO_PROBE_NOPASSWD,
-    SUDO_PROBE_PASSWORD,
     SudoMode,
     as_root,
-    sudo_failure,
+    probe_sudo,
+    sudo_preamble,
     with_env,
 )
 
@@ -383,21 +380,17 @@ class SSHConnector:
                 raise c.sudo_error
             if c.sudo is not None:
                 return c.sudo
-            name = c.target.name
-            code, _, stderr = await self._exec(c, SUDO_PROBE_NOPASSWD, b"", SUDO_PROBE_TIMEOUT, "sudo")
-            if code == 0:
-                c.sudo = NOPASSWD
-                return c.sudo
+
+            async def probe(cmd: str, stdin: bytes) -> tuple[int, str]:
+                code, _, stderr = await self._exec(c, cmd, stdin, SUDO_PROBE_TIMEOUT, "sudo")
+                return code, stderr
+
             password = c.target.sudo_password or c.target.password
-            if password is None:
-                c.sudo_error = SudoError(name, *sudo_failure(stderr, c.username, False))
-                raise c.sudo_error
-            line = (password + "\n").encode()
-            code, _, stderr = await self._exec(c, SUDO_PROBE_PASSWORD, line, SUDO_PROBE_TIMEOUT, "sudo")
-            if code != 0:
-                c.sudo_error = SudoError(name, *sudo_failure(stderr, c.username, True))
-                raise c.sudo_error
-            c.sudo = PASSWORD
+            try:
+                c.sudo = await probe_sudo(c.target.name, c.username, password, probe)
+            except SudoError as exc:
+                c.sudo_error = exc
+                raise
             return c.sudo
 
     async def _prepare(self, c: _Conn, cmd: str, sudo: bool) -> tuple[str, bytes]:
@@ -405,11 +398,7 @@ class SSHConnector:
         if not sudo:
             return cmd, b""
         mode = await self._sudo_mode(c)
-        preamble = b""
-        if mode is PASSWORD:
-            password = c.target.sudo_password or c.target.password or ""
-            preamble = (password + "\n").encode()
-        return as_root(cmd, mode), preamble
+        return as_root(cmd, mode), sudo_preamble(mode, c.target.sudo_password or c.target.password)
 
     # ------------------------------------------------------------ commands
 

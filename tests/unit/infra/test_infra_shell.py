@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sealer.infra import shell
+from sealer.infra.errors import SudoError
 from sealer.infra.shell import (
     NOPASSWD,
     PASSWORD,
@@ -71,3 +74,41 @@ def test_sudo_failures_are_told_apart(stderr: str, had_password: bool, expect: s
     message, hint = sudo_failure(stderr, "bob", had_password)
     assert expect in message
     assert hint
+
+
+def _probe(results: dict[str, tuple[int, str]], seen: list[tuple[str, bytes]]) -> shell.SudoProbe:
+    async def probe(cmd: str, stdin: bytes) -> tuple[int, str]:
+        seen.append((cmd, stdin))
+        return results[cmd]
+
+    return probe
+
+
+def test_probe_sudo_nopasswd_needs_no_password() -> None:
+    seen: list[tuple[str, bytes]] = []
+    probe = _probe({shell.SUDO_PROBE_NOPASSWD: (0, "")}, seen)
+    assert asyncio.run(shell.probe_sudo("h1", "ops", "pw", probe)) is shell.NOPASSWD
+    assert seen == [(shell.SUDO_PROBE_NOPASSWD, b"")]
+
+
+def test_probe_sudo_password_goes_on_stdin() -> None:
+    seen: list[tuple[str, bytes]] = []
+    results = {shell.SUDO_PROBE_NOPASSWD: (1, "a password is required"), shell.SUDO_PROBE_PASSWORD: (0, "")}
+    assert asyncio.run(shell.probe_sudo("h1", "ops", "pw", _probe(results, seen))) is shell.PASSWORD
+    assert seen[1] == (shell.SUDO_PROBE_PASSWORD, b"pw\n")
+    assert shell.sudo_preamble(shell.PASSWORD, "pw") == b"pw\n"
+    assert shell.sudo_preamble(shell.NOPASSWD, "pw") == b""
+
+
+def test_probe_sudo_refusals_name_the_host() -> None:
+    no_pw = _probe({shell.SUDO_PROBE_NOPASSWD: (1, "a password is required")}, [])
+    with pytest.raises(SudoError) as err:
+        asyncio.run(shell.probe_sudo("h1", "ops", None, no_pw))
+    assert err.value.host == "h1"
+    refused = {
+        shell.SUDO_PROBE_NOPASSWD: (1, "a password is required"),
+        shell.SUDO_PROBE_PASSWORD: (1, "Sorry, try again."),
+    }
+    wrong = _probe(refused, [])
+    with pytest.raises(SudoError):
+        asyncio.run(shell.probe_sudo("h1", "ops", "bad", wrong))
