@@ -143,19 +143,13 @@ def _scale_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-@click.command("scale-up")
-@_scale_options
-def scale_up_cmd(
-    cluster: str | None,
-    masters: tuple[str, ...],
-    nodes: tuple[str, ...],
-    user: str | None,
-    password: str | None,
-    pk: str | None,
-    port: int | None,
-    yes: bool,
-    output: str,
-) -> None:
+def _scale_command(name: str, doc: str) -> click.Command:
+    # scale-up and join are one command under two names; only the help differs
+    return click.command(name, help=doc)(_scale_options(_scale_up))
+
+
+scale_up_cmd = _scale_command(
+    "scale-up",
     """Add masters and workers to an installed cluster.
 
     Appends the hosts to the last-applied Clusterfile (a new host group per role) and applies it:
@@ -165,25 +159,9 @@ def scale_up_cmd(
     \b
     Example:
       sealer scale-up -m 10.0.0.3,10.0.0.4 -n 10.0.0.10-10.0.0.12
-    """
-    _scale_up(cluster, masters, nodes, user, password, pk, port, yes, output)
-
-
-@click.command("join")
-@_scale_options
-def join_cmd(
-    cluster: str | None,
-    masters: tuple[str, ...],
-    nodes: tuple[str, ...],
-    user: str | None,
-    password: str | None,
-    pk: str | None,
-    port: int | None,
-    yes: bool,
-    output: str,
-) -> None:
-    """Same as scale-up (Go sealer's older name)."""
-    _scale_up(cluster, masters, nodes, user, password, pk, port, yes, output)
+    """,
+)
+join_cmd = _scale_command("join", "Same as scale-up (Go sealer's older name).")
 
 
 # delete --------------------------------------------------------------------------------------------
