@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -20,6 +20,8 @@ from sealer.infra.host import Target, targets_from_cluster
 from sealer.infra.knownhosts import KnownHostsFile
 from sealer.model.cluster import Cluster
 from sealer.state.store import ClusterState
+
+T = TypeVar("T")
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -121,6 +123,36 @@ def _first_line(text: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def _print_table_and_summary(
+    console: Console, table: Table, outcomes: Sequence[Outcome[Any]], logdir: Path | None
+) -> None:
+    """The per-host table, then how many hosts are ok, each failed host's hint and where the logs are."""
+    console.print(table)
+    failed = [o for o in outcomes if not o.ok]
+    summary = f"{len(outcomes) - len(failed)}/{len(outcomes)} hosts ok"
+    console.print(summary if not failed else f"[red]{summary}[/]")
+    for o in failed:
+        if o.error is not None and o.error.hint:
+            console.print(f"  {o.host}: hint: {o.error.hint}", style="dim")
+    if failed and logdir is not None:
+        console.print(f"  per-host logs: {logdir}/<host>.log", style="dim")
+
+
+def _host_items(
+    outcomes: Sequence[Outcome[T]], targets: Sequence[Target], fields: Callable[[T], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One dict per host for -o json/yaml: host, roles, ok, the value's fields, any error."""
+    roles = _roles_of(targets)
+    data: list[dict[str, Any]] = []
+    for o in outcomes:
+        item: dict[str, Any] = {"host": o.host, "roles": roles.get(o.host, ""), "ok": o.ok}
+        if o.value is not None:
+            item.update(fields(o.value))
+        item.update(_error_dict(o))
+        data.append(item)
+    return data
+
+
 def print_host_output(outcome: Outcome[Result]) -> None:
     """One host's output, printed as soon as that host is done."""
     r = outcome.value
@@ -150,48 +182,33 @@ def render_exec(
             status = "[green]ok[/]" if r.ok else f"[red]exit {r.exit_code}[/]"
             detail = _first_line(r.stderr if not r.ok else r.stdout)
             table.add_row(o.host, roles.get(o.host, ""), status, f"{r.duration:.2f}s", detail)
-    console.print(table)
-    failed = [o for o in outcomes if not o.ok]
-    summary = f"{len(outcomes) - len(failed)}/{len(outcomes)} hosts ok"
-    console.print(summary if not failed else f"[red]{summary}[/]")
-    for o in failed:
-        if o.error is not None and o.error.hint:
-            console.print(f"  {o.host}: hint: {o.error.hint}", style="dim")
-    if failed and logdir is not None:
-        console.print(f"  per-host logs: {logdir}/<host>.log", style="dim")
+    _print_table_and_summary(console, table, outcomes, logdir)
 
 
 def exec_data(outcomes: Sequence[Outcome[Result]], targets: Sequence[Target]) -> list[dict[str, Any]]:
-    roles = _roles_of(targets)
-    data: list[dict[str, Any]] = []
-    for o in outcomes:
-        item: dict[str, Any] = {"host": o.host, "roles": roles.get(o.host, ""), "ok": o.ok}
-        if o.value is not None:
-            r = o.value
-            item.update(
-                exit_code=r.exit_code, stdout=r.stdout, stderr=r.stderr, duration=round(r.duration, 3)
-            )
-        item.update(_error_dict(o))
-        data.append(item)
-    return data
+    return _host_items(
+        outcomes,
+        targets,
+        lambda r: {
+            "exit_code": r.exit_code,
+            "stdout": r.stdout,
+            "stderr": r.stderr,
+            "duration": round(r.duration, 3),
+        },
+    )
 
 
 def copy_data(outcomes: Sequence[Outcome[TransferStats]], targets: Sequence[Target]) -> list[dict[str, Any]]:
-    roles = _roles_of(targets)
-    data: list[dict[str, Any]] = []
-    for o in outcomes:
-        item: dict[str, Any] = {"host": o.host, "roles": roles.get(o.host, ""), "ok": o.ok}
-        if o.value is not None:
-            s = o.value
-            item.update(
-                files_sent=s.files_sent,
-                files_skipped=s.files_skipped,
-                bytes_sent=s.bytes_sent,
-                duration=round(s.duration, 3),
-            )
-        item.update(_error_dict(o))
-        data.append(item)
-    return data
+    return _host_items(
+        outcomes,
+        targets,
+        lambda s: {
+            "files_sent": s.files_sent,
+            "files_skipped": s.files_skipped,
+            "bytes_sent": s.bytes_sent,
+            "duration": round(s.duration, 3),
+        },
+    )
 
 
 def render_copy(
@@ -218,15 +235,7 @@ def render_copy(
                 f"{s.duration:.2f}s",
                 "",
             )
-    console.print(table)
-    failed = [o for o in outcomes if not o.ok]
-    summary = f"{len(outcomes) - len(failed)}/{len(outcomes)} hosts ok"
-    console.print(summary if not failed else f"[red]{summary}[/]")
-    for o in failed:
-        if o.error is not None and o.error.hint:
-            console.print(f"  {o.host}: hint: {o.error.hint}", style="dim")
-    if failed and logdir is not None:
-        console.print(f"  per-host logs: {logdir}/<host>.log", style="dim")
+    _print_table_and_summary(console, table, outcomes, logdir)
 
 
 def _host_options(f: Any) -> Any:
@@ -312,6 +321,12 @@ def exec_cmd(
 @click.command("cp")
 @_host_options
 @output_option()
+@click.option(
+    "--fanout",
+    is_flag=True,
+    help="Send the data out of this machine once: hosts pass it on to each other while receiving "
+    "(sha256-verified, resumable, slow or failed hosts routed around). See docs/distribution.md.",
+)
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dst")
 @click.pass_context
@@ -325,6 +340,7 @@ def cp_cmd(
     max_handshakes: int,
     connect_timeout: float,
     output: str,
+    fanout: bool,
     src: str,
     dst: str,
 ) -> None:
@@ -355,6 +371,14 @@ def cp_cmd(
 
     async def go() -> list[Outcome[TransferStats]]:
         async with _fleet(cluster, "cp", max_handshakes, connect_timeout) as fleet:
+            if fanout:
+                from sealer.infra.fanout import fanout_copy
+                from sealer.infra.fanout_render import live_view
+
+                if not live:
+                    return (await fanout_copy(fleet, targets, src, dst, sudo=sudo)).outcomes
+                with live_view(_console()) as view:
+                    return (await fanout_copy(fleet, targets, src, dst, sudo=sudo, progress=view)).outcomes
             return await fleet.copy_many(targets, src, dst, sudo=sudo, on_done=progress if live else None)
 
     outcomes = asyncio.run(go())
