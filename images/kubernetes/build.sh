@@ -12,70 +12,27 @@
 # --vip bundles this machine's keepalived the same way: the API VIP (Clusterfile env APIServerVIP).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib/common.sh"
 
 version=v1.31.2
 containerd_version=1.7.22
 runc_version=1.1.14
-registry_version=2.8.3
-arch=$(uname -m); case "$arch" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; esac
-base=https://github.com
 k8s_base=https://dl.k8s.io
-tag=""
 images=""
-extra_bin=""
-with_lb=0
-with_vip=0
-sealer=${SEALER:-sealer}
-
-die() { echo "build.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) version=$2; shift 2 ;;
     --containerd-version) containerd_version=$2; shift 2 ;;
     --runc-version) runc_version=$2; shift 2 ;;
-    --registry-version) registry_version=$2; shift 2 ;;
-    --arch) arch=$2; shift 2 ;;
-    --mirror) base=${2%/}; shift 2 ;;
     --k8s-mirror) k8s_base=${2%/}; shift 2 ;;
-    --tag) tag=$2; shift 2 ;;
     --images) images=$2; shift 2 ;;
-    --extra-bin) extra_bin=$2; shift 2 ;;
-    --lb) with_lb=1; shift ;;
-    --vip) with_vip=1; shift ;;
-    --sealer) sealer=$2; shift 2 ;;
     --) shift; break ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) die "unknown argument $1 (see --help)" ;;
+    *) common_arg "$@"; shift "$consumed" ;;
   esac
 done
-case "$arch" in amd64|arm64) ;; *) die "unsupported --arch $arch (amd64 or arm64)" ;; esac
 [ -n "$tag" ] || tag="sealerio/kubernetes:$version"
-command -v curl >/dev/null || die "curl is needed"
-command -v sha256sum >/dev/null || die "sha256sum is needed"
-
-ctx=$(mktemp -d "${TMPDIR:-/tmp}/sealer-kubernetes-build.XXXXXX")
-trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/bin" "$ctx/lib" "$ctx/manifests" "$ctx/dl"
-
-fetch() {  # fetch URL FILE
-  echo "build.sh: fetching $1" >&2
-  curl -fsSL --retry 3 -o "$2" "$1" || die "download failed: $1"
-}
-verify() {  # verify FILE NAME-IN-SUMS SUMS-FILE
-  local want got
-  want=$(awk -v n="$2" '$2 == n || $2 == "*" n {print $1; exit}' "$3")
-  [ -n "$want" ] || die "$2 is not listed in $(basename "$3")"
-  got=$(sha256sum "$1" | awk '{print $1}')
-  [ "$want" = "$got" ] || die "checksum mismatch for $2: expected $want, got $got"
-  echo "build.sh: $2 sha256 ok" >&2
-}
-verify_bare() {  # verify FILE SHA256-FILE (dl.k8s.io's .sha256 holds only the digest)
-  local want got
-  want=$(awk '{print $1; exit}' "$2")
-  got=$(sha256sum "$1" | awk '{print $1}')
-  [ "$want" = "$got" ] || die "checksum mismatch for $(basename "$1"): expected $want, got $got"
-  echo "build.sh: $(basename "$1") sha256 ok" >&2
-}
+new_context kubernetes
 
 for b in kubeadm kubelet kubectl; do
   url="$k8s_base/release/$version/bin/linux/$arch/$b"
@@ -102,34 +59,14 @@ install -m 0755 "$ctx/dl/runc.$arch" "$ctx/bin/runc"
 
 # the control-plane images kubeadm will ask the private registry for
 if [ -n "$images" ]; then
-  grep -v '^[[:space:]]*\(#\|$\)' "$images" > "$ctx/manifests/imageList" || true
+  image_list "$images"
 else
   "$ctx/bin/kubeadm" config images list --kubernetes-version "$version" > "$ctx/manifests/imageList" \
     || die "kubeadm config images list failed (give --images FILE, or build on a $arch machine)"
 fi
 
-# the registry (CNCF distribution) that serves registry/ on master0
-reg_url="$base/distribution/distribution/releases/download/v$registry_version"
-reg_tgz="registry_${registry_version}_linux_${arch}.tar.gz"
-fetch "$reg_url/$reg_tgz" "$ctx/dl/$reg_tgz"
-fetch "$reg_url/registry_${registry_version}_checksums.txt" "$ctx/dl/checksums.txt"
-verify "$ctx/dl/$reg_tgz" "$reg_tgz" "$ctx/dl/checksums.txt"
-tar -xzf "$ctx/dl/$reg_tgz" -C "$ctx/dl" registry || die "$reg_tgz has no registry binary"
-install -m 0755 "$ctx/dl/registry" "$ctx/bin/registry"
-
-if [ "$with_lb" = 1 ]; then
-  "$here/../k0s/bundle-tool.sh" "$ctx" haproxy || die "could not bundle haproxy"
-fi
-if [ "$with_vip" = 1 ]; then
-  "$here/../k0s/bundle-tool.sh" "$ctx" keepalived || die "could not bundle keepalived"
-fi
-if [ -n "$extra_bin" ]; then
-  for f in "$extra_bin"/*; do [ -f "$f" ] && install -m 0755 "$f" "$ctx/bin/"; done
-fi
-cp "$here/Kubefile" "$ctx/Kubefile"
-cp -r "$here/etc" "$ctx/etc"
-touch "$ctx/lib/.keep"
-rm -rf "$ctx/dl"
+fetch_registry
+finish_context "$here"
 
 "$sealer" build -t "$tag" --platform "linux/$arch" --build-arg "KUBE_VERSION=$version" \
   --build-arg "CONTAINERD_VERSION=$containerd_version" --build-arg "REGISTRY_VERSION=$registry_version" \

@@ -32,7 +32,7 @@ HELLO_TAG = "1"
 HELPER_BINARIES = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
 
 
-def _which(name: str) -> str | None:
+def which(name: str) -> str | None:
     return shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 
@@ -61,7 +61,7 @@ def run_sealer(
     return done
 
 
-def _tar_layer(files: dict[str, bytes]) -> bytes:
+def tar_layer(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in files.items():
@@ -89,26 +89,25 @@ class Mirror:
             self.process.wait(timeout=10)
 
 
-def _sha_line(path: Path, name: str) -> str:
+def sha_line(path: Path, name: str) -> str:
     return f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n"
 
 
-def make_mirror(root: Path, image_list: str) -> Mirror:
-    k3s_dir = root / "k3s-io/k3s/releases/download" / K3S_VERSION  # http.server unquotes %2B to +
-    k3s_dir.mkdir(parents=True)
-    build_executable("k3s", k3s_dir / "k3s")
-    (k3s_dir / "k3s-images.txt").write_text(image_list)
-    (k3s_dir / "sha256sum-amd64.txt").write_text(
-        _sha_line(k3s_dir / "k3s", "k3s") + _sha_line(k3s_dir / "k3s-images.txt", "k3s-images.txt")
-    )
+def registry_release(root: Path) -> None:
+    """The distribution registry release (tarball + checksums) under root, GitHub-shaped: this
+    machine's Debian docker-registry binary as `registry`."""
     reg_dir = root / "distribution/distribution/releases/download" / f"v{REGISTRY_VERSION}"
     reg_dir.mkdir(parents=True)
     tgz = reg_dir / f"registry_{REGISTRY_VERSION}_linux_amd64.tar.gz"
-    registry_bin = _which("docker-registry")
+    registry_bin = which("docker-registry")
     assert registry_bin is not None
     with tarfile.open(tgz, "w:gz") as tar:
         tar.add(registry_bin, arcname="registry")
-    (reg_dir / f"registry_{REGISTRY_VERSION}_checksums.txt").write_text(_sha_line(tgz, tgz.name))
+    (reg_dir / f"registry_{REGISTRY_VERSION}_checksums.txt").write_text(sha_line(tgz, tgz.name))
+
+
+def serve(root: Path) -> Mirror:
+    """Serve root on a loopback port (the caller stops the Mirror)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)],
@@ -129,6 +128,49 @@ def make_mirror(root: Path, image_list: str) -> Mirror:
             time.sleep(0.1)
 
 
+def push_hello(scratch_dir: Path, source_host: str) -> str:
+    """Push the one container image the ClusterImages carry to the build's source registry; its ref."""
+    from sealer.image.registry import RegistryOptions
+    from sealer.image.service import push
+    from sealer.image.store import ImageStore
+    from tests.registry_fixture import make_test_image
+
+    scratch = ImageStore(scratch_dir)
+    hello_ref = f"{source_host}/{HELLO_REPO}:{HELLO_TAG}"
+    make_test_image(scratch, hello_ref, [tar_layer({"hello.txt": b"hello from the ClusterImage\n"})])
+    asyncio.run(push(scratch, hello_ref, RegistryOptions(insecure=True)))
+    return hello_ref
+
+
+def helper_bin_dir(work: Path) -> Path:
+    """A directory of this machine's containerd/runc/ctr, for build.sh --extra-bin."""
+    extra = work / "extra-bin"
+    extra.mkdir()
+    for name in HELPER_BINARIES:
+        found = which(name)
+        assert found is not None
+        shutil.copy2(found, extra / name)
+    return extra
+
+
+def k3s_release(root: Path, image_list: str) -> None:
+    """The k3s release files (stand-in binary, air-gap list, checksums) under root."""
+    k3s_dir = root / "k3s-io/k3s/releases/download" / K3S_VERSION  # http.server unquotes %2B to +
+    k3s_dir.mkdir(parents=True)
+    build_executable("k3s", k3s_dir / "k3s")
+    (k3s_dir / "k3s-images.txt").write_text(image_list)
+    (k3s_dir / "sha256sum-amd64.txt").write_text(
+        sha_line(k3s_dir / "k3s", "k3s") + sha_line(k3s_dir / "k3s-images.txt", "k3s-images.txt")
+    )
+
+
+def make_mirror(root: Path, image_list: str) -> Mirror:
+    """A loopback release mirror with the k3s and registry releases."""
+    k3s_release(root, image_list)
+    registry_release(root)
+    return serve(root)
+
+
 def build_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
@@ -137,9 +179,9 @@ def build_prerequisites() -> str | None:
     if reason := registry_missing_reason():
         return reason
     for name in HELPER_BINARIES:
-        if _which(name) is None:
+        if which(name) is None:
             return f"{name} is not installed (apt-get install containerd runc; scripts/setup does it)"
-    if _which("curl") is None:
+    if which("curl") is None:
         return "curl is not installed"
     return None
 
@@ -161,22 +203,9 @@ def build_standin_images(work: Path) -> BuiltImages:
     source = start_registry(work / "source-registry")
     mirror: Mirror | None = None
     try:
-        from sealer.image.registry import RegistryOptions
-        from sealer.image.service import push
-        from sealer.image.store import ImageStore
-        from tests.registry_fixture import make_test_image
-
-        scratch = ImageStore(work / "scratch-store")
-        hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"
-        make_test_image(scratch, hello_ref, [_tar_layer({"hello.txt": b"hello from the ClusterImage\n"})])
-        asyncio.run(push(scratch, hello_ref, RegistryOptions(insecure=True)))
+        hello_ref = push_hello(work / "scratch-store", source.host)
         mirror = make_mirror(work / "mirror", f"# air-gap images\n{hello_ref}\n")
-        extra = work / "extra-bin"
-        extra.mkdir()
-        for name in HELPER_BINARIES:
-            found = _which(name)
-            assert found is not None
-            shutil.copy2(found, extra / name)
+        extra = helper_bin_dir(work)
         base = "e2e.local/sealer/k3s:standin"
         done = subprocess.run(
             [

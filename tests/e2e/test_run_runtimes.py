@@ -6,16 +6,10 @@ stopping master0 leaves the API reachable from every worker through its local ba
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import io
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,88 +18,33 @@ import pytest
 import yaml
 
 from tests.doubles.build import build_executable
-from tests.registry_fixture import free_port, registry_missing_reason, start_registry
-
-# Helpers of their own (not imported from the k3s suite's fixtures, which move independently).
-ROOT = Path(__file__).resolve().parents[2]
-SEALER = ROOT / ".venv" / "bin" / "sealer"
-REGISTRY_VERSION = "2.8.3"
-# The one container image each ClusterImage carries: it exists only in the image's registry/ once the
-# build's source registry is stopped, so a node that pulls it proves the offline path.
-HELLO_REPO = "library/sealer-e2e-hello"
-HELLO_TAG = "1"
-# containerd and friends from Debian: the stand-ins run the real containerd found beside them.
-HELPER_BINARIES = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
-
-
-def _which(name: str) -> str | None:
-    return shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-
-
-def sealer_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALER_")}
-    env["SEALER_HOME"] = str(home)
-    env.update(extra)
-    return env
-
-
-def run_sealer(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(SEALER), *args],
-        env=sealer_env(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(
-            f"sealer {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-        )
-    return done
-
-
-def _tar_layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-@dataclass
-class Mirror:
-    """python's http.server on loopback, serving release paths; stopped by PID."""
-
-    root: Path
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
-def _sha_line(path: Path, name: str) -> str:
-    return f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n"
+from tests.e2e.images import (
+    HELLO_REPO,
+    HELLO_TAG,
+    K3S_VERSION,
+    ROOT,
+    SEALER,
+    Mirror,
+    helper_bin_dir,
+    k3s_release,
+    push_hello,
+    registry_release,
+    run_sealer,
+    sealer_env,
+    serve,
+    sha_line,
+    which,
+)
+from tests.e2e.images import build_prerequisites as k3s_build_prerequisites
+from tests.registry_fixture import start_registry
 
 
 def build_prerequisites() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    if not SEALER.exists():
-        return f"{SEALER} is missing (run scripts/setup)"
-    if reason := registry_missing_reason():
+    """The k3s suite's prerequisites plus haproxy and keepalived, which the images bundle (--lb --vip)."""
+    if reason := k3s_build_prerequisites():
         return reason
-    for name in (*HELPER_BINARIES, "curl", "haproxy", "keepalived"):
-        if _which(name) is None:
+    for name in ("haproxy", "keepalived"):
+        if which(name) is None:
             return f"{name} is not installed (scripts/setup installs it)"
     return None
 
@@ -128,38 +67,6 @@ class RuntimeImage:
     ctr: str  # the runtime's ctr command on a host
 
 
-def _serve(root: Path) -> Mirror:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    mirror = Mirror(root, port, proc)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{mirror.url}/", timeout=2).close()
-            return mirror
-        except OSError:
-            if time.monotonic() > deadline:
-                mirror.stop()
-                raise
-            time.sleep(0.1)
-
-
-def _registry_release(root: Path) -> None:
-    reg_dir = root / "distribution/distribution/releases/download" / f"v{REGISTRY_VERSION}"
-    reg_dir.mkdir(parents=True)
-    tgz = reg_dir / f"registry_{REGISTRY_VERSION}_linux_amd64.tar.gz"
-    registry_bin = _which("docker-registry")
-    assert registry_bin is not None
-    with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(registry_bin, arcname="registry")
-    (reg_dir / f"registry_{REGISTRY_VERSION}_checksums.txt").write_text(_sha_line(tgz, tgz.name))
-
-
 def _k0s_release(root: Path, image_list: str) -> None:
     d = root / "k0sproject/k0s/releases/download" / K0S_VERSION
     d.mkdir(parents=True)
@@ -167,7 +74,7 @@ def _k0s_release(root: Path, image_list: str) -> None:
     build_executable("k0s", d / name)
     (d / "airgap-images-list.txt").write_text(image_list)
     (d / "sha256sums.txt").write_text(
-        _sha_line(d / name, name) + _sha_line(d / "airgap-images-list.txt", "airgap-images-list.txt")
+        sha_line(d / name, name) + sha_line(d / "airgap-images-list.txt", "airgap-images-list.txt")
     )
 
 
@@ -182,25 +89,12 @@ def k0s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage
     source = start_registry(work / "source-registry")
     mirror: Mirror | None = None
     try:
-        from sealer.image.registry import RegistryOptions
-        from sealer.image.service import push
-        from sealer.image.store import ImageStore
-        from tests.registry_fixture import make_test_image
-
-        scratch = ImageStore(work / "scratch-store")
-        hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"
-        make_test_image(scratch, hello_ref, [_tar_layer({"hello.txt": b"hello from the ClusterImage\n"})])
-        asyncio.run(push(scratch, hello_ref, RegistryOptions(insecure=True)))
+        hello_ref = push_hello(work / "scratch-store", source.host)
         root = work / "mirror"
         _k0s_release(root, f"{hello_ref}\n")
-        _registry_release(root)
-        mirror = _serve(root)
-        extra = work / "extra-bin"
-        extra.mkdir()
-        for name in HELPER_BINARIES:
-            found = _which(name)
-            assert found is not None
-            shutil.copy2(found, extra / name)
+        registry_release(root)
+        mirror = serve(root)
+        extra = helper_bin_dir(work)
         base = "e2e.local/sealer/k0s:standin"
         done = subprocess.run(
             [
@@ -256,22 +150,22 @@ def _kubernetes_release(root: Path) -> None:
     d.mkdir(parents=True)
     for name in ("kubeadm", "kubelet", "kubectl"):
         build_executable(name, d / name)
-        (d / f"{name}.sha256").write_text(_sha_line(d / name, name).split()[0] + "\n")
+        (d / f"{name}.sha256").write_text(sha_line(d / name, name).split()[0] + "\n")
     c = root / "containerd/containerd/releases/download" / f"v{CONTAINERD_VERSION}"
     c.mkdir(parents=True)
     tgz = c / f"containerd-{CONTAINERD_VERSION}-linux-amd64.tar.gz"
     with tarfile.open(tgz, "w:gz") as tar:
         for name in ("containerd", "containerd-shim-runc-v2", "ctr"):
-            found = _which(name)
+            found = which(name)
             assert found is not None
             tar.add(found, arcname=f"bin/{name}")
-    (c / f"{tgz.name}.sha256sum").write_text(_sha_line(tgz, tgz.name))
+    (c / f"{tgz.name}.sha256sum").write_text(sha_line(tgz, tgz.name))
     r = root / "opencontainers/runc/releases/download" / f"v{RUNC_VERSION}"
     r.mkdir(parents=True)
-    runc = _which("runc")
+    runc = which("runc")
     assert runc is not None
     shutil.copy2(runc, r / "runc.amd64")
-    (r / "runc.sha256sum").write_text(_sha_line(r / "runc.amd64", "runc.amd64"))
+    (r / "runc.sha256sum").write_text(sha_line(r / "runc.amd64", "runc.amd64"))
 
 
 @pytest.fixture(scope="module")
@@ -285,21 +179,13 @@ def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runti
     source = start_registry(work / "source-registry")
     mirror: Mirror | None = None
     try:
-        from sealer.image.registry import RegistryOptions
-        from sealer.image.service import push
-        from sealer.image.store import ImageStore
-        from tests.registry_fixture import make_test_image
-
-        scratch = ImageStore(work / "scratch-store")
-        hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"
-        make_test_image(scratch, hello_ref, [_tar_layer({"hello.txt": b"hello from the ClusterImage\n"})])
-        asyncio.run(push(scratch, hello_ref, RegistryOptions(insecure=True)))
+        hello_ref = push_hello(work / "scratch-store", source.host)
         root = work / "mirror"
         _kubernetes_release(root)
-        _registry_release(root)
+        registry_release(root)
         images = work / "images.txt"
         images.write_text(f"{hello_ref}\n")
-        mirror = _serve(root)
+        mirror = serve(root)
         base = "e2e.local/sealer/kubernetes:standin"
         done = subprocess.run(
             [
@@ -349,13 +235,10 @@ def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runti
     )
 
 
-K3S_VERSION = "v1.30.6+k3s1"
-
-
 @pytest.fixture(scope="module")
 def k3s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage]:
-    """images/k3s/build.sh against a loopback release mirror (stand-in k3s), then a derived image
-    with an app, for the k3s scenarios of this suite."""
+    """images/k3s/build.sh against a loopback release mirror (stand-in k3s), with --lb --vip, then
+    a derived image with an app, for the k3s scenarios of this suite."""
     if reason := build_prerequisites():
         pytest.skip(f"k3s image build: {reason}")
     work = tmp_path_factory.mktemp("k3s-image")
@@ -363,31 +246,12 @@ def k3s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage
     source = start_registry(work / "source-registry")
     mirror: Mirror | None = None
     try:
-        from sealer.image.registry import RegistryOptions
-        from sealer.image.service import push
-        from sealer.image.store import ImageStore
-        from tests.registry_fixture import make_test_image
-
-        scratch = ImageStore(work / "scratch-store")
-        hello_ref = f"{source.host}/{HELLO_REPO}:{HELLO_TAG}"
-        make_test_image(scratch, hello_ref, [_tar_layer({"hello.txt": b"hello from the ClusterImage\n"})])
-        asyncio.run(push(scratch, hello_ref, RegistryOptions(insecure=True)))
+        hello_ref = push_hello(work / "scratch-store", source.host)
         root = work / "mirror"
-        d = root / "k3s-io/k3s/releases/download" / K3S_VERSION  # http.server unquotes %2B to +
-        d.mkdir(parents=True)
-        build_executable("k3s", d / "k3s")
-        (d / "k3s-images.txt").write_text(f"{hello_ref}\n")
-        (d / "sha256sum-amd64.txt").write_text(
-            _sha_line(d / "k3s", "k3s") + _sha_line(d / "k3s-images.txt", "k3s-images.txt")
-        )
-        _registry_release(root)
-        mirror = _serve(root)
-        extra = work / "extra-bin"
-        extra.mkdir()
-        for name in HELPER_BINARIES:
-            found = _which(name)
-            assert found is not None
-            shutil.copy2(found, extra / name)
+        k3s_release(root, f"{hello_ref}\n")
+        registry_release(root)
+        mirror = serve(root)
+        extra = helper_bin_dir(work)
         base = "e2e.local/sealer/k3s:standin"
         done = subprocess.run(
             [
@@ -401,6 +265,8 @@ def k3s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage
                 base,
                 "--extra-bin",
                 str(extra),
+                "--lb",
+                "--vip",
                 "--sealer",
                 str(SEALER),
                 "--",
@@ -666,7 +532,7 @@ def _probe_until_ok(
 # (runtime, masters, lab, Clusterfile env): one master runs without a balancer by default; the
 # kubernetes one asks for it explicitly, so its workers' kubelets go through haproxy too.
 SCENARIOS = [
-    pytest.param("k3s", 3, "k3h", (), id="k3s-3m2n-ha"),
+    pytest.param("k3s", 3, "k3h", ("APIServerVIP=auto",), id="k3s-3m2n-ha-vip"),
     pytest.param("k0s", 1, "k0", (), id="k0s-1m2n"),
     pytest.param("k0s", 3, "k0h", ("APIServerVIP=auto",), id="k0s-3m2n-ha-vip"),
     pytest.param("kubernetes", 1, "ku", ("APIServerLB=haproxy",), id="kubernetes-1m2n-lb"),
@@ -735,10 +601,6 @@ def test_run_runtime(
         _delete_and_check_clean(tb, img, home, masters, workers)
         return
 
-    if runtime == "k3s":
-        # Real k3s agents balance over every server themselves (127.0.0.1:6444); the stand-in does
-        # not, and sealer's k3s runtime does not install haproxy on agents yet (issue 8 report).
-        pytest.xfail("k3s agents have no node-local balancer here (stand-in) and sealer installs none yet")
     # every worker's kubelet goes through haproxy on 127.0.0.1:6443 to all masters
     for w in workers:
         cfg = tb.run_on(w, "cat /etc/sealer/apiserver-lb/haproxy.cfg").stdout
@@ -757,11 +619,16 @@ def test_run_runtime(
         assert len(holders) == 1, [m.name for m in holders]
         probe = _probe_until_ok(tb, workers[0], kubelet_conf, vip)
         assert probe.returncode == 0, probe.stdout + probe.stderr
+    # What the rest proves, for every runtime: with master0 gone, each worker's balancer (and the
+    # VIP) routes to a live API server that presents a certificate the kubelet's CA verifies and
+    # accepts the kubelet's client credentials (/version needs both). Resource reads are not
+    # asserted: the stand-ins' other servers forward them to master0's datastore and answer 503
+    # while it is down (tests/doubles/README.md, "HA model"); datastore failover is etcd's job.
     tb.stop_host(masters[0])
     for w in workers:
         probe = _probe_until_ok(tb, w, kubelet_conf)
         assert probe.returncode == 0, f"{w.name}: API not reachable through the balancer: {probe.stderr}"
-        # and the worker keeps working: its k0s and containerd still answer
+        # and the worker keeps working: its runtime unit and containerd still answer
         assert tb.run_on(w, STATUS[runtime], check=False).returncode == 0
         assert tb.run_on(w, f"{img.ctr} images ls -q", check=False).returncode == 0
     if with_vip:

@@ -18,6 +18,7 @@ import yaml
 from sealer.errors import RuntimeErrorSealer
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
+from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
 
 BIN_DIR = "/usr/local/bin"
@@ -80,12 +81,13 @@ def taint_flags(host: Host) -> list[str]:
 def server_config(ctx: RuntimeContext, host: Host, *, init: bool) -> dict[str, object]:
     """config.yaml of a server. Labels are set through the API by the engine (kubelets may not
     label themselves with node-role.kubernetes.io/*); taints go here so nothing schedules first."""
-    sans = [API_ENDPOINT_NAME, *(m.ip for m in ctx.cluster.masters)]
+    # 127.0.0.1 (workers' node-local balancer) and any VIP are covered too
+    sans = lb.api_sans(ctx.cluster, API_ENDPOINT_NAME)
     config: dict[str, object] = {
         "node-name": ctx.node_names[host.ip],
         "node-ip": host.ip,
         "advertise-address": host.ip,
-        "tls-san": list(dict.fromkeys(sans)),
+        "tls-san": sans,
         "write-kubeconfig-mode": "0600",
         "token-file": TOKEN_FILE,
     }
@@ -96,6 +98,15 @@ def server_config(ctx: RuntimeContext, host: Host, *, init: bool) -> dict[str, o
     if taint_flags(host):
         config["node-taint"] = taint_flags(host)
     return config
+
+
+def agent_server_url(ctx: RuntimeContext) -> str:
+    """Where an agent joins: the node-local haproxy in front of every server when the cluster asks
+    for it (`APIServerLB=haproxy`, the default with several masters), else master0 (k3s agents then
+    learn the other servers themselves: their built-in balancer, `APIServerLB=native`)."""
+    if lb.lb_kind(ctx.cluster) == "haproxy":
+        return lb.local_endpoint()
+    return f"https://{ctx.master0.ip}:{API_PORT}"
 
 
 def agent_config(ctx: RuntimeContext, host: Host) -> dict[str, object]:
@@ -264,13 +275,18 @@ mv -f "$list.new" "$list"
             await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{SERVER_UNIT}", unit_file("server")) or changed
         )
         await self._start(ctx, host, SERVER_UNIT, changed)
+        await lb.install_vip(ctx, host)
 
     async def _agent(self, ctx: RuntimeContext, host: Host) -> None:
         ctx.say(host.ip, "installing k3s agent")
         token = await self._node_token(ctx)
         await self._install_binaries(ctx, host)
         changed = await self._registry_files(ctx, host)
-        env = f"K3S_URL=https://{ctx.master0.ip}:{API_PORT}\nK3S_TOKEN={token}\n"
+        if lb.lb_kind(ctx.cluster) == "haproxy":
+            # before the agent starts: it joins through the balancer, so losing master0 later
+            # loses no worker
+            await lb.install_lb(ctx, host, ctx.cluster.masters)
+        env = f"K3S_URL={agent_server_url(ctx)}\nK3S_TOKEN={token}\n"
         changed = (
             await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{AGENT_UNIT}.env", env, "0600") or changed
         )
@@ -425,6 +441,7 @@ done
 if [ -f {INSTALLED_LIST} ]; then xargs -r rm -f < {INSTALLED_LIST}; rm -f {INSTALLED_LIST}; fi
 for u in {SERVER_UNIT} {AGENT_UNIT}; do rm -f {UNIT_DIR}/$u {UNIT_DIR}/$u.env; done
 rm -rf {dirs}
+{lb.reset_script()}
 systemctl daemon-reload >/dev/null 2>&1
 true
 """

@@ -20,6 +20,7 @@ from sealer.runtime.hooks import hosts_for, plugins_for
 from sealer.runtime.k3s import (
     K3sRuntime,
     agent_config,
+    agent_server_url,
     registries_yaml,
     reset_script,
     rewrite_server,
@@ -44,8 +45,9 @@ spec:
 """
 
 
-def _ctx(registry: RegistryEndpoint | None = None) -> RuntimeContext:
-    cf, problems = parse_clusterfile(CLUSTERFILE, "test")
+def _ctx(registry: RegistryEndpoint | None = None, env: tuple[str, ...] = ()) -> RuntimeContext:
+    text = CLUSTERFILE + (f"  env: {list(env)}\n" if env else "")
+    cf, problems = parse_clusterfile(text, "test")
     assert cf is not None, problems
     hosts = cf.cluster.hosts
     return RuntimeContext(
@@ -102,11 +104,30 @@ def test_server_config_first_and_joining_masters() -> None:
     first = server_config(ctx, m0, init=True)
     assert first["cluster-init"] is True and "server" not in first
     assert first["node-ip"] == "10.0.0.2" and first["node-name"] == "node-2"
-    # every master and the endpoint name, so one master can later become three
-    assert first["tls-san"] == ["apiserver.cluster.local", "10.0.0.2", "10.0.0.3"]
+    # every master, the endpoint name (so one master can later become three) and the loopback the
+    # workers' node-local balancer is reached on
+    assert first["tls-san"] == ["apiserver.cluster.local", "127.0.0.1", "localhost", "10.0.0.2", "10.0.0.3"]
     assert first["token-file"] == "/etc/rancher/k3s/sealer-token"
     joining = server_config(ctx, m1, init=False)
     assert joining["server"] == "https://10.0.0.2:6443" and "cluster-init" not in joining
+
+
+def _ctx_env(*env: str) -> RuntimeContext:
+    return _ctx(env=env)
+
+
+def test_agents_join_through_the_local_balancer_with_several_masters() -> None:
+    # two masters: haproxy on 127.0.0.1:6443 by default, so losing master0 loses no agent
+    assert agent_server_url(_ctx()) == "https://127.0.0.1:6443"
+    # k3s's own client balancer, or no balancer: agents are given master0 and learn the rest
+    assert agent_server_url(_ctx_env("APIServerLB=native")) == "https://10.0.0.2:6443"
+    assert agent_server_url(_ctx_env("APIServerLB=none")) == "https://10.0.0.2:6443"
+
+
+def test_server_certificates_cover_the_vip() -> None:
+    ctx = _ctx_env("APIServerVIP=10.0.0.200")
+    sans = server_config(ctx, ctx.cluster.masters[0], init=True)["tls-san"]
+    assert isinstance(sans, list) and "10.0.0.200" in sans and "127.0.0.1" in sans
 
 
 def test_agent_config_carries_taints_not_removals_and_no_token() -> None:
@@ -144,6 +165,10 @@ def test_units_and_reset() -> None:
         "k3s.service",
         "k3s-agent.service",
         "/etc/sealer/k3s-installed",
+        # the agents' balancer and the masters' VIP go too
+        "sealer-apiserver-lb.service",
+        "sealer-apiserver-vip.service",
+        "/usr/local/lib/sealer/haproxy",
     ):
         assert gone in script
 
