@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,30 @@ def test_exec_cp_and_forget(testbed_factory: Any, tmp_path: Path, monkeypatch: p
     assert res.exit_code == 1 and "no host of cluster infra-cli has role 'etcd'" in res.output
     log = tmp_path / "home" / "infra-cli" / "logs" / "exec" / f"{node2.ip}.log"
     assert "id -u; echo $HostIP" in log.read_text()
+
+
+def test_cp_fanout_reaches_every_host_and_skips_what_is_there(
+    testbed_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tb = testbed_factory(light=True)
+    hosts = tb.up(3)
+    monkeypatch.setenv("SEALER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cf = str(clusterfile(tmp_path / "Clusterfile", hosts))
+    src = tmp_path / "bundle"
+    (src / "sub").mkdir(parents=True)
+    (src / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB
+    (src / "sub" / "small.txt").write_text("hello\n")
+    runner = CliRunner()
+
+    res = runner.invoke(cli, ["cp", "-f", cf, "--sudo", "--fanout", "-o", "json", str(src), "/opt/bundle/"])
+    assert res.exit_code == 0, res.output
+    assert [d["files_sent"] for d in json.loads(res.output)] == [2, 2, 2]
+    want = hashlib.sha256((src / "big.bin").read_bytes()).hexdigest()
+    for h in hosts:
+        assert tb.run_on(h, "sha256sum /opt/bundle/big.bin").stdout.split()[0] == want
+        assert tb.run_on(h, "cat /opt/bundle/sub/small.txt").stdout == "hello\n"
+
+    res = runner.invoke(cli, ["cp", "-f", cf, "--sudo", "--fanout", "-o", "json", str(src), "/opt/bundle/"])
+    assert res.exit_code == 0, res.output
+    assert [d["files_sent"] for d in json.loads(res.output)] == [0, 0, 0]
