@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import click
 from rich.console import Console
@@ -15,6 +15,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
@@ -46,16 +47,15 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-class TransferBars:
-    """One rich progress bar per blob; a no-op when quiet."""
+class _StderrBars:
+    """Progress bars on stderr, started on first use, so a command that fails before transferring
+    prints no empty bars; stopped on leaving the `with`. A no-op when quiet."""
 
-    def __init__(self, verb: str, quiet: bool) -> None:
-        self.verb = verb
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self._progress: Progress | None = None
-        self._tasks: dict[str, TaskID] = {}
 
-    def __enter__(self) -> TransferBars:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -64,26 +64,33 @@ class TransferBars:
         if self._progress is not None:
             self._progress.stop()
 
+    def _bars(self, *columns: ProgressColumn) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(*columns, console=Console(stderr=True))
+            self._progress.start()
+        return self._progress
+
+
+class TransferBars(_StderrBars):
+    """One rich progress bar per blob; a no-op when quiet."""
+
+    def __init__(self, verb: str, quiet: bool) -> None:
+        super().__init__(quiet)
+        self.verb = verb
+        self._tasks: dict[str, TaskID] = {}
+
     @property
     def callback(self) -> Callable[[TransferEvent], None] | None:
         return None if self.quiet else self._on_event
 
-    def _bars(self) -> Progress:
-        # Started on the first event, so a command that fails before transferring prints no empty bars.
-        if self._progress is None:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self._progress.start()
-        return self._progress
-
     def _on_event(self, ev: TransferEvent) -> None:
-        bars = self._bars()
+        bars = self._bars(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
         short = ev.digest.split(":", 1)[-1][:12]
         task = self._tasks.get(ev.digest)
         if task is None:
@@ -96,40 +103,23 @@ class TransferBars:
             bars.update(task, completed=ev.done)
 
 
-class ByteBar:
+class ByteBar(_StderrBars):
     """One progress bar for an archive being written or read; a no-op when quiet."""
 
     def __init__(self, label: str, total: int | None, quiet: bool) -> None:
-        self.label, self.total, self.quiet = label, total, quiet
-        self._progress: Progress | None = None
+        super().__init__(quiet)
+        self.label, self.total = label, total
         self._task: TaskID | None = None
-
-    def __enter__(self) -> ByteBar:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
     @property
     def callback(self) -> Callable[[str, int], None] | None:
         return None if self.quiet else self._update
 
     def _update(self, _what: str, done: int) -> None:
-        if self._progress is None:
-            self._progress = Progress(
-                TextColumn(self.label),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.total)
-        assert self._task is not None
-        self._progress.update(self._task, completed=done)
+        bar = self._bars(TextColumn(self.label), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        if self._task is None:
+            self._task = bar.add_task(self.label, total=self.total)
+        bar.update(self._task, completed=done)
 
 
 def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
