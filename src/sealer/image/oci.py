@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform as _platform
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +163,27 @@ def detect_media_type(doc: dict[str, Any], fallback: str = "") -> str:
     return fallback
 
 
+def _parse_listing(
+    data: bytes, what: str, fallback: str, allowed: Collection[str], kind: str, key: str
+) -> tuple[dict[str, Any], str, tuple[Descriptor, ...], dict[str, str]]:
+    """What manifests and indexes share: the JSON document, its media type (checked against
+    `allowed`), the descriptor array under `key`, and the annotations."""
+    doc = load_json(data, what)
+    media = detect_media_type(doc, fallback)
+    if media not in allowed:
+        raise ImageError(f"{what}: media type {media!r} is not {kind}")
+    raw = doc.get(key)
+    if not isinstance(raw, list):
+        raise ImageError(f"{what}: `{key}` must be an array")
+    ann = doc.get("annotations") or {}
+    return (
+        doc,
+        media,
+        tuple(Descriptor.from_json(x, f"{what} {key}[{i}]") for i, x in enumerate(raw)),
+        {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {},
+    )
+
+
 @dataclass(frozen=True)
 class Manifest:
     """An image manifest: one config, ordered layers."""
@@ -173,19 +195,14 @@ class Manifest:
 
     @classmethod
     def parse(cls, data: bytes, what: str = "manifest") -> Manifest:
-        doc = load_json(data, what)
-        media = detect_media_type(doc, MEDIA_OCI_MANIFEST)
-        if media not in MANIFEST_TYPES:
-            raise ImageError(f"{what}: media type {media!r} is not an image manifest")
-        layers_raw = doc.get("layers")
-        if not isinstance(layers_raw, list):
-            raise ImageError(f"{what}: `layers` must be an array")
-        ann = doc.get("annotations") or {}
+        doc, media, layers, annotations = _parse_listing(
+            data, what, MEDIA_OCI_MANIFEST, MANIFEST_TYPES, "an image manifest", "layers"
+        )
         return cls(
             media_type=media,
             config=Descriptor.from_json(doc.get("config"), f"{what} config"),
-            layers=tuple(Descriptor.from_json(x, f"{what} layers[{i}]") for i, x in enumerate(layers_raw)),
-            annotations={str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {},
+            layers=layers,
+            annotations=annotations,
         )
 
     def blobs(self) -> list[Descriptor]:
@@ -202,19 +219,10 @@ class Index:
 
     @classmethod
     def parse(cls, data: bytes, what: str = "index") -> Index:
-        doc = load_json(data, what)
-        media = detect_media_type(doc, MEDIA_OCI_INDEX)
-        if media not in INDEX_TYPES:
-            raise ImageError(f"{what}: media type {media!r} is not an image index")
-        raw = doc.get("manifests")
-        if not isinstance(raw, list):
-            raise ImageError(f"{what}: `manifests` must be an array")
-        ann = doc.get("annotations") or {}
-        return cls(
-            media_type=media,
-            manifests=tuple(Descriptor.from_json(x, f"{what} manifests[{i}]") for i, x in enumerate(raw)),
-            annotations={str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {},
+        _, media, manifests, annotations = _parse_listing(
+            data, what, MEDIA_OCI_INDEX, INDEX_TYPES, "an image index", "manifests"
         )
+        return cls(media_type=media, manifests=manifests, annotations=annotations)
 
 
 def encode_json(doc: dict[str, Any]) -> bytes:
