@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1230,22 +1230,14 @@ def _decode_config(reader: Reader, node: yaml.MappingNode) -> ConfigDoc | None:
             f"unknown strategy {strategy!r}",
             f"did you mean {guess!r}?" if guess else "use overwrite or merge",
         )
-    process: list[str] = []
-    text = reader.string(spec.get("process"), "spec.process")
-    for part in (text or "").split("|"):
-        part = part.strip()
-        if not part:
-            continue
-        if part not in _CONFIG_PROCESSORS:
-            guess = did_you_mean(part, _CONFIG_PROCESSORS)
-            reader.report(
-                spec.get("process"),
-                "spec.process",
-                f"unknown processor {part!r}",
-                f"did you mean {guess!r}?" if guess else f"processors: {'|'.join(_CONFIG_PROCESSORS)}",
-            )
-            continue
-        process.append(part)
+    process = _piped_names(
+        reader,
+        spec.get("process"),
+        "spec.process",
+        _CONFIG_PROCESSORS,
+        "processor",
+        f"processors: {'|'.join(_CONFIG_PROCESSORS)}",
+    )
     if _error_count(reader) > errors_before or path is None or data is None:
         return None
     return ConfigDoc(
@@ -1256,6 +1248,38 @@ def _decode_config(reader: Reader, node: yaml.MappingNode) -> ConfigDoc | None:
         strategy=strategy,
         process=tuple(process),
     )
+
+
+def _piped_names(
+    reader: Reader,
+    node: yaml.Node | None,
+    path: str,
+    known: Sequence[str],
+    kind: str,
+    listing: str,
+    *,
+    legacy: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The names of an `a|b|c` field that are known; an unknown one is reported (with the
+    closest known name, else `listing`) and left out. A `legacy` name (v0.8, mapped to its
+    successor) is kept with a warning that it never runs."""
+    names: list[str] = []
+    for part in (reader.string(node, path) or "").split("|"):
+        part = part.strip()
+        if not part:
+            continue
+        if legacy and part in legacy:
+            reader.warn(
+                node, path, f"v0.8 action {part!r} never runs in current sealer", f"use {legacy[part]!r}"
+            )
+        elif part not in known:
+            guess = did_you_mean(part, known)
+            reader.report(
+                node, path, f"unknown {kind} {part!r}", f"did you mean {guess!r}?" if guess else listing
+            )
+            continue
+        names.append(part)
+    return names
 
 
 def _decode_plugin(reader: Reader, node: yaml.MappingNode) -> PluginDoc | None:
@@ -1284,28 +1308,15 @@ def _decode_plugin(reader: Reader, node: yaml.MappingNode) -> PluginDoc | None:
             hint,
         )
     data = reader.string(spec.get("data"), "spec.data", required=True, parent=spec_node or node)
-    actions: list[str] = []
-    for part in (reader.string(spec.get("action"), "spec.action") or "").split("|"):
-        part = part.strip()
-        if not part:
-            continue
-        if part in _LEGACY_ACTIONS:
-            reader.warn(
-                spec.get("action"),
-                "spec.action",
-                f"v0.8 action {part!r} never runs in current sealer",
-                f"use {_LEGACY_ACTIONS[part]!r}",
-            )
-        elif part not in PLUGIN_ACTIONS:
-            guess = did_you_mean(part, PLUGIN_ACTIONS)
-            reader.report(
-                spec.get("action"),
-                "spec.action",
-                f"unknown plugin action {part!r}",
-                f"did you mean {guess!r}?" if guess else f"actions: {', '.join(PLUGIN_ACTIONS)}",
-            )
-            continue
-        actions.append(part)
+    actions = _piped_names(
+        reader,
+        spec.get("action"),
+        "spec.action",
+        PLUGIN_ACTIONS,
+        "plugin action",
+        f"actions: {', '.join(PLUGIN_ACTIONS)}",
+        legacy=_LEGACY_ACTIONS,
+    )
     if not actions:
         reader.report(
             spec.get("action") or spec_node or node,
