@@ -28,18 +28,7 @@ def lease_name(cluster: str) -> str:
 
 
 def _holder_of(identity: str | None) -> LockHolder | None:
-    try:
-        data = json.loads(identity or "")
-        return LockHolder(
-            pid=int(data["pid"]),
-            host=str(data["host"]),
-            user=str(data["user"]),
-            command=str(data["command"]),
-            since=str(data["since"]),
-            start_ticks=int(data["start_ticks"]) if data.get("start_ticks") is not None else None,
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
+    return LockHolder.from_json(identity or "")
 
 
 def _identity(holder: LockHolder) -> str:

@@ -44,6 +44,22 @@ class LockHolder:
     def on_this_machine(self) -> bool:
         return self.host == socket.gethostname()
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LockHolder | None:
+        """The holder a lock file or a Lease's holderIdentity records; None if it is not one."""
+        try:
+            data = json.loads(text)
+            return cls(
+                pid=int(data["pid"]),
+                host=str(data["host"]),
+                user=str(data["user"]),
+                command=str(data["command"]),
+                since=str(data["since"]),
+                start_ticks=int(data["start_ticks"]) if data.get("start_ticks") is not None else None,
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
     def is_dead(self) -> bool:
         """True only when we can prove it: the holder ran on this machine and its process is gone."""
         if not self.on_this_machine():
@@ -98,18 +114,7 @@ def _read_holder(fd: int) -> LockHolder | None:
         return None
     if not raw.strip():
         return None
-    try:
-        data = json.loads(raw)
-        return LockHolder(
-            pid=int(data["pid"]),
-            host=str(data["host"]),
-            user=str(data["user"]),
-            command=str(data["command"]),
-            since=str(data["since"]),
-            start_ticks=int(data["start_ticks"]) if data.get("start_ticks") is not None else None,
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
+    return LockHolder.from_json(raw)
 
 
 def current_holder_info(command: str) -> LockHolder:
