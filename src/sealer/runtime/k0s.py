@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer
+from sealer.errors import HostError, RuntimeErrorSealer
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
 from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, run_checked
-from sealer.runtime.k3s import rewrite_server
+from sealer.runtime.k3s import rewrite_server, version_key
 
 BIN_DIR = "/usr/local/bin"
 ETC = "/etc/k0s"
@@ -188,6 +188,20 @@ true
 """
 
 
+def upgrade_probe_script(rootfs: str) -> str:
+    """The image's and the installed k0s versions, one `new=`/`old=` line each (empty if absent)."""
+    root = quote_path(rootfs)
+    return (
+        f'echo "new=$({root}/bin/k0s version 2>/dev/null | head -n1)"; '
+        f'echo "old=$({BIN_DIR}/k0s version 2>/dev/null | head -n1)"'
+    )
+
+
+def parse_upgrade_probe(text: str) -> tuple[str, str]:
+    found = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    return found.get("new", "").strip(), found.get("old", "").strip()
+
+
 class K0sRuntime:
     """ClusterRuntime for k0s (see the module docstring)."""
 
@@ -281,8 +295,15 @@ class K0sRuntime:
         after = await ctx.fleet.run(ctx.target(host), f"cat {UNIT_DIR}/{unit} 2>/dev/null", sudo=True)
         changed = changed or before.stdout != after.stdout
         verb = "restart" if changed else "start"
+        start = f"systemctl is-active --quiet {unit} && [ {int(changed)} = 0 ] || systemctl {verb} {unit}"
+        await self._start_and_wait(ctx, host, role, start)
+
+    async def _start_and_wait(self, ctx: RuntimeContext, host: Host, role: str, start: str) -> None:
+        """Run the `start` command for the role's unit, then wait until `k0s status` answers; a
+        failure quotes the unit's last error from the journal."""
+        unit = CONTROLLER_UNIT if role == "controller" else WORKER_UNIT
         script = f"""systemctl daemon-reload
-systemctl is-active --quiet {unit} && [ {int(changed)} = 0 ] || systemctl {verb} {unit} || exit 1
+{start} || exit 1
 for i in $(seq 1 {START_TIMEOUT}); do
   if {BIN_DIR}/k0s status >/dev/null 2>&1; then exit 0; fi
   systemctl is-failed --quiet {unit} && exit 1
@@ -430,9 +451,29 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         await asyncio.gather(*(one(h) for h in hosts))
 
     async def upgrade(self, ctx: RuntimeContext, image: str) -> None:
-        raise NotImplementedYet(
-            "upgrading a k0s cluster is not implemented yet", "upgrades arrive with issue 9"
-        )
+        """k0s's manual upgrade order: controllers one at a time, then workers."""
+        for host in [*ctx.cluster.masters, *ctx.cluster.workers]:
+            await self.upgrade_host(ctx, host)
+
+    async def upgrade_host(self, ctx: RuntimeContext, host: Host) -> None:
+        """k0s's documented manual upgrade of one node: replace the binary with the (already
+        distributed) new image's and restart its service, then wait until `k0s status` answers.
+        A downgrade is refused before anything changes."""
+        probe = await run_checked(ctx, host, upgrade_probe_script(ctx.rootfs))
+        new, old = parse_upgrade_probe(probe)
+        if new and old and version_key(new) < version_key(old):
+            raise RuntimeErrorSealer(
+                f"{host.ip}: the image carries k0s {new}, older than the installed {old}; "
+                "k0s does not support downgrades",
+                "use an image with the installed k0s version or newer",
+            )
+        ctx.say(host.ip, f"upgrading k0s {old or '?'} -> {new or '?'}")
+        await self._binaries(ctx, host)
+        role = "controller" if host.is_master else "worker"
+        unit = CONTROLLER_UNIT if host.is_master else WORKER_UNIT
+        # Always restart: an earlier attempt may have replaced the binary and been killed before
+        # the restart, so "binary unchanged" does not mean "running the new version".
+        await self._start_and_wait(ctx, host, role, f"systemctl restart {unit}")
 
     async def kubeconfig(self, ctx: RuntimeContext) -> str:
         """`k0s kubeconfig admin` on master0, written to a 0600 file there and fetched as a file."""

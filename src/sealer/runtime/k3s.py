@@ -20,6 +20,7 @@ from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
+from sealer.runtime.containerd import put_if_changed
 
 BIN_DIR = "/usr/local/bin"
 ETC = "/etc/rancher/k3s"
@@ -145,21 +146,6 @@ class K3sRuntime:
         result.check()
         return result.stdout
 
-    async def _put_if_changed(
-        self, ctx: RuntimeContext, host: Host, path: str, content: str, mode: str = "0644"
-    ) -> bool:
-        """Write the file through stdin; True when its content changed (the unit must restart)."""
-        new = f"{path}.sealer-new"
-        cmd = (
-            f"mkdir -p {quote_path(path.rsplit('/', 1)[0])} && umask 077 && cat > {quote_path(new)} && "
-            f"chmod {mode} {quote_path(new)} && "
-            f"if cmp -s {quote_path(new)} {quote_path(path)}; then rm -f {quote_path(new)}; echo same; "
-            f"else mv -f {quote_path(new)} {quote_path(path)}; echo changed; fi"
-        )
-        result = await ctx.fleet.run(ctx.target(host), cmd, sudo=True, input=content)
-        result.check()
-        return result.stdout.strip().endswith("changed")
-
     async def _install_binaries(self, ctx: RuntimeContext, host: Host) -> None:
         root = quote_path(ctx.rootfs)
         helpers = " ".join(HELPERS)
@@ -202,8 +188,8 @@ mv -f "$list.new" "$list"
         text = registries_yaml(ctx)
         if text is None or ctx.registry is None:
             return False
-        changed = await self._put_if_changed(ctx, host, REGISTRY_CA, ctx.registry.ca_pem)
-        return await self._put_if_changed(ctx, host, REGISTRIES, text, "0600") or changed
+        changed = await put_if_changed(ctx, host, REGISTRY_CA, ctx.registry.ca_pem)
+        return await put_if_changed(ctx, host, REGISTRIES, text, "0600") or changed
 
     async def _start(self, ctx: RuntimeContext, host: Host, unit: str, restart: bool) -> None:
         """Enable the unit and (re)start it when its inputs changed or it is not running; systemd
@@ -268,11 +254,11 @@ mv -f "$list.new" "$list"
             changed = "changed" in result.stdout or changed
         else:
             token = await self._node_token(ctx)
-            changed = await self._put_if_changed(ctx, host, TOKEN_FILE, token + "\n", "0600") or changed
+            changed = await put_if_changed(ctx, host, TOKEN_FILE, token + "\n", "0600") or changed
         config = yaml.safe_dump(server_config(ctx, host, init=init), sort_keys=False)
-        changed = await self._put_if_changed(ctx, host, CONFIG, config, "0600") or changed
+        changed = await put_if_changed(ctx, host, CONFIG, config, "0600") or changed
         changed = (
-            await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{SERVER_UNIT}", unit_file("server")) or changed
+            await put_if_changed(ctx, host, f"{UNIT_DIR}/{SERVER_UNIT}", unit_file("server")) or changed
         )
         await self._start(ctx, host, SERVER_UNIT, changed)
         await lb.install_vip(ctx, host)
@@ -288,12 +274,12 @@ mv -f "$list.new" "$list"
             await lb.install_lb(ctx, host, ctx.cluster.masters)
         env = f"K3S_URL={agent_server_url(ctx)}\nK3S_TOKEN={token}\n"
         changed = (
-            await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{AGENT_UNIT}.env", env, "0600") or changed
+            await put_if_changed(ctx, host, f"{UNIT_DIR}/{AGENT_UNIT}.env", env, "0600") or changed
         )
         config = yaml.safe_dump(agent_config(ctx, host), sort_keys=False)
-        changed = await self._put_if_changed(ctx, host, CONFIG, config, "0600") or changed
+        changed = await put_if_changed(ctx, host, CONFIG, config, "0600") or changed
         changed = (
-            await self._put_if_changed(ctx, host, f"{UNIT_DIR}/{AGENT_UNIT}", unit_file("agent")) or changed
+            await put_if_changed(ctx, host, f"{UNIT_DIR}/{AGENT_UNIT}", unit_file("agent")) or changed
         )
         await self._start(ctx, host, AGENT_UNIT, changed)
 
@@ -335,7 +321,7 @@ mv -f "$list.new" "$list"
         lines = probe.splitlines()
         new = lines[0].split()[2] if lines and len(lines[0].split()) >= 3 else ""
         old = lines[1].split()[2] if len(lines) > 1 and len(lines[1].split()) >= 3 else ""
-        if new and old and _version_key(new) < _version_key(old):
+        if new and old and version_key(new) < version_key(old):
             raise RuntimeErrorSealer(
                 f"{host.ip}: the image carries k3s {new}, older than the installed {old}; "
                 "k3s does not support downgrades",
@@ -395,7 +381,7 @@ mv -f "$list.new" "$list"
         return {"k3s": self._version} if self._version else {}
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
     """"v1.30.6+k3s1" -> (1, 30, 6, 1): release numbers, then the k3s build number."""
     return tuple(int(n) for n in re.findall(r"\d+", version))
 

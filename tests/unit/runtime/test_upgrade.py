@@ -1,0 +1,110 @@
+"""In-place upgrades of one host (the HostUpgrader protocol the day-2 engine orders): what each
+runtime runs on the host, in which order, and that a downgrade is refused before anything changes.
+The fleet is a recorder answering the version probes; the real hosts are the e2e suites' job."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sealer.errors import RuntimeErrorSealer
+from sealer.infra.connector import Result
+from sealer.infra.host import Target
+from sealer.model.clusterfile import parse_clusterfile
+from sealer.runtime.base import RuntimeContext
+from sealer.runtime.k0s import CONTROLLER_UNIT, WORKER_UNIT, K0sRuntime, parse_upgrade_probe
+
+CLUSTERFILE = """apiVersion: sealer.io/v2
+kind: Cluster
+metadata: {name: up}
+spec:
+  image: img:2
+  hosts:
+    - ips: [10.0.0.2, 10.0.0.3]
+      roles: [master]
+    - ips: [10.0.0.9]
+      roles: [node]
+"""
+
+
+class RecordingFleet:
+    """Answers each command with the first matching rule's stdout (exit 0 otherwise) and keeps
+    (host, command) in order."""
+
+    def __init__(self, rules: list[tuple[Callable[[str], bool], str]]) -> None:
+        self.rules = rules
+        self.calls: list[tuple[str, str]] = []
+
+    async def run(self, target: Target, cmd: str, **_: Any) -> Result:
+        self.calls.append((target.address, cmd))
+        out = next((text for match, text in self.rules if match(cmd)), "")
+        return Result(target.address, cmd, 0, out, "", 0.0)
+
+    def on(self, host: str) -> list[str]:
+        return [c for h, c in self.calls if h == host]
+
+
+def _ctx(fleet: RecordingFleet) -> RuntimeContext:
+    cf, problems = parse_clusterfile(CLUSTERFILE, "test")
+    assert cf is not None, problems
+    hosts = cf.cluster.hosts
+    return RuntimeContext(
+        fleet=fleet,  # type: ignore[arg-type]  # the recorder has the one method upgrades use
+        cluster=cf.cluster,
+        targets={h.ip: Target(h.ip) for h in hosts},
+        node_names={h.ip: f"node-{h.ip.rsplit('.', 1)[1]}" for h in hosts},
+        registry=None,
+    )
+
+
+def _k0s_fleet(new: str, old: str) -> RecordingFleet:
+    return RecordingFleet(
+        [
+            (lambda c: 'echo "new=' in c, f"new={new}\nold={old}\n"),
+            (lambda c: c.rstrip().endswith("k0s version"), f"{new}\n"),
+        ]
+    )
+
+
+def test_parse_upgrade_probe_tolerates_a_missing_side() -> None:
+    assert parse_upgrade_probe("new=v1.31.1+k0s.0\nold=v1.30.5+k0s.0\n") == ("v1.31.1+k0s.0", "v1.30.5+k0s.0")
+    assert parse_upgrade_probe("new=v1.31.1+k0s.0\nold=\n") == ("v1.31.1+k0s.0", "")
+
+
+def test_k0s_upgrade_replaces_the_binary_then_restarts_the_role_unit() -> None:
+    fleet = _k0s_fleet("v1.31.1+k0s.0", "v1.30.5+k0s.0")
+    ctx = _ctx(fleet)
+    runtime = K0sRuntime()
+    master, worker = ctx.cluster.masters[0], ctx.cluster.workers[0]
+    asyncio.run(runtime.upgrade_host(ctx, master))
+    asyncio.run(runtime.upgrade_host(ctx, worker))
+    for host, unit, other in ((master, CONTROLLER_UNIT, WORKER_UNIT), (worker, WORKER_UNIT, CONTROLLER_UNIT)):
+        cmds = fleet.on(host.ip)
+        install = next(i for i, c in enumerate(cmds) if "install -m 0755" in c and "/bin/k0s" in c)
+        restart = next(i for i, c in enumerate(cmds) if f"systemctl restart {unit}" in c)
+        assert install < restart, cmds  # the new binary is in place before the service restarts
+        assert "k0s status" in cmds[restart]  # and the step waits until k0s answers again
+        assert not any(f"restart {other}" in c for c in cmds)
+    assert runtime.versions() == {"k0s": "v1.31.1+k0s.0"}
+
+
+def test_k0s_downgrade_is_refused_before_anything_changes() -> None:
+    fleet = _k0s_fleet("v1.29.9+k0s.0", "v1.30.5+k0s.0")
+    ctx = _ctx(fleet)
+    host = ctx.cluster.masters[0]
+    with pytest.raises(RuntimeErrorSealer) as err:
+        asyncio.run(K0sRuntime().upgrade_host(ctx, host))
+    assert host.ip in err.value.message and "v1.29.9+k0s.0" in err.value.message
+    assert err.value.hint
+    assert len(fleet.calls) == 1  # only the probe ran
+
+
+def test_k0s_whole_cluster_upgrade_goes_controllers_first_one_at_a_time() -> None:
+    fleet = _k0s_fleet("v1.31.1+k0s.0", "v1.30.5+k0s.0")
+    ctx = _ctx(fleet)
+    asyncio.run(K0sRuntime().upgrade(ctx, "img:2"))
+    restarts = [h for h, c in fleet.calls if "systemctl restart" in c]
+    assert restarts == ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
