@@ -6,24 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-import httpx2
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod, Secret
 from lightkube.types import PatchType
 
 from sealer.errors import RuntimeErrorSealer
-from sealer.kube.client import Kube, NodeStatus
+from sealer.kube.client import TRANSIENT, Kube, NodeStatus, api_message
+from sealer.kube.client import NodeWait as NodeWait  # re-exported: callers build waits here
 
-_TRANSIENT = (ApiError, httpx2.HTTPError, OSError)
-
-
-def _message(err: BaseException) -> str:
-    if isinstance(err, ApiError):
-        return f"{err.status.code} {err.status.reason or ''}: {err.status.message or ''}".strip()
-    return f"{type(err).__name__}: {err}"
+_TRANSIENT = TRANSIENT
+_message = api_message
 
 
 async def node_names_by_ip(kube: Kube) -> dict[str, str]:
@@ -122,53 +116,15 @@ async def delete_node(kube: Kube, node: str) -> bool:
     return deleted
 
 
-@dataclass(frozen=True)
-class NodeWait:
-    name: str
-    version: str | None = None  # kubelet version the node must report (None: any)
-
-
 async def wait_nodes(kube: Kube, wanted: Mapping[str, NodeWait], timeout: float) -> list[NodeStatus]:
     """Wait until each node (host IP -> what to wait for) is Ready and, if asked, reports the
     version. The API may be down for a while (a control plane restarting): errors are retried."""
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    statuses: dict[str, NodeStatus] = {}
-    while True:
-        try:
-            statuses = {n.name: n for n in await kube.nodes()}
-            last_error = ""
-        except _TRANSIENT as err:
-            last_error = _message(err)
-        pending = [
-            (ip, w)
-            for ip, w in wanted.items()
-            if not (
-                w.name in statuses
-                and statuses[w.name].ready
-                and (w.version is None or statuses[w.name].kubelet_version == w.version)
-            )
-        ]
-        if not pending and not last_error:
-            return [statuses[w.name] for w in wanted.values()]
-        if time.monotonic() >= deadline:
-            lines = []
-            for ip, w in pending:
-                s = statuses.get(w.name)
-                if s is None:
-                    why = "not registered with the API server"
-                elif not s.ready:
-                    why = s.reason
-                else:
-                    why = f"reports {s.kubelet_version or 'no version'}, expected {w.version}"
-                lines.append(f"{w.name} ({ip}): {why}")
-            if last_error:
-                lines.append(f"API server {kube.server}: {last_error}")
-            raise RuntimeErrorSealer(
-                f"nodes not ready after {timeout:.0f}s:\n  " + "\n  ".join(lines),
-                "check the runtime's service on those hosts; run the same command again once fixed",
-            )
-        await asyncio.sleep(1.0)
+    return await kube.wait_nodes(
+        wanted.items(),
+        timeout,
+        title="nodes not ready",
+        hint="check the runtime's service on those hosts; run the same command again once fixed",
+    )
 
 
 async def wait_api(kube: Kube, timeout: float) -> list[NodeStatus]:

@@ -37,7 +37,19 @@ class NodeStatus:
     kubelet_version: str = ""
 
 
-def _api_message(err: Exception) -> str:
+@dataclass(frozen=True)
+class NodeWait:
+    """A node to wait for: Ready and, if version is set, reporting that kubelet version."""
+
+    name: str
+    version: str | None = None  # kubelet version the node must report (None: any)
+
+
+# what a request to an API server that is down or restarting raises
+TRANSIENT = (ApiError, httpx2.HTTPError, OSError)
+
+
+def api_message(err: BaseException) -> str:
     if isinstance(err, ApiError):
         return f"{err.status.code} {err.status.reason or ''}: {err.status.message or ''}".strip()
     return f"{type(err).__name__}: {err}"
@@ -87,6 +99,21 @@ class Kube:
     async def wait_ready(self, expected: Mapping[str, str], timeout: float) -> list[NodeStatus]:
         """Wait until every expected node (name -> host IP) is registered and Ready. On timeout,
         raise with one line per node that is not: missing, or its Ready condition."""
+        return await self.wait_nodes(
+            [(ip, NodeWait(name)) for name, ip in expected.items()],
+            timeout,
+            title="nodes not Ready",
+            hint="check the runtime's service on those hosts (journalctl -u k3s / k3s-agent); "
+            "run the same command again once they are fixed",
+        )
+
+    async def wait_nodes(
+        self, wanted: Iterable[tuple[str, NodeWait]], timeout: float, *, title: str, hint: str
+    ) -> list[NodeStatus]:
+        """Wait until each node (host IP, what to wait for) is Ready and, if asked, reports the
+        version. The API may be down for a while (a control plane restarting): errors are retried.
+        On timeout, RuntimeErrorSealer(title, hint) with one line per node still pending."""
+        wanted = list(wanted)
         deadline = time.monotonic() + timeout
         last_error = ""
         statuses: dict[str, NodeStatus] = {}
@@ -94,25 +121,33 @@ class Kube:
             try:
                 statuses = {n.name: n for n in await self.nodes()}
                 last_error = ""
-            except (ApiError, httpx2.HTTPError, OSError) as err:
-                last_error = _api_message(err)
-            pending = [name for name in expected if not (name in statuses and statuses[name].ready)]
+            except TRANSIENT as err:
+                last_error = api_message(err)
+            pending = [
+                (ip, w)
+                for ip, w in wanted
+                if not (
+                    w.name in statuses
+                    and statuses[w.name].ready
+                    and (w.version is None or statuses[w.name].kubelet_version == w.version)
+                )
+            ]
             if not pending and not last_error:
-                return [statuses[n] for n in expected]
+                return [statuses[w.name] for _, w in wanted]
             if time.monotonic() >= deadline:
                 lines = []
-                for name in pending:
-                    ip = expected[name]
-                    status = statuses.get(name)
-                    why = status.reason if status else "not registered with the API server"
-                    lines.append(f"{name} ({ip}): {why}")
+                for ip, w in pending:
+                    s = statuses.get(w.name)
+                    if s is None:
+                        why = "not registered with the API server"
+                    elif not s.ready:
+                        why = s.reason
+                    else:
+                        why = f"reports {s.kubelet_version or 'no version'}, expected {w.version}"
+                    lines.append(f"{w.name} ({ip}): {why}")
                 if last_error:
                     lines.append(f"API server {self.server}: {last_error}")
-                raise RuntimeErrorSealer(
-                    f"nodes not Ready after {timeout:.0f}s:\n  " + "\n  ".join(lines),
-                    "check the runtime's service on those hosts (journalctl -u k3s / k3s-agent); "
-                    "run the same command again once they are fixed",
-                )
+                raise RuntimeErrorSealer(f"{title} after {timeout:.0f}s:\n  " + "\n  ".join(lines), hint)
             await asyncio.sleep(1.0)
 
     async def set_labels(self, node: str, add: Mapping[str, str], remove: Iterable[str] = ()) -> None:
@@ -192,9 +227,9 @@ class Kube:
                     data={"admin.conf": base64.b64encode(kubeconfig.encode()).decode()},
                 )
             )
-        except (ApiError, httpx2.HTTPError, OSError) as err:
+        except TRANSIENT as err:
             raise RuntimeErrorSealer(
-                f"cannot store the cluster state in the cluster ({self.server}): {_api_message(err)}",
+                f"cannot store the cluster state in the cluster ({self.server}): {api_message(err)}",
                 "the cluster is installed; run the same command again to store it",
             )
 
