@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import shlex
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,13 +18,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer
+from sealer.errors import HostError, RuntimeErrorSealer
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
 from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, run_checked
-from sealer.runtime.k3s import rewrite_server
+from sealer.runtime.k3s import rewrite_server, version_key
 from sealer.runtime.kubeadm_config import KubeadmInputs, endpoint_name, parse_documents, render
 
 BIN_DIR = "/usr/local/bin"
@@ -193,6 +194,18 @@ if [ ! -s {KUBELET_CONF} ]; then
   done
 fi
 true
+"""
+
+
+def install_binaries_script(rootfs: str, names: tuple[str, ...]) -> str:
+    """Swap in the image's binaries (each through a rename, so a running one keeps its old inode)."""
+    root = quote_path(rootfs)
+    return f"""set -e
+for b in {" ".join(names)}; do
+  if [ -x {root}/bin/$b ]; then
+    install -m 0755 {root}/bin/$b {BIN_DIR}/$b.sealer-new && mv -f {BIN_DIR}/$b.sealer-new {BIN_DIR}/$b
+  fi
+done
 """
 
 
@@ -514,9 +527,46 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
         await asyncio.gather(*(one(h) for h in hosts))
 
     async def upgrade(self, ctx: RuntimeContext, image: str) -> None:
-        raise NotImplementedYet(
-            "upgrading a kubernetes cluster is not implemented yet", "upgrades arrive with issue 9"
+        """kubeadm's order: the first control plane (`upgrade apply`), the other control planes one
+        at a time, then the workers (`upgrade node`)."""
+        for host in [*ctx.cluster.masters, *ctx.cluster.workers]:
+            await self.upgrade_host(ctx, host)
+
+    async def upgrade_host(self, ctx: RuntimeContext, host: Host) -> None:
+        """kubeadm's documented upgrade of one node: the new kubeadm first, `kubeadm upgrade apply
+        <version>` on master0 (it upgrades the cluster's configuration and its own control plane) or
+        `kubeadm upgrade node` elsewhere, then the new kubelet/kubectl and a kubelet restart. A
+        downgrade is refused before anything changes."""
+        root = quote_path(ctx.rootfs)
+        probe = await run_checked(
+            ctx,
+            host,
+            f'echo "new=$({root}/bin/kubeadm version -o short 2>/dev/null)"; '
+            f'echo "old=$({BIN_DIR}/kubeadm version -o short 2>/dev/null)"',
         )
+        found = dict(line.partition("=")[::2] for line in probe.splitlines() if "=" in line)
+        new, old = found.get("new", "").strip(), found.get("old", "").strip()
+        if not new:
+            raise RuntimeErrorSealer(
+                f"{host.ip}: the new ClusterImage has no working bin/kubeadm",
+                "is it a kubernetes ClusterImage? see `sealer inspect`",
+            )
+        if old and version_key(new) < version_key(old):
+            raise RuntimeErrorSealer(
+                f"{host.ip}: the image carries kubeadm {new}, older than the installed {old}; "
+                "kubeadm does not support downgrades",
+                "use an image with the installed Kubernetes version or newer",
+            )
+        ctx.say(host.ip, f"upgrading kubernetes {old or '?'} -> {new}")
+        await run_checked(ctx, host, install_binaries_script(ctx.rootfs, ("kubeadm",)))
+        if host.ip == ctx.master0.ip:
+            await self._kubeadm(ctx, host, f"upgrade apply {shlex.quote(new)} --yes", "upgrade apply")
+        else:
+            await self._kubeadm(ctx, host, "upgrade node", "upgrade node")
+        await run_checked(ctx, host, install_binaries_script(ctx.rootfs, ("kubelet", "kubectl")))
+        # Always restart: an earlier attempt may have swapped the binary and been killed before it.
+        await run_checked(ctx, host, "systemctl daemon-reload && systemctl restart kubelet.service")
+        self._versions["kubeadm"] = new
 
     async def kubeconfig(self, ctx: RuntimeContext) -> str:
         m0 = ctx.master0

@@ -16,6 +16,7 @@ from sealer.infra.host import Target
 from sealer.model.clusterfile import parse_clusterfile
 from sealer.runtime.base import RuntimeContext
 from sealer.runtime.k0s import CONTROLLER_UNIT, WORKER_UNIT, K0sRuntime, parse_upgrade_probe
+from sealer.runtime.kubernetes import KubernetesRuntime
 
 CLUSTERFILE = """apiVersion: sealer.io/v2
 kind: Cluster
@@ -108,3 +109,50 @@ def test_k0s_whole_cluster_upgrade_goes_controllers_first_one_at_a_time() -> Non
     asyncio.run(K0sRuntime().upgrade(ctx, "img:2"))
     restarts = [h for h, c in fleet.calls if "systemctl restart" in c]
     assert restarts == ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
+
+
+def _kubeadm_fleet(new: str, old: str) -> RecordingFleet:
+    return RecordingFleet([(lambda c: 'echo "new=' in c, f"new={new}\nold={old}\n")])
+
+
+def _index(cmds: list[str], *needles: str) -> int:
+    return next(i for i, c in enumerate(cmds) if all(n in c for n in needles))
+
+
+def test_kubeadm_upgrade_order_on_each_kind_of_host() -> None:
+    fleet = _kubeadm_fleet("v1.32.0", "v1.31.2")
+    ctx = _ctx(fleet)
+    runtime = KubernetesRuntime()
+    asyncio.run(runtime.upgrade(ctx, "img:2"))
+    m0, m1, w = (h.ip for h in ctx.cluster.hosts)
+    # master0 upgrades the cluster (`upgrade apply <the image's kubeadm version>`), the others
+    # follow it (`upgrade node`); each with the new kubeadm already in place, the new kubelet
+    # after, and the kubelet restarted last
+    for ip, kubeadm_cmd in (
+        (m0, "kubeadm upgrade apply v1.32.0 --yes"),
+        (m1, "kubeadm upgrade node"),
+        (w, "kubeadm upgrade node"),
+    ):
+        cmds = fleet.on(ip)
+        new_kubeadm = _index(cmds, "for b in kubeadm;")
+        upgrade = _index(cmds, kubeadm_cmd)
+        new_kubelet = _index(cmds, "for b in kubelet kubectl;")
+        restart = _index(cmds, "systemctl restart kubelet.service")
+        assert new_kubeadm < upgrade < new_kubelet < restart, cmds
+    assert not any("upgrade apply" in c for c in [*fleet.on(m1), *fleet.on(w)])
+    # control planes before workers
+    order = [h for h, c in fleet.calls if "systemctl restart kubelet" in c]
+    assert order == [m0, m1, w]
+
+
+def test_kubeadm_downgrade_and_missing_kubeadm_are_refused_before_anything_changes() -> None:
+    for new, old, words in (
+        ("v1.30.0", "v1.31.2", "older than the installed v1.31.2"),
+        ("", "v1.31.2", "no working"),
+    ):
+        fleet = _kubeadm_fleet(new, old)
+        ctx = _ctx(fleet)
+        with pytest.raises(RuntimeErrorSealer) as err:
+            asyncio.run(KubernetesRuntime().upgrade_host(ctx, ctx.master0))
+        assert words in err.value.message and ctx.master0.ip in err.value.message
+        assert len(fleet.calls) == 1  # only the probe ran
