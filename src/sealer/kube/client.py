@@ -49,6 +49,14 @@ class NodeWait:
 TRANSIENT = (ApiError, httpx2.HTTPError, OSError)
 
 
+def _taint_entry(key: str, value: str | None, effect: str | None) -> dict[str, Any]:
+    """A taint as the API takes it in a patch; no `value` key when it has none."""
+    entry: dict[str, Any] = {"key": key, "effect": effect}
+    if value is not None:
+        entry["value"] = value
+    return entry
+
+
 def api_message(err: BaseException) -> str:
     if isinstance(err, ApiError):
         return f"{err.status.code} {err.status.reason or ''}: {err.status.message or ''}".strip()
@@ -174,20 +182,11 @@ class Kube:
                     return True
             return False
 
-        result = [{"key": t.key, "value": t.value, "effect": t.effect} for t in existing if not dropped(t)]
-        for w in wanted:
-            if not w.remove and w.effect:
-                entry: dict[str, Any] = {"key": w.key, "effect": w.effect}
-                if w.value:
-                    entry["value"] = w.value
-                result.append(entry)
-        for entry in result:
-            if entry.get("value") is None:
-                entry.pop("value", None)
-        before = [{"key": t.key, "value": t.value, "effect": t.effect} for t in existing]
-        for entry in before:
-            if entry.get("value") is None:
-                entry.pop("value", None)
+        result = [_taint_entry(t.key, t.value, t.effect) for t in existing if not dropped(t)]
+        result += [
+            _taint_entry(w.key, w.value or None, w.effect) for w in wanted if not w.remove and w.effect
+        ]
+        before = [_taint_entry(t.key, t.value, t.effect) for t in existing]
         if result == before:
             return
         await self.client.patch(Node, node, {"spec": {"taints": result}}, patch_type=PatchType.MERGE)
