@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sealer.cli.output import emit_data, output_option
+from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.errors import ImageError, InputError, Problem
 from sealer.image.build import (
     BUILD_MODES,
@@ -195,7 +195,7 @@ def register(group: click.Group) -> None:
         output: str,
     ) -> None:
         """Build a ClusterImage from a Kubefile and its build CONTEXT directory."""
-        quiet = bool(getattr(ctx.find_root().obj, "quiet", False))
+        quiet = quiet_for()
         options = BuildOptions(
             context=context,
             kubefile=kubefile,

@@ -18,7 +18,7 @@ from rich.text import Text
 from sealer.apply.engine import RunOptions, RunSummary, summary_lines
 from sealer.apply.lifecycle import DRAIN_TIMEOUT, Day2Options, apply_cluster, observed_nodes
 from sealer.apply.progress import Progress
-from sealer.cli.output import emit_data, output_option
+from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.errors import ImageError, PlanError, Problem
 from sealer.image.service import image_info
 from sealer.image.store import ImageStore, default_store_root
@@ -233,7 +233,7 @@ def run_apply(
         if output == "table":
             render_plan(plan, _console())
 
-    quiet = output != "table" or bool(getattr(click.get_current_context().find_root().obj, "quiet", False))
+    quiet = quiet_for(output)
     day2 = Day2Options(
         yes=yes, confirm=_confirm, on_plan=on_plan, drain_timeout=drain_timeout, worker_batch=worker_batch
     )

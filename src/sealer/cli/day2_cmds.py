@@ -33,7 +33,7 @@ from sealer.cli.cluster_cmds import (
     render_plan,
     run_apply,
 )
-from sealer.cli.output import emit_data, output_option
+from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.cli.run_cmds import _split
 from sealer.errors import InputError, Problem, SealerError
 from sealer.model.cluster import SSH, Clusterfile
@@ -68,11 +68,6 @@ def _installed(name: str | None) -> tuple[ClusterState, Clusterfile]:
             "see `sealer status`; create it with `sealer run` or `sealer apply -f Clusterfile`",
         )
     return state, current
-
-
-def _quiet(output: str) -> bool:
-    root = click.get_current_context().find_root().obj
-    return output != "table" or bool(getattr(root, "quiet", False))
 
 
 def _with_ssh(cf: Clusterfile, ips: list[str], ssh: SSH) -> Clusterfile:
@@ -229,7 +224,7 @@ def delete_cmd(
         command = _command_line(sys.argv[1:])
         day2 = Day2Options(yes=yes, prune=prune, confirm=_confirm, on_plan=on_plan)
         options = RunOptions(command=command)
-        progress = Progress(quiet=_quiet(output))
+        progress = Progress(quiet=quiet_for(output))
         with state.lock(command):
             if clusterfile and state.last_applied() is None:
                 # An install that never finished: the Clusterfile says which hosts to reset.
@@ -429,7 +424,7 @@ def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
 
     path = Path(out or f"{state.name}-etcd-{time.strftime('%Y%m%dT%H%M%S')}.snapshot")
     with state.lock(_command_line(sys.argv[1:])):
-        written = asyncio.run(etcd_backup(state, path, Progress(quiet=_quiet("table"))))
+        written = asyncio.run(etcd_backup(state, path, Progress(quiet=quiet_for("table"))))
     click.echo(f"snapshot of cluster {state.name} written to {written} ({written.stat().st_size} bytes)")
 
 
@@ -457,7 +452,7 @@ def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
             f"cluster {state.name}: not confirmed; nothing was changed", "pass --yes to skip the question"
         )
     with state.lock(_command_line(sys.argv[1:])):
-        remote = asyncio.run(etcd_restore(state, Path(snapshot), Progress(quiet=_quiet("table"))))
+        remote = asyncio.run(etcd_restore(state, Path(snapshot), Progress(quiet=quiet_for("table"))))
     click.echo(f"cluster {state.name} restored from {snapshot} (copied to master0:{remote})")
 
 

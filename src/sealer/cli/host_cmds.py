@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sealer.cli.output import emit_data, output_option
+from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.errors import SealerError
 from sealer.infra.connector import Outcome, Result, TransferStats
 from sealer.infra.fleet import Fleet
@@ -298,7 +298,7 @@ def exec_cmd(
     targets = select_targets(cluster, roles, ips)
     cmd = " ".join(command)
 
-    live = output == "table" and not bool(getattr(ctx.find_root().obj, "quiet", False))
+    live = not quiet_for(output)
 
     async def go() -> list[Outcome[Result]]:
         async with _fleet(cluster, "exec", max_handshakes, connect_timeout) as fleet:
@@ -358,7 +358,7 @@ def cp_cmd(
     if dst.strip() in ("", "."):
         raise click.UsageError("DST must be a path on the hosts, e.g. /opt/app/ or /etc/app.conf")
 
-    live = output == "table" and not bool(getattr(ctx.find_root().obj, "quiet", False))
+    live = not quiet_for(output)
 
     def progress(o: Outcome[TransferStats]) -> None:
         s = o.value

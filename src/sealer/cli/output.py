@@ -23,6 +23,13 @@ def output_option(default: str = "table") -> Callable[[Callable[..., Any]], Call
     )
 
 
+def quiet_for(output: str = "table") -> bool:
+    """No progress output: the global -q was given, or the output is data (-o json|yaml) that
+    progress lines would spoil."""
+    root = click.get_current_context().find_root().obj
+    return output != "table" or bool(getattr(root, "quiet", False))
+
+
 def emit_data(data: Any, fmt: str) -> bool:
     """Print data as JSON or YAML; returns False when fmt is "table" (the caller renders)."""
     if fmt == "json":

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from sealer.apply.engine import ClusterExistsError, RunOptions, command_line, run_cluster, summary_lines
 from sealer.apply.progress import Progress
-from sealer.cli.output import emit_data, output_option
+from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.errors import InputError, Problem
 from sealer.model.cluster import Clusterfile
 from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
@@ -239,7 +239,7 @@ def run_cmd(
             cmds=list(cmds),
             apps=[a for a in apps.split(",") if a] if apps is not None else None,
         )
-    quiet = bool(getattr(ctx.find_root().obj, "quiet", False)) or output != "table"
+    quiet = quiet_for(output)
     progress = Progress(quiet=quiet)
     options = RunOptions(ready_timeout=ready_timeout, command=command_line())
     try:
