@@ -194,14 +194,9 @@ class LocalConnector:
     ) -> TransferStats:
         tree = tree or transfer.local_tree(src, dst)
         hlog = self.logs.for_host(host.name)
-        hlog.begin(f"copy {src} -> {tree.root}", sudo=sudo, env_names=[])
-        start = time.monotonic()
-        execb = self._execb(host, sudo, timeout)
-        plan = await transfer.plan_upload(host.name, execb, tree)
-        await transfer.send(host.name, execb, tree, plan)
-        duration = time.monotonic() - start
-        hlog.end(0, duration, f"sent {plan.files} file(s), {plan.bytes} bytes; skipped {plan.skipped} equal")
-        return TransferStats(host.name, plan.files, plan.skipped, plan.bytes, duration)
+        return await transfer.upload(
+            host.name, self._execb(host, sudo, timeout), tree, hlog, sudo=sudo, shown=str(src)
+        )
 
     async def get(
         self,

@@ -581,19 +581,11 @@ class SSHConnector:
         """Copy a local file or directory to the host (see `transfer.local_tree` for the layout)."""
         tree = tree or transfer.local_tree(src, dst)
         c = await self._connection(host)
-        hlog = self.logs.for_host(host.name)
-        start = time.monotonic()
-        hlog.begin(f"copy {src} -> {tree.root}", sudo=sudo, env_names=[])
         execb = self._execb(c, sudo, timeout)
-        try:
-            plan = await transfer.plan_upload(host.name, execb, tree)
-            await transfer.send(host.name, execb, tree, plan, batch_bytes=self.copy_batch_bytes)
-        except SealerError as exc:
-            hlog.end(None, time.monotonic() - start, f"failed: {exc.message}")
-            raise
-        duration = time.monotonic() - start
-        hlog.end(0, duration, f"sent {plan.files} file(s), {plan.bytes} bytes; skipped {plan.skipped} equal")
-        return TransferStats(host.name, plan.files, plan.skipped, plan.bytes, duration)
+        hlog = self.logs.for_host(host.name)
+        return await transfer.upload(
+            host.name, execb, tree, hlog, sudo=sudo, shown=str(src), batch_bytes=self.copy_batch_bytes
+        )
 
     async def get(
         self,

@@ -14,12 +14,15 @@ import os
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sealer.errors import SealerError
+from sealer.infra.connector import TransferStats
 from sealer.infra.errors import DiskFullError, TransferError
+from sealer.infra.hostlog import HostLog
 from sealer.infra.shell import quote_path
 
 CHUNK = 256 * 1024
@@ -362,6 +365,31 @@ async def send(
         code, _, err = await execb(script, tar_stream(batch))
         if code != 0:
             raise transfer_failure(host, "copying to", err or f"exit {code}", tree.root)
+
+
+async def upload(
+    host: str,
+    execb: ExecBytes,
+    tree: LocalTree,
+    hlog: HostLog,
+    *,
+    sudo: bool,
+    shown: str,
+    batch_bytes: int = BATCH_BYTES,
+) -> TransferStats:
+    """Copy tree to the host (skipping files it already has, equal), noted in the host's log
+    (`shown` names the copy there), the failure too."""
+    start = time.monotonic()
+    hlog.begin(f"copy {shown} -> {tree.root}", sudo=sudo, env_names=[])
+    try:
+        plan = await plan_upload(host, execb, tree)
+        await send(host, execb, tree, plan, batch_bytes=batch_bytes)
+    except SealerError as exc:
+        hlog.end(None, time.monotonic() - start, f"failed: {exc.message}")
+        raise
+    duration = time.monotonic() - start
+    hlog.end(0, duration, f"sent {plan.files} file(s), {plan.bytes} bytes; skipped {plan.skipped} equal")
+    return TransferStats(host, plan.files, plan.skipped, plan.bytes, duration)
 
 
 def download_script(src: str) -> str:
