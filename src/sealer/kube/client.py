@@ -57,6 +57,11 @@ def _taint_entry(key: str, value: str | None, effect: str | None) -> dict[str, A
     return entry
 
 
+def _state_meta(name: str) -> ObjectMeta:
+    """Where sealer keeps a cluster's state object in the cluster, marked as sealer's."""
+    return ObjectMeta(name=name, namespace=STATE_NAMESPACE, labels={"app.kubernetes.io/managed-by": "sealer"})
+
+
 def api_message(err: BaseException) -> str:
     if isinstance(err, ApiError):
         return f"{err.status.code} {err.status.reason or ''}: {err.status.message or ''}".strip()
@@ -207,21 +212,13 @@ class Kube:
         try:
             await self._upsert(
                 ConfigMap(
-                    metadata=ObjectMeta(
-                        name=CLUSTERFILE_CONFIGMAP,
-                        namespace=STATE_NAMESPACE,
-                        labels={"app.kubernetes.io/managed-by": "sealer"},
-                    ),
+                    metadata=_state_meta(CLUSTERFILE_CONFIGMAP),
                     data={"Clusterfile": clusterfile},
                 )
             )
             await self._upsert(
                 Secret(
-                    metadata=ObjectMeta(
-                        name=KUBECONFIG_SECRET,
-                        namespace=STATE_NAMESPACE,
-                        labels={"app.kubernetes.io/managed-by": "sealer"},
-                    ),
+                    metadata=_state_meta(KUBECONFIG_SECRET),
                     type="Opaque",
                     data={"admin.conf": base64.b64encode(kubeconfig.encode()).decode()},
                 )
