@@ -434,6 +434,20 @@ class Executor:
     def image_id(self, ip: str) -> str:
         return self.d2.engine._unpacked_for(self.d2.by_ip[ip]).image_id
 
+    async def _rootfs_step(self, action: Action, h: Host, *, master0: bool) -> None:
+        """The image's rootfs on h (journalled: done once per image, root and role)."""
+        inputs = {"image": self.image_id(h.ip), "root": self.d2.cluster.rootfs, "master0": master0}
+        await self.steps.step(
+            action.id, "rootfs", h.ip, inputs, lambda: self.d2.engine._distribute(self.fleet, h)
+        )
+
+    async def _etc_hosts_step(self, action: Action, h: Host) -> None:
+        """sealer's block of /etc/hosts on h (journalled: redone when the block changes)."""
+        engine = self.d2.engine
+        await self.steps.step(
+            action.id, "etc-hosts", h.ip, engine._hosts_block(), lambda: engine._etc_hosts(self.fleet, h)
+        )
+
     async def api(self) -> Kube:
         if self.kube is None:
             self.kube = await _open_api(self.d2.state, self.runtime, self.ctx)
@@ -581,20 +595,8 @@ class Executor:
             await self.phase("reset lost hosts", lambda: _all_hosts(hosts, forget))
 
         async def copy(h: Host) -> None:
-            await self.steps.step(
-                action.id,
-                "rootfs",
-                h.ip,
-                {"image": self.image_id(h.ip), "root": self.d2.cluster.rootfs, "master0": False},
-                lambda: engine._distribute(self.fleet, h),
-            )
-            await self.steps.step(
-                action.id,
-                "etc-hosts",
-                h.ip,
-                engine._hosts_block(),
-                lambda: engine._etc_hosts(self.fleet, h),
-            )
+            await self._rootfs_step(action, h, master0=False)
+            await self._etc_hosts_step(action, h)
 
         await self.phase("distribute rootfs", lambda: _all_hosts(hosts, copy))
 
@@ -672,21 +674,8 @@ class Executor:
         self.progress.end_phase()
 
     async def do_update_host_aliases(self, action: Action) -> None:
-        engine = self.d2.engine
         hosts = [self.d2.by_ip[ip] for ip in action.hosts]
-        await self.phase(
-            "/etc/hosts",
-            lambda: _all_hosts(
-                hosts,
-                lambda h: self.steps.step(
-                    action.id,
-                    "etc-hosts",
-                    h.ip,
-                    engine._hosts_block(),
-                    lambda: engine._etc_hosts(self.fleet, h),
-                ),
-            ),
-        )
+        await self.phase("/etc/hosts", lambda: _all_hosts(hosts, lambda h: self._etc_hosts_step(action, h)))
 
     async def do_launch_apps(self, action: Action) -> None:
         engine = self.d2.engine
@@ -713,16 +702,10 @@ class Executor:
                 f"the {self.runtime.name} runtime cannot upgrade hosts in place", "nothing was upgraded"
             )
 
-        async def copy(h: Host) -> None:
-            await self.steps.step(
-                action.id,
-                "rootfs",
-                h.ip,
-                {"image": self.image_id(h.ip), "root": cluster.rootfs, "master0": h.ip == m0.ip},
-                lambda: engine._distribute(self.fleet, h),
-            )
-
-        await self.phase("distribute new rootfs", lambda: _all_hosts(hosts, copy))
+        await self.phase(
+            "distribute new rootfs",
+            lambda: _all_hosts(hosts, lambda h: self._rootfs_step(action, h, master0=h.ip == m0.ip)),
+        )
         local = cluster.registry.local
         if local is not None and cluster.registry.external is None:
             _, cert = engine._pki()
