@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from sealer.errors import HostError, SealerError
 from sealer.infra.errors import RemoteCommandError
 from sealer.infra.host import Target
+from sealer.infra.hostlog import HostLog
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,25 @@ def host_error_of(err: BaseException, host: str) -> SealerError:
     if isinstance(err, SealerError):
         return err
     return HostError(host, f"unexpected failure: {type(err).__name__}: {err}")
+
+
+RunWithSink = Callable[[Callable[[str], None]], Awaitable[tuple[int, bytes, str]]]
+"""Run one prepared command, passing its output text to the sink as it arrives;
+(exit code, stdout bytes, stderr text)."""
+
+
+async def logged_run(
+    hlog: HostLog, host: str, cmd: str, *, sudo: bool, env: Mapping[str, str] | None, run: RunWithSink
+) -> Result:
+    """Run a command through `run` with its start, output and end (or failure) in the host's log;
+    the log names the variables of env, never their values."""
+    hlog.begin(cmd, sudo=sudo, env_names=sorted(env or {}))
+    start = time.monotonic()
+    try:
+        code, out, err = await run(hlog.write)
+    except SealerError as exc:
+        hlog.end(None, time.monotonic() - start, f"failed: {exc.message}")
+        raise
+    duration = time.monotonic() - start
+    hlog.end(code, duration)
+    return Result(host, cmd, code, out.decode("utf-8", "replace"), err, duration)

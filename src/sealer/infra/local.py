@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from sealer.infra import transfer
-from sealer.infra.connector import Result, TransferStats
+from sealer.infra.connector import Result, TransferStats, logged_run
 from sealer.infra.errors import CommandTimeoutError, SudoError
 from sealer.infra.host import Target
 from sealer.infra.hostlog import HostLogs
@@ -166,14 +166,15 @@ class LocalConnector:
         input: str | None = None,
     ) -> Result:
         line, preamble = await self._prepare(host, with_env(cmd, env), sudo)
-        hlog = self.logs.for_host(host.name)
-        hlog.begin(cmd, sudo=sudo, env_names=sorted(env or {}))
-        start = time.monotonic()
         data = preamble + (input.encode() if input else b"")
-        code, out, err = await self._exec(line, data, timeout, host, cmd, hlog.write)
-        duration = time.monotonic() - start
-        hlog.end(code, duration)
-        return Result(host.name, cmd, code, out.decode("utf-8", "replace"), err, duration)
+        return await logged_run(
+            self.logs.for_host(host.name),
+            host.name,
+            cmd,
+            sudo=sudo,
+            env=env,
+            run=lambda sink: self._exec(line, data, timeout, host, cmd, sink),
+        )
 
     def _execb(self, host: Target, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
         async def execb(script: str, stdin: transfer.Stdin) -> tuple[int | None, bytes, str]:

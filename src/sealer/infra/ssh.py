@@ -18,7 +18,7 @@ import asyncssh
 
 from sealer.errors import HostError, HostKeyError, SealerError
 from sealer.infra import transfer
-from sealer.infra.connector import Result, TransferStats
+from sealer.infra.connector import Result, TransferStats, logged_run
 from sealer.infra.errors import (
     CommandTimeoutError,
     ConnectionLostError,
@@ -414,18 +414,15 @@ class SSHConnector:
     ) -> Result:
         c = await self._connection(host)
         line, preamble = await self._prepare(c, with_env(cmd, env), sudo)
-        hlog = self.logs.for_host(host.name)
-        hlog.begin(cmd, sudo=sudo, env_names=sorted(env or {}))
-        start = time.monotonic()
         stdin = preamble + (input.encode() if input else b"")
-        try:
-            code, out, err = await self._exec(c, line, stdin, timeout, cmd, hlog.write, kill_as_root=sudo)
-        except SealerError as exc:
-            hlog.end(None, time.monotonic() - start, f"failed: {exc.message}")
-            raise
-        duration = time.monotonic() - start
-        hlog.end(code, duration)
-        return Result(host.name, cmd, code, out.decode("utf-8", "replace"), err, duration)
+        return await logged_run(
+            self.logs.for_host(host.name),
+            host.name,
+            cmd,
+            sudo=sudo,
+            env=env,
+            run=lambda sink: self._exec(c, line, stdin, timeout, cmd, sink, kill_as_root=sudo),
+        )
 
     async def _exec(
         self,
