@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sealer.cli.output import emit_data, output_option
+from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.image import archive, service
 from sealer.image.registry import RegistryOptions, TransferEvent
 from sealer.image.store import ImageStore
@@ -36,7 +36,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _quiet(ctx: click.Context, local: bool) -> bool:
-    return local or bool(getattr(ctx.obj, "quiet", False))
+    return local or quiet_for()
 
 
 def human_size(n: float) -> str:
