@@ -80,6 +80,19 @@ def _with_ssh(cf: Clusterfile, ips: list[str], ssh: SSH) -> Clusterfile:
     return replace(cf, cluster=replace(cf.cluster, host_groups=groups))
 
 
+def _expand_ips(values: list[str], flag: str) -> list[str]:
+    """Addresses and ranges (a-b) given on the command line, one IP each; a bad one names the flag."""
+    from sealer.model import ipaddr
+
+    out: list[str] = []
+    for v in values:
+        try:
+            out.extend(ipaddr.expand_entry(v))
+        except ipaddr.AddressError as err:
+            raise InputError([Problem(str(err), file="command line", path=flag)], "the command line")
+    return out
+
+
 def _ssh_flags(user: str | None, password: str | None, pk: str | None, port: int | None) -> SSH:
     return SSH(user=user, password=password, pk=pk, port=port)
 
@@ -103,18 +116,7 @@ def _scale_up(
     new_masters, new_nodes = _split(masters), _split(nodes)
     if not new_masters and not new_nodes:
         raise click.UsageError("give the hosts to add with -m/--masters and/or -n/--nodes")
-    from sealer.model import ipaddr
-
-    def expand(values: list[str], flag: str) -> list[str]:
-        out: list[str] = []
-        for v in values:
-            try:
-                out.extend(ipaddr.expand_entry(v))
-            except ipaddr.AddressError as err:
-                raise InputError([Problem(str(err), file="command line", path=flag)], "the command line")
-        return out
-
-    add_m, add_n = expand(new_masters, "--masters"), expand(new_nodes, "--nodes")
+    add_m, add_n = _expand_ips(new_masters, "--masters"), _expand_ips(new_nodes, "--nodes")
     state, current = _installed(cluster)
     desired = edit_hosts(current, add_masters=add_m, add_workers=add_n)
     desired = _with_ssh(desired, add_m + add_n, _ssh_flags(user, password, pk, port))
@@ -252,14 +254,7 @@ def delete_cmd(
     gone = _split(masters) + _split(nodes)
     if not gone:
         raise click.UsageError("give the hosts to remove with -m/-n, or --all for the whole cluster")
-    from sealer.model import ipaddr
-
-    expanded: list[str] = []
-    for v in gone:
-        try:
-            expanded.extend(ipaddr.expand_entry(v))
-        except ipaddr.AddressError as err:
-            raise InputError([Problem(str(err), file="command line", path="-m/-n")], "the command line")
+    expanded = _expand_ips(gone, "-m/-n")
     state, current = _installed(name)
     by_ip = {h.ip: h for h in current.cluster.hosts}
     wrong_role = [ip for ip in _split(masters) if ip in by_ip and not by_ip[ip].is_master] + [
