@@ -153,6 +153,30 @@ def helper_bin_dir(work: Path) -> Path:
     return extra
 
 
+def run_build_sh(runtime: str, home: Path, *flags: str) -> str:
+    """images/<runtime>/build.sh with flags, this checkout's sealer, and `--insecure` for the build's
+    plain-HTTP source registry; its output (the test fails with it if the build does)."""
+    done = subprocess.run(
+        [
+            "bash",
+            str(ROOT / f"images/{runtime}/build.sh"),
+            *flags,
+            "--sealer",
+            str(SEALER),
+            "--",
+            "--insecure",
+        ],
+        env=sealer_env(home),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, f"images/{runtime}/build.sh failed:\n{log}"
+    return log
+
+
 def k3s_release(root: Path, image_list: str) -> None:
     """The k3s release files (stand-in binary, air-gap list, checksums) under root."""
     k3s_dir = root / "k3s-io/k3s/releases/download" / K3S_VERSION  # http.server unquotes %2B to +
@@ -181,6 +205,8 @@ def build_prerequisites() -> str | None:
     for name in HELPER_BINARIES:
         if which(name) is None:
             return f"{name} is not installed (apt-get install containerd runc; scripts/setup does it)"
+    if which("haproxy") is None:
+        return "haproxy is not installed (scripts/setup installs it; the image bundles it with --lb)"
     if which("curl") is None:
         return "curl is not installed"
     return None
@@ -207,31 +233,20 @@ def build_standin_images(work: Path) -> BuiltImages:
         mirror = make_mirror(work / "mirror", f"# air-gap images\n{hello_ref}\n")
         extra = helper_bin_dir(work)
         base = "e2e.local/sealer/k3s:standin"
-        done = subprocess.run(
-            [
-                "bash",
-                str(ROOT / "images/k3s/build.sh"),
-                "--version",
-                K3S_VERSION,
-                "--mirror",
-                mirror.url,
-                "--tag",
-                base,
-                "--extra-bin",
-                str(extra),
-                "--sealer",
-                str(SEALER),
-                "--",
-                "--insecure",
-            ],
-            env=sealer_env(home),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
+        # --lb: a cluster grown to several masters gives its agents the node-local haproxy
+        log = run_build_sh(
+            "k3s",
+            home,
+            "--version",
+            K3S_VERSION,
+            "--mirror",
+            mirror.url,
+            "--tag",
+            base,
+            "--extra-bin",
+            str(extra),
+            "--lb",
         )
-        log = done.stdout + done.stderr
-        assert done.returncode == 0, f"images/k3s/build.sh failed:\n{log}"
         app_ctx = work / "app-context"
         app_ctx.mkdir()
         (app_ctx / "demo.yaml").write_text(

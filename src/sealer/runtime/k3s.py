@@ -82,8 +82,10 @@ def taint_flags(host: Host) -> list[str]:
 def server_config(ctx: RuntimeContext, host: Host, *, init: bool) -> dict[str, object]:
     """config.yaml of a server. Labels are set through the API by the engine (kubelets may not
     label themselves with node-role.kubernetes.io/*); taints go here so nothing schedules first."""
-    # 127.0.0.1 (workers' node-local balancer) and any VIP are covered too
-    sans = lb.api_sans(ctx.cluster, API_ENDPOINT_NAME)
+    # the endpoint name and every master first (as before HA), then what lb adds: 127.0.0.1 for
+    # the agents' node-local balancer and any VIP
+    masters = [API_ENDPOINT_NAME, *(m.ip for m in ctx.cluster.masters)]
+    sans = list(dict.fromkeys([*masters, *lb.api_sans(ctx.cluster, API_ENDPOINT_NAME)]))
     config: dict[str, object] = {
         "node-name": ctx.node_names[host.ip],
         "node-ip": host.ip,

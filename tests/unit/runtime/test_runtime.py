@@ -106,7 +106,7 @@ def test_server_config_first_and_joining_masters() -> None:
     assert first["node-ip"] == "10.0.0.2" and first["node-name"] == "node-2"
     # every master, the endpoint name (so one master can later become three) and the loopback the
     # workers' node-local balancer is reached on
-    assert first["tls-san"] == ["apiserver.cluster.local", "127.0.0.1", "localhost", "10.0.0.2", "10.0.0.3"]
+    assert first["tls-san"] == ["apiserver.cluster.local", "10.0.0.2", "10.0.0.3", "127.0.0.1", "localhost"]
     assert first["token-file"] == "/etc/rancher/k3s/sealer-token"
     joining = server_config(ctx, m1, init=False)
     assert joining["server"] == "https://10.0.0.2:6443" and "cluster-init" not in joining
