@@ -416,6 +416,8 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
             changed = await self._config(ctx, host) or changed
             await self._service(ctx, host, "controller", self._controller_args(ctx, host, join=True), changed)
             await lb.install_vip(ctx, host)
+        if masters:
+            await lb.refresh_balancers(ctx)
         await asyncio.gather(*(self._worker(ctx, w) for w in workers))
 
     async def _worker(self, ctx: RuntimeContext, host: Host) -> None:
@@ -440,6 +442,8 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
                     f"k0s etcd leave did not succeed ({left.stdout.strip()[-200:]}); resetting anyway",
                 )
             await self.reset(ctx, [master])
+        if masters:
+            await lb.refresh_balancers(ctx)
         if workers:
             await self.reset(ctx, workers)
 

@@ -288,6 +288,8 @@ mv -f "$list.new" "$list"
     async def join(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
         for master in masters:  # one at a time, so etcd keeps quorum while members are added
             await self._server(ctx, master, init=False)
+        if masters:
+            await lb.refresh_balancers(ctx)
         if workers:
             await self._node_token(ctx)  # fetch once, before the parallel joins
             await asyncio.gather(*(self._agent(ctx, w) for w in workers))
@@ -298,6 +300,8 @@ mv -f "$list.new" "$list"
         the Node's deletion while the server still runs, so quorum is kept); servers go one at a time."""
         for master in masters:
             await self.reset(ctx, [master])
+        if masters:
+            await lb.refresh_balancers(ctx)
         if workers:
             await self.reset(ctx, workers)
 

@@ -452,6 +452,8 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
     async def join(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
         for host in masters:  # one at a time: stacked etcd grows one member at a time
             await self._join_one(ctx, host, control_plane=True)
+        if masters:
+            await lb.refresh_balancers(ctx)
         await asyncio.gather(*(self._join_one(ctx, w, control_plane=False) for w in workers))
 
     async def _join_one(self, ctx: RuntimeContext, host: Host, *, control_plane: bool) -> None:
@@ -516,6 +518,8 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
         `kubeadm reset` on a master removes its stacked etcd member, so masters go one at a time."""
         for master in masters:
             await self.reset(ctx, [master])
+        if masters:
+            await lb.refresh_balancers(ctx)
         if workers:
             await self.reset(ctx, workers)
 

@@ -9,10 +9,11 @@ binary in bin/ and the shared libraries it needs beyond glibc in lib/haproxy/ (b
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from sealer.errors import ClusterfileError, Problem, RuntimeErrorSealer
+from sealer.errors import ClusterfileError, Problem, RuntimeErrorSealer, SealerError
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Cluster, Host
 from sealer.runtime.base import RuntimeContext
@@ -159,6 +160,26 @@ async def install_lb(ctx: RuntimeContext, host: Host, masters: Sequence[Host]) -
             f"{host.ip}: the API load balancer did not start: {log.stdout.strip() or started.stderr.strip()}",
             f"see `journalctl -u {LB_UNIT}` on {host.ip}; is port {LISTEN_PORT} on 127.0.0.1 free there?",
         )
+
+
+async def refresh_balancers(ctx: RuntimeContext) -> None:
+    """After masters joined or left: every worker that already runs the balancer gets the current
+    master list (hosts without one, e.g. joining later in this run, are left to their own join).
+    Best effort: a balancer not updated still health-checks the masters it knows, so a failure is
+    reported, not fatal."""
+    if lb_kind(ctx.cluster) != "haproxy":
+        return
+
+    async def one(host: Host) -> None:
+        try:
+            has = await ctx.fleet.run(ctx.target(host), f"test -f {UNIT_DIR}/{LB_UNIT}", sudo=True)
+            if has.ok:
+                await install_lb(ctx, host, ctx.cluster.masters)
+        except (SealerError, KeyError) as err:
+            why = err.message if isinstance(err, SealerError) else "no connection to it"
+            ctx.say(host.ip, f"API load balancer not updated ({why}); it keeps the masters it knew")
+
+    await asyncio.gather(*(one(w) for w in ctx.cluster.workers))
 
 
 def reset_script() -> str:

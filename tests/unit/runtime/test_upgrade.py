@@ -156,3 +156,55 @@ def test_kubeadm_downgrade_and_missing_kubeadm_are_refused_before_anything_chang
             asyncio.run(KubernetesRuntime().upgrade_host(ctx, ctx.master0))
         assert words in err.value.message and ctx.master0.ip in err.value.message
         assert len(fleet.calls) == 1  # only the probe ran
+
+
+# balancers follow the masters ---------------------------------------------------------------------
+class BalancerFleet(RecordingFleet):
+    """Workers in `with_lb` run the balancer; `broken` hosts fail every command after the probe."""
+
+    def __init__(self, with_lb: set[str], broken: set[str]) -> None:
+        super().__init__([])
+        self.with_lb, self.broken = with_lb, broken
+        self.written: dict[tuple[str, str], str] = {}
+
+    async def run(self, target: Target, cmd: str, **kw: Any) -> Result:
+        self.calls.append((target.address, cmd))
+        ip = target.address
+        if cmd.startswith("test -f"):
+            return Result(ip, cmd, 0 if ip in self.with_lb else 1, "", "", 0.0)
+        if ip in self.broken:
+            return Result(ip, cmd, 1, "", "Permission denied", 0.0)
+        if "input" in kw and "cat >" in cmd:
+            self.written[(ip, cmd.split("cat > ")[1].split()[0])] = kw["input"]
+            return Result(ip, cmd, 0, "changed\n", "", 0.0)
+        return Result(ip, cmd, 0, "", "", 0.0)
+
+
+def test_workers_balancers_learn_the_current_masters_best_effort() -> None:
+    from sealer.runtime import lb
+
+    text = CLUSTERFILE.replace(
+        "roles: [node]", "roles: [node]\n    - ips: [10.0.0.10, 10.0.0.11]\n      roles: [node]"
+    )
+    cf, problems = parse_clusterfile(text, "test")
+    assert cf is not None, problems
+    fleet = BalancerFleet(with_lb={"10.0.0.9", "10.0.0.11"}, broken={"10.0.0.11"})
+    said: list[tuple[str, str]] = []
+    ctx = RuntimeContext(
+        fleet=fleet,  # type: ignore[arg-type]
+        cluster=cf.cluster,
+        targets={h.ip: Target(h.ip) for h in cf.cluster.hosts},
+        node_names={},
+        registry=None,
+        say=lambda host, msg: said.append((host, msg)),
+    )
+    asyncio.run(lb.refresh_balancers(ctx))
+    cfg = fleet.written[("10.0.0.9", "/etc/sealer/apiserver-lb/haproxy.cfg.sealer-new")]
+    assert "10.0.0.2:6443 check" in cfg and "10.0.0.3:6443 check" in cfg
+    assert any(
+        h == "10.0.0.9" and "systemctl restart sealer-apiserver-lb.service" in c for h, c in fleet.calls
+    )
+    # a worker without a balancer (joining later, or joined to one master) is left alone
+    assert fleet.on("10.0.0.10") == ["test -f /etc/systemd/system/sealer-apiserver-lb.service"]
+    # a worker that cannot be updated is reported, and the others are still done
+    assert [h for h, m in said if "not updated" in m] == ["10.0.0.11"]
