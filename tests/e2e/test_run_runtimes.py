@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +22,13 @@ from tests.e2e.images import (
     HELLO_REPO,
     HELLO_TAG,
     K3S_VERSION,
-    ROOT,
     SEALER,
     Mirror,
     helper_bin_dir,
     k3s_release,
     push_hello,
     registry_release,
+    run_build_sh,
     run_sealer,
     sealer_env,
     serve,
@@ -78,55 +78,50 @@ def _k0s_release(root: Path, image_list: str) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def k0s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage]:
-    """images/k0s/build.sh against a loopback release mirror (stand-in k0s), with --lb, then a
-    derived image with an app; the build's source registry is stopped before any test runs."""
+MIRROR = "{mirror}"  # in build flags: the loopback release mirror's URL, known once it serves
+
+
+def _build_runtime_image(
+    tmp_path_factory: pytest.TempPathFactory,
+    runtime: str,
+    release: Callable[[Path, Path, str], list[str]],
+) -> tuple[Path, str, str]:
+    """images/<runtime>/build.sh with --lb --vip against a loopback release mirror that
+    `release(root, work, hello_ref)` fills (it returns the runtime's own build flags), then a
+    derived image with an app. The build's source registry and the mirror are stopped before any
+    test runs. Returns SEALER_HOME, the app image and the container image's ref."""
     if reason := build_prerequisites():
-        pytest.skip(f"k0s image build: {reason}")
-    work = tmp_path_factory.mktemp("k0s-image")
+        pytest.skip(f"{runtime} image build: {reason}")
+    work = tmp_path_factory.mktemp(f"{runtime}-image")
     home = work / "sealer-home"
     source = start_registry(work / "source-registry")
     mirror: Mirror | None = None
     try:
         hello_ref = push_hello(work / "scratch-store", source.host)
         root = work / "mirror"
-        _k0s_release(root, f"{hello_ref}\n")
+        flags = release(root, work, hello_ref)
         registry_release(root)
         mirror = serve(root)
-        extra = helper_bin_dir(work)
-        base = "e2e.local/sealer/k0s:standin"
-        done = subprocess.run(
-            [
-                "bash",
-                str(ROOT / "images/k0s/build.sh"),
-                "--version",
-                K0S_VERSION,
-                "--mirror",
-                mirror.url,
-                "--tag",
-                base,
-                "--extra-bin",
-                str(extra),
-                "--lb",
-                "--vip",
-                "--sealer",
-                str(SEALER),
-                "--",
-                "--insecure",
-            ],
-            env=sealer_env(home),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert done.returncode == 0, f"images/k0s/build.sh failed:\n{done.stdout}{done.stderr}"
-        app = _app_image(home, work, base, "e2e.local/sealer/k0s-demo:1")
+        base = f"e2e.local/sealer/{runtime}:standin"
+        flags = [mirror.url if f == MIRROR else f for f in flags]
+        run_build_sh(runtime, home, *flags, "--mirror", mirror.url, "--tag", base, "--lb", "--vip")
+        app = _app_image(home, work, base, f"e2e.local/sealer/{runtime}-demo:1")
     finally:
         if mirror is not None:
             mirror.stop()
         source.stop()
+    return home, app, hello_ref
+
+
+def _k0s_flags(root: Path, work: Path, hello_ref: str) -> list[str]:
+    _k0s_release(root, f"{hello_ref}\n")
+    return ["--version", K0S_VERSION, "--extra-bin", str(helper_bin_dir(work))]
+
+
+@pytest.fixture(scope="module")
+def k0s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage]:
+    """The k0s ClusterImage (stand-in k0s, Debian's containerd beside it) with an app."""
+    home, app, hello_ref = _build_runtime_image(tmp_path_factory, "k0s", _k0s_flags)
     yield RuntimeImage(
         "k0s",
         home,
@@ -168,62 +163,29 @@ def _kubernetes_release(root: Path) -> None:
     (r / "runc.sha256sum").write_text(sha_line(r / "runc.amd64", "runc.amd64"))
 
 
+def _kubernetes_flags(root: Path, work: Path, hello_ref: str) -> list[str]:
+    _kubernetes_release(root)
+    images = work / "images.txt"
+    images.write_text(f"{hello_ref}\n")
+    return [
+        "--version",
+        KUBE_VERSION,
+        "--containerd-version",
+        CONTAINERD_VERSION,
+        "--runc-version",
+        RUNC_VERSION,
+        "--k8s-mirror",
+        MIRROR,
+        "--images",
+        str(images),
+    ]
+
+
 @pytest.fixture(scope="module")
 def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage]:
-    """images/kubernetes/build.sh against a loopback mirror (stand-in kubeadm/kubelet/kubectl,
-    Debian's containerd and runc), with --lb, then a derived image with an app."""
-    if reason := build_prerequisites():
-        pytest.skip(f"kubernetes image build: {reason}")
-    work = tmp_path_factory.mktemp("kubernetes-image")
-    home = work / "sealer-home"
-    source = start_registry(work / "source-registry")
-    mirror: Mirror | None = None
-    try:
-        hello_ref = push_hello(work / "scratch-store", source.host)
-        root = work / "mirror"
-        _kubernetes_release(root)
-        registry_release(root)
-        images = work / "images.txt"
-        images.write_text(f"{hello_ref}\n")
-        mirror = serve(root)
-        base = "e2e.local/sealer/kubernetes:standin"
-        done = subprocess.run(
-            [
-                "bash",
-                str(ROOT / "images/kubernetes/build.sh"),
-                "--version",
-                KUBE_VERSION,
-                "--containerd-version",
-                CONTAINERD_VERSION,
-                "--runc-version",
-                RUNC_VERSION,
-                "--mirror",
-                mirror.url,
-                "--k8s-mirror",
-                mirror.url,
-                "--images",
-                str(images),
-                "--tag",
-                base,
-                "--lb",
-                "--vip",
-                "--sealer",
-                str(SEALER),
-                "--",
-                "--insecure",
-            ],
-            env=sealer_env(home),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert done.returncode == 0, f"images/kubernetes/build.sh failed:\n{done.stdout}{done.stderr}"
-        app = _app_image(home, work, base, "e2e.local/sealer/kubernetes-demo:1")
-    finally:
-        if mirror is not None:
-            mirror.stop()
-        source.stop()
+    """The kubernetes ClusterImage (stand-in kubeadm/kubelet/kubectl, Debian's containerd and
+    runc) with an app."""
+    home, app, hello_ref = _build_runtime_image(tmp_path_factory, "kubernetes", _kubernetes_flags)
     yield RuntimeImage(
         "kubernetes",
         home,
@@ -235,55 +197,15 @@ def kubernetes_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runti
     )
 
 
+def _k3s_flags(root: Path, work: Path, hello_ref: str) -> list[str]:
+    k3s_release(root, f"{hello_ref}\n")
+    return ["--version", K3S_VERSION, "--extra-bin", str(helper_bin_dir(work))]
+
+
 @pytest.fixture(scope="module")
 def k3s_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeImage]:
-    """images/k3s/build.sh against a loopback release mirror (stand-in k3s), with --lb --vip, then
-    a derived image with an app, for the k3s scenarios of this suite."""
-    if reason := build_prerequisites():
-        pytest.skip(f"k3s image build: {reason}")
-    work = tmp_path_factory.mktemp("k3s-image")
-    home = work / "sealer-home"
-    source = start_registry(work / "source-registry")
-    mirror: Mirror | None = None
-    try:
-        hello_ref = push_hello(work / "scratch-store", source.host)
-        root = work / "mirror"
-        k3s_release(root, f"{hello_ref}\n")
-        registry_release(root)
-        mirror = serve(root)
-        extra = helper_bin_dir(work)
-        base = "e2e.local/sealer/k3s:standin"
-        done = subprocess.run(
-            [
-                "bash",
-                str(ROOT / "images/k3s/build.sh"),
-                "--version",
-                K3S_VERSION,
-                "--mirror",
-                mirror.url,
-                "--tag",
-                base,
-                "--extra-bin",
-                str(extra),
-                "--lb",
-                "--vip",
-                "--sealer",
-                str(SEALER),
-                "--",
-                "--insecure",
-            ],
-            env=sealer_env(home),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert done.returncode == 0, f"images/k3s/build.sh failed:\n{done.stdout}{done.stderr}"
-        app = _app_image(home, work, base, "e2e.local/sealer/k3s-demo:1")
-    finally:
-        if mirror is not None:
-            mirror.stop()
-        source.stop()
+    """The k3s ClusterImage (stand-in k3s, Debian's containerd beside it) with an app."""
+    home, app, hello_ref = _build_runtime_image(tmp_path_factory, "k3s", _k3s_flags)
     yield RuntimeImage(
         "k3s",
         home,
@@ -529,6 +451,46 @@ def _probe_until_ok(
         time.sleep(1)
 
 
+# The next release each runtime's stand-in binaries are stamped with for the upgrade check (kubeadm:
+# one minor up, its skew limit).
+NEXT_RELEASE = {
+    "k0s": {"k0s": "v1.31.1+k0s.0"},
+    "kubernetes": {"kubeadm": "v1.32.0", "kubelet": "v1.32.0"},
+}
+
+
+def _upgrade_and_check(tb, img: RuntimeImage, home: Path, work: Path, hosts) -> None:  # type: ignore[no-untyped-def]
+    """`sealer upgrade` to the same app image with the runtime's binaries one release newer (and the
+    version label saying so): every node reports the new version, the hosts run the new binaries,
+    and going back is refused."""
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    ctx = work / "next-release"
+    ctx.mkdir()
+    binaries = NEXT_RELEASE[img.runtime]
+    for name, version in binaries.items():
+        build_executable(name, ctx / name, version=version)
+    target = next(iter(binaries.values()))
+    copies = "".join(f"COPY {name} bin/{name}\n" for name in binaries)
+    (ctx / "Kubefile").write_text(
+        f'FROM {img.image}\n{copies}LABEL cluster.alpha.sealer.io/cluster-runtime-version="{target}"\n'
+    )
+    new_image = f"{img.image.rsplit(':', 1)[0]}:next"
+    run_sealer(home, "build", "-t", new_image, str(ctx))
+    upgraded = run_sealer(home, "upgrade", new_image, "--cluster", CLUSTER, "-y", timeout=1500)
+    assert "update done" in upgraded.stdout, upgraded.stdout + upgraded.stderr
+    kube = Client(KubeConfig.from_file(home / CLUSTER / "admin.conf"))
+    versions = {n.metadata.name: n.status.nodeInfo.kubeletVersion for n in kube.list(Node)}
+    assert set(versions.values()) == {target}, versions
+    binary = next(iter(binaries))
+    for h in hosts:
+        shown = tb.run_on(h, f"/usr/local/bin/{binary} version 2>&1", check=False).stdout
+        assert target in shown, f"{h.name}: {shown}"
+    down = run_sealer(home, "upgrade", img.image, "--cluster", CLUSTER, "-y", check=False)
+    assert down.returncode == 1 and "downgrades are not supported" in down.stderr, down.stdout + down.stderr
+
+
 # (runtime, masters, lab, Clusterfile env): one master runs without a balancer by default; the
 # kubernetes one asks for it explicitly, so its workers' kubelets go through haproxy too.
 SCENARIOS = [
@@ -598,6 +560,7 @@ def test_run_runtime(
         for w in workers:
             unit = tb.run_on(w, "systemctl is-enabled sealer-apiserver-lb.service", check=False)
             assert unit.returncode != 0, f"{w.name}: a balancer with one master"
+        _upgrade_and_check(tb, img, home, tmp_path, [*masters, *workers])
         _delete_and_check_clean(tb, img, home, masters, workers)
         return
 
@@ -610,6 +573,7 @@ def test_run_runtime(
         assert probe.returncode == 0, probe.stdout + probe.stderr
         assert probe.stdout.splitlines()[0] == "https://127.0.0.1:6443", probe.stdout
     if n_masters == 1:
+        _upgrade_and_check(tb, img, home, tmp_path, [*masters, *workers])
         _delete_and_check_clean(tb, img, home, masters, workers)
         return
     with_vip = f"APIServerVIP={vip}" in env
