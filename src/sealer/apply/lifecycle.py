@@ -53,6 +53,7 @@ from sealer.runtime.base import (
     RegistryEndpoint,
     RuntimeContext,
     choose_runtime,
+    registers_node,
 )
 from sealer.runtime.hooks import run_phase
 from sealer.runtime.registry import htpasswd_line, remove_registry
@@ -621,14 +622,16 @@ class Executor:
         else:
             await self.phase(f"{self.runtime.name} {what}", lambda: _all_hosts(hosts, join_one))
         kube = await self.api()
-        wanted = {h.ip: kubeops.NodeWait(self.ctx.node_names[h.ip]) for h in hosts}
+        # k0s controllers without a worker are no Nodes: nothing to wait for, label or taint
+        node_hosts = [h for h in hosts if registers_node(self.runtime, self.ctx, h)]
+        wanted = {h.ip: kubeops.NodeWait(self.ctx.node_names[h.ip]) for h in node_hosts}
 
         async def ready() -> None:
             for s in await kubeops.wait_nodes(kube, wanted, self.d2.options.ready_timeout):
                 self.progress.host(s.name, "ok", "Ready")
 
         await self.phase("nodes Ready", ready)
-        await self.phase("labels + taints", lambda: _all_hosts(hosts, lambda h: self.label(action, h)))
+        await self.phase("labels + taints", lambda: _all_hosts(node_hosts, lambda h: self.label(action, h)))
         await self.hook(action, "post-init-host", plugins, hosts, key)
 
     async def label(
@@ -748,6 +751,8 @@ class Executor:
 
             async def work() -> str:
                 await upgrader.upgrade_host(self.ctx, h)
+                if not registers_node(self.runtime, self.ctx, h):
+                    return "upgraded (not a Node: nothing to wait for in the API)"
                 await kubeops.wait_nodes(
                     kube, {h.ip: kubeops.NodeWait(name, version)}, self.d2.options.ready_timeout
                 )
