@@ -537,8 +537,14 @@ def test_run_runtime(
 
     if n_masters == 1:
         _refused_then_resumed(tb, img, home, cf, masters[0], workers[-1])
-    done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
+    # the 5-host scenarios send the rootfs host to host (issue 10); the others from the operator
+    how = ("--distributor", "fanout") if n_masters > 1 else ()
+    done = run_sealer(home, "run", "-f", str(cf), *how, timeout=1500)
     assert f"cluster {CLUSTER} is up: {n_masters + 2} node(s)" in done.stdout, done.stdout + done.stderr
+    if how:
+        assert f"rootfs sent host to host (fan-out) to {n_masters + 2}/{n_masters + 2} host(s)" in (
+            done.stdout + done.stderr
+        ), done.stdout + done.stderr
     _assert_cluster(tb, img, home, masters, workers)
 
     kubelet_conf = KUBELET_CONF[runtime]

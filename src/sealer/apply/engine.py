@@ -88,6 +88,9 @@ class RunOptions:
     registry_options: RegistryOptions = field(default_factory=RegistryOptions)
     store_root: Path | None = None
     command: str = "sealer run"
+    # "ssh": every host gets the rootfs from the operator; "fanout": host to host (infra/fanout.py),
+    # then the per-host step only fills what the fan-out did not deliver
+    distributor: str = "ssh"
 
 
 @dataclass
@@ -367,6 +370,26 @@ class Engine:
         (await fleet.run(target, mark, sudo=True)).check()
         return f"{sent} sent, {skipped} equal"
 
+    async def _fanout_rootfs(self, fleet: Fleet) -> None:
+        """Send each platform's rootfs out of this machine once, host to host. Best effort: a host
+        the fan-out could not complete is reported and then served by its own rootfs step."""
+        from sealer.infra.fanout import fanout_copy
+
+        groups: dict[str, list[Host]] = {}
+        for h in self.hosts:
+            groups.setdefault(str(self._unpacked_for(h).rootfs), []).append(h)
+        for src, members in groups.items():
+            if len(members) < 2:
+                continue
+            result = await fanout_copy(
+                fleet, [self.targets[h.ip] for h in members], src, self.cluster.rootfs, sudo=True
+            )
+            done = [o.host for o in result.outcomes if o.ok]
+            self.progress.note(f"rootfs sent host to host (fan-out) to {len(done)}/{len(members)} host(s)")
+            for outcome in result.outcomes:
+                if not outcome.ok:
+                    self.progress.note(f"{outcome.host}: fan-out failed ({outcome.error}); copying directly")
+
     async def _put(self, fleet: Fleet, target: Target, src: Path, dst: str) -> TransferStats:
         """Copy a tree to one host; its manifest (a sha256 per file) is computed once for all hosts,
         off the event loop, instead of once per host."""
@@ -586,6 +609,8 @@ class Engine:
             )
 
         try:
+            if self.options.distributor == "fanout":
+                await self._fanout_rootfs(fleet)
             await _all_hosts(self.hosts, distribute)
         finally:
             self.progress.end_phase()

@@ -158,6 +158,14 @@ def _as_flag_problem(problem: Problem) -> Problem:
     help="Run the cluster a Clusterfile describes (IMAGE, if given, replaces spec.image).",
 )
 @click.option(
+    "--distributor",
+    type=click.Choice(["ssh", "fanout"]),
+    default="ssh",
+    show_default=True,
+    help="How the image rootfs reaches the hosts: ssh (each host from this machine) or fanout "
+    "(sent once, hosts pass it on to each other; see docs/distribution.md).",
+)
+@click.option(
     "--ready-timeout",
     type=float,
     default=600.0,
@@ -182,6 +190,7 @@ def run_cmd(
     cluster_name: str | None,
     clusterfile: str | None,
     ready_timeout: float,
+    distributor: str,
     output: str,
 ) -> None:
     """Install a cluster from a ClusterImage onto hosts, offline.
@@ -241,7 +250,7 @@ def run_cmd(
         )
     quiet = quiet_for(output)
     progress = Progress(quiet=quiet)
-    options = RunOptions(ready_timeout=ready_timeout, command=command_line())
+    options = RunOptions(ready_timeout=ready_timeout, command=command_line(), distributor=distributor)
     try:
         summary = asyncio.run(run_cluster(cf, options=options, progress=progress))
     except ClusterExistsError as err:
