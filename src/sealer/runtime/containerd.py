@@ -4,6 +4,7 @@ certs.d directory (containerd's config_path), the CRI drop-in pointing at it, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from sealer.infra.shell import quote_path
@@ -69,6 +70,16 @@ async def run_checked(ctx: RuntimeContext, host: Host, cmd: str, timeout: float 
     result = await ctx.fleet.run(ctx.target(host), cmd, sudo=True, timeout=timeout)
     result.check()
     return result.stdout
+
+
+async def reset_hosts(ctx: RuntimeContext, hosts: list[Host], script: str, timeout: float, done: str) -> None:
+    """Run a runtime's reset script on every host at once (the shared body of k0s/kubernetes reset)."""
+
+    async def one(host: Host) -> None:
+        await run_checked(ctx, host, script, timeout=timeout)
+        ctx.say(host.ip, done)
+
+    await asyncio.gather(*(one(h) for h in hosts))
 
 
 async def put_if_changed(

@@ -26,7 +26,7 @@ from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
-from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, run_checked
+from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, reset_hosts, run_checked
 from sealer.runtime.k3s import rewrite_server, version_key
 
 BIN_DIR = "/usr/local/bin"
@@ -448,11 +448,7 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
             await self.reset(ctx, workers)
 
     async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
-        async def one(host: Host) -> None:
-            await run_checked(ctx, host, reset_script(), timeout=180)
-            ctx.say(host.ip, "k0s removed")
-
-        await asyncio.gather(*(one(h) for h in hosts))
+        await reset_hosts(ctx, hosts, reset_script(), timeout=180, done="k0s removed")
 
     async def upgrade(self, ctx: RuntimeContext, image: str) -> None:
         """k0s's manual upgrade order: controllers one at a time, then workers."""

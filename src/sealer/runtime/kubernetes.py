@@ -23,7 +23,7 @@ from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
-from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, run_checked
+from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, reset_hosts, run_checked
 from sealer.runtime.k3s import rewrite_server, version_key
 from sealer.runtime.kubeadm_config import KubeadmInputs, endpoint_name, parse_documents, render
 
@@ -524,11 +524,7 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
             await self.reset(ctx, workers)
 
     async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
-        async def one(host: Host) -> None:
-            await run_checked(ctx, host, reset_script(), timeout=300)
-            ctx.say(host.ip, "kubernetes removed")
-
-        await asyncio.gather(*(one(h) for h in hosts))
+        await reset_hosts(ctx, hosts, reset_script(), timeout=300, done="kubernetes removed")
 
     async def upgrade(self, ctx: RuntimeContext, image: str) -> None:
         """kubeadm's order: the first control plane (`upgrade apply`), the other control planes one
