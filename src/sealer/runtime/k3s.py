@@ -105,7 +105,7 @@ def server_config(ctx: RuntimeContext, host: Host, *, init: bool) -> dict[str, o
 
 def agent_server_url(ctx: RuntimeContext) -> str:
     """Where an agent joins: the node-local haproxy in front of every server when the cluster asks
-    for it (`APIServerLB=haproxy`, the default with several masters), else master0 (k3s agents then
+    for it (`APIServerLB=haproxy`, the default), else master0 (k3s agents then
     learn the other servers themselves: their built-in balancer, `APIServerLB=native`)."""
     if lb.lb_kind(ctx.cluster) == "haproxy":
         return lb.local_endpoint()

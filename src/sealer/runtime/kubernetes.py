@@ -390,7 +390,7 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
         if lb.lb_kind(ctx.cluster) == "native":
             raise RuntimeErrorSealer(
                 f"{lb.ENV_LB}=native: kubeadm clusters have no built-in node-local API balancer",
-                f"use {lb.ENV_LB}=haproxy (the default with several masters) or {lb.ENV_LB}=none",
+                f"use {lb.ENV_LB}=haproxy (the default) or {lb.ENV_LB}=none",
             )
         ctx.say(m0.ip, "kubeadm init")
         await self._preflight_all(ctx)

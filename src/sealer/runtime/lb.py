@@ -1,10 +1,13 @@
 """The node-local API load balancer: haproxy as a systemd unit on every worker, listening on
 127.0.0.1:6443 in front of every master's API server, so a worker keeps its API when a master dies.
 
-Chosen per cluster with the Clusterfile env key `APIServerLB`: `haproxy` (default when the cluster
-has more than one master), `none`, or `native` (the runtime's own: k0s node-local load balancing
-with Envoy, k3s agents' built-in balancer; kubeadm has none). The ClusterImage carries the haproxy
-binary in bin/ and the shared libraries it needs beyond glibc in lib/haproxy/ (build.sh --lb).
+Chosen per cluster with the Clusterfile env key `APIServerLB`: `haproxy` (the default, whatever
+the number of masters), `none`, or `native` (the runtime's own: k0s node-local load balancing
+with Envoy, k3s agents' built-in balancer; kubeadm has none). The default holds with one master too,
+as Go sealer's lvscare does: a worker joined then already reaches the API through 127.0.0.1:6443, so
+when one master becomes three only the balancers' backends change (`refresh_balancers`) and no
+worker has to be re-pointed. The ClusterImage carries the haproxy binary in bin/ and the shared
+libraries it needs beyond glibc in lib/haproxy/ (build.sh --lb).
 """
 
 from __future__ import annotations
@@ -31,12 +34,19 @@ LB_UNIT = "sealer-apiserver-lb.service"
 UNIT_DIR = "/etc/systemd/system"
 
 
+def lb_explicit(cluster: Cluster) -> bool:
+    """Whether the Clusterfile names the balancer (else the default applies)."""
+    raw = cluster.env.get(ENV_LB)
+    return raw is not None and raw.strip() != ""
+
+
 def lb_kind(cluster: Cluster) -> str:
-    """The balancer this cluster asks for: `APIServerLB` from the cluster env, else haproxy when
-    there is more than one master (one master has nothing to balance)."""
+    """The balancer this cluster asks for: `APIServerLB` from the cluster env, else haproxy, also
+    with one master (it balances nothing yet, but it is what lets that master become three
+    without touching any worker; see the module docstring)."""
     raw = cluster.env.get(ENV_LB)
     if raw is None or raw.strip() == "":
-        return "haproxy" if len(cluster.masters) > 1 else "none"
+        return "haproxy"
     kind = raw.strip().lower()
     if kind not in LB_KINDS:
         raise ClusterfileError(
@@ -138,10 +148,12 @@ async def install_lb(ctx: RuntimeContext, host: Host, masters: Sequence[Host]) -
     ctx.say(host.ip, "node-local API load balancer (haproxy)")
     result = await ctx.fleet.run(ctx.target(host), install_script(ctx.rootfs), sudo=True, timeout=120)
     if result.exit_code == 3:
+        asked = f"{ENV_LB}=haproxy" if lb_explicit(ctx.cluster) else f"{ENV_LB} is haproxy by default"
         raise RuntimeErrorSealer(
-            f"{host.ip}: {ENV_LB}=haproxy but the ClusterImage has no bin/haproxy and the host has none",
+            f"{host.ip}: {asked} but the ClusterImage has no bin/haproxy and the host has none",
             "build the image with haproxy in bin/ (images/*/build.sh --lb), install haproxy on the hosts, "
-            f"or set {ENV_LB}=none",
+            f"or set {ENV_LB}=none in the Clusterfile's spec.env (workers then reach master0 only, "
+            "also after more masters join)",
         )
     result.check()
     changed = await put_if_changed(ctx, host, LB_CONFIG, haproxy_cfg([m.ip for m in masters]))

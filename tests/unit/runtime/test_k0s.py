@@ -132,6 +132,28 @@ def test_token_rewrite_keeps_ca_and_secret() -> None:
         decode_token("not a token!")
 
 
+def test_worker_tokens_point_at_the_local_balancer_from_the_first_master_on() -> None:
+    """A worker joined to one master already goes through 127.0.0.1:6443, so a later 1 -> 3
+    promotion only changes its balancer's backends (before, it named master0 for good)."""
+    kc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "k0s", "cluster": {"server": "https://apiserver.cluster.local:6443"}}],
+        "users": [{"name": "kubelet-bootstrap", "user": {"token": "abcdef.0123456789abcdef"}}],
+    }
+    token = base64.b64encode(gzip.compress(yaml.safe_dump(kc).encode())).decode()
+    runtime = K0sRuntime()
+
+    def server(ctx: RuntimeContext) -> str:
+        return str(decode_token(runtime._worker_token(ctx, token))["clusters"][0]["cluster"]["server"])
+
+    assert server(_ctx(masters="10.0.0.2")) == "https://127.0.0.1:6443"
+    assert server(_ctx()) == "https://127.0.0.1:6443"
+    # no balancer, or k0s's own (Envoy): the token's endpoint name stays
+    assert server(_ctx("APIServerLB=none", masters="10.0.0.2")) == "https://apiserver.cluster.local:6443"
+    assert server(_ctx("APIServerLB=native")) == "https://apiserver.cluster.local:6443"
+
+
 def test_controllers_are_nodes_unless_asked_otherwise() -> None:
     rt = K0sRuntime()
     ctx = _ctx()
@@ -188,7 +210,10 @@ def test_cri_dropin_with_and_without_credentials() -> None:
 # the node-local API balancer ----------------------------------------------------------------------
 def test_lb_kind_defaults_and_errors() -> None:
     assert lb.lb_kind(_ctx().cluster) == "haproxy"  # three masters
-    assert lb.lb_kind(_ctx(masters="10.0.0.2").cluster) == "none"
+    # one master too: workers joined now need no re-pointing when it becomes three
+    assert lb.lb_kind(_ctx(masters="10.0.0.2").cluster) == "haproxy"
+    assert not lb.lb_explicit(_ctx(masters="10.0.0.2").cluster)
+    assert lb.lb_explicit(_ctx("APIServerLB=none").cluster)
     assert lb.lb_kind(_ctx("APIServerLB=none").cluster) == "none"
     assert lb.lb_kind(_ctx("APIServerLB=HAProxy", masters="10.0.0.2").cluster) == "haproxy"
     assert lb.lb_kind(_ctx("APIServerLB=native").cluster) == "native"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,9 +117,15 @@ def _ctx_env(*env: str) -> RuntimeContext:
     return _ctx(env=env)
 
 
-def test_agents_join_through_the_local_balancer_with_several_masters() -> None:
+def test_agents_join_through_the_local_balancer_by_default() -> None:
     # two masters: haproxy on 127.0.0.1:6443 by default, so losing master0 loses no agent
     assert agent_server_url(_ctx()) == "https://127.0.0.1:6443"
+    # one master too: when it becomes three, the agent's balancer learns them, nothing else changes
+    one = CLUSTERFILE.replace("[10.0.0.2, 10.0.0.3]", "[10.0.0.2]")
+    assert one != CLUSTERFILE
+    cf, problems = parse_clusterfile(one, "test")
+    assert cf is not None and len(cf.cluster.masters) == 1, problems
+    assert agent_server_url(replace(_ctx(), cluster=cf.cluster)) == "https://127.0.0.1:6443"
     # k3s's own client balancer, or no balancer: agents are given master0 and learn the rest
     assert agent_server_url(_ctx_env("APIServerLB=native")) == "https://10.0.0.2:6443"
     assert agent_server_url(_ctx_env("APIServerLB=none")) == "https://10.0.0.2:6443"
