@@ -599,7 +599,9 @@ class Executor:
             await self._rootfs_step(action, h, master0=False)
             await self._etc_hosts_step(action, h)
 
-        await self.phase("distribute rootfs", lambda: _all_hosts(hosts, copy))
+        await self.phase(
+            "distribute rootfs", lambda: engine.distribute(self.fleet, self.steps, action.id, hosts, copy)
+        )
 
         async def join_one(h: Host) -> None:
             await self.steps.step(
@@ -707,7 +709,10 @@ class Executor:
 
         await self.phase(
             "distribute new rootfs",
-            lambda: _all_hosts(hosts, lambda h: self._rootfs_step(action, h, master0=h.ip == m0.ip)),
+            lambda: engine.distribute(
+                self.fleet, self.steps, action.id, hosts,
+                lambda h: self._rootfs_step(action, h, master0=h.ip == m0.ip),
+            ),
         )
         local = cluster.registry.local
         if local is not None and cluster.registry.external is None:
