@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from sealer.apply import facts as factsmod
 from sealer.apply.configs import RenderedConfig
 from sealer.apply.configs import render as render_config
 from sealer.apply.progress import Progress
-from sealer.apply.rootfs import UnpackedImage, unpack
+from sealer.apply.rootfs import Payload, UnpackedImage, disk_need, fans_out, unpack
+from sealer.apply.rootfs import payloads as plan_payloads
+from sealer.apply.rootfs import tree_bytes as _tree_bytes
 from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer, SealerError
 from sealer.image import oci
 from sealer.image.kubefile_apps import Application as KubefileApp
@@ -88,9 +91,11 @@ class RunOptions:
     registry_options: RegistryOptions = field(default_factory=RegistryOptions)
     store_root: Path | None = None
     command: str = "sealer run"
-    # "ssh": every host gets the rootfs from the operator; "fanout": host to host (infra/fanout.py),
-    # then the per-host step only fills what the fan-out did not deliver
-    distributor: str = "ssh"
+    # How the rootfs and registry data reach the hosts (rootfs.DISTRIBUTORS): "ssh" every host from
+    # this machine; "fanout" host to host (infra/fanout.py); "auto" host to host when enough hosts
+    # need a payload (rootfs.fans_out). The journaled per-host step stays the authority either way:
+    # it compares by content and only sends what the fan-out did not deliver.
+    distributor: str = "auto"
 
 
 @dataclass
@@ -272,11 +277,7 @@ class Engine:
         self.progress.phase("pre-flight")
         local = self.cluster.registry.local
         registry_port = local.port if local is not None and self.cluster.registry.external is None else None
-        need: dict[str, int] = {}
-        for host in self.hosts:
-            unpacked = self._unpacked_for(host)
-            # Room for the rootfs (and registry on master0) plus a quarter for the runtime's data.
-            need[host.ip] = int(unpacked.size(with_registry=host.ip == self.master0.ip) * 1.25)
+        need, what, spooled = self.disk_needs(self.hosts)
         findings = factsmod.preflight(
             self.facts,
             cluster=self.cluster.name,
@@ -285,6 +286,8 @@ class Engine:
             registry_port=registry_port,
             arches=sorted(self.unpacked),
             need_bytes=need,
+            need_what=what,
+            spooled=spooled,
         )
         errors = [f for f in findings if f.severity == "error"]
         for host in self.hosts:
@@ -347,20 +350,121 @@ class Engine:
                 domains.append(domain)
         return domains
 
+    # distribution --------------------------------------------------------------------------------
+    def registry_hosts(self, hosts: Sequence[Host]) -> list[str]:
+        """Hosts among `hosts` that keep the image's registry data: master0, where the private
+        registry runs (runtime/registry.py installs it there only)."""
+        return [h.ip for h in hosts if h.ip == self.master0.ip]
+
+    def payloads(self, hosts: Sequence[Host]) -> list[Payload]:
+        """What `hosts` need: their platform's rootfs, and the registry data where it is served."""
+        rootfs_of = {h.ip: (self.facts[h.ip].platform_arch, self._unpacked_for(h)) for h in hosts}
+        return plan_payloads(rootfs_of, self.registry_hosts(hosts), self.cluster.rootfs)
+
+    def disk_needs(self, hosts: Sequence[Host]) -> tuple[dict[str, int], dict[str, str], set[str]]:
+        """Per host: bytes its dataRoot needs free for what the chosen distributor sends it, what
+        they are for, and whether it receives anything host to host (then it needs a spool)."""
+        sizes: dict[str, dict[str, int]] = {}
+        fanned: dict[str, dict[str, bool]] = {}
+        for p in self.payloads(hosts):
+            size = _tree_bytes(p.src)
+            for ip in p.hosts:
+                sizes.setdefault(ip, {})[p.kind] = size
+                fanned.setdefault(ip, {})[p.kind] = fans_out(self.options.distributor, p)
+        need = {ip: disk_need(sizes[ip], fanned[ip]) for ip in sizes}
+        what = {
+            ip: "the rootfs and registry data" if "registry" in kinds else "the rootfs"
+            for ip, kinds in sizes.items()
+        }
+        spooled = {ip for ip, kinds in fanned.items() if any(kinds.values())}
+        return need, what, spooled
+
+    def _marker_want(self, host: Host) -> str:
+        is_m0 = host.ip == self.master0.ip
+        return f"{self._unpacked_for(host).image_id}{' +registry' if is_m0 else ''}"
+
+    async def distribute(
+        self,
+        fleet: Fleet,
+        steps: Steps,
+        action: str,
+        hosts: Sequence[Host],
+        per_host: Callable[[Host], Awaitable[None]],
+    ) -> None:
+        """Bring the image's data to `hosts`: first whatever the distributor sends host to host
+        (best effort, never fails the run), then every host's own journaled step (`per_host`, which
+        runs `_distribute`): it compares by content, so it sends only what the fan-out did not
+        deliver, and it is what a re-run trusts."""
+        if self.options.distributor != "ssh":
+            await self._prefill(fleet, steps, action, hosts)
+        await _all_hosts(hosts, per_host)
+
+    async def _prefill(self, fleet: Fleet, steps: Steps, action: str, hosts: Sequence[Host]) -> None:
+        # Hosts that already hold this image (a re-run, a resumed apply) are left out, so a fan-out
+        # never waits on a host that needs nothing.
+        targets = [self.targets[h.ip] for h in hosts]
+        path = quote_path(f"{self.cluster.rootfs}/{IMAGE_MARKER}")
+
+        async def marker(t: Target) -> str:
+            have = await fleet.run(t, f"cat {path} 2>/dev/null", sudo=True)
+            return have.stdout.strip() if have.ok else ""
+
+        marks = await fleet.each(targets, marker)
+        pending = {h.ip: h for h, m in zip(hosts, marks, strict=True) if m.value != self._marker_want(h)}
+        for p in self.payloads(list(pending.values())):
+            if not fans_out(self.options.distributor, p):
+                continue
+            image_id = self._unpacked_for(pending[p.hosts[0]]).image_id
+            inputs = {"image": image_id, "kind": p.kind, "dst": p.dst, "hosts": list(p.hosts)}
+            # Journaled so the journal tells how the data travelled; a re-run with hosts still
+            # missing it has other inputs and fans out again to just those.
+            await steps.step(action, f"fanout:{p.kind}", "fan-out", inputs, partial(self._fanout, fleet, p))
+
+    async def _fanout(self, fleet: Fleet, payload: Payload) -> str:
+        """One payload host to host. Whatever goes wrong is reported and left to the hosts' own
+        steps, which copy directly: a fan-out is an optimisation, never a new way to fail."""
+        from sealer.infra.fanout import fanout_copy
+        from sealer.infra.fanout_render import live_view
+
+        n = len(payload.hosts)
+        targets = [self.targets[ip] for ip in payload.hosts]
+        self.progress.note(f"{payload.label}: sending host to host (fan-out) to {n} host(s)")
+        try:
+            if self.progress.quiet:
+                result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True)
+            else:
+                with live_view(self.progress.console) as view:
+                    result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True,
+                                               progress=view)
+        except Exception as err:  # any failure at all falls back to the direct copy
+            message = err.message if isinstance(err, SealerError) else f"{type(err).__name__}: {err}"
+            self.progress.warn(
+                f"fan-out of the {payload.label} failed ({message}); every host gets it directly"
+            )
+            return f"{payload.label}: fan-out failed, direct copy"
+        done = [o.host for o in result.outcomes if o.ok]
+        self.progress.note(f"{payload.label} sent host to host (fan-out) to {len(done)}/{n} host(s)")
+        for outcome in result.outcomes:
+            if not outcome.ok:
+                why = outcome.error.message if outcome.error is not None else "failed"
+                self.progress.warn(
+                    f"{outcome.host}: fan-out of the {payload.label} failed ({why}); copying directly"
+                )
+        return f"{payload.label} to {len(done)}/{n} host(s) host to host"
+
     # per-host work -------------------------------------------------------------------------------
     async def _distribute(self, fleet: Fleet, host: Host) -> str:
         unpacked = self._unpacked_for(host)
         target = self.targets[host.ip]
         rootfs = self.cluster.rootfs
         marker = f"{rootfs}/{IMAGE_MARKER}"
-        is_m0 = host.ip == self.master0.ip
-        want = f"{unpacked.image_id}{' +registry' if is_m0 else ''}"
+        want = self._marker_want(host)
         have = await fleet.run(target, f"cat {quote_path(marker)} 2>/dev/null", sudo=True)
         if have.ok and have.stdout.strip() == want:
             return "same image already there"
         stats = await self._put(fleet, target, unpacked.rootfs, rootfs)
         sent, skipped = stats.files_sent, stats.files_skipped
-        if is_m0:
+        if host.ip in self.registry_hosts([host]):
             reg = await self._put(fleet, target, unpacked.registry, f"{rootfs}/registry")
             sent, skipped = sent + reg.files_sent, skipped + reg.files_skipped
         mark = (
@@ -369,26 +473,6 @@ class Engine:
         )
         (await fleet.run(target, mark, sudo=True)).check()
         return f"{sent} sent, {skipped} equal"
-
-    async def _fanout_rootfs(self, fleet: Fleet) -> None:
-        """Send each platform's rootfs out of this machine once, host to host. Best effort: a host
-        the fan-out could not complete is reported and then served by its own rootfs step."""
-        from sealer.infra.fanout import fanout_copy
-
-        groups: dict[str, list[Host]] = {}
-        for h in self.hosts:
-            groups.setdefault(str(self._unpacked_for(h).rootfs), []).append(h)
-        for src, members in groups.items():
-            if len(members) < 2:
-                continue
-            result = await fanout_copy(
-                fleet, [self.targets[h.ip] for h in members], src, self.cluster.rootfs, sudo=True
-            )
-            done = [o.host for o in result.outcomes if o.ok]
-            self.progress.note(f"rootfs sent host to host (fan-out) to {len(done)}/{len(members)} host(s)")
-            for outcome in result.outcomes:
-                if not outcome.ok:
-                    self.progress.note(f"{outcome.host}: fan-out failed ({outcome.error}); copying directly")
 
     async def _put(self, fleet: Fleet, target: Target, src: Path, dst: str) -> TransferStats:
         """Copy a tree to one host; its manifest (a sha256 per file) is computed once for all hosts,
@@ -609,9 +693,7 @@ class Engine:
             )
 
         try:
-            if self.options.distributor == "fanout":
-                await self._fanout_rootfs(fleet)
-            await _all_hosts(self.hosts, distribute)
+            await self.distribute(fleet, steps, act(self.master0), self.hosts, distribute)
         finally:
             self.progress.end_phase()
         self.progress.phase("/etc/hosts")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sealer.errors import HostError, SealerError
@@ -185,8 +185,12 @@ def preflight(
     registry_port: int | None,
     arches: Sequence[str],
     need_bytes: Mapping[str, int],
+    need_what: Mapping[str, str] | None = None,
+    spooled: Collection[str] = (),
 ) -> list[Finding]:
-    """Everything that stops a host from taking the cluster, and what merely looks odd."""
+    """Everything that stops a host from taking the cluster, and what merely looks odd.
+    `need_what` says per host what its `need_bytes` are for (default: the rootfs); hosts in
+    `spooled` receive data host to host, which holds it twice while it arrives."""
     found: list[Finding] = []
     names: dict[str, str] = {}
     for ip, f in facts.items():
@@ -225,8 +229,10 @@ def preflight(
                     ip,
                     "error",
                     f"too little disk at {f.disk_path}: {_size(f.disk_free)} free, "
-                    f"{_size(need)} needed for the rootfs",
-                    "free space there or change spec.dataRoot",
+                    f"{_size(need)} needed for {(need_what or {}).get(ip, 'the rootfs')}"
+                    + (" (sent host to host: spool + files while it arrives)" if ip in spooled else ""),
+                    "free space there or change spec.dataRoot"
+                    + (", or use --distributor ssh (no spool)" if ip in spooled else ""),
                 )
             )
         ports = list(MASTER_PORTS if ip in masters else WORKER_PORTS)

@@ -19,6 +19,7 @@ from sealer.apply.engine import RunOptions, RunSummary, summary_lines
 from sealer.apply.lifecycle import DRAIN_TIMEOUT, Day2Options, apply_cluster, observed_nodes
 from sealer.apply.progress import Progress
 from sealer.cli.output import emit_data, output_option, quiet_for
+from sealer.cli.run_cmds import distributor_option
 from sealer.errors import ImageError, PlanError, Problem
 from sealer.image.service import image_info
 from sealer.image.store import ImageStore, default_store_root
@@ -223,6 +224,7 @@ def run_apply(
     drain_timeout: float = DRAIN_TIMEOUT,
     ready_timeout: float = 600.0,
     worker_batch: int = 1,
+    distributor: str = "auto",
 ) -> None:
     """Plan and execute under the cluster lock (the plan is shown, and confirmed when it removes
     hosts), journaling every step. Shared by apply, scale-up, delete -m/-n and upgrade."""
@@ -237,7 +239,7 @@ def run_apply(
     day2 = Day2Options(
         yes=yes, confirm=_confirm, on_plan=on_plan, drain_timeout=drain_timeout, worker_batch=worker_batch
     )
-    options = RunOptions(command=command, ready_timeout=ready_timeout)
+    options = RunOptions(command=command, ready_timeout=ready_timeout, distributor=distributor)
     with state.lock(command) as lock:
         if lock.previous_holder is not None:
             click.echo(
@@ -266,9 +268,10 @@ def run_apply(
               help="Seconds to wait for a node's pods to leave before giving up.")
 @click.option("--ready-timeout", type=float, default=600.0, show_default=True,
               help="Seconds to wait for nodes to be Ready.")
+@distributor_option()
 @output_option()
 def apply_cmd(clusterfile: str, dry_run: bool, yes: bool, drain_timeout: float, ready_timeout: float,
-              output: str) -> None:
+              distributor: str, output: str) -> None:
     """Make the cluster look like the Clusterfile.
 
     Compares the Clusterfile with the one last applied to this cluster (kept in
@@ -296,7 +299,7 @@ def apply_cmd(clusterfile: str, dry_run: bool, yes: bool, drain_timeout: float, 
             render_plan(plan, _console())
         return
     run_apply(desired, state, command=_command_line(sys.argv[1:]), yes=yes, output=output,
-              drain_timeout=drain_timeout, ready_timeout=ready_timeout)
+              drain_timeout=drain_timeout, ready_timeout=ready_timeout, distributor=distributor)
 
 
 # diff -----------------------------------------------------------------------------------------------
