@@ -48,6 +48,11 @@ except ImportError:  # zipapp / script
     from kubeclient import KubeClient, KubeError  # type: ignore[no-redef]
 
 VERSION = "v1.30.5+k0s.0"
+# The stand-in has no etcd: its members (name -> peer URL, as `k0s etcd member-list` prints them) live
+# in this ConfigMap in the first controller's datastore. Controllers add themselves when they start
+# (a joining one through the leader's datastore, as real k0s joins etcd) and `k0s etcd leave` removes one.
+ETCD_MEMBERS_CM = "k0s-standin-etcd"
+ETCD_MEMBERS_PATH = f"/api/v1/namespaces/kube-system/configmaps/{ETCD_MEMBERS_CM}"
 
 
 class CmdError(Exception):
@@ -541,6 +546,35 @@ class Controller:
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
         threading.Thread(target=srv.serve_forever, daemon=True, name="k0s-api").start()
 
+    def register_member(self) -> None:
+        """This controller's etcd member (a joining one through the first controller's datastore,
+        which its API forwards to). Like an etcd join, the controller is not up until it is a member."""
+        name, url = socket.gethostname(), f"https://{peer_address(self.cfg)}:2380"
+        client = self.admin()
+        deadline = time.time() + 120
+        while True:
+            try:
+                try:
+                    client.patch(ETCD_MEMBERS_PATH, {"data": {name: url}}, "merge")
+                except KubeError as e:
+                    if e.code != 404:
+                        raise
+                    client.create(
+                        "/api/v1/namespaces/kube-system/configmaps",
+                        {
+                            "apiVersion": "v1",
+                            "kind": "ConfigMap",
+                            "metadata": {"name": ETCD_MEMBERS_CM},
+                            "data": {name: url},
+                        },
+                    )
+                log("info", f"etcd member {name} ({url}) added to the cluster", "etcd")
+                return
+            except (KubeError, OSError) as e:
+                if time.time() > deadline:
+                    raise CmdError(f"failed to join etcd cluster: {e}")
+                time.sleep(1)
+
     def admin(self) -> KubeClient:
         return KubeClient(
             f"https://127.0.0.1:{self.api_port}",
@@ -620,6 +654,8 @@ class Controller:
         self.api.serve_in_background()
         log("info", f"kube-apiserver listening on :{self.api_port}", "kube-apiserver")
         self.k0s_api()
+        if self.cfg["spec"]["storage"]["type"] == "etcd":
+            self.register_member()
         status_server("controller+worker" if workloads else "controller", opts, single, workloads)
         if workloads:
             name = node_name_of(opts)
@@ -921,6 +957,64 @@ users:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- etcd
+
+
+def peer_address(cfg: dict[str, Any]) -> str:
+    """storage.etcd.peerAddress, which k0s defaults to the API address."""
+    etcd = cfg["spec"]["storage"].get("etcd") or {}
+    return str(etcd.get("peerAddress") or cfg["spec"]["api"].get("address") or k3slib.node_ip({}, None))
+
+
+def etcd_client(opts: dict[str, Any], what: str) -> KubeClient:
+    """The running controller's datastore, as `k0s etcd` reaches it with the node's certificates."""
+    data = Path(opts["data-dir"]) if opts["data-dir"] != "/var/lib/k0s" else sysroot("/var/lib/k0s")
+    admin = data / "pki" / "admin.conf"
+    if not admin.exists():
+        raise CmdError(f"{what}: open {data / 'pki' / 'etcd' / 'ca.crt'}: no such file or directory")
+    return KubeClient.from_kubeconfig(admin)
+
+
+def etcd_members(client: KubeClient, what: str) -> dict[str, str]:
+    try:
+        return dict(client.get(ETCD_MEMBERS_PATH).get("data") or {})
+    except (KubeError, OSError) as e:
+        raise CmdError(f"{what}: context deadline exceeded ({e})")
+
+
+def run_etcd(rest: list[str]) -> int:
+    """`k0s etcd member-list` (JSON, name -> peer URL) and `k0s etcd leave [--peer-address A]`
+    (this node's member, or the one at A, removed; the controller itself keeps running)."""
+    sub = rest[0] if rest else ""
+    if sub == "member-list":
+        opts, pos = parse_pflags(persistent_flags(), rest[1:])
+        if pos:
+            raise CmdError(f'unknown command "{pos[0]}" for "k0s etcd member-list"')
+        what = "can't list etcd cluster members"
+        print(json.dumps({"members": etcd_members(etcd_client(opts, what), what)}))
+        return 0
+    if sub == "leave":
+        opts, pos = parse_pflags([*persistent_flags(), Flag("peer-address")], rest[1:])
+        if pos:
+            raise CmdError(f'unknown command "{pos[0]}" for "k0s etcd leave"')
+        address = opts["peer-address"] or peer_address(load_config(opts["config"], False))
+        url = f"https://{address}:2380"
+        client = etcd_client(opts, "can't connect to the etcd")
+        members = etcd_members(client, "can't connect to the etcd")
+        name = next((n for n, u in members.items() if u == url), None)
+        if name is None:
+            log("error", "Failed to get peer name", "etcd")
+            raise CmdError(f"peer with address {url} not found")
+        try:
+            client.patch(ETCD_MEMBERS_PATH, {"data": {name: None}}, "merge")
+        except (KubeError, OSError) as e:
+            log("error", "Failed to delete node from cluster", "etcd")
+            raise CmdError(str(e))
+        log("info", f"Successfully deleted peerID={name}")
+        return 0
+    raise UsageError(f'unknown command "{sub}" for "k0s etcd"')
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -940,8 +1034,8 @@ def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(
             "k0s - The zero friction Kubernetes - https://k0sproject.io\n\nUsage:\n  k0s [command]\n\n"
-            "Available Commands:\n  config, controller, ctr, install, kubeconfig, kubectl, reset, start, "
-            "status, stop, token, version, worker"
+            "Available Commands:\n  config, controller, ctr, etcd, install, kubeconfig, kubectl, reset, "
+            "start, status, stop, token, version, worker"
         )
         return 0
     cmd, rest = args[0], args[1:]
@@ -1026,6 +1120,8 @@ def _main(args: list[str]) -> int:
     if cmd == "reset":
         opts, _ = parse_pflags(persistent_flags(), rest)
         return reset(opts)
+    if cmd == "etcd":
+        return run_etcd(rest)
     if cmd == "token":
         if not rest or rest[0] not in ("create", "list", "invalidate"):
             raise UsageError(f'unknown command "{rest[0] if rest else ""}" for "k0s token"')

@@ -1367,6 +1367,33 @@ def finish_control_plane(paths: Paths, name: str, joined: dict[str, Any], timeou
 # ------------------------------------------------------------------------------------ other verbs
 
 
+def remove_etcd_member(paths: Paths) -> None:
+    """kubeadm reset's remove-etcd-member phase: on a control plane with stacked etcd (an etcd.yaml
+    manifest) its member leaves the cluster before anything stops, through admin.conf; a failure is a
+    warning and the reset goes on, as in kubeadm. The stand-in's members are the ConfigMap
+    kube-system/kubeadm-standin-etcd (there is no etcd)."""
+    manifest = paths.manifests / "etcd.yaml"
+    if not manifest.exists():
+        say("[reset] No etcd config found. Assuming external etcd")
+        say("[reset] Please, manually reset etcd to prevent further issues")
+        return
+    try:
+        pod = yaml.safe_load(manifest.read_text())
+        command = pod["spec"]["containers"][0]["command"]
+        name = next(a.split("=", 1)[1] for a in command if a.startswith("--name="))
+        admin = KubeClient.from_kubeconfig(paths.conf("admin"))
+        path = f"/api/v1/namespaces/kube-system/configmaps/{ETCD_MEMBERS_CM}"
+        members = str(admin.get(path)["data"]["members"]).split(",")
+        kept = [m for m in members if m and not m.startswith(f"{name}=")]
+        if len(kept) != len([m for m in members if m]):
+            admin.patch(path, {"data": {"members": ",".join(kept)}}, "merge")
+    except (KubeError, OSError, KeyError, IndexError, StopIteration, TypeError, yaml.YAMLError) as e:
+        sys.stderr.write(
+            f"W1126 00:00:00.000000 {os.getpid()} removeetcdmember.go:106] [reset] Failed to remove etcd "
+            f"member: {e}, please manually remove this etcd member using etcdctl\n"
+        )
+
+
 def run_reset(opts: dict[str, Any]) -> int:
     if os.geteuid() != 0:
         raise Failed(
@@ -1384,6 +1411,7 @@ def run_reset(opts: dict[str, Any]) -> int:
         if answer not in ("y", "yes"):
             raise Failed("error execution phase preflight: aborted reset operation")
     say("[preflight] Running pre-flight checks")
+    remove_etcd_member(paths)
     say("[reset] Stopping the kubelet service")
     systemctl("stop", "kubelet")
     state = paths.kubelet_dir / "standin-pods"

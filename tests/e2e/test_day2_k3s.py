@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.doubles.build import build_executable
+from tests.e2e import day2
+from tests.e2e.day2 import ApiProbe
 from tests.e2e.images import SEALER, BuiltImages, run_sealer, sealer_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -30,6 +30,8 @@ CLUSTER = "d2"
 LAB = os.environ.get("SEALER_E2E_DAY2_LAB", "d2")
 NEXT_VERSION = "v1.31.2+k3s1"
 NEXT_IMAGE = "e2e.local/sealer/k3s-demo:2"
+# What the probe on a worker runs: the admin kubeconfig copied there, through k3s's kubectl.
+ADMIN_PROBE = "KUBECONFIG=/root/sealer-admin.conf /usr/local/bin/k3s kubectl get nodes -o name"
 
 
 @dataclass
@@ -44,14 +46,7 @@ def build_upgrade_image(images: BuiltImages, work: Path) -> UpgradeImage:
     built with `sealer build` like any image derived from a ClusterImage."""
     home = work / "sealer-home"
     shutil.copytree(images.home, home, symlinks=True)
-    ctx = work / "next-context"
-    ctx.mkdir()
-    build_executable("k3s", ctx / "k3s", version=NEXT_VERSION)
-    (ctx / "Kubefile").write_text(
-        f"FROM {images.app}\nCOPY k3s bin/k3s\n"
-        f'LABEL cluster.alpha.sealer.io/cluster-runtime-version="{NEXT_VERSION}"\n'
-    )
-    run_sealer(home, "build", "-t", NEXT_IMAGE, str(ctx))
+    day2.build_upgrade_image(home, images.app, {"k3s": NEXT_VERSION}, NEXT_IMAGE, work)
     return UpgradeImage(home, images.app, NEXT_IMAGE)
 
 
@@ -60,34 +55,8 @@ def upgrade_images(k3s_images: BuiltImages, tmp_path_factory: pytest.TempPathFac
     return build_upgrade_image(k3s_images, tmp_path_factory.mktemp("d2-images"))
 
 
-def clusterfile(
-    image: str,
-    key: Path,
-    masters: list[str],
-    workers: list[str],
-    name: str = CLUSTER,
-    *,
-    worker_labels: dict[str, str] | None = None,
-    worker_taints: list[str] | None = None,
-    aliases: dict[str, list[str]] | None = None,
-) -> str:
-    hosts: list[dict[str, Any]] = [
-        {"ips": masters, "roles": ["master"], "labels": {"tier": "control"}},
-    ]
-    if workers:
-        hosts.append(
-            {
-                "ips": workers,
-                "roles": ["node"],
-                "labels": worker_labels if worker_labels is not None else {"disk": "ssd"},
-                "taints": worker_taints if worker_taints is not None else ["dedicated=e2e:NoSchedule"],
-            }
-        )
-    spec: dict[str, Any] = {"image": image, "ssh": {"pk": str(key), "user": "root"}, "hosts": hosts}
-    if aliases:
-        spec["hostAliases"] = [{"ip": ip, "hostnames": names} for ip, names in aliases.items()]
-    doc = {"apiVersion": "sealer.io/v2", "kind": "Cluster", "metadata": {"name": name}, "spec": spec}
-    return yaml.safe_dump(doc, sort_keys=False)
+def clusterfile(image: str, key: Path, masters: list[str], workers: list[str], **kw: Any) -> str:
+    return day2.clusterfile(image, key, masters, workers, CLUSTER, **kw)
 
 
 def prepare_hosts(tb: Any, hosts: list[Any]) -> None:
@@ -100,81 +69,16 @@ def prepare_hosts(tb: Any, hosts: list[Any]) -> None:
         )
 
 
-def kube_client(home: Path, cluster: str = CLUSTER) -> Any:
-    from lightkube import Client, KubeConfig
-
-    return Client(KubeConfig.from_file(home / cluster / "admin.conf"))
+def kube_client(home: Path) -> Any:
+    return day2.kube_client(home, CLUSTER)
 
 
-def nodes_by_ip(home: Path, cluster: str = CLUSTER) -> dict[str, Any]:
-    from lightkube.resources.core_v1 import Node
-
-    out = {}
-    for node in kube_client(home, cluster).list(Node):
-        for a in node.status.addresses or []:
-            if a.type == "InternalIP":
-                out[a.address] = node
-    return out
+def nodes_by_ip(home: Path) -> dict[str, Any]:
+    return day2.nodes_by_ip(home, CLUSTER)
 
 
-def ready(node: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
-
-
-def assert_clean(tb: Any, h: Any, cluster: str = CLUSTER) -> None:
-    """No k3s unit, file, binary or process, no sealer data, marker or /etc/hosts block."""
-    checks = {
-        "unit files": "ls /etc/systemd/system | grep -E '^k3s' || true",
-        "units loaded": "systemctl list-units --all --no-legend 'k3s*' | grep -v 'not-found' || true",
-        "processes": "pgrep -a -x k3s; pgrep -af 'containerd-shi[m]'; pgrep -af '[/]run/k3s'; true",
-        "files": "ls -d /etc/rancher /var/lib/rancher/k3s /run/k3s /usr/local/bin/k3s 2>/dev/null; true",
-        "sealer data": f"ls -d /var/lib/sealer/data/{cluster} /etc/sealer/cluster 2>/dev/null; true",
-        "hosts block": f"grep -n 'sealer cluster {cluster}' /etc/hosts || true",
-    }
-    for what, cmd in checks.items():
-        out = tb.run_on(h, cmd).stdout.strip()
-        assert out == "", f"{h.name} ({h.ip}) is not clean, {what}:\n{out}"
-
-
-def journal(home: Path, cluster: str = CLUSTER) -> list[dict[str, Any]]:
-    path = home / cluster / "journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def report(what: str, stdout: str) -> None:
-    """Print the operation's own timing line (a figure for people, never asserted on)."""
-    took = next((ln for ln in stdout.splitlines() if ln.startswith("took ")), "took ?")
-    print(f"\n  {what}: {took}")
-
-
-class ApiProbe:
-    """Asks the API from a worker host, twice a second, with the admin kubeconfig copied there,
-    and keeps every answer (ok or not) until stopped."""
-
-    def __init__(self, tb: Any, worker: Any) -> None:
-        self.tb, self.worker = tb, worker
-        self.results: list[tuple[float, bool, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            done = self.tb.run_on(
-                self.worker,
-                "KUBECONFIG=/root/sealer-admin.conf /usr/local/bin/k3s kubectl get nodes -o name",
-                check=False,
-                timeout=30,
-            )
-            self.results.append((time.monotonic(), done.returncode == 0, done.stderr.strip()[-200:]))
-            self._stop.wait(0.5)
-
-    def __enter__(self) -> ApiProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
+def assert_clean(tb: Any, h: Any) -> None:
+    day2.assert_clean(tb, h, CLUSTER, "k3s")
 
 
 @pytest.fixture
@@ -212,10 +116,10 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert kinds == ["join-master", "join-master", "join-workers"], kinds
     grown = run_sealer(home, "apply", "-f", str(cf))
     assert "update done" in grown.stdout, grown.stdout + grown.stderr
-    report("1+1 -> 3+2 (apply)", grown.stdout)
+    day2.report("1+1 -> 3+2 (apply)", grown.stdout)
     nodes = nodes_by_ip(home)
     assert set(nodes) == {h1.ip, h2.ip, h3.ip, h4.ip, h5.ip}
-    assert all(ready(n) for n in nodes.values())
+    assert all(day2.ready(n) for n in nodes.values())
     for h in (h3, h4):  # new servers joined the embedded etcd, carry the group's labels
         labels = nodes[h.ip].metadata.labels
         assert labels.get("node-role.kubernetes.io/etcd") == "true", labels
@@ -238,7 +142,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     # 3. scale-up edits the last-applied Clusterfile and applies it
     up = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER)
     assert "update done" in up.stdout, up.stdout + up.stderr
-    report("3+2 -> 3+3 (scale-up)", up.stdout)
+    day2.report("3+2 -> 3+3 (scale-up)", up.stdout)
     assert h6.ip in (home / CLUSTER / "Clusterfile").read_text()
     assert set(nodes_by_ip(home)) == {h.ip for h in hosts}
     refused = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER, check=False)
@@ -262,7 +166,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert {a["kind"] for a in dry["actions"]} == {"update-host-aliases", "update-labels", "update-taints"}
     updated = run_sealer(home, "apply", "-f", str(cf))
     assert "update done" in updated.stdout, updated.stdout + updated.stderr
-    report("in-place update", updated.stdout)
+    day2.report("in-place update", updated.stdout)
     nodes = nodes_by_ip(home)
     for h in (h2, h5, h6):
         assert nodes[h.ip].metadata.labels["disk"] == "nvme" and nodes[h.ip].metadata.labels["zone"] == "a"
@@ -299,7 +203,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert proc.returncode == 0, out + err
     assert "join 1 lost host again" in out, out
     nodes = nodes_by_ip(home)
-    assert h6.ip in nodes and ready(nodes[h6.ip]) and nodes[h6.ip].metadata.labels["disk"] == "nvme"
+    assert h6.ip in nodes and day2.ready(nodes[h6.ip]) and nodes[h6.ip].metadata.labels["disk"] == "nvme"
 
     # 4. 3 + 3 -> 3 + 1: a pod on h5 is drained; h5 and h6 are deleted, reset and clean
     kube = kube_client(home)
@@ -315,7 +219,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     assert set(nodes_by_ip(home)) == {h.ip for h in hosts}
     shrunk = run_sealer(home, "delete", "-n", f"{h5.ip},{h6.ip}", "--cluster", CLUSTER, "-y")
     assert "update done" in shrunk.stdout, shrunk.stdout + shrunk.stderr
-    report("3+3 -> 3+1 (delete -n)", shrunk.stdout)
+    day2.report("3+3 -> 3+1 (delete -n)", shrunk.stdout)
     assert set(nodes_by_ip(home)) == {h1.ip, h2.ip, h3.ip, h4.ip}
     with pytest.raises(ApiError) as gone:
         kube.get(Pod, "on-h5", namespace="default")
@@ -329,11 +233,11 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
 
     # 5. upgrade to a newer k3s, masters one at a time, then the worker; a worker asks the API
     tb.run_on(h2, "cat > /root/sealer-admin.conf", input=(home / CLUSTER / "admin.conf").read_text())
-    with ApiProbe(tb, h2) as probe:
+    with ApiProbe(tb, h2, ADMIN_PROBE) as probe:
         upgraded = run_sealer(home, "upgrade", upgrade_images.new, "--cluster", CLUSTER)
         time.sleep(1.5)  # not a threshold: lets the probe ask once more after the upgrade
     assert "update done" in upgraded.stdout, upgraded.stdout + upgraded.stderr
-    report("upgrade 3+1", upgraded.stdout)
+    day2.report("upgrade 3+1", upgraded.stdout)
     nodes = nodes_by_ip(home)
     assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
         h.ip: NEXT_VERSION for h in (h1, h2, h3, h4)
@@ -345,7 +249,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     print(f"API probe from {h2.ip} during the upgrade: {oks.count(True)} answered, {len(failures)} not")
     assert oks and oks[-1], probe.results[-3:]
     assert oks.count(True) > len(failures), failures[:5]
-    records = journal(home)
+    records = day2.journal(home, CLUSTER)
     upgrade_op = [r for r in records if r["type"] == "begin"][-1]["op"]
     order = [
         r["host"]
@@ -365,10 +269,10 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     # 5b. a master leaves (3 + 1 -> 2 + 1): drained, its Node (and so its etcd member) deleted, reset
     left = run_sealer(home, "delete", "-m", h4.ip, "--cluster", CLUSTER, "-y")
     assert "update done" in left.stdout, left.stdout + left.stderr
-    report("3+1 -> 2+1 (delete -m)", left.stdout)
+    day2.report("3+1 -> 2+1 (delete -m)", left.stdout)
     assert set(nodes_by_ip(home)) == {h1.ip, h2.ip, h3.ip}
     assert_clean(tb, h4)
-    assert all(ready(n) for n in nodes_by_ip(home).values())
+    assert all(day2.ready(n) for n in nodes_by_ip(home).values())
 
     # 6. status, then etcd backup; a ConfigMap deleted afterwards comes back with the restore
     status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
@@ -387,7 +291,7 @@ def test_day2_k3s_scale_ha_shrink_upgrade_restore_delete(
     run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y")
     kube = kube_client(home)
     assert kube.get(ConfigMap, "sealer-e2e-demo", namespace="default").data == {"launched": "by-sealer-run"}
-    assert all(ready(n) for n in nodes_by_ip(home).values())
+    assert all(day2.ready(n) for n in nodes_by_ip(home).values())
 
     # 7. delete --all --prune: every host clean, the state gone here (journal kept for status)
     no = run_sealer(home, "delete", "--all", "--cluster", CLUSTER, check=False)

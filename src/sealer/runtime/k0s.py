@@ -188,6 +188,11 @@ true
 """
 
 
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][-200:] if lines else "no output"
+
+
 def upgrade_probe_script(rootfs: str) -> str:
     """The image's and the installed k0s versions, one `new=`/`old=` line each (empty if absent)."""
     root = quote_path(rootfs)
@@ -433,19 +438,42 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         """Reset hosts leaving the cluster (the engine drained them and deleted their Nodes). A
         controller leaves etcd first, one at a time, so the remaining members keep quorum."""
         for master in masters:
-            left = await ctx.fleet.run(
-                ctx.target(master), f"{BIN_DIR}/k0s etcd leave 2>&1 | tail -n 2", sudo=True, timeout=120
-            )
-            if not left.ok or "rror" in left.stdout:
-                ctx.say(
-                    master.ip,
-                    f"k0s etcd leave did not succeed ({left.stdout.strip()[-200:]}); resetting anyway",
-                )
+            await self._leave_etcd(ctx, master)
             await self.reset(ctx, [master])
         if masters:
             await lb.refresh_balancers(ctx)
         if workers:
             await self.reset(ctx, workers)
+
+    async def _leave_etcd(self, ctx: RuntimeContext, master: Host) -> None:
+        """`k0s etcd leave` on the leaving controller; when that fails (its k0s is not running),
+        master0 removes the member by its peer address. Both failing stops the removal before the
+        host is reset: a member left behind for a reset host counts against etcd's quorum."""
+        left = await ctx.fleet.run(
+            ctx.target(master), f"{BIN_DIR}/k0s etcd leave 2>&1", sudo=True, timeout=120
+        )
+        if left.ok:
+            return
+        ctx.say(
+            master.ip, f"k0s etcd leave failed there ({_last_line(left.stdout)}); removing it from master0"
+        )
+        m0 = ctx.master0
+        by_m0 = await ctx.fleet.run(
+            ctx.target(m0),
+            f"{BIN_DIR}/k0s etcd leave --peer-address {shlex.quote(master.ip)} 2>&1",
+            sudo=True,
+            timeout=120,
+        )
+        if by_m0.ok:
+            return
+        listed = await ctx.fleet.run(ctx.target(m0), f"{BIN_DIR}/k0s etcd member-list", sudo=True, timeout=60)
+        if listed.ok and f"//{master.ip}:" not in listed.stdout:
+            return  # already gone (a re-run after the member left)
+        raise RuntimeErrorSealer(
+            f"{master.ip}: its etcd member could not leave the cluster: {_last_line(by_m0.stdout)}",
+            f"check `k0s etcd member-list` on {m0.ip}; remove the member with `k0s etcd leave "
+            f"--peer-address {master.ip}` there, then run the same command again (the host is not reset yet)",
+        )
 
     async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:
         await reset_hosts(ctx, hosts, reset_script(), timeout=180, done="k0s removed")

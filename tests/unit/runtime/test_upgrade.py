@@ -208,3 +208,51 @@ def test_workers_balancers_learn_the_current_masters_best_effort() -> None:
     assert fleet.on("10.0.0.10") == ["test -f /etc/systemd/system/sealer-apiserver-lb.service"]
     # a worker that cannot be updated is reported, and the others are still done
     assert [h for h, m in said if "not updated" in m] == ["10.0.0.11"]
+
+
+# a k0s controller leaves etcd before it is reset --------------------------------------------------
+class LeaveFleet(RecordingFleet):
+    """`k0s etcd leave` fails on the hosts in `failing`; member-list on master0 prints `members`."""
+
+    def __init__(self, failing: set[str], members: str) -> None:
+        super().__init__([])
+        self.failing, self.members = failing, members
+
+    async def run(self, target: Target, cmd: str, **kw: Any) -> Result:
+        self.calls.append((target.address, cmd))
+        ip = target.address
+        if "etcd leave" in cmd and ip in self.failing:
+            out = 'level=error msg="Failed to get peer name"\nError: not found\n'
+            return Result(ip, cmd, 1, out, "", 0.0)
+        if "etcd member-list" in cmd:
+            return Result(ip, cmd, 0, self.members, "", 0.0)
+        return Result(ip, cmd, 0, "", "", 0.0)
+
+
+def _leave(fleet: LeaveFleet) -> RuntimeContext:
+    ctx = _ctx(fleet)
+    asyncio.run(K0sRuntime()._leave_etcd(ctx, ctx.cluster.masters[1]))
+    return ctx
+
+
+def test_k0s_controller_leaves_etcd_itself_else_master0_removes_it() -> None:
+    fleet = LeaveFleet(failing=set(), members="")
+    _leave(fleet)
+    assert fleet.calls == [("10.0.0.3", "/usr/local/bin/k0s etcd leave 2>&1")]
+    # its k0s is down: master0 removes the member by its peer address
+    fleet = LeaveFleet(failing={"10.0.0.3"}, members="")
+    _leave(fleet)
+    assert fleet.on("10.0.0.2") == ["/usr/local/bin/k0s etcd leave --peer-address 10.0.0.3 2>&1"]
+    # a re-run after the member already left: nowhere to leave from, and it is no member any more
+    fleet = LeaveFleet(failing={"10.0.0.2", "10.0.0.3"}, members='{"members":{"m0":"https://10.0.0.2:2380"}}')
+    _leave(fleet)
+
+
+def test_k0s_controller_that_cannot_leave_etcd_is_not_reset() -> None:
+    members = '{"members":{"m0":"https://10.0.0.2:2380","m1":"https://10.0.0.3:2380"}}'
+    fleet = LeaveFleet(failing={"10.0.0.2", "10.0.0.3"}, members=members)
+    with pytest.raises(RuntimeErrorSealer) as err:
+        _leave(fleet)
+    assert "10.0.0.3: its etcd member could not leave" in err.value.message
+    assert "--peer-address 10.0.0.3" in (err.value.hint or "")
+    assert not any("reset" in c for _, c in fleet.calls)

@@ -1,0 +1,246 @@
+"""Shared pieces of the day-2 end-to-end tests (test_day2_k3s.py, test_day2_runtimes.py): the
+Clusterfile they grow and shrink, reading Nodes and the journal, the per-operation timing line, a
+probe that keeps asking the API from a worker during an upgrade, the newer stand-in image an upgrade
+moves to, and the check that a reset host carries nothing of the cluster any more (per runtime).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.doubles.build import build_executable
+from tests.e2e.images import run_sealer
+
+
+def clusterfile(
+    image: str,
+    key: Path,
+    masters: list[str],
+    workers: list[str],
+    name: str,
+    *,
+    worker_labels: dict[str, str] | None = None,
+    worker_taints: list[str] | None = None,
+    aliases: dict[str, list[str]] | None = None,
+    env: Sequence[str] = (),
+) -> str:
+    hosts: list[dict[str, Any]] = [
+        {"ips": masters, "roles": ["master"], "labels": {"tier": "control"}},
+    ]
+    if workers:
+        hosts.append(
+            {
+                "ips": workers,
+                "roles": ["node"],
+                "labels": worker_labels if worker_labels is not None else {"disk": "ssd"},
+                "taints": worker_taints if worker_taints is not None else ["dedicated=e2e:NoSchedule"],
+            }
+        )
+    spec: dict[str, Any] = {"image": image, "ssh": {"pk": str(key), "user": "root"}, "hosts": hosts}
+    if env:
+        spec["env"] = list(env)
+    if aliases:
+        spec["hostAliases"] = [{"ip": ip, "hostnames": names} for ip, names in aliases.items()]
+    doc = {"apiVersion": "sealer.io/v2", "kind": "Cluster", "metadata": {"name": name}, "spec": spec}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def kube_client(home: Path, cluster: str) -> Any:
+    from lightkube import Client, KubeConfig
+
+    return Client(KubeConfig.from_file(home / cluster / "admin.conf"))
+
+
+def nodes_by_ip(home: Path, cluster: str) -> dict[str, Any]:
+    from lightkube.resources.core_v1 import Node
+
+    out = {}
+    for node in kube_client(home, cluster).list(Node):
+        for a in node.status.addresses or []:
+            if a.type == "InternalIP":
+                out[a.address] = node
+    return out
+
+
+def ready(node: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def journal(home: Path, cluster: str) -> list[dict[str, Any]]:
+    path = home / cluster / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def last_op_steps(home: Path, cluster: str, step: str, status: str = "done") -> list[str]:
+    """Hosts of the last operation's `step` records with `status`, in journal order."""
+    records = journal(home, cluster)
+    op = [r for r in records if r["type"] == "begin"][-1]["op"]
+    return [
+        r["host"] for r in records if r["op"] == op and r.get("step") == step and r.get("status") == status
+    ]
+
+
+def report(what: str, stdout: str) -> str:
+    """Print the operation's own timing line (a figure for people, never asserted on)."""
+    took = next((ln for ln in stdout.splitlines() if ln.startswith("took ")), "took ?")
+    print(f"\n  {what}: {took}")
+    return took
+
+
+class ApiProbe:
+    """Runs `command` on a worker host twice a second and keeps every answer (ok or not) until
+    stopped: the API as that worker reaches it, during an operation."""
+
+    def __init__(self, tb: Any, worker: Any, command: str | list[str]) -> None:
+        self.tb, self.worker, self.command = tb, worker, command
+        self.results: list[tuple[float, bool, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            done = self.tb.run_on(self.worker, self.command, check=False, timeout=30)
+            why = (done.stderr.strip() or done.stdout.strip())[-200:]
+            self.results.append((time.monotonic(), done.returncode == 0, why))
+            self._stop.wait(0.5)
+
+    @property
+    def oks(self) -> list[bool]:
+        return [ok for _, ok, _ in self.results]
+
+    @property
+    def failures(self) -> list[str]:
+        return [why for _, ok, why in self.results if not ok]
+
+    def summary(self) -> str:
+        return f"{self.oks.count(True)} answered, {len(self.failures)} not"
+
+    def __enter__(self) -> ApiProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+# A worker reads the Node list through its own path to the API: the server and the client
+# credentials of its kubelet's kubeconfig (127.0.0.1:6443, the node-local balancer), so every answer
+# crosses the balancer, a live API server and the datastore behind it (/version would not).
+NODE_READ = r"""
+import base64, json, ssl, sys, tempfile, urllib.request, yaml
+kc = yaml.safe_load(open(sys.argv[1]))
+cluster, user = kc["clusters"][0]["cluster"], kc["users"][0]["user"]
+tmp = tempfile.mkdtemp()
+def f(name, key, path_key):
+    if key in user or key in cluster:
+        data = base64.b64decode((user.get(key) or cluster.get(key)))
+        open(f"{tmp}/{name}", "wb").write(data); return f"{tmp}/{name}"
+    return user.get(path_key) or cluster.get(path_key)
+ctx = ssl.create_default_context(cafile=f("ca", "certificate-authority-data", "certificate-authority"))
+ctx.load_cert_chain(f("crt", "client-certificate-data", "client-certificate"),
+                    f("key", "client-key-data", "client-key"))
+with urllib.request.urlopen(cluster["server"] + "/api/v1/nodes", context=ctx, timeout=10) as r:
+    print(cluster["server"], len(json.loads(r.read())["items"]))
+"""
+
+
+def node_read_command(kubelet_conf: str) -> list[str]:
+    return ["python3", "-c", NODE_READ, kubelet_conf]
+
+
+def build_upgrade_image(home: Path, base: str, binaries: Mapping[str, str], tag: str, work: Path) -> str:
+    """`base` with its stand-in runtime binaries stamped as a newer release (and the version label
+    saying so), built with `sealer build` like any image derived from a ClusterImage. `binaries`
+    maps bin/ names to their version; the label takes the first one's. Returns `tag`."""
+    ctx = work / f"upgrade-{tag.replace('/', '_').replace(':', '_')}"
+    ctx.mkdir(parents=True)
+    for name, version in binaries.items():
+        build_executable(name, ctx / name, version=version)
+    target = next(iter(binaries.values()))
+    copies = "".join(f"COPY {name} bin/{name}\n" for name in binaries)
+    (ctx / "Kubefile").write_text(
+        f'FROM {base}\n{copies}LABEL cluster.alpha.sealer.io/cluster-runtime-version="{target}"\n'
+    )
+    run_sealer(home, "build", "-t", tag, str(ctx))
+    return tag
+
+
+# What each runtime leaves on a host while installed: units (name prefixes), processes (pgrep
+# commands: -x matches the process name, which for the stand-ins' script binaries is the file's
+# name; in -f patterns the [x] keeps pgrep from matching the checking shell) and paths. None of it
+# may survive a reset. The node-local balancer and the VIP belong to every runtime.
+_LB_UNITS = ("sealer-apiserver",)
+_LB_PROCESSES = ("pgrep -a -x haproxy", "pgrep -a -x keepalived")
+_LB_PATHS = (
+    "/etc/sealer/apiserver-lb",
+    "/usr/local/lib/sealer/haproxy",
+    "/etc/sealer/apiserver-vip",
+    "/usr/local/lib/sealer/keepalived",
+)
+FOOTPRINT: dict[str, dict[str, tuple[str, ...]]] = {
+    "k3s": {
+        "units": ("k3s",),
+        "processes": ("pgrep -a -x k3s", "pgrep -af 'containerd-shi[m]'", "pgrep -af '[/]run/k3s'"),
+        "paths": ("/etc/rancher", "/var/lib/rancher/k3s", "/run/k3s", "/usr/local/bin/k3s"),
+    },
+    "k0s": {
+        "units": ("k0s",),
+        "processes": ("pgrep -a -x k0s", "pgrep -af 'containerd-shi[m]'", "pgrep -af '[/]run/k0s'"),
+        "paths": (
+            "/etc/k0s",
+            "/var/lib/k0s",
+            "/run/k0s",
+            "/usr/local/bin/k0s",
+            "/var/lib/kubelet",
+            "/etc/sealer/k0s-installed",
+        ),
+    },
+    "kubernetes": {
+        "units": ("kubelet", "containerd", "standin-kube"),
+        "processes": (
+            "pgrep -a -x kubelet",
+            "pgrep -af 'kube_apiserver_mai[n]'",  # the stand-in's static-Pod API server
+            "pgrep -af 'containerd --confi[g]'",
+            "pgrep -af 'containerd-shi[m]'",
+        ),
+        "paths": (
+            "/etc/kubernetes",
+            "/var/lib/kubelet",
+            "/var/lib/etcd",
+            "/etc/containerd",
+            "/usr/local/bin/kubeadm",
+            "/usr/local/bin/kubelet",
+            "/usr/local/bin/containerd",
+            "/etc/sealer/kubernetes-installed",
+        ),
+    },
+}
+
+
+def assert_clean(tb: Any, h: Any, cluster: str, runtime: str = "k3s") -> None:
+    """No unit, process or file of the runtime (or of sealer's balancer/VIP) is left on h, no
+    sealer data of the cluster, no marker, no /etc/hosts block."""
+    fp = FOOTPRINT[runtime]
+    units = "|".join((*fp["units"], *_LB_UNITS))
+    processes = "; ".join((*fp["processes"], *_LB_PROCESSES))
+    paths = " ".join((*fp["paths"], *_LB_PATHS))
+    loaded = " ".join(f"'{u}*'" for u in (*fp["units"], *_LB_UNITS))
+    checks = {
+        "unit files": f"ls /etc/systemd/system | grep -E '^({units})' || true",
+        "units loaded": f"systemctl list-units --all --no-legend {loaded} | grep -v 'not-found' || true",
+        "processes": f"{processes}; true",
+        "files": f"ls -d {paths} 2>/dev/null; true",
+        "sealer data": f"ls -d /var/lib/sealer/data/{cluster} /etc/sealer/cluster 2>/dev/null; true",
+        "hosts block": f"grep -n 'sealer cluster {cluster}' /etc/hosts || true",
+    }
+    for what, cmd in checks.items():
+        out = tb.run_on(h, cmd).stdout.strip()
+        assert out == "", f"{h.name} ({h.ip}) is not clean after {runtime} was removed, {what}:\n{out}"
