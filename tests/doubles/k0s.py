@@ -1,7 +1,7 @@
 """Stand-in for the `k0s` binary, mirroring k0s v1.30.5+k0s.0: `install controller|worker`, `start`, `stop`,
-`status`, `reset`, `controller`, `worker`, `token create`, `config create|validate`, `kubeconfig admin`,
-`kubectl`, `ctr`, `version`, with cobra/pflag parsing and errors, join tokens that are real
-base64(gzip(kubeconfig)) blobs carrying a bootstrap token, and the real `containerd` as the worker's
+`status`, `reset`, `backup`, `restore`, `controller`, `worker`, `token create`, `config create|validate`,
+`kubeconfig admin`, `kubectl`, `ctr`, `version`, with cobra/pflag parsing and errors, join tokens that are
+real base64(gzip(kubeconfig)) blobs carrying a bootstrap token, and the real `containerd` as the worker's
 runtime. Shares the API server, kubelet and containerd supervision with the k3s stand-in.
 """
 
@@ -22,6 +22,8 @@ import socketserver
 import ssl
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 import urllib.error
@@ -34,6 +36,7 @@ import yaml
 
 try:
     from . import apiserver as apis
+    from . import etcdctl as etcdlib
     from . import k3s as k3slib
     from . import kubectl as kubectl_mod
     from . import pki
@@ -41,6 +44,7 @@ try:
     from .kubeclient import KubeClient, KubeError
 except ImportError:  # zipapp / script
     import apiserver as apis  # type: ignore[no-redef]
+    import etcdctl as etcdlib  # type: ignore[no-redef]
     import k3s as k3slib  # type: ignore[no-redef]
     import kubectl as kubectl_mod  # type: ignore[no-redef]
     import pki  # type: ignore[no-redef]
@@ -776,7 +780,9 @@ def run_worker(opts: dict[str, Any], positional: list[str]) -> int:
         status_server("worker", opts, False, True)
         labels = {**k3slib.base_labels(name), **opts["labels"]}
         labels.pop("node.kubernetes.io/instance-type", None)
-        ip = k3slib.node_ip({}, client.host)
+        # the kubelet's --node-ip, else the address that routes to the API (not a loopback balancer's)
+        towards = None if client.host.startswith("127.") or client.host == "localhost" else client.host
+        ip = kubelet_extra(opts).get("node-ip") or k3slib.node_ip({}, towards)
         k3slib.Kubelet(client, name, ip, labels, taints, {}, runtime, interval, stop, version=VERSION).start()
         log("info", "k0s worker is up and running")
         k3slib.notify_systemd()
@@ -1015,6 +1021,172 @@ def run_etcd(rest: list[str]) -> int:
     raise UsageError(f'unknown command "{sub}" for "k0s etcd"')
 
 
+# ---------------------------------------------------------------------------------- backup/restore
+
+# pkg/backup: k0s_backup_<time.Now().Format("2006-01-02T15_04_05_000Z")>.tar.gz
+BACKUP_TIME = "%Y-%m-%dT%H_%M_%S_000Z"
+ETCD_BACKUP = "etcd-snapshot.db"
+BACKUP_DIRS = ("pki", "manifests", "images")
+
+
+def stderr_log(level: str, msg: str) -> None:
+    """logrus to stderr: `k0s backup` sends its log there so `--save-path -` can stream the archive."""
+    ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    sys.stderr.write(f'time="{ts}" level={level} msg="{msg}"\n')
+    sys.stderr.flush()
+
+
+def data_dir_of(opts: dict[str, Any]) -> Path:
+    return Path(opts["data-dir"]) if opts["data-dir"] != "/var/lib/k0s" else sysroot("/var/lib/k0s")
+
+
+def config_path_of(opts: dict[str, Any]) -> Path:
+    return Path(opts["config"]) if opts["config"] != "/etc/k0s/k0s.yaml" else sysroot("/etc/k0s/k0s.yaml")
+
+
+def backup(opts: dict[str, Any], save_path: str) -> int:
+    """`k0s backup`: on a running controller, an etcd snapshot plus pki/, manifests/ and k0s.yaml in
+    k0s_backup_<time>.tar.gz under --save-path (default: the working directory; `-`: stdout)."""
+    if os.geteuid() != 0:
+        raise CmdError("this command must be run as root!")
+    save_path = save_path or os.getcwd()
+    if save_path != "-" and not Path(save_path).is_dir():
+        raise CmdError(f"the save-path directory ({save_path}) does not exist")
+    data = data_dir_of(opts)
+    if not data.is_dir():
+        raise CmdError(
+            f"cannot find data-dir ({data}). check your environment and/or command input and try again"
+        )
+    status = read_status(opts)
+    if status is None:
+        sock = opts.get("status-socket") or sysroot("/run/k0s/status.sock")
+        raise CmdError(
+            f'unable to detect cluster status Get "http://localhost/status": dial unix {sock}: connect: '
+            "no such file or directory"
+        )
+    if "controller" not in str(status.get("Role")):
+        raise CmdError(f"backup command must be run on the controller node, have `{status.get('Role')}`")
+    cfg = load_config(opts["config"], opts["config"] != "/etc/k0s/k0s.yaml")
+    with tempfile.TemporaryDirectory(prefix="k0s-backup") as tmp:
+        assets: list[tuple[Path, str]] = []
+        stderr_log("info", "Starting backup")
+        if cfg["spec"]["storage"]["type"] == "etcd":
+            stderr_log("info", "Backup step: etcd")
+            store = data / "etcd" / "state.json"
+            if not store.exists():
+                # the stand-in's limit: a joined controller forwards to the first one's store
+                raise CmdError(
+                    "failed to create backup on step `etcd`: stand-in k0s: this controller holds no etcd "
+                    "data (tests/doubles/README.md, HA model); run the backup on the first controller"
+                )
+            snap = Path(tmp) / ETCD_BACKUP
+            pki.write_private(snap, etcdlib.encode_snapshot(store.read_bytes()))
+            assets.append((snap, ETCD_BACKUP))
+        else:
+            stderr_log(
+                "warning",
+                "only internal etcd and sqlite backup are supported. Other storage backends "
+                "must be backed-up/restored manually.",
+            )
+        for name in BACKUP_DIRS:
+            path = data / name
+            stderr_log("info", f"adding `{path}` path to the backup archive")
+            stderr_log("info", f"Backup step: filesystem path `{path}`")
+            if not path.exists():
+                stderr_log("info", f"Path `{path}` does not exist, skipping...")
+                continue
+            assets.append((path, name))
+        stderr_log("info", "Backup step: k0s-config")
+        config = config_path_of(opts)
+        if config.exists():
+            assets.append((config, "k0s.yaml"))
+        name = f"k0s_backup_{datetime.datetime.now(datetime.UTC).strftime(BACKUP_TIME)}.tar.gz"
+        archive = Path(tmp) / name
+        fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for path, arcname in assets:
+                tar.add(str(path), arcname=arcname)
+        if save_path == "-":
+            sys.stdout.buffer.write(archive.read_bytes())
+            sys.stdout.flush()
+            return 0
+        dest = Path(save_path) / name
+        pki.write_private(dest, archive.read_bytes())
+        stderr_log("info", f"archive {dest} created successfully")
+    return 0
+
+
+def restore(opts: dict[str, Any], path: str, config_out: str) -> int:
+    """`k0s restore FILE`: onto a controller whose k0s is down and whose data dir holds no etcd data
+    (a reset node): etcd restored from the archive's snapshot, pki/ and manifests/ copied back, the
+    archived k0s.yaml written to --config-out."""
+    if os.geteuid() != 0:
+        raise CmdError("this command must be run as root")
+    status = read_status(opts)
+    if status is not None and status.get("Pid"):
+        stderr_log("fatal", "k0s seems to be running! k0s must be down during the restore operation.")
+        raise SystemExit(1)
+    if path != "-" and not Path(path).exists():
+        raise CmdError(f"given file {path} does not exist")
+    data = data_dir_of(opts)
+    data.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if not config_out:
+        stem = Path(path).name.split(".", 1)[0].removeprefix("k0s_backup_") if path != "-" else ""
+        config_out = "-" if path == "-" else f"k0s_{stem}.yaml"
+    with tempfile.TemporaryDirectory(prefix="k0s-backup") as tmp:
+        try:
+            src = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed below
+            with src, tarfile.open(fileobj=src, mode="r|gz") as tar:
+                tar.extractall(tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(tmp)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            reason = "gzip: invalid header" if "gzip" in str(e).lower() or "not a gzip" in str(e) else str(e)
+            raise CmdError(f"failed to unpack backup archive `{path}`: {reason}")
+        archived = Path(tmp) / "k0s.yaml"
+        storage = "etcd"
+        if archived.exists():
+            try:
+                doc = yaml.safe_load(archived.read_text()) or {}
+                storage = str(((doc.get("spec") or {}).get("storage") or {}).get("type") or "etcd")
+            except yaml.YAMLError as e:
+                raise CmdError(f"failed to parse backed-up configuration file, check the backup archive: {e}")
+        stderr_log("info", "Starting restore")
+        if storage == "etcd":
+            stderr_log("info", "Restore step: etcd")
+            snap = Path(tmp) / ETCD_BACKUP
+            if not snap.exists():
+                raise CmdError(f"failed to restore on step `etcd`: etcd snapshot not found at {snap}")
+            db = data / "etcd"
+            if db.exists() and any(db.iterdir()):
+                raise CmdError(
+                    f'failed to restore on step `etcd`: data-dir "{db}" not empty or could not be read'
+                )
+            try:
+                payload = etcdlib.snapshot_payload(snap.read_bytes())
+                etcdlib.parse_store(payload)
+            except etcdlib.Failed as e:
+                raise CmdError(f"failed to restore on step `etcd`: {e}")
+            (db / "member" / "snap").mkdir(parents=True, exist_ok=True)
+            os.chmod(db, 0o700)
+            pki.write_private(db / "member" / "snap" / "db", payload)
+            pki.write_private(db / "state.json", payload)  # the stand-in API server's datastore
+        for name in BACKUP_DIRS:
+            stderr_log("info", f"Restore step: filesystem path `{data / name}`")
+            inside = Path(tmp) / name
+            if not inside.exists():
+                stderr_log("info", f"Path `{inside}` not found in the archive, skipping...")
+                continue
+            stderr_log("info", f"restoring from `{inside}` to `{data / name}`")
+            shutil.copytree(inside, data / name, dirs_exist_ok=True)
+        stderr_log("info", "Restore step: k0s-config")
+        if archived.exists():
+            if config_out == "-":
+                sys.stdout.write(archived.read_text())
+            else:
+                stderr_log("info", f"restoring from `{archived}` to `{config_out}`")
+                pki.write_private(Path(config_out), archived.read_bytes())
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -1034,8 +1206,8 @@ def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(
             "k0s - The zero friction Kubernetes - https://k0sproject.io\n\nUsage:\n  k0s [command]\n\n"
-            "Available Commands:\n  config, controller, ctr, etcd, install, kubeconfig, kubectl, reset, "
-            "start, status, stop, token, version, worker"
+            "Available Commands:\n  backup, config, controller, ctr, etcd, install, kubeconfig, kubectl, "
+            "reset, restore, start, status, stop, token, version, worker"
         )
         return 0
     cmd, rest = args[0], args[1:]
@@ -1120,6 +1292,16 @@ def _main(args: list[str]) -> int:
     if cmd == "reset":
         opts, _ = parse_pflags(persistent_flags(), rest)
         return reset(opts)
+    if cmd == "backup":
+        opts, pos = parse_pflags([*persistent_flags(), Flag("save-path")], rest)
+        if pos:
+            raise CmdError(f'unknown command "{pos[0]}" for "k0s backup"')
+        return backup(opts, opts["save-path"])
+    if cmd == "restore":
+        opts, pos = parse_pflags([*persistent_flags(), Flag("config-out")], rest)
+        if len(pos) != 1:
+            raise CmdError(f"accepts 1 arg(s), received {len(pos)}")
+        return restore(opts, pos[0], opts["config-out"])
     if cmd == "etcd":
         return run_etcd(rest)
     if cmd == "token":
