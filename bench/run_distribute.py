@@ -175,6 +175,8 @@ def clear(tb: Testbed, hosts: list[TestHost]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--rate", default="50mbit")
+    ap.add_argument("--operator-rate", default=None,
+                    help="cap of this machine's own link (default: --rate, as a node's NIC)")
     ap.add_argument("--shapes", default="1+1,1+2,3+3", help="masters+workers, comma-separated")
     ap.add_argument("--images", default="standard,fat")
     ap.add_argument("--lab", default="dd1")
@@ -188,7 +190,8 @@ def main() -> None:
         hosts = tb.up(max(m + w for m, w in shapes))
         for h in hosts:
             tb.shape(h, args.rate)
-        tb.shape_operator(args.rate)
+        operator_rate = args.operator_rate or args.rate
+        tb.shape_operator(None if operator_rate == "off" else operator_rate)
         with tempfile.TemporaryDirectory(prefix="sealer-bench-run.") as tmp:
             top = Path(tmp)
             images: dict[str, UnpackedImage] = {}
@@ -222,7 +225,8 @@ def main() -> None:
     finally:
         tb.down(fast=True)
     print()
-    print(f"rate {args.rate} on every link (operator's too); load average after: {os.getloadavg()[0]:.1f}")
+    print(f"rate {args.rate} on every host's link, {args.operator_rate or args.rate} on this machine's; "
+          f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"{'image':>8} {'hosts':>6} {'ssh s':>7} {'fanout s':>9} {'ssh/fanout':>11} {'auto picks':>11}")
     for name, shape, t_ssh, t_fan, auto in rows:
         print(f"{name:>8} {shape:>6} {t_ssh:7.1f} {t_fan:9.1f} {t_ssh / t_fan:11.2f} {auto:>11}")
