@@ -22,6 +22,7 @@ MODULES = (
     "k0s.py",
     "kubelet.py",
     "kubeadm.py",
+    "etcdctl.py",
 )
 ENTRY = {
     "k3s": "k3s",
@@ -30,6 +31,9 @@ ENTRY = {
     "kubelet": "kubelet",
     "apiserver": "apiserver",
     "kubectl": "kubectl",
+    # module[:function]: etcdutl is the second entry point of the etcdctl module
+    "etcdctl": "etcdctl",
+    "etcdutl": "etcdctl:etcdutl_main",
 }
 # Debian's python3 carries the PyYAML and cryptography versions the test-bed hosts have.
 INTERPRETER = "/usr/bin/python3"
@@ -66,7 +70,8 @@ def build_executable(
                 text, n = re.subn(r'^VERSION = ".*"$', f'VERSION = "{version}"', text, count=1, flags=re.M)
                 assert n == 1, f"{m} lost its VERSION line"
             z.writestr(m, text)
-        main = f"import sys\nimport {ENTRY[name]} as _m\nsys.exit(_m.main(sys.argv[1:]))\n"
+        module, _, func = ENTRY[name].partition(":")
+        main = f"import sys\nimport {module} as _m\nsys.exit(_m.{func or 'main'}(sys.argv[1:]))\n"
         z.writestr("__main__.py", main)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -79,7 +84,8 @@ def build_executable(
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         print(
-            "usage: python3 -m tests.doubles.build k3s|k0s|kubeadm|kubelet|apiserver|kubectl OUTPUT",
+            "usage: python3 -m tests.doubles.build NAME OUTPUT (NAME: k3s, k0s, kubeadm, kubelet, apiserver, "
+            "kubectl, etcdctl, etcdutl)",
             file=sys.stderr,
         )
         sys.exit(2)
