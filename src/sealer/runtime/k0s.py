@@ -515,3 +515,16 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
 
     def versions(self) -> Mapping[str, str]:
         return {"k0s": self._version} if self._version else {}
+
+    # etcd backup / restore (runtime/etcd_backup.py) --------------------------------------------
+    async def etcd_snapshot(self, ctx: RuntimeContext) -> str:
+        """`k0s backup` on master0; returns the archive's path there."""
+        from sealer.runtime import etcd_backup
+
+        return await etcd_backup.k0s_snapshot(self, ctx)
+
+    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None:
+        """k0s's restore: master0 reset and restored from the archive, the other controllers re-join."""
+        from sealer.runtime import etcd_backup
+
+        await etcd_backup.k0s_restore(self, ctx, snapshot)

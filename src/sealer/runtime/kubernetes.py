@@ -578,3 +578,16 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
 
     def versions(self) -> Mapping[str, str]:
         return dict(self._versions)
+
+    # etcd backup / restore (runtime/etcd_backup.py) --------------------------------------------
+    async def etcd_snapshot(self, ctx: RuntimeContext) -> str:
+        """`etcdctl snapshot save` of master0's stacked etcd; returns the snapshot's path there."""
+        from sealer.runtime import etcd_backup
+
+        return await etcd_backup.kubeadm_snapshot(self, ctx)
+
+    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None:
+        """`etcdutl snapshot restore` on every master with the static Pods stopped, then restart."""
+        from sealer.runtime import etcd_backup
+
+        await etcd_backup.kubeadm_restore(self, ctx, snapshot)

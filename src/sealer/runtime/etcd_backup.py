@@ -1,0 +1,355 @@
+"""Datastore backup and restore for the k0s and kubernetes runtimes (k3s's own is in k3s.py), each the
+way its project documents it:
+
+- k0s: `k0s backup` on master0 (etcd snapshot + pki + k0s.yaml in one archive); restore = stop every
+  controller, `k0s reset` + `k0s restore` on master0, start it, then reset and re-join the other
+  controllers (k0s's HA restore: one controller restored, the rest join it); workers restart, or
+  re-join when the archive carries another cluster CA.
+- kubernetes (stacked etcd in static Pods): `etcdctl snapshot save` against https://127.0.0.1:2379
+  with the etcd client certificate on master0; restore = every master's static Pods stopped (their
+  manifests moved aside), `etcdutl snapshot restore` of the same snapshot into a new data dir on each
+  master with the full member list, the old data dir kept as `<data-dir>.sealer-before-restore`,
+  manifests back, kubelets restarted. etcdctl/etcdutl come from the ClusterImage's bin/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import tempfile
+from pathlib import Path
+
+from sealer.errors import RuntimeErrorSealer, SealerError
+from sealer.infra.shell import quote_path
+from sealer.model.cluster import Host
+from sealer.runtime import k0s as k0smod
+from sealer.runtime.base import RuntimeContext
+from sealer.runtime.containerd import run_checked
+from sealer.runtime.k0s import K0sRuntime
+from sealer.runtime.kubernetes import KubernetesRuntime
+
+BACKUP_DIR = "/var/lib/sealer/backup"
+STOP_TIMEOUT = 120
+START_TIMEOUT = 300
+
+
+async def _sh(ctx: RuntimeContext, host: Host, script: str, timeout: float = 300) -> str:
+    return await run_checked(ctx, host, script, timeout=timeout)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+async def _copy_to_masters(ctx: RuntimeContext, path: str, masters: list[Host]) -> None:
+    """The snapshot master0 received, to the same path on the other masters (through this machine:
+    the hosts need no SSH trust among themselves)."""
+    if not masters:
+        return
+    parent = path.rsplit("/", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="sealer-restore-") as tmp:
+        local = Path(tmp) / "snapshot"
+        await ctx.fleet.get(ctx.target(ctx.master0), path, local, sudo=True)
+        local.chmod(0o600)
+        for host in masters:
+            await _sh(ctx, host, f"mkdir -p {quote_path(parent)} && chmod 0700 {quote_path(parent)}")
+            await ctx.fleet.put(ctx.target(host), local, path, sudo=True)
+            await _sh(ctx, host, f"chmod 0600 {quote_path(path)}")
+
+
+# k0s ---------------------------------------------------------------------------------------------
+K0S_ARCHIVE = f"{BACKUP_DIR}/k0s-backup.tar.gz"
+K0S_BEFORE_RESTORE = f"{BACKUP_DIR}/k0s-before-restore.tar.gz"
+K0S_RESTORED_CONFIG = "/etc/k0s/sealer-restored-k0s.yaml"
+K0S_CA = "/var/lib/k0s/pki/ca.crt"
+
+
+def k0s_backup_script(k0s: str, dest: str) -> str:
+    """`k0s backup` into a fresh directory, the archive then moved to `dest` (the previous one
+    replaced): one archive per purpose on the host, not one per run."""
+    return f"""set -e
+umask 077
+mkdir -p {BACKUP_DIR} && chmod 0700 {BACKUP_DIR}
+d=$(mktemp -d {BACKUP_DIR}/k0s.XXXXXX)
+trap 'rm -rf "$d"' EXIT
+if ! {k0s} backup --save-path "$d" > "$d/log" 2>&1; then tail -n 3 "$d/log" >&2; exit 1; fi
+set -- "$d"/k0s_backup_*.tar.gz
+[ -f "$1" ] || {{ echo "k0s backup wrote no k0s_backup_*.tar.gz" >&2; exit 1; }}
+chmod 0600 "$1" && mv -f "$1" {dest}
+echo {dest}
+"""
+
+
+def k0s_stop_script(k0s: str, unit: str) -> str:
+    return f"""systemctl stop {unit} 2>/dev/null
+for i in $(seq 1 {STOP_TIMEOUT}); do
+  {k0s} status >/dev/null 2>&1 || exit 0
+  sleep 1
+done
+echo "k0s still answers on its status socket after {STOP_TIMEOUT}s" >&2; exit 1
+"""
+
+
+def k0s_clean_script(k0s: str) -> str:
+    """What `k0s restore` (master0) or a fresh join (other controllers) needs: k0s down, its data dir
+    gone (`k0s reset`), containers and mounts it left behind gone; the binaries, /etc/k0s (config,
+    registry settings) and the image's rootfs stay."""
+    return f"""for p in $(pgrep -f 'containerd-shi[m].*(/run/k0s|k8s.io)' 2>/dev/null); do
+  kill -9 "$p" 2>/dev/null
+done
+for m in $(awk '$2 ~ "^/(run/k0s|var/lib/k0s|var/lib/kubelet)" {{print $2}}' /proc/self/mounts | sort -r); do
+  umount -l "$m" 2>/dev/null
+done
+out=$({k0s} reset 2>&1) || {{ echo "$out" | tail -n 2 >&2; exit 1; }}
+rm -rf /var/lib/k0s
+"""
+
+
+async def k0s_snapshot(rt: K0sRuntime, ctx: RuntimeContext) -> str:
+    out = await ctx.fleet.run(
+        ctx.target(ctx.master0),
+        k0s_backup_script(f"{k0smod.BIN_DIR}/k0s", K0S_ARCHIVE),
+        sudo=True,
+        timeout=600,
+    )
+    if not out.ok:
+        raise RuntimeErrorSealer(
+            f"{ctx.master0.ip}: k0s backup failed: {_last_line(out.stderr or out.stdout)}",
+            "is the k0s controller on master0 running? (`k0s status`, `journalctl -u k0scontroller`)",
+        )
+    return K0S_ARCHIVE
+
+
+async def k0s_restore(rt: K0sRuntime, ctx: RuntimeContext, snapshot: str) -> None:
+    k0s = f"{k0smod.BIN_DIR}/k0s"
+    m0 = ctx.master0
+    masters = list(ctx.cluster.masters)
+    others = [h for h in masters if h.ip != m0.ip]
+    workers = list(ctx.cluster.workers)
+    snap = quote_path(snapshot)
+    listed = await ctx.fleet.run(ctx.target(m0), f"tar -tzf {snap} 2>/dev/null", sudo=True, timeout=120)
+    names = set(listed.stdout.split())
+    if not listed.ok or "etcd-snapshot.db" not in names or "k0s.yaml" not in names:
+        raise RuntimeErrorSealer(
+            f"{snapshot}: not a k0s backup archive (no etcd-snapshot.db and k0s.yaml inside)",
+            "give the file `sealer etcd backup` wrote for this k0s cluster; nothing was changed",
+        )
+    ca_before = await _sh(ctx, m0, f"sha256sum {K0S_CA} 2>/dev/null | cut -d' ' -f1; true")
+    # A way back: the state being replaced, archived by k0s itself while it still runs.
+    keep = await ctx.fleet.run(
+        ctx.target(m0), k0s_backup_script(k0s, K0S_BEFORE_RESTORE), sudo=True, timeout=600
+    )
+    if keep.ok:
+        ctx.say(m0.ip, f"the state before the restore is kept in {K0S_BEFORE_RESTORE}")
+    ctx.say(m0.ip, "stopping every k0s controller")
+    await asyncio.gather(*(_sh(ctx, h, k0s_stop_script(k0s, k0smod.CONTROLLER_UNIT)) for h in masters))
+    ctx.say(m0.ip, "k0s reset + k0s restore")
+    await _sh(ctx, m0, k0s_clean_script(k0s), timeout=180)
+    restored = await ctx.fleet.run(
+        ctx.target(m0),
+        f"umask 077; {k0s} restore {snap} --config-out {K0S_RESTORED_CONFIG} 2>&1",
+        sudo=True,
+        timeout=600,
+    )
+    if not restored.ok:
+        raise RuntimeErrorSealer(
+            f"{m0.ip}: k0s restore failed: {_last_line(restored.stdout)}",
+            "k0s is stopped on the controllers; fix the cause and run the same restore again"
+            + (f", or restore {K0S_BEFORE_RESTORE} on master0 to go back" if keep.ok else ""),
+        )
+    # The restored controller with sealer's own config and unit (k0s reset removed the unit; the
+    # archived k0s.yaml stays in K0S_RESTORED_CONFIG for reference), then fresh join tokens.
+    await rt.install(ctx, [m0], [])
+    ca_after = await _sh(ctx, m0, f"sha256sum {K0S_CA} | cut -d' ' -f1")
+    for host in others:
+        ctx.say(host.ip, "re-joining the restored controller")
+        await _sh(ctx, host, k0s_clean_script(k0s), timeout=180)
+    await rt.join(ctx, others, [])
+    if ca_before.strip() != ca_after.strip():
+        # The archive holds another cluster CA: the workers' kubelet credentials are void; they join
+        # the restored cluster afresh.
+        ctx.say(m0.ip, "the backup carries another cluster CA: workers re-join")
+        await rt.reset(ctx, workers)
+        await rt.join(ctx, [], workers)
+        return
+    restart = f"""systemctl restart {k0smod.WORKER_UNIT}
+for i in $(seq 1 {START_TIMEOUT}); do {k0s} status >/dev/null 2>&1 && exit 0; sleep 1; done
+echo "k0s worker did not come back" >&2; exit 1
+"""
+    await asyncio.gather(*(_sh(ctx, w, restart, timeout=START_TIMEOUT + 30) for w in workers))
+
+
+# kubernetes --------------------------------------------------------------------------------------
+MANIFESTS = "/etc/kubernetes/manifests"
+PARKED = "/etc/kubernetes/sealer-restore-manifests"
+ETCD_PKI = "/etc/kubernetes/pki/etcd"
+ETCD_SNAPSHOT = f"{BACKUP_DIR}/etcd-snapshot.db"
+ETCD_ENDPOINT = "https://127.0.0.1:2379"
+API_PORT = 6443
+ETCD_CLIENT_PORT = 2379
+
+
+def etcd_tools(rootfs: str) -> tuple[str, str]:
+    root = quote_path(rootfs)
+    return f"{root}/bin/etcdctl", f"{root}/bin/etcdutl"
+
+
+async def _need_tools(ctx: RuntimeContext, host: Host) -> tuple[str, str]:
+    etcdctl, etcdutl = etcd_tools(ctx.rootfs)
+    found = await ctx.fleet.run(ctx.target(host), f"[ -x {etcdctl} ] && [ -x {etcdutl} ]", sudo=True)
+    if not found.ok:
+        raise RuntimeErrorSealer(
+            f"{host.ip}: the ClusterImage has no bin/etcdctl and bin/etcdutl",
+            "build the image with images/kubernetes/build.sh (it bundles etcd's release tools), or add "
+            "them to the image's bin/ (`COPY etcdctl etcdutl bin/` in a Kubefile)",
+        )
+    return etcdctl, etcdutl
+
+
+def snapshot_script(etcdctl: str, etcdutl: str) -> str:
+    return f"""set -e
+umask 077
+mkdir -p {BACKUP_DIR} && chmod 0700 {BACKUP_DIR}
+rm -f {ETCD_SNAPSHOT}.new
+if ! out=$(ETCDCTL_API=3 {etcdctl} --endpoints={ETCD_ENDPOINT} --cacert={ETCD_PKI}/ca.crt \\
+      --cert={ETCD_PKI}/healthcheck-client.crt --key={ETCD_PKI}/healthcheck-client.key \\
+      snapshot save {ETCD_SNAPSHOT}.new 2>&1); then
+  echo "$out" | tail -n 1 >&2; exit 1
+fi
+{etcdutl} snapshot status {ETCD_SNAPSHOT}.new -w json >/dev/null
+mv -f {ETCD_SNAPSHOT}.new {ETCD_SNAPSHOT}
+"""
+
+
+async def kubeadm_snapshot(rt: KubernetesRuntime, ctx: RuntimeContext) -> str:
+    m0 = ctx.master0
+    etcdctl, etcdutl = await _need_tools(ctx, m0)
+    out = await ctx.fleet.run(ctx.target(m0), snapshot_script(etcdctl, etcdutl), sudo=True, timeout=600)
+    if not out.ok:
+        raise RuntimeErrorSealer(
+            f"{m0.ip}: etcdctl snapshot save failed: {_last_line(out.stderr or out.stdout)}",
+            "is etcd on master0 running? (`crictl ps --name etcd`, the kubelet's log)",
+        )
+    return ETCD_SNAPSHOT
+
+
+MEMBER_PROBE = f"""f={MANIFESTS}/etcd.yaml; [ -f "$f" ] || f={PARKED}/etcd.yaml
+if [ ! -f "$f" ]; then
+  echo "no etcd static Pod manifest in {MANIFESTS} (stacked etcd) on this host" >&2; exit 3
+fi
+sed -n "s/^ *- *['\\"]*--\\(name\\|data-dir\\|initial-advertise-peer-urls\\)=\\([^'\\"]*\\).*$/\\1=\\2/p" "$f"
+"""
+
+
+def parse_member(text: str) -> dict[str, str]:
+    """`name=`, `data-dir=`, `initial-advertise-peer-urls=` lines of MEMBER_PROBE."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in ("name", "data-dir", "initial-advertise-peer-urls"):
+            found.setdefault(key, value.strip())
+    return found
+
+
+def initial_cluster(members: list[dict[str, str]]) -> str:
+    return ",".join(f"{m['name']}={m['initial-advertise-peer-urls']}" for m in members)
+
+
+def wait_ports_script(ports: tuple[int, ...], listening: bool, seconds: int) -> str:
+    test = " && ".join(
+        f"{'' if listening else '! '}ss -Hltn 'sport = :{p}' 2>/dev/null | grep -q LISTEN" for p in ports
+    )
+    state = "listening" if listening else "free"
+    return f"""for i in $(seq 1 {seconds}); do
+  if {test}; then exit 0; fi
+  sleep 1
+done
+echo "port(s) {", ".join(str(p) for p in ports)} not {state} after {seconds}s" >&2; exit 1
+"""
+
+
+STOP_STATIC_PODS = f"""set -e
+mkdir -p {PARKED} && chmod 0700 {PARKED}
+for f in {MANIFESTS}/*.yaml; do [ -e "$f" ] && mv -f "$f" {PARKED}/; done
+"""
+START_STATIC_PODS = f"""set -e
+for f in {PARKED}/*.yaml; do [ -e "$f" ] && mv -f "$f" {MANIFESTS}/; done
+rmdir {PARKED} 2>/dev/null || true
+"""
+
+
+def restore_member_script(etcdutl: str, snapshot: str, member: dict[str, str], cluster: str) -> str:
+    data = quote_path(member["data-dir"])
+    new = quote_path(member["data-dir"] + ".sealer-restore")
+    old = quote_path(member["data-dir"] + ".sealer-before-restore")
+    return f"""set -e
+rm -rf {new}
+if ! out=$({etcdutl} snapshot restore {quote_path(snapshot)} --name={shlex.quote(member["name"])} \\
+      --initial-cluster={shlex.quote(cluster)} \\
+      --initial-advertise-peer-urls={shlex.quote(member["initial-advertise-peer-urls"])} \\
+      --data-dir={new} 2>&1); then
+  echo "$out" | tail -n 1 >&2; exit 1
+fi
+if [ -e {data} ]; then rm -rf {old}; mv {data} {old}; fi
+mv {new} {data}
+"""
+
+
+async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: str) -> None:
+    m0 = ctx.master0
+    masters = list(ctx.cluster.masters)
+    hosts = list(ctx.cluster.hosts)
+    tools = await asyncio.gather(*(_need_tools(ctx, h) for h in masters))
+    etcdutl = tools[0][1]
+    checked = await ctx.fleet.run(
+        ctx.target(m0), f"{etcdutl} snapshot status {quote_path(snapshot)} -w json 2>&1", sudo=True
+    )
+    if not checked.ok:
+        raise RuntimeErrorSealer(
+            f"{snapshot}: not an etcd snapshot ({_last_line(checked.stdout)})",
+            "give the file `sealer etcd backup` wrote for this kubernetes cluster; nothing was changed",
+        )
+    probes = await asyncio.gather(*(ctx.fleet.run(ctx.target(h), MEMBER_PROBE, sudo=True) for h in masters))
+    members: list[dict[str, str]] = []
+    for host, probe in zip(masters, probes, strict=True):
+        member = parse_member(probe.stdout)
+        if not probe.ok or len(member) != 3:
+            raise RuntimeErrorSealer(
+                f"{host.ip}: cannot read the etcd member from its static Pod manifest: "
+                f"{_last_line(probe.stderr or probe.stdout)}",
+                "sealer restores kubeadm's stacked etcd (etcd.yaml in /etc/kubernetes/manifests); "
+                "nothing was changed",
+            )
+        members.append(member)
+    cluster = initial_cluster(members)
+    await _copy_to_masters(ctx, snapshot, [h for h in masters if h.ip != m0.ip])
+
+    ctx.say(m0.ip, "stopping the control plane (static Pods) on every master")
+    stopped = wait_ports_script((API_PORT, ETCD_CLIENT_PORT), listening=False, seconds=STOP_TIMEOUT)
+    await asyncio.gather(*(_sh(ctx, h, STOP_STATIC_PODS + stopped, STOP_TIMEOUT + 30) for h in masters))
+    for host, member in zip(masters, members, strict=True):
+        ctx.say(
+            host.ip,
+            f"etcdutl snapshot restore (member {member['name']}); old data kept in "
+            f"{member['data-dir']}.sealer-before-restore",
+        )
+    try:
+        await asyncio.gather(
+            *(
+                _sh(ctx, h, restore_member_script(tools[i][1], snapshot, members[i], cluster), 600)
+                for i, h in enumerate(masters)
+            )
+        )
+    except SealerError as err:
+        raise RuntimeErrorSealer(
+            f"etcd restore failed: {err.message}",
+            f"the control planes are stopped (manifests parked in {PARKED}); fix the cause and run the "
+            "same restore again, or move the manifests back to go on with the data as it was",
+        ) from None
+    # all members at once: a restored multi-member etcd has no quorum until enough of them run
+    await asyncio.gather(*(_sh(ctx, h, START_STATIC_PODS) for h in masters))
+    up = wait_ports_script((API_PORT,), listening=True, seconds=START_TIMEOUT)
+    await asyncio.gather(*(_sh(ctx, h, up, START_TIMEOUT + 30) for h in masters))
+    # Kubernetes' advice after a restore: restart the components that cached the old state.
+    await asyncio.gather(*(_sh(ctx, h, "systemctl restart kubelet.service") for h in hosts))
