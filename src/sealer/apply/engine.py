@@ -424,18 +424,26 @@ class Engine:
         """One payload host to host. Whatever goes wrong is reported and left to the hosts' own
         steps, which copy directly: a fan-out is an optimisation, never a new way to fail."""
         from sealer.infra.fanout import fanout_copy
-        from sealer.infra.fanout_render import live_view
+        from sealer.infra.fanout_render import FanoutView, live_view
 
         n = len(payload.hosts)
         targets = [self.targets[ip] for ip in payload.hosts]
         self.progress.note(f"{payload.label}: sending host to host (fan-out) to {n} host(s)")
+        console = self.progress.console
         try:
             if self.progress.quiet:
                 result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True)
-            else:
-                with live_view(self.progress.console) as view:
+            elif console.is_terminal:
+                # per-host bytes, rate, who feeds whom and an ETA, redrawn live
+                with live_view(console) as live:
                     result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True,
-                                               progress=view)
+                                               progress=live)
+            else:
+                # logs and CI: the same table once, when it is over
+                view = FanoutView()
+                result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True,
+                                           progress=view)
+                console.print(view)
         except Exception as err:  # any failure at all falls back to the direct copy
             message = err.message if isinstance(err, SealerError) else f"{type(err).__name__}: {err}"
             self.progress.warn(

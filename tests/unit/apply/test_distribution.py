@@ -292,3 +292,29 @@ def test_disk_needs_follow_the_distributor(tmp_path: Path) -> None:
     need, _, spooled = direct.disk_needs(direct.hosts)
     assert spooled == set()
     assert need["10.0.0.3"] == int(3 * MB * 1.25)
+
+
+def test_logs_get_the_per_host_table_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal (CI, a log file): no live redraw, the fan-out's per-host table printed once."""
+    import io
+
+    from rich.console import Console
+
+    engine, _ = _engine(tmp_path, "auto")
+    out = io.StringIO()
+    engine.progress = Progress(Console(file=out, width=120))
+
+    async def fake(fleet: Any, hosts: list[Target], src: Path, dst: str, **kw: Any) -> fanout.FanoutResult:
+        for i, t in enumerate(hosts):
+            parent = hosts[i - 1].name if i else "operator"
+            kw["progress"](fanout.HostProgress(t.name, 3 * MB, 3 * MB, 1.0 * MB, 0.0, "done", parent, 1))
+        stats = [Outcome(t.name, value=TransferStats(t.name, 1, 0, 3 * MB, 0.1)) for t in hosts]
+        return fanout.FanoutResult(stats)
+
+    monkeypatch.setattr(fanout, "fanout_copy", fake)
+    _distribute(engine, FakeFleet(), tmp_path)
+    lines = out.getvalue().splitlines()
+    row = next(line for line in lines if line.startswith("10.0.0.4"))
+    assert row.split()[:3] == ["10.0.0.4", "10.0.0.3", "done"]  # fed by the host before it
+    assert "3/3 done, 0 failed, eta 0s" in lines
+    assert "  rootfs sent host to host (fan-out) to 3/3 host(s)" in lines
