@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import re
 import shlex
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -1322,10 +1323,14 @@ async def etcd_backup(state: ClusterState, out: Path, progress: Progress | None 
         progress.phase("etcd snapshot")
         remote = await snap.etcd_snapshot(ctx)
         progress.host(d2.engine.master0.ip, "ok", remote)
-        tmp = out.with_name(f".{out.name}.part")
-        await fleet.get(ctx.target(ctx.master0), remote, tmp, sudo=True)
-        tmp.chmod(0o600)
-        tmp.replace(out)
+        # Fetched into a private directory beside `out`, so the snapshot (it holds every Secret)
+        # is never readable by others, not even between the download and the chmod.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmpdir:
+            tmp = Path(tmpdir) / "snapshot"
+            await fleet.get(ctx.target(ctx.master0), remote, tmp, sudo=True)
+            tmp.chmod(0o600)
+            tmp.replace(out)
         progress.end_phase()
     return out
 
@@ -1357,6 +1362,9 @@ async def etcd_restore(state: ClusterState, snapshot: Path, progress: Progress |
         await snap.etcd_restore(ctx, remote)
         progress.host(ctx.master0.ip, "ok", "restored; servers restarted")
         progress.end_phase()
+        # A k0s archive carries the cluster's PKI, so the restored cluster may have another CA:
+        # the saved kubeconfig is fetched again rather than trusted.
+        state.write_admin_conf(await runtime.kubeconfig(ctx))
         kube = await _open_api(state, runtime, ctx)
         try:
             nodes = await kubeops.wait_api(kube, 300)
