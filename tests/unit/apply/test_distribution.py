@@ -318,3 +318,43 @@ def test_logs_get_the_per_host_table_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert row.split()[:3] == ["10.0.0.4", "10.0.0.3", "done"]  # fed by the host before it
     assert "3/3 done, 0 failed, eta 0s" in lines
     assert "  rootfs sent host to host (fan-out) to 3/3 host(s)" in lines
+
+
+# the commands -------------------------------------------------------------------------------------
+def test_run_and_apply_take_the_distributor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both commands pass --distributor to the engine (default auto), so a scale-up through
+    `sealer apply` joins hosts the same way; an unknown value names the choices."""
+    from click.testing import CliRunner
+
+    from sealer.cli import cluster_cmds, run_cmds
+    from sealer.cli.main import cli
+
+    monkeypatch.setenv("SEALER_HOME", str(tmp_path / "home"))
+    seen: list[str] = []
+
+    async def fake_run(cf: Any, *, options: RunOptions, progress: Progress) -> Any:
+        seen.append(options.distributor)
+        raise HostError("10.0.0.2", "stop here")
+
+    async def fake_apply(desired: Any, *, options: RunOptions, **_: Any) -> Any:
+        seen.append(options.distributor)
+        raise HostError("10.0.0.2", "stop here")
+
+    monkeypatch.setattr(run_cmds, "run_cluster", fake_run)
+    monkeypatch.setattr(cluster_cmds, "apply_cluster", fake_apply)
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(CF)
+    runner = CliRunner()
+    for args in (
+        ["run", "-f", str(cf)],
+        ["run", "-f", str(cf), "--distributor", "ssh"],
+        ["apply", "-f", str(cf)],
+        ["apply", "-f", str(cf), "--distributor", "fanout"],
+    ):
+        result = runner.invoke(cli, args, prog_name="sealer")
+        assert result.exit_code == 1 and "stop here" in result.output, (args, result.output)
+    assert seen == ["auto", "ssh", "auto", "fanout"]
+    bad = runner.invoke(cli, ["run", "-f", str(cf), "--distributor", "rsync"], prog_name="sealer")
+    assert bad.exit_code == 2 and "'auto', 'ssh', 'fanout'" in bad.output
+    shown = runner.invoke(cli, ["apply", "--help"], prog_name="sealer", terminal_width=200).output
+    assert "--distributor [auto|ssh|fanout]" in shown and "bench/run_distribute.py" in shown
