@@ -394,7 +394,13 @@ def status_cmd(cluster: str | None, output: str) -> None:
 # etcd ----------------------------------------------------------------------------------------------
 @click.group("etcd")
 def etcd_group() -> None:
-    """Back up and restore the cluster's datastore (embedded etcd)."""
+    """Back up and restore the cluster's datastore (etcd) with the runtime's own tools.
+
+    \b
+    k3s:        k3s etcd-snapshot save / k3s server --cluster-reset --cluster-reset-restore-path
+    k0s:        k0s backup (etcd snapshot + pki + k0s.yaml) / k0s restore
+    kubernetes: etcdctl snapshot save / etcdutl snapshot restore (etcd tools from the ClusterImage)
+    """
 
 
 @etcd_group.command("backup")
@@ -408,7 +414,8 @@ def etcd_group() -> None:
     help="Where to write the snapshot (default ./<cluster>-etcd-<time>.snapshot).",
 )
 def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
-    """Snapshot the datastore on master0 and copy it here (mode 0600: it holds the cluster's secrets).
+    """Snapshot the datastore on master0 and copy it here (mode 0600: it holds the cluster's secrets;
+    for k0s the archive also holds the cluster's CA keys). Keep it somewhere safe.
 
     \b
     Example:
@@ -428,10 +435,22 @@ def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
 @_cluster
 @_yes
 def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
-    """Restore the cluster's datastore from a snapshot `sealer etcd backup` wrote.
+    """Roll the whole cluster state back to a snapshot `sealer etcd backup` wrote.
 
-    Every server stops, master0 restores the snapshot (k3s --cluster-reset), the other servers
-    re-join it; everything written after the snapshot is lost. Asks first unless --yes.
+    Everything written to the API after the snapshot (objects created, changed or deleted) is
+    lost; the API is down while the control planes restart. Asks first unless --yes.
+
+    \b
+    k3s:        every server stops, master0 runs k3s --cluster-reset from the snapshot, the
+                other servers re-join it, agents restart
+    k0s:        every controller stops; master0 is reset and `k0s restore`d from the archive
+                (its state before is kept in /var/lib/sealer/backup/k0s-before-restore.tar.gz),
+                the other controllers are reset and re-join it, workers restart
+    kubernetes: the static Pods stop on every master (manifests parked), each master's etcd
+                data dir is rebuilt with `etcdutl snapshot restore` of the same snapshot (the
+                old one kept as <data-dir>.sealer-before-restore), then everything restarts
+    Restoring the same snapshot again gives the same state. A failed restore leaves the control
+    planes stopped and says so; run the same command again.
 
     \b
     Example:
