@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build the kubernetes (kubeadm) base ClusterImage on a connected machine:
 #   images/kubernetes/build.sh [--version v1.31.2] [--containerd-version 1.7.22] [--runc-version 1.1.14]
-#       [--registry-version 2.8.3] [--arch amd64|arm64] [--mirror URL] [--k8s-mirror URL] [--tag NAME]
-#       [--images FILE] [--extra-bin DIR] [--lb] [--vip] [--sealer CMD] [-- BUILD-FLAGS...]
+#       [--registry-version 2.8.3] [--etcd-version 3.5.15] [--arch amd64|arm64] [--mirror URL]
+#       [--k8s-mirror URL] [--tag NAME] [--images FILE] [--extra-bin DIR] [--lb] [--vip] [--sealer CMD]
+#       [-- BUILD-FLAGS...]
 # Fetches kubeadm/kubelet/kubectl from dl.k8s.io (each with its .sha256), containerd and runc from
-# their GitHub releases, the distribution registry release; verifies every checksum; lists the
+# their GitHub releases, etcdctl/etcdutl from the etcd release (`sealer etcd backup|restore`), the
+# distribution registry release; verifies every checksum; lists the
 # control-plane images with `kubeadm config images list` (or takes --images FILE), then runs
 # `sealer build`, which pulls every listed image into the image's registry/.
 # --mirror URL replaces https://github.com, --k8s-mirror URL replaces https://dl.k8s.io.
@@ -17,6 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 version=v1.31.2
 containerd_version=1.7.22
 runc_version=1.1.14
+etcd_version=3.5.15  # the etcd kubeadm v1.31 runs; its etcdctl/etcdutl back up and restore it
 k8s_base=https://dl.k8s.io
 images=""
 while [ $# -gt 0 ]; do
@@ -24,10 +27,11 @@ while [ $# -gt 0 ]; do
     --version) version=$2; shift 2 ;;
     --containerd-version) containerd_version=$2; shift 2 ;;
     --runc-version) runc_version=$2; shift 2 ;;
+    --etcd-version) etcd_version=${2#v}; shift 2 ;;
     --k8s-mirror) k8s_base=${2%/}; shift 2 ;;
     --images) images=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) common_arg "$@"; shift "$consumed" ;;
   esac
 done
@@ -57,6 +61,16 @@ fetch "$runc_url/runc.sha256sum" "$ctx/dl/runc.sha256sum"
 verify "$ctx/dl/runc.$arch" "runc.$arch" "$ctx/dl/runc.sha256sum"
 install -m 0755 "$ctx/dl/runc.$arch" "$ctx/bin/runc"
 
+# etcdctl and etcdutl (sealer etcd backup / restore of the stacked etcd), from etcd's release
+etcd_dir="etcd-v$etcd_version-linux-$arch"
+etcd_url="$base/etcd-io/etcd/releases/download/v$etcd_version"
+fetch "$etcd_url/$etcd_dir.tar.gz" "$ctx/dl/$etcd_dir.tar.gz"
+fetch "$etcd_url/SHA256SUMS" "$ctx/dl/etcd-SHA256SUMS"
+verify "$ctx/dl/$etcd_dir.tar.gz" "$etcd_dir.tar.gz" "$ctx/dl/etcd-SHA256SUMS"
+tar -xzf "$ctx/dl/$etcd_dir.tar.gz" -C "$ctx/dl" "$etcd_dir/etcdctl" "$etcd_dir/etcdutl" \
+  || die "$etcd_dir.tar.gz lacks etcdctl or etcdutl"
+install -m 0755 "$ctx/dl/$etcd_dir/etcdctl" "$ctx/dl/$etcd_dir/etcdutl" "$ctx/bin/"
+
 # the control-plane images kubeadm will ask the private registry for
 if [ -n "$images" ]; then
   image_list "$images"
@@ -70,5 +84,6 @@ finish_context "$here"
 
 "$sealer" build -t "$tag" --platform "linux/$arch" --build-arg "KUBE_VERSION=$version" \
   --build-arg "CONTAINERD_VERSION=$containerd_version" --build-arg "REGISTRY_VERSION=$registry_version" \
+  --build-arg "ETCD_VERSION=$etcd_version" \
   "$@" "$ctx"
-echo "build.sh: built $tag (kubernetes $version, containerd $containerd_version, linux/$arch)"
+echo "build.sh: built $tag (kubernetes $version, containerd $containerd_version, etcd tools $etcd_version, linux/$arch)"

@@ -106,6 +106,26 @@ def registry_release(root: Path) -> None:
     (reg_dir / f"registry_{REGISTRY_VERSION}_checksums.txt").write_text(sha_line(tgz, tgz.name))
 
 
+ETCD_VERSION = "3.5.15"
+
+
+def etcd_release(root: Path, version: str = ETCD_VERSION) -> None:
+    """etcd's release as GitHub serves it (etcd-v<V>-linux-amd64.tar.gz with etcdctl and etcdutl
+    inside, SHA256SUMS beside it) under root, with the stand-ins as the two tools."""
+    d = root / "etcd-io/etcd/releases/download" / f"v{version}"
+    d.mkdir(parents=True)
+    stem = f"etcd-v{version}-linux-amd64"
+    tools = d / "tools"
+    for name in ("etcdctl", "etcdutl"):
+        build_executable(name, tools / name)
+    tgz = d / f"{stem}.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name in ("etcdctl", "etcdutl"):
+            tar.add(tools / name, arcname=f"{stem}/{name}")
+    shutil.rmtree(tools)
+    (d / "SHA256SUMS").write_text(sha_line(tgz, tgz.name))
+
+
 def serve(root: Path) -> Mirror:
     """Serve root on a loopback port (the caller stops the Mirror)."""
     port = free_port()

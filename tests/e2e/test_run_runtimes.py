@@ -24,6 +24,7 @@ from tests.e2e.images import (
     K3S_VERSION,
     SEALER,
     Mirror,
+    etcd_release,
     helper_bin_dir,
     k3s_release,
     push_hello,
@@ -161,6 +162,7 @@ def _kubernetes_release(root: Path) -> None:
     assert runc is not None
     shutil.copy2(runc, r / "runc.amd64")
     (r / "runc.sha256sum").write_text(sha_line(r / "runc.amd64", "runc.amd64"))
+    etcd_release(root)  # etcdctl/etcdutl for `sealer etcd backup|restore`
 
 
 def _kubernetes_flags(root: Path, work: Path, hello_ref: str) -> list[str]:
