@@ -1,0 +1,143 @@
+"""`sealer etcd backup` / `sealer etcd restore` end to end for k0s and kubernetes (k3s's is in
+test_day2_k3s.py), on ClusterImages built as tests/e2e/test_run_runtimes.py builds them (stand-in
+k0s; stand-in kubeadm/kubelet with stand-in etcdctl/etcdutl from a GitHub-shaped etcd release):
+install, back up, delete a ConfigMap and create another, restore: the deleted one is back, the
+later one gone, every node Ready; a second restore of the same snapshot gives the same state; a file
+that is no snapshot is refused before anything stops.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.images import SEALER, run_sealer, sealer_env
+from tests.e2e.test_run_runtimes import (  # the module-scoped image fixtures, reused as they are
+    CLUSTER,
+    RuntimeImage,
+    _prepare_hosts,
+    clusterfile,
+    k0s_image,
+    kubernetes_image,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(2400)]
+__all__ = ["k0s_image", "kubernetes_image"]  # fixtures: imported for pytest to find them here
+
+# (runtime, masters, lab); SEALER_E2E_BACKUP_MASTERS=3 runs the HA variant of both
+MASTERS = int(os.environ.get("SEALER_E2E_BACKUP_MASTERS", "1"))
+SCENARIOS = [
+    pytest.param("k0s", MASTERS, "bk0", id=f"k0s-{MASTERS}m1n"),
+    pytest.param("kubernetes", MASTERS, "bku", id=f"kubernetes-{MASTERS}m1n"),
+]
+
+
+def _kube(home: Path):  # type: ignore[no-untyped-def]
+    from lightkube import Client, KubeConfig
+
+    return Client(KubeConfig.from_file(home / CLUSTER / "admin.conf"))
+
+
+def _config_map(name: str, value: str):  # type: ignore[no-untyped-def]
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ConfigMap
+
+    return ConfigMap(metadata=ObjectMeta(name=name, namespace="default"), data={"v": value})
+
+
+def _assert_restored(home: Path, hosts) -> None:  # type: ignore[no-untyped-def]
+    """The state of the snapshot: the ConfigMap deleted after it is back with its data, the one
+    created after it is gone, and every host is a Ready Node."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import ConfigMap, Node
+
+    kube = _kube(home)
+    assert kube.get(ConfigMap, "backup-probe", namespace="default").data == {"v": "before-backup"}
+    with pytest.raises(ApiError) as gone:
+        kube.get(ConfigMap, "after-backup", namespace="default")
+    assert gone.value.status.code == 404
+    nodes = {n.metadata.name: n for n in kube.list(Node)}
+    assert set(nodes) == {h.name for h in hosts}, nodes.keys()
+    for node in nodes.values():
+        ready = [c for c in node.status.conditions if c.type == "Ready"]
+        assert ready and ready[0].status == "True", node.metadata.name
+
+
+@pytest.mark.parametrize(("runtime", "n_masters", "lab"), SCENARIOS)
+def test_backup_then_restore(
+    runtime: str, n_masters: int, lab: str, request: pytest.FixtureRequest, testbed_factory, tmp_path: Path
+) -> None:
+    img: RuntimeImage = request.getfixturevalue(f"{runtime}_image")
+    home = tmp_path / "sealer-home"
+    shutil.copytree(img.home, home, symlinks=True)
+    tb = testbed_factory(nested=True, lab=lab)
+    hosts = tb.up(n_masters + 1)
+    masters, workers = hosts[:n_masters], hosts[n_masters:]
+    _prepare_hosts(tb, hosts, img)
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers]))
+    done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
+    assert f"cluster {CLUSTER} is up: {len(hosts)} node(s)" in done.stdout, done.stdout + done.stderr
+
+    from lightkube.resources.core_v1 import ConfigMap
+
+    kube = _kube(home)
+    kube.create(_config_map("backup-probe", "before-backup"))
+    snapshot = tmp_path / "backups" / f"{runtime}.snapshot"
+    made = run_sealer(home, "etcd", "backup", "--cluster", CLUSTER, "-o", str(snapshot), timeout=600)
+    assert f"written to {snapshot}" in made.stdout, made.stdout + made.stderr
+    assert snapshot.stat().st_mode & 0o777 == 0o600 and snapshot.stat().st_size > 0
+    assert not [p for p in snapshot.parent.iterdir() if p != snapshot], "a temporary file was left"
+    if runtime == "k0s":
+        with tarfile.open(snapshot) as tar:
+            assert {"etcd-snapshot.db", "k0s.yaml", "pki/ca.crt"} <= set(tar.getnames())
+    else:
+        assert snapshot.stat().st_size % 512 == 32  # an etcd snapshot with its integrity hash
+
+    kube.delete(ConfigMap, "backup-probe", namespace="default")
+    kube.create(_config_map("after-backup", "too-late"))
+
+    # a file that is no snapshot of this runtime: refused before anything stops, the cluster untouched
+    junk = tmp_path / "junk.snapshot"
+    junk.write_bytes(b"this is not a snapshot\n" * 40)
+    refused = subprocess.run(
+        [str(SEALER), "etcd", "restore", str(junk), "--cluster", CLUSTER, "-y"],
+        env=sealer_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+    assert "nothing was changed" in refused.stderr, refused.stderr
+    assert _kube(home).get(ConfigMap, "after-backup", namespace="default").data == {"v": "too-late"}
+
+    no = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, check=False)
+    assert no.returncode == 1 and "not confirmed" in no.stderr, no.stdout + no.stderr
+
+    restored = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
+    assert f"cluster {CLUSTER} restored from {snapshot}" in restored.stdout, restored.stdout + restored.stderr
+    _assert_restored(home, hosts)
+    m0 = masters[0]
+    if runtime == "kubernetes":
+        for m in masters:  # every member restored, its old data kept, the static Pods back in place
+            assert tb.run_on(m, "test -d /var/lib/etcd.sealer-before-restore", check=False).returncode == 0
+            assert (
+                tb.run_on(m, "test -e /etc/kubernetes/sealer-restore-manifests", check=False).returncode != 0
+            )
+            assert tb.run_on(m, "test -f /etc/kubernetes/manifests/etcd.yaml", check=False).returncode == 0
+    else:
+        kept = tb.run_on(m0, "stat -c %a /var/lib/sealer/backup/k0s-before-restore.tar.gz", check=False)
+        assert kept.returncode == 0 and kept.stdout.strip() == "600", kept.stdout + kept.stderr
+
+    # the same snapshot again: the same state (a restore is repeatable, e.g. after a failed one)
+    _kube(home).create(_config_map("after-backup", "again"))
+    again = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
+    assert f"cluster {CLUSTER} restored" in again.stdout, again.stdout + again.stderr
+    _assert_restored(home, hosts)
+    status = run_sealer(home, "status", "--cluster", CLUSTER).stdout
+    assert "unfinished" not in status, status
