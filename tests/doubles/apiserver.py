@@ -6,7 +6,9 @@ discovery, CRUD/list/watch/patch of the resources in RESOURCES, status subresour
 selectors, Table output for kubectl, and a node-lifecycle controller (heartbeat -> Ready/Unknown).
 State lives in one JSON file, so a restart keeps it. A server may instead run as a *follower* that
 forwards every API request to the store-owning server (see `Upstream`): that is the HA model of
-these stand-ins; if the store owner is down, followers answer 503 and /readyz fails.
+these stand-ins. A follower also keeps a replica of the store, streamed from the owner (snapshot,
+then every change), and answers reads (get, list, watch) from it while the owner is unreachable, as
+an API server whose etcd member still has quorum would; writes then fail with 503 and /readyz fails.
 
 Runs on the test-bed hosts: stdlib + PyYAML + cryptography only. Usable on its own:
     python3 apiserver.py --data-dir D --port P --tls-san 127.0.0.1 [--token-auth-file F]
@@ -170,7 +172,7 @@ class Store:
 
     EVENT_LOG = 2000
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, defaults: bool = True) -> None:
         self.path = path
         self.lock = threading.Condition()
         self.rv = 1
@@ -180,6 +182,8 @@ class Store:
             data = json.loads(path.read_text())
             self.rv = int(data["rv"])
             self.objects = data["objects"]
+        if not defaults:  # a follower's replica: everything comes from the owner
+            return
         with self.lock:
             for ns in DEFAULT_NAMESPACES:
                 key = self.key(_res("namespaces"), None, ns)
@@ -309,6 +313,37 @@ class Store:
     def snapshot(self) -> bytes:
         with self.lock:
             return json.dumps({"rv": self.rv, "objects": self.objects}).encode()
+
+    # -- a follower's replica: written only by the replication stream, with the owner's versions
+
+    def load_replica(self, rv: int, objects: dict[str, dict[str, Any]]) -> None:
+        """Take the owner's whole state (first sync, or after a lost stream). What changed since the
+        replica last heard becomes events, so a watch served from the replica across the gap sees
+        the changes, as one served from a watch cache would."""
+        with self.lock:
+            changes = [
+                Event(
+                    int(o["metadata"]["resourceVersion"]), "MODIFIED" if k in self.objects else "ADDED", k, o
+                )
+                for k, o in objects.items()
+                if self.objects.get(k) != o
+            ]
+            changes += [Event(rv, "DELETED", k, o) for k, o in self.objects.items() if k not in objects]
+            self.objects, self.rv = objects, rv
+            self.events.extend(sorted(changes, key=lambda e: e.rv))
+            del self.events[: -self.EVENT_LOG]
+            self.lock.notify_all()
+
+    def apply_replicated(self, rv: int, kind: str, key: str, obj: dict[str, Any]) -> None:
+        with self.lock:
+            if kind == "DELETED":
+                self.objects.pop(key, None)
+            else:
+                self.objects[key] = obj
+            self.rv = rv
+            self.events.append(Event(rv, kind, key, obj))
+            del self.events[: -self.EVENT_LOG]
+            self.lock.notify_all()
 
 
 def _res(plural: str, group: str = "") -> Resource:
@@ -479,6 +514,18 @@ def authorize(user: User, verb: str, res: Resource | None, ns: str | None, name:
 # ------------------------------------------------------------------------------------- upstream/HA
 
 
+# The owner streams its store to followers here (stand-in only: etcd replicates over its own peer
+# protocol, which has no API-server face). One JSON object a line: SNAPSHOT first, then EVENT per
+# change, PING when idle so a follower notices a silent network.
+REPLICATION_PATH = "/standin/v1/replication"
+REPLICATION_PING = 2.0
+REPLICATION_IDLE = 10.0  # a follower drops a stream that said nothing for this long, and reconnects
+
+
+class OwnerUnreachable(ApiError):
+    """The store owner did not answer a forwarded request (etcd would say: request timed out)."""
+
+
 @dataclass
 class Upstream:
     """Where a follower forwards API requests: the store owner, via an identity allowed to impersonate."""
@@ -526,6 +573,10 @@ class APIServer:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.store: Store | None = None if cfg.upstream else Store(cfg.data_dir / "state.json")
+        # A follower's copy of the owner's store, served for reads while the owner is unreachable.
+        self.replica: Store | None = Store(None, defaults=False) if cfg.upstream else None
+        self.replica_synced = threading.Event()
+        self._streams: set[threading.Thread] = set()  # owner: replication streams being served
         if cfg.token_auth_file:
             cfg.tokens = load_token_file(cfg.token_auth_file)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -558,6 +609,10 @@ class APIServer:
             c = threading.Thread(target=self._node_lifecycle, name="node-lifecycle", daemon=True)
             c.start()
             self._threads.append(c)
+        if self.replica is not None:
+            r = threading.Thread(target=self._follow_owner, name="replication", daemon=True)
+            r.start()
+            self._threads.append(r)
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -566,6 +621,42 @@ class APIServer:
         if self.store is not None:
             with self.store.lock:
                 self.store.lock.notify_all()
+            # a graceful stop hands followers the last writes before the streams close
+            deadline = time.monotonic() + 5
+            for t in list(self._streams):
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _follow_owner(self) -> None:
+        """Keep the replica in step with the owner: a snapshot, then its changes; after a lost
+        stream (owner restarted or unreachable) connect again and take a fresh snapshot."""
+        up, replica = self.cfg.upstream, self.replica
+        assert up is not None and replica is not None
+        while not self._stop.is_set():
+            conn: http.client.HTTPSConnection | None = None
+            try:
+                conn = up.connection(timeout=REPLICATION_IDLE)
+                conn.request("GET", REPLICATION_PATH)
+                resp = conn.getresponse()
+                if resp.status != 200:
+                    raise OSError(f"HTTP {resp.status}: {resp.read()[:200]!r}")
+                for msg in iter_watch_lines(resp):
+                    if msg["type"] == "SNAPSHOT":
+                        replica.load_replica(int(msg["rv"]), msg["objects"])
+                        if not self.replica_synced.is_set():
+                            log.info(
+                                "replica synced from %s:%s at resourceVersion %s", up.host, up.port, msg["rv"]
+                            )
+                        self.replica_synced.set()
+                    elif msg["type"] == "EVENT":
+                        replica.apply_replicated(int(msg["rv"]), msg["kind"], msg["key"], msg["object"])
+                    if self._stop.is_set():
+                        return
+            except (OSError, ValueError, KeyError, http.client.HTTPException) as e:
+                log.debug("replication stream from %s:%s: %s", up.host, up.port, e)
+            finally:
+                if conn is not None:
+                    conn.close()
+            self._stop.wait(1.0)
 
     @property
     def stopping(self) -> bool:
@@ -708,6 +799,7 @@ def _reconcile_node(node: dict[str, Any], stale: bool) -> dict[str, Any]:
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kube-apiserver-standin"
+    _from_replica = False  # this request is answered from the follower's replica
 
     @property
     def api(self) -> APIServer:
@@ -831,10 +923,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raw = resp.read()
                 conn.close()
             except OSError:
-                return None
-            if resp.status != 200:
-                return None
-            obj = json.loads(raw)
+                if self.api.replica is None or not self.api.replica_synced.is_set():
+                    return None
+                try:
+                    obj = self.api.replica.get(_res("secrets"), "kube-system", name)
+                except ApiError:
+                    return None
+            else:
+                if resp.status != 200:
+                    return None
+                obj = json.loads(raw)
         if obj is None or obj.get("type") != "bootstrap.kubernetes.io/token":
             return None
         data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
@@ -864,6 +962,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # -- dispatch
 
     def _dispatch(self, method: str) -> None:
+        self._from_replica = False  # per request: one connection carries many
         url = urllib.parse.urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         query = urllib.parse.parse_qs(url.query)
@@ -885,8 +984,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if path == "/version":
                 self.send_json(200, version_info())
                 return
+            if path == REPLICATION_PATH and method == "GET" and self.api.store is not None:
+                self._replication_stream(user)
+                return
             if self.api.cfg.upstream is not None and (path.startswith("/api") or path.startswith("/openapi")):
-                self._forward(method, user, body)
+                try:
+                    self._forward(method, user, body)
+                except OwnerUnreachable:
+                    if method != "GET" or not self.api.replica_synced.is_set():
+                        raise
+                    self._from_replica = True
+                    self._api(method, path, query, body, user)
                 return
             self._api(method, path, query, body, user)
         except ApiError as e:
@@ -938,11 +1046,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             conn.endheaders(body)
             resp = conn.getresponse()
         except OSError as e:
-            raise ApiError(
+            raise OwnerUnreachable(
                 503,
                 "ServiceUnavailable",
                 f"etcdserver: request timed out (datastore {up.host}:{up.port} unreachable: {e})",
-            )
+            ) from e
         if resp.getheader("Transfer-Encoding", "").lower() == "chunked":
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.getheader("Content-Type", "application/json"))
@@ -962,6 +1070,58 @@ class Handler(http.server.BaseHTTPRequestHandler):
         data = resp.read()
         conn.close()
         self.send_bytes(resp.status, data, resp.getheader("Content-Type", "application/json"))
+
+    def _store(self) -> Store:
+        """The store this request reads: the owner's own, or a follower's replica (owner unreachable)."""
+        store = self.api.replica if self._from_replica else self.api.store
+        assert store is not None
+        return store
+
+    def _replication_stream(self, user: User) -> None:
+        """Owner side of a follower's replica: the whole store, then every change as it happens."""
+        if "system:masters" not in user.groups and "kubeadm:cluster-admins" not in user.groups:
+            raise ApiError(403, "Forbidden", f'User "{user.name}" cannot replicate the datastore')
+        store = self.api.store
+        assert store is not None
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def emit(msg: dict[str, Any] | str) -> None:
+            line = (msg if isinstance(msg, str) else json.dumps(msg)).encode() + b"\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.flush()
+
+        me = threading.current_thread()
+        self.api._streams.add(me)
+        try:
+            with store.lock:  # serialised under the lock: no write can slip between it and `since`
+                first = json.dumps({"type": "SNAPSHOT", "rv": store.rv, "objects": store.objects})
+                since = store.rv
+            emit(first)
+            while True:
+                with store.lock:
+                    events = store.events_since(since)
+                    if events == [] and not self.api.stopping:
+                        store.lock.wait(timeout=REPLICATION_PING)
+                        events = store.events_since(since)
+                if events is None:
+                    break  # the follower fell behind the event log: it reconnects for a snapshot
+                for e in events:
+                    since = e.rv
+                    emit({"type": "EVENT", "rv": e.rv, "kind": e.type, "key": e.key, "object": e.obj})
+                if self.api.stopping:
+                    break
+                if not events:
+                    emit({"type": "PING", "rv": since})
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            self.close_connection = True
+            self.api._streams.discard(me)
 
     # -- the API proper
 
@@ -1045,8 +1205,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 f'"{res.plural}" in API group "{res.group}" {scope}',
                 {"name": name or "", "group": res.group, "kind": res.plural},
             )
-        store = self.api.store
-        assert store is not None
+        store = self._store()
         if verb == "watch":
             self._watch(res, ns, name, query)
         elif verb == "list":
@@ -1365,8 +1524,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _filtered(
         self, res: Resource, ns: str | None, query: dict[str, list[str]]
     ) -> tuple[list[dict[str, Any]], int, Callable[[dict[str, Any]], bool]]:
-        store = self.api.store
-        assert store is not None
+        store = self._store()
         lm = label_matcher(query.get("labelSelector", [""])[0])
         fm = (
             field_matcher(query.get("fieldSelector", [""])[0])
@@ -1404,8 +1562,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_json(code, obj)
 
     def _watch(self, res: Resource, ns: str | None, name: str | None, query: dict[str, list[str]]) -> None:
-        store = self.api.store
-        assert store is not None
+        store = self._store()
         if name:
             query = dict(query)
             query["fieldSelector"] = [f"metadata.name={name}"]
@@ -1727,9 +1884,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anonymous-auth", action="store_true")
     p.add_argument("--node-monitor-grace-period", type=float, default=40.0)
     p.add_argument("--port-file", type=Path, help="write the bound port here once listening (for --port 0)")
+    p.add_argument(
+        "--upstream",
+        metavar="HOST:PORT",
+        help="run as a follower of the store owner there (DATA_DIR/tls must hold the owner's CAs and "
+        "admin client certificate, which the follower forwards and replicates with)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     paths = init_pki(args.data_dir, args.tls_san)
+    upstream = None
+    if args.upstream:
+        host, _, port = args.upstream.rpartition(":")
+        ctx = ssl.create_default_context(cafile=str(paths["server-ca.crt"]))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(str(paths["client-admin.crt"]), str(paths["client-admin.key"]))
+        upstream = Upstream(host, int(port), ctx)
     server = APIServer(
         Config(
             data_dir=args.data_dir,
@@ -1744,6 +1914,7 @@ def main(argv: list[str] | None = None) -> int:
             advertise=(args.tls_san or ["127.0.0.1"])[0],
             signer_cert=paths["client-ca.crt"],
             signer_key=paths["client-ca.key"],
+            upstream=upstream,
         )
     )
     server.serve_in_background()

@@ -1,6 +1,7 @@
 """Contract of the API-server stand-in, driven by the real lightkube client the product uses: auth that
 rejects wrong credentials, Nodes with Ready conditions/labels/taints, ConfigMap and Secret round trips,
-patch flavours, watch, conflicts, validation, persistence."""
+patch flavours, watch, conflicts, validation, persistence, and the HA follower (forwards to the store
+owner; reads answered from its replica while the owner is down, writes refused like etcd's)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ pytestmark = pytest.mark.integration
 
 
 class ApiServerProc:
-    def __init__(self, binary: Path, data: Path, port: int, tokens: Path, grace: str = "3") -> None:
+    def __init__(
+        self, binary: Path, data: Path, port: int, tokens: Path, grace: str = "3", extra: tuple[str, ...] = ()
+    ) -> None:
         self.data, self.port, self.binary, self.tokens, self.grace = data, port, binary, tokens, grace
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -50,6 +54,7 @@ class ApiServerProc:
                     str(self.tokens),
                     "--node-monitor-grace-period",
                     self.grace,
+                    *self.extra,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -93,6 +98,34 @@ def api() -> Iterator[ApiServerProc]:
     import shutil
 
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def follower(api: ApiServerProc) -> Iterator[ApiServerProc]:
+    """A second server that follows `api` (same CAs), as a joined k3s server or control plane does."""
+    import shutil
+
+    d = Path(tempfile.mkdtemp(prefix="kapif", dir="/tmp"))
+    shutil.copytree(api.data / "tls", d / "tls")
+    f = ApiServerProc(api.binary, d, free_port(), api.tokens, extra=("--upstream", f"127.0.0.1:{api.port}"))
+    f.start()
+    wait_for(lambda: "replica synced" in (d / "log").read_text(), what="the follower's first sync")
+    yield f
+    f.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _http(server: ApiServerProc, path: str, token: str) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=str(server.data / "tls" / "server-ca.crt"))
+    ctx.check_hostname = False
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{server.port}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, r.read(4096).decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def token_kubeconfig(api: ApiServerProc, token: str, name: str) -> str:
@@ -489,3 +522,67 @@ def test_bootstrap_token_and_kubelet_csr_flow(api: ApiServerProc) -> None:
     assert "certificate" not in boot.get(
         "/apis/certificates.k8s.io/v1/certificatesigningrequests/sneaky"
     ).get("status", {})
+
+
+def test_follower_serves_reads_from_its_replica_while_the_owner_is_down(
+    api: ApiServerProc, follower: ApiServerProc
+) -> None:
+    owner, fc = api.client(), follower.client()
+    # owner up: the follower forwards, both ways
+    fc.create(ConfigMap(metadata=ObjectMeta(name="via-follower", namespace="default"), data={"a": "1"}))
+    assert owner.get(ConfigMap, "via-follower", namespace="default").data == {"a": "1"}
+    owner.create(Node(metadata=ObjectMeta(name="n1", labels={"tier": "control"})))
+    owner.create(ConfigMap(metadata=ObjectMeta(name="last", namespace="default"), data={"b": "2"}))
+    api.stop()  # a graceful stop hands the followers its last writes first
+
+    # reads: get and list (with a selector) from the replica
+    assert fc.get(ConfigMap, "last", namespace="default").data == {"b": "2"}
+    assert [n.metadata.name for n in fc.list(Node, labels={"tier": "control"})] == ["n1"]
+    assert {"via-follower", "last"} <= {c.metadata.name for c in fc.list(ConfigMap, namespace="default")}
+    # the replica is read with the caller's own rights, not the follower's
+    viewer = follower.client(token_kubeconfig(follower, "viewer-token", "viewer.kubeconfig"))
+    with pytest.raises(ApiError) as denied:
+        viewer.get(Secret, "x", namespace="default")
+    assert denied.value.status.code == 403
+    # writes need the datastore: refused as etcd refuses them, and /readyz says why
+    with pytest.raises(ApiError) as refused:
+        fc.create(ConfigMap(metadata=ObjectMeta(name="lost", namespace="default")))
+    assert refused.value.status.code == 503
+    assert "etcdserver: request timed out" in (refused.value.status.message or "")
+    code, body = _http(follower, "/readyz?verbose", "admin-token")
+    assert code == 500 and "[-]etcd failed" in body
+
+    # a watch opened on the follower while the owner is down keeps going when the owner is back and
+    # sees what changed meanwhile (the replica catches up from a fresh snapshot)
+    seen: list[tuple[str, str]] = []
+    got_after = threading.Event()
+
+    def watch() -> None:
+        for kind, obj in follower.client().watch(ConfigMap, namespace="default"):
+            seen.append((kind, obj.metadata.name))
+            if obj.metadata.name == "after":
+                got_after.set()
+                return
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    wait_for(lambda: ("ADDED", "last") in seen, what="the watch's initial state from the replica")
+    api.start()
+    owner = api.client()
+    owner.create(ConfigMap(metadata=ObjectMeta(name="after", namespace="default")))
+    wait_for(got_after.is_set, what="the owner's new ConfigMap seen by the follower's watch")
+    # and writes through the follower work again
+    fc.patch(ConfigMap, "last", {"data": {"b": "3"}}, namespace="default")
+    assert owner.get(ConfigMap, "last", namespace="default").data == {"b": "3"}
+    # a killed owner (no goodbye): the replica still holds what it had replicated
+    assert api.proc is not None
+    api.proc.kill()
+    api.proc.wait(20)
+    assert fc.get(ConfigMap, "after", namespace="default").metadata.name == "after"
+
+
+def test_only_admins_may_replicate_the_store(api: ApiServerProc) -> None:
+    code, body = _http(api, "/standin/v1/replication", "viewer-token")
+    assert code == 403 and "cannot replicate" in body
+    code, body = _http(api, "/standin/v1/replication", "wrong-token")
+    assert code == 401
