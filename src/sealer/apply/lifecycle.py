@@ -74,6 +74,15 @@ class HostUpgrader(Protocol):
     async def upgrade_host(self, ctx: RuntimeContext, host: Host) -> None: ...
 
 
+@runtime_checkable
+class EtcdMemberRemover(Protocol):
+    """Optional part of a ClusterRuntime whose removed masters must leave etcd explicitly (k0s): take
+    a master's member out from master0, for a master that cannot do it itself (unreachable). k3s needs
+    none: deleting the Node removes its member."""
+
+    async def forget_member(self, ctx: RuntimeContext, master: Host) -> None: ...
+
+
 @dataclass
 class Day2Options:
     yes: bool = False  # no confirmation prompt for plans that remove hosts
@@ -535,6 +544,8 @@ class Executor:
             await self.steps.step(action.id, "drain", ip, {"node": name}, drain)
             await self.steps.step(action.id, "delete-node", ip, {"node": name}, delete)
         if not reachable:
+            if master:
+                await self._forget_unreachable_member(action, host)
             return
         # The clean-phase hooks of the image, while its rootfs is still on the host.
         plugins = self.d2.engine._plugins() if self.d2.engine.unpacked else []
@@ -557,6 +568,25 @@ class Executor:
             {"data": True},
             lambda: self.run_script(host, _cleanup_script(self.d2.current.cluster, data=True), "cleaned"),
         )
+
+    async def _forget_unreachable_member(self, action: Action, host: Host) -> None:
+        """An unreachable master cannot leave etcd itself; left as a member it would count against
+        quorum from now on. Runtimes that can remove it from master0 do; kubeadm's stacked etcd has
+        no host tool for it here, so the operator is told how."""
+        runtime = self.runtime
+        if isinstance(runtime, EtcdMemberRemover):
+            await self.steps.step(
+                action.id,
+                "etcd-forget",
+                host.ip,
+                {"runtime": runtime.name},
+                lambda: _note(runtime.forget_member(self.ctx, host), "etcd member removed from master0"),
+            )
+        elif runtime.name == "kubernetes":
+            self.d2.warnings.append(
+                f"{host.ip}: its etcd member could not leave (unreachable); remove it with `etcdctl member "
+                "remove` in the etcd Pod of a remaining control plane, or etcd may lose quorum later"
+            )
 
     async def run_script(self, host: Host, script: str, note: str) -> str:
         (await self.fleet.run(self.d2.engine.targets[host.ip], script, sudo=True, timeout=120)).check()

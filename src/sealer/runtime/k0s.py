@@ -457,6 +457,12 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         ctx.say(
             master.ip, f"k0s etcd leave failed there ({_last_line(left.stdout)}); removing it from master0"
         )
+        await self.forget_member(ctx, master)
+
+    async def forget_member(self, ctx: RuntimeContext, master: Host) -> None:
+        """master0 removes a controller's etcd member by its peer address (the controller itself
+        cannot: its k0s is down, or the host is unreachable). Idempotent: a member already gone is
+        fine. Raises while the member is still listed, so the host is not reset and a re-run retries."""
         m0 = ctx.master0
         by_m0 = await ctx.fleet.run(
             ctx.target(m0),
@@ -472,7 +478,7 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         raise RuntimeErrorSealer(
             f"{master.ip}: its etcd member could not leave the cluster: {_last_line(by_m0.stdout)}",
             f"check `k0s etcd member-list` on {m0.ip}; remove the member with `k0s etcd leave "
-            f"--peer-address {master.ip}` there, then run the same command again (the host is not reset yet)",
+            f"--peer-address {master.ip}` there, then run the same command again",
         )
 
     async def reset(self, ctx: RuntimeContext, hosts: list[Host]) -> None:

@@ -256,3 +256,19 @@ def test_k0s_controller_that_cannot_leave_etcd_is_not_reset() -> None:
     assert "10.0.0.3: its etcd member could not leave" in err.value.message
     assert "--peer-address 10.0.0.3" in (err.value.hint or "")
     assert not any("reset" in c for _, c in fleet.calls)
+
+
+def test_k0s_removes_an_unreachable_controllers_member_from_master0() -> None:
+    from sealer.apply.lifecycle import EtcdMemberRemover
+    from sealer.runtime.k3s import K3sRuntime
+    from sealer.runtime.kubernetes import KubernetesRuntime
+
+    runtime = K0sRuntime()
+    assert isinstance(runtime, EtcdMemberRemover)
+    # k3s: deleting the Node removes the member; kubeadm: no host tool, the operator is told
+    assert not isinstance(K3sRuntime(), EtcdMemberRemover)
+    assert not isinstance(KubernetesRuntime(), EtcdMemberRemover)
+    fleet = LeaveFleet(failing=set(), members="")
+    ctx = _ctx(fleet)
+    asyncio.run(runtime.forget_member(ctx, ctx.cluster.masters[1]))
+    assert fleet.calls == [("10.0.0.2", "/usr/local/bin/k0s etcd leave --peer-address 10.0.0.3 2>&1")]
