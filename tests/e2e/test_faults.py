@@ -1,31 +1,52 @@
-"""Faults on the test bed (lab `f2`): the sealer process is killed (SIGKILL) at five points of a
-scale-up (1 + 1 -> 2 + 2) and five points of an upgrade, once in the middle of a step; each re-run
-of the same command resumes the same operation and the cluster converges, and the journal shows no
-finished step started again. A second apply while one runs is refused by the lock.
+"""Faults on the test bed (lab `f2`): the sealer process is killed (SIGKILL) at random points of a
+scale-up (1 + 1 -> 2 + 2) and of an upgrade, five times each; every re-run of the same command
+resumes the same operation, the cluster converges, and the journal shows no finished step started
+again. A second apply while one runs is refused by the lock. An install killed half-way is wiped by
+`delete --all -f` and run anew.
+
+How the kill points are drawn. Each operation is first run once unkilled (the reference: the
+scale-up is then undone with `delete`, the upgrade goes to an intermediate release), and its journal
+gives the ordered list of steps with how long each took. For the killed run, five distinct positions
+in that list are drawn, each with a fraction in [0, 1); kill `k` waits until the journal records the
+start of the step at its position (or, when that one is already done, the next one not done) and
+SIGKILLs sealer that fraction of the step's reference duration later. So a kill lands at the start of
+a step, inside it, or (when the step runs faster than in the reference) just after it.
+
+Why steps rather than moments drawn over the reference run's wall-clock duration: the machine is
+shared and loaded, so the same moment lands in different steps from run to run, and late moments
+may fall after the operation has ended (no kill at all). Anchored on journaled steps, a seed names
+the same steps every time (only the offset into a step moves with the load), each of the five
+kills is sure to happen while work remains, and every part of the operation can be drawn,
+including the steps that run on several hosts at once. What a step does between two journal records
+is covered by the fraction.
+
+Reproduce a failure with `SEALER_FAULT_SEED=<seed printed by the test>`; each kill prints the step
+it waited for, the delay, the moment (seconds after sealer started) and the steps in flight.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.day2 import assert_clean, build_upgrade_image, clusterfile, nodes_by_ip, ready
 from tests.e2e.images import SEALER, run_sealer, sealer_env
 from tests.e2e.test_day2_k3s import (  # noqa: F401  (upgrade_images is a fixture)
     NEXT_VERSION,
     UpgradeImage,
-    assert_clean,
-    clusterfile,
-    nodes_by_ip,
     prepare_hosts,
-    ready,
     upgrade_images,
 )
 
@@ -33,6 +54,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mar
 
 CLUSTER = "f2"
 LAB = os.environ.get("SEALER_E2E_FAULT_LAB", "f2")  # another id lets a second copy run beside a full suite
+KILLS = 5
+# The reference upgrade goes here first (a patch release between the suite's two k3s versions), so
+# the killed upgrade has an unkilled twin of the same shape.
+MID_VERSION = "v1.30.7+k3s1"
+MID_IMAGE = "e2e.local/sealer/k3s-demo:1.5"
+
+Step = tuple[str, str, str | None]  # (action, step, host): a journaled step, inputs digest aside
 
 
 def records(home: Path) -> list[dict[str, Any]]:
@@ -52,14 +80,271 @@ def assert_no_finished_step_started_again(recs: list[dict[str, Any]]) -> None:
             finished.add(key)
 
 
-def start_paused(home: Path, flag: Path, point: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(SEALER), *args],
-        env=sealer_env(home, SEALER_TEST_PAUSE_BEFORE=point, SEALER_TEST_PAUSE_FILE=str(flag)),
+def parse_lines(lines: Sequence[bytes]) -> list[dict[str, Any]]:
+    """Journal records; a line torn by the kill is skipped, as the journal's own reader does."""
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def step_of(r: dict[str, Any]) -> Step:
+    return (r["action"], r["step"], r.get("host"))
+
+
+def is_done_step(r: dict[str, Any]) -> bool:
+    return bool(r["type"] == "step" and r["status"] == "done")
+
+
+def last_op(recs: list[dict[str, Any]]) -> str:
+    return str([r for r in recs if r["type"] == "begin"][-1]["op"])
+
+
+def reference_steps(recs: list[dict[str, Any]], op: str) -> list[tuple[Step, float]]:
+    """The steps of a finished operation in the order they started, with how long each took."""
+    started: dict[Step, datetime] = {}
+    out: list[tuple[Step, float]] = []
+    for r in recs:
+        if r["op"] != op or r["type"] != "step":
+            continue
+        at = datetime.fromisoformat(r["time"])
+        if r["status"] == "start":
+            started[step_of(r)] = at
+            out.append((step_of(r), 0.0))
+        elif r["status"] == "done":
+            i = max(i for i, (s, _) in enumerate(out) if s == step_of(r))
+            out[i] = (out[i][0], (at - started[step_of(r)]).total_seconds())
+    return out
+
+
+@dataclass
+class Kill:
+    """Where one kill landed, for the test's output (and a failure's message)."""
+
+    target: Step
+    delay: float
+    moment: float  # seconds after sealer started
+    in_flight: list[Step]
+
+    def __str__(self) -> str:
+        running = ", ".join(f"{s}@{h}" for _, s, h in self.in_flight) or "none (between steps)"
+        return (
+            f"waited for {self.target[1]}@{self.target[2]} ({self.target[0]}), killed {self.delay:.2f}s "
+            f"into it, {self.moment:.1f}s after start; running: {running}"
+        )
+
+
+class RandomKiller:
+    """Runs one sealer command again and again, each time SIGKILLed at the next drawn point."""
+
+    def __init__(self, home: Path, seed: int, what: str, reference: list[tuple[Step, float]]) -> None:
+        assert len(reference) > KILLS, f"{what}: only {len(reference)} journaled steps in the reference"
+        self.home, self.what, self.reference = home, what, reference
+        rng = random.Random(f"{seed}:{what}")
+        positions = sorted(rng.sample(range(len(reference)), KILLS))
+        self.points = [(p, rng.random()) for p in positions]
+        self.kills: list[Kill] = []
+        self.seed = seed
+
+    def _pending(self, op: str | None) -> list[int]:
+        """Positions of the reference steps the operation has not finished yet."""
+        done = {step_of(r) for r in records(self.home) if r["op"] == op and is_done_step(r)}
+        return [i for i, (s, _) in enumerate(self.reference) if s not in done]
+
+    def run_and_kill(self, args: Sequence[str], op: str | None) -> None:
+        position, fraction = self.points[len(self.kills)]
+        pending = self._pending(op)
+        assert pending, f"{self.what} seed {self.seed}: no step left to kill in, kills so far: {self.kills}"
+        chosen = next((i for i in pending if i >= position), pending[-1])
+        target, took = self.reference[chosen]
+        delay = fraction * took
+        journal = self.home / CLUSTER / "journal.jsonl"
+        offset = journal.stat().st_size if journal.exists() else 0
+        began = time.monotonic()
+        proc = subprocess.Popen(
+            [str(SEALER), *args],
+            env=sealer_env(self.home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            self._wait_for_start(journal, offset, target, proc)
+            time.sleep(delay)  # not a threshold: places the kill inside the step's work
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            out, err = proc.communicate(timeout=60)
+        moment = time.monotonic() - began
+        assert proc.returncode == -signal.SIGKILL, (
+            f"{self.what} seed {self.seed}: sealer ended by itself ({proc.returncode}) before the kill "
+            f"{delay:.2f}s into {target}:\n{out}\n{err}"
+        )
+        open_steps: dict[Step, None] = {}
+        for r in parse_lines(journal.read_bytes()[offset:].split(b"\n")):
+            if r.get("type") == "step":
+                if r["status"] == "start":
+                    open_steps[step_of(r)] = None
+                else:
+                    open_steps.pop(step_of(r), None)
+        kill = Kill(target, delay, moment, list(open_steps))
+        self.kills.append(kill)
+        print(f"  {self.what} kill {len(self.kills)} (seed {self.seed}): {kill}")
+
+    def _wait_for_start(self, journal: Path, offset: int, target: Step, proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + 900
+        seen = offset
+        buf = b""
+        while True:
+            if journal.exists():
+                with journal.open("rb") as f:
+                    f.seek(seen)
+                    chunk = f.read()
+                seen += len(chunk)
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for r in parse_lines(lines):
+                    if r.get("type") == "step" and r["status"] == "start" and step_of(r) == target:
+                        return
+            if proc.poll() is not None:
+                return  # ended without starting it: the caller reports this with its output
+            assert time.monotonic() < deadline, f"{self.what} seed {self.seed}: {target} never started"
+            time.sleep(0.05)
+
+
+def fault_seed() -> int:
+    raw = os.environ.get("SEALER_FAULT_SEED")
+    seed = int(raw) if raw else random.SystemRandom().randrange(1, 10**9)
+    print(f"\n  fault seed: SEALER_FAULT_SEED={seed}")
+    return seed
+
+
+def test_killed_scale_up_and_upgrade_resume_and_converge(
+    testbed_factory: Any,
+    upgrade_images: UpgradeImage,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    seed = fault_seed()
+    home = tmp_path / "sealer-home"
+    shutil.copytree(upgrade_images.home, home, symlinks=True)
+    mid = build_upgrade_image(home, upgrade_images.old, {"k3s": MID_VERSION}, MID_IMAGE, tmp_path)
+    tb = testbed_factory(nested=True, lab=LAB)
+    h1, h2, h3, h4 = hosts = tb.up(4)
+    prepare_hosts(tb, hosts)
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(clusterfile(upgrade_images.old, tb.key_path, [h1.ip], [h2.ip], CLUSTER))
+    flag = tmp_path / "paused"
+
+    # an install killed half-way (at a chosen point) is wiped with delete --all -f (no last-applied
+    # state yet), then run anew
+    proc = subprocess.Popen(
+        [str(SEALER), "run", "-f", str(cf)],
+        env=sealer_env(home, SEALER_TEST_PAUSE_BEFORE=f"runtime@{h2.ip}", SEALER_TEST_PAUSE_FILE=str(flag)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    wait_for_flag(flag, proc, "runtime")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    flag.unlink()
+    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+    assert not status["exists"] and status["lastOperation"]["kind"] == "run", status
+    wiped = run_sealer(home, "delete", "--all", "--prune", "-f", str(cf), "-y")
+    assert "delete done" in wiped.stdout, wiped.stdout + wiped.stderr
+    for h in (h1, h2):
+        assert_clean(tb, h, CLUSTER, "k3s")
+    prepare_hosts(tb, [h1, h2])  # test-bed only: the reset removed the containerd link
+    run_sealer(home, "run", "-f", str(cf))
+
+    # the reference scale-up 1 + 1 -> 2 + 2, unkilled; while it runs a second apply is refused and
+    # says who holds the cluster
+    small = clusterfile(upgrade_images.old, tb.key_path, [h1.ip], [h2.ip], CLUSTER)
+    big = clusterfile(upgrade_images.old, tb.key_path, [h1.ip, h3.ip], [h2.ip, h4.ip], CLUSTER)
+    cf.write_text(big)
+    apply = ["apply", "-f", str(cf)]
+    first = subprocess.Popen(
+        [str(SEALER), *apply],
+        env=sealer_env(home, SEALER_TEST_PAUSE_BEFORE=f"etc-hosts@{h3.ip}", SEALER_TEST_PAUSE_FILE=str(flag)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_flag(flag, first, "etc-hosts")
+    second = run_sealer(home, *apply, check=False)
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "locked" in second.stderr.lower() and "sealer apply" in second.stderr, second.stderr
+    flag.unlink()
+    out, err = first.communicate(timeout=900)
+    assert first.returncode == 0 and "update done" in out, out + err
+    recs = records(home)
+    scale_reference = reference_steps(recs, last_op(recs))
+
+    # back to 1 + 1 (h3 and h4 reset), then the same scale-up again, killed at five random points
+    cf.write_text(small)
+    run_sealer(home, *apply, "-y")
+    assert set(nodes_by_ip(home, CLUSTER)) == {h1.ip, h2.ip}
+    for h in (h3, h4):
+        assert_clean(tb, h, CLUSTER, "k3s")
+    prepare_hosts(tb, [h3, h4])
+    cf.write_text(big)
+    killer = RandomKiller(home, seed, "scale-up", scale_reference)
+    op: str | None = None
+    for _ in range(KILLS):
+        killer.run_and_kill(apply, op)
+        recs = records(home)
+        op = last_op(recs)
+        status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+        assert status["lastOperation"]["status"] == "running", (seed, status)
+        assert status["toFinish"].startswith("sealer apply -f"), (seed, status)
+    done = run_sealer(home, *apply)
+    assert "resuming operation" in done.stderr, done.stderr
+    nodes = nodes_by_ip(home, CLUSTER)
+    assert set(nodes) == {h.ip for h in hosts} and all(ready(n) for n in nodes.values()), seed
+    assert nodes[h4.ip].metadata.labels["disk"] == "ssd"
+    assert nodes[h3.ip].metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
+    recs = records(home)
+    assert last_op(recs) == op, f"seed {seed}: every re-run resumes the same operation"
+    mine = [r for r in recs if r["op"] == op]
+    assert sum(r["type"] == "resume" for r in mine) == KILLS, f"seed {seed}: each re-run resumes"
+    assert mine[-1]["type"] == "end" and mine[-1]["status"] == "done"
+    assert {step_of(r) for r in mine if is_done_step(r)} >= {s for s, _ in scale_reference}
+    assert_no_finished_step_started_again(recs)
+    assert h4.ip in (home / CLUSTER / "Clusterfile").read_text()
+    scale_op = op
+
+    # the reference upgrade (old -> mid, unkilled), then mid -> new killed at five random points
+    run_sealer(home, "upgrade", mid, "--cluster", CLUSTER)
+    recs = records(home)
+    upgrade_reference = reference_steps(recs, last_op(recs))
+    upgrade = ["upgrade", upgrade_images.new, "--cluster", CLUSTER]
+    killer = RandomKiller(home, seed, "upgrade", upgrade_reference)
+    op = None
+    for _ in range(KILLS):
+        killer.run_and_kill(upgrade, op)
+        op = last_op(records(home))
+    done = run_sealer(home, *upgrade)
+    assert "resuming operation" in done.stderr, done.stderr
+    nodes = nodes_by_ip(home, CLUSTER)
+    assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
+        h.ip: NEXT_VERSION for h in hosts
+    }, seed
+    assert all(ready(n) and not n.spec.unschedulable for n in nodes.values()), seed
+    for h in hosts:
+        assert NEXT_VERSION in tb.run_on(h, "/usr/local/bin/k3s --version").stdout
+    recs = records(home)
+    assert op not in (None, scale_op) and last_op(recs) == op
+    mine = [r for r in recs if r["op"] == op]
+    assert sum(r["type"] == "resume" for r in mine) == KILLS, f"seed {seed}: each re-run resumes"
+    assert mine[-1]["type"] == "end" and mine[-1]["status"] == "done"
+    assert_no_finished_step_started_again(recs)
+    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+    assert status["lastOperation"]["status"] == "done" and status["image"] == upgrade_images.new
+    run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "-y")
 
 
 def wait_for_flag(flag: Path, proc: subprocess.Popen[str], point: str) -> None:
@@ -72,102 +357,3 @@ def wait_for_flag(flag: Path, proc: subprocess.Popen[str], point: str) -> None:
             proc.kill()
             raise AssertionError(f"sealer never reached {point}")
         time.sleep(0.2)
-
-
-def kill_at(home: Path, flag: Path, point: str, args: list[str], *, mid_step: bool = False) -> None:
-    """Run the command until it is about to start `point` (step@host), then SIGKILL it there (or,
-    mid_step, a moment after letting that step begin)."""
-    proc = start_paused(home, flag, point, *args)
-    wait_for_flag(flag, proc, point)
-    if mid_step:
-        flag.unlink()
-        time.sleep(1.0)  # not a threshold: only places the kill inside the step's work
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    flag.unlink(missing_ok=True)
-
-
-def test_killed_scale_up_and_upgrade_resume_and_converge(
-    testbed_factory: Any,
-    upgrade_images: UpgradeImage,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    home = tmp_path / "sealer-home"
-    shutil.copytree(upgrade_images.home, home, symlinks=True)
-    tb = testbed_factory(nested=True, lab=LAB)
-    h1, h2, h3, h4 = hosts = tb.up(4)
-    prepare_hosts(tb, hosts)
-    cf = tmp_path / "Clusterfile"
-    cf.write_text(clusterfile(upgrade_images.old, tb.key_path, [h1.ip], [h2.ip], name=CLUSTER))
-    flag = tmp_path / "paused"
-
-    # an install killed half-way is wiped with delete --all -f (no last-applied state yet), then run anew
-    kill_at(home, flag, f"runtime@{h2.ip}", ["run", "-f", str(cf)])
-    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
-    assert not status["exists"] and status["lastOperation"]["kind"] == "run", status
-    wiped = run_sealer(home, "delete", "--all", "--prune", "-f", str(cf), "-y")
-    assert "delete done" in wiped.stdout, wiped.stdout + wiped.stderr
-    for h in (h1, h2):
-        assert_clean(tb, h, CLUSTER)
-    prepare_hosts(tb, [h1, h2])  # test-bed only: the reset removed the containerd link
-    run_sealer(home, "run", "-f", str(cf))
-
-    # scale-up 1 + 1 -> 2 + 2, killed at five points (one inside the worker's join)
-    cf.write_text(clusterfile(upgrade_images.old, tb.key_path, [h1.ip, h3.ip], [h2.ip, h4.ip], name=CLUSTER))
-    apply = ["apply", "-f", str(cf)]
-    first = start_paused(home, flag, f"etc-hosts@{h3.ip}", *apply)
-    wait_for_flag(flag, first, "etc-hosts")
-    # while it runs, a second apply is refused and says who holds the cluster
-    second = run_sealer(home, *apply, check=False)
-    assert second.returncode == 1, second.stdout + second.stderr
-    assert "locked" in second.stderr.lower() and "sealer apply" in second.stderr, second.stderr
-    os.kill(first.pid, signal.SIGKILL)
-    first.communicate(timeout=60)
-    flag.unlink()
-    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
-    assert status["lastOperation"]["status"] == "running" and status["toFinish"].startswith("sealer apply -f")
-    for point, mid in (
-        (f"runtime@{h3.ip}", False),
-        (f"labels-taints@{h3.ip}", False),
-        (f"runtime@{h4.ip}", True),
-        (f"labels-taints@{h4.ip}", False),
-    ):
-        kill_at(home, flag, point, apply, mid_step=mid)
-    done = run_sealer(home, *apply)
-    assert "resuming operation" in done.stderr, done.stderr
-    nodes = nodes_by_ip(home, CLUSTER)
-    assert set(nodes) == {h.ip for h in hosts} and all(ready(n) for n in nodes.values())
-    assert nodes[h4.ip].metadata.labels["disk"] == "ssd"
-    recs = records(home)
-    scale_op = [r for r in recs if r["type"] == "begin"][-1]["op"]
-    mine = [r for r in recs if r["op"] == scale_op]
-    assert sum(r["type"] == "resume" for r in mine) == 5, "each re-run resumes the same operation"
-    assert mine[-1]["type"] == "end" and mine[-1]["status"] == "done"
-    assert_no_finished_step_started_again(recs)
-    assert h4.ip in (home / CLUSTER / "Clusterfile").read_text()
-
-    # upgrade, killed at five points: the new rootfs, master0's and h3's upgrade, h2's drain, h4's uncordon
-    upgrade = ["upgrade", upgrade_images.new, "--cluster", CLUSTER]
-    for point, mid in (
-        (f"rootfs@{h1.ip}", False),
-        (f"upgrade@{h1.ip}", False),
-        (f"upgrade@{h3.ip}", True),
-        (f"drain@{h2.ip}", False),
-        (f"uncordon@{h4.ip}", False),
-    ):
-        kill_at(home, flag, point, upgrade, mid_step=mid)
-    done = run_sealer(home, *upgrade)
-    assert "resuming operation" in done.stderr, done.stderr
-    nodes = nodes_by_ip(home, CLUSTER)
-    assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
-        h.ip: NEXT_VERSION for h in hosts
-    }
-    assert all(ready(n) and not n.spec.unschedulable for n in nodes.values())
-    recs = records(home)
-    upgrade_op = [r for r in recs if r["type"] == "begin"][-1]["op"]
-    assert upgrade_op != scale_op
-    assert sum(r["type"] == "resume" for r in recs if r["op"] == upgrade_op) == 5
-    assert_no_finished_step_started_again(recs)
-    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
-    assert status["lastOperation"]["status"] == "done" and status["image"] == upgrade_images.new
-    run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "-y")
