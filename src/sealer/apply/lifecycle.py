@@ -1378,6 +1378,8 @@ async def etcd_restore(state: ClusterState, snapshot: Path, progress: Progress |
     async with Fleet(
         known_hosts=state.known_hosts_path, logdir=state.logs_dir / "etcd", cluster=current.cluster.name
     ) as fleet:
+        # every host is touched (and the runtime names nodes as at install): all must answer first
+        await d2.gather(fleet, need_image=False)
         ctx = d2.context(fleet, None)
         target = ctx.target(ctx.master0)
         progress.phase("upload snapshot")
