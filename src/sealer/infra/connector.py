@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from sealer.errors import HostError, SealerError
 from sealer.infra.errors import RemoteCommandError
@@ -98,6 +98,42 @@ class Connector(Protocol):
     ) -> TransferStats: ...
 
     async def close(self) -> None: ...
+
+
+class Exec(NamedTuple):
+    """What a low-level `exec` gives back: the exit code and the raw output (stdout as bytes,
+    which may be binary; stderr as text)."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: str
+
+
+ExecStdin = bytes | AsyncIterator[bytes]
+"""What `exec` feeds the command: bytes, or chunks streamed as they come (flow-controlled)."""
+
+
+class StreamingConnector(Connector, Protocol):
+    """A Connector with the low-level primitive that bulk tools (transfer, fan-out) build on."""
+
+    async def exec(
+        self,
+        host: Target,
+        cmd: str,
+        stdin: ExecStdin = b"",
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+        shown: str | None = None,
+    ) -> Exec:
+        """Run one shell command line with `stdin` streamed to it and return its raw result.
+
+        With sudo, the command runs as root (`sudo ... sh -c`) and sudo's password line, when
+        the host needs one, goes on stdin ahead of the data: `stdin` reaches the command
+        unchanged. Not written to the host log (the data can be bulk or binary; `shown` names
+        the command in errors instead), no env. A non-zero exit is data; a lost connection or
+        a timeout (the command's process group is killed) raise a HostError, as `run` does."""
+        ...
 
 
 def host_error_of(err: BaseException, host: str) -> SealerError:

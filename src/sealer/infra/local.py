@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from sealer.infra import transfer
-from sealer.infra.connector import Result, TransferStats, logged_run
+from sealer.infra.connector import Exec, ExecStdin, Result, TransferStats, logged_run
 from sealer.infra.errors import CommandTimeoutError, SudoError
 from sealer.infra.host import Target
 from sealer.infra.hostlog import HostLogs
@@ -22,9 +22,9 @@ from sealer.infra.shell import (
     ROOT,
     SudoMode,
     as_root,
+    env_on_stdin,
     probe_sudo,
     sudo_preamble,
-    with_env,
 )
 
 
@@ -165,8 +165,9 @@ class LocalConnector:
         timeout: float | None = None,
         input: str | None = None,
     ) -> Result:
-        line, preamble = await self._prepare(host, with_env(cmd, env), sudo)
-        data = preamble + (input.encode() if input else b"")
+        line, env_block = env_on_stdin(cmd, env)
+        line, preamble = await self._prepare(host, line, sudo)
+        data = preamble + env_block + (input.encode() if input else b"")
         return await logged_run(
             self.logs.for_host(host.name),
             host.name,
@@ -176,10 +177,26 @@ class LocalConnector:
             run=lambda sink: self._exec(line, data, timeout, host, cmd, sink),
         )
 
+    async def exec(
+        self,
+        host: Target,
+        cmd: str,
+        stdin: ExecStdin = b"",
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+        shown: str | None = None,
+    ) -> Exec:
+        """Low level (see `StreamingConnector.exec`): `stdin` streamed to the command after
+        sudo's password line (when sudo needs one), raw output back; not host-logged."""
+        line, preamble = await self._prepare(host, cmd, sudo)
+        data = preamble + stdin if isinstance(stdin, bytes) else transfer.with_preamble(preamble, stdin)
+        return Exec(*await self._exec(line, data, timeout, host, shown or cmd))
+
     def _execb(self, host: Target, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
         async def execb(script: str, stdin: transfer.Stdin) -> tuple[int | None, bytes, str]:
-            line, preamble = await self._prepare(host, script, sudo)
-            return await self._exec(line, transfer.with_preamble(preamble, stdin), timeout, host, "copy")
+            return await self.exec(host, script, b"" if stdin is None else stdin, sudo=sudo,
+                                   timeout=timeout, shown="copy")
 
         return execb
 

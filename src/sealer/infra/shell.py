@@ -1,4 +1,4 @@
-"""Building remote shell command lines safely: env export prefixes, sudo wrapping, sudo diagnosis.
+"""Building remote shell command lines safely: env passed on stdin, sudo wrapping, sudo diagnosis.
 
 Pure functions; every value that reaches a shell goes through `shlex.quote`.
 """
@@ -20,23 +20,59 @@ class EnvNameError(SealerError):
     """An environment variable name a shell cannot export."""
 
 
-def env_prefix(env: Mapping[str, str] | None) -> str:
-    """`export K='v' ...; ` or "" — names are validated, values quoted, so no value can inject."""
+class EnvValueError(SealerError):
+    """An environment variable value no process environment can hold."""
+
+
+# Env values never go on a command line: a command line is world-readable (`ps`,
+# /proc/<pid>/cmdline) while the command runs, and env often carries tokens and passwords. The
+# values go on stdin instead, one `NAME ESCAPED` line each and an empty line, ahead of the
+# command's own input. This prelude reads them with the shell's `read` builtin (which takes
+# a pipe byte by byte, so the command's input after the block stays untouched) and decodes
+# them with the `printf` builtin (no process is started, so no argv or environ ever holds a
+# value before the command's own processes). Values are printf formats made only of plain
+# characters, `\ooo` octal escapes and `%%`.
+ENV_PRELUDE = (
+    'while IFS= read -r __sealer_kv && [ -n "$__sealer_kv" ]; do '
+    '__sealer_v=$(printf "${__sealer_kv#* }"; printf x); '
+    'export "${__sealer_kv%% *}=${__sealer_v%x}"; '
+    "done; unset __sealer_kv __sealer_v; "
+)
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:,+=@")
+
+
+def _printf_format(name: str, value: str) -> str:
+    if "\0" in value:
+        raise EnvValueError(
+            f"environment variable {name} contains a NUL character",
+            "a process environment cannot hold NUL; remove it from the value",
+        )
+    out = []
+    for b in value.encode("utf-8", "surrogateescape"):
+        if b in _PLAIN:
+            out.append(chr(b))
+        elif b == ord("%"):
+            out.append("%%")
+        else:
+            out.append(f"\\{b:03o}")
+    return "".join(out)
+
+
+def env_on_stdin(cmd: str, env: Mapping[str, str] | None) -> tuple[str, bytes]:
+    """(command line, stdin block): the line reads env from stdin, then runs cmd with those
+    variables exported; put the block on stdin first (after sudo's password line, if any),
+    then the command's own input. Names are validated; values never reach a command line."""
     if not env:
-        return ""
-    parts: list[str] = []
+        return cmd, b""
+    lines = []
     for name, value in env.items():
         if not _ENV_NAME.match(name):
             raise EnvNameError(
                 f"environment variable name {name!r} is not a valid shell name",
                 "use letters, digits and underscores, not starting with a digit",
             )
-        parts.append(f"{name}={shlex.quote(str(value))}")
-    return "export " + " ".join(parts) + "; "
-
-
-def with_env(cmd: str, env: Mapping[str, str] | None) -> str:
-    return env_prefix(env) + cmd
+        lines.append(f"{name} {_printf_format(name, str(value))}\n")
+    return ENV_PRELUDE + cmd, ("".join(lines) + "\n").encode("ascii")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import asyncssh
 
 from sealer.errors import HostError, HostKeyError, SealerError
 from sealer.infra import transfer
-from sealer.infra.connector import Result, TransferStats, logged_run
+from sealer.infra.connector import Exec, ExecStdin, Result, TransferStats, logged_run
 from sealer.infra.errors import (
     CommandTimeoutError,
     ConnectionLostError,
@@ -41,9 +41,9 @@ from sealer.infra.shell import (
     ROOT,
     SudoMode,
     as_root,
+    env_on_stdin,
     probe_sudo,
     sudo_preamble,
-    with_env,
 )
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,14 @@ class _Conn:
     @property
     def is_root(self) -> bool:
         return self.username == "root"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A host's SSH server as the operator reached it."""
+
+    host_key: str  # OpenSSH public key line ("ssh-ed25519 AAAA..."), "" if the server showed none
+    address: str  # the IP connected to (sshd matches authorized_keys from= against it)
 
 
 def _stale(task: asyncio.Task[_Conn]) -> bool:
@@ -413,8 +421,9 @@ class SSHConnector:
         input: str | None = None,
     ) -> Result:
         c = await self._connection(host)
-        line, preamble = await self._prepare(c, with_env(cmd, env), sudo)
-        stdin = preamble + (input.encode() if input else b"")
+        line, env_block = env_on_stdin(cmd, env)
+        line, preamble = await self._prepare(c, line, sudo)
+        stdin = preamble + env_block + (input.encode() if input else b"")
         return await logged_run(
             self.logs.for_host(host.name),
             host.name,
@@ -423,6 +432,35 @@ class SSHConnector:
             env=env,
             run=lambda sink: self._exec(c, line, stdin, timeout, cmd, sink, kill_as_root=sudo),
         )
+
+    async def exec(
+        self,
+        host: Target,
+        cmd: str,
+        stdin: ExecStdin = b"",
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+        shown: str | None = None,
+    ) -> Exec:
+        """Low level (see `StreamingConnector.exec`): one command on the host's shared
+        connection, `stdin` streamed to it after sudo's password line (when sudo needs one),
+        raw output back; not host-logged. Bulk tools (copies, the fan-out) build on it."""
+        c = await self._connection(host)
+        line, preamble = await self._prepare(c, cmd, sudo)
+        data = preamble + stdin if isinstance(stdin, bytes) else transfer.with_preamble(preamble, stdin)
+        code, out, err = await self._exec(c, line, data, timeout, shown or cmd, kill_as_root=sudo)
+        return Exec(code, out, err)
+
+    async def peer(self, host: Target) -> Peer:
+        """The host's SSH server as this run sees it (connecting if need be): the host key it
+        presented (already checked against the pinned keys) and the IP address reached."""
+        c = await self._connection(host)
+        key = c.conn.get_server_host_key()
+        host_key = key.export_public_key("openssh").decode().strip() if key is not None else ""
+        # through a bastion the socket's peer is the bastion, so the target's address is all we know
+        peername = None if host.bastion is not None else c.conn.get_extra_info("peername")
+        return Peer(host_key, str(peername[0]) if peername else host.address)
 
     async def _exec(
         self,
@@ -557,11 +595,10 @@ class SSHConnector:
 
     # ------------------------------------------------------------ files
 
-    def _execb(self, c: _Conn, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
+    def _execb(self, host: Target, sudo: bool, timeout: float | None) -> transfer.ExecBytes:
         async def execb(script: str, stdin: transfer.Stdin) -> tuple[int | None, bytes, str]:
-            line, preamble = await self._prepare(c, script, sudo)
-            data = transfer.with_preamble(preamble, stdin)
-            return await self._exec(c, line, data, timeout, "copy", None, kill_as_root=sudo)
+            return await self.exec(host, script, b"" if stdin is None else stdin, sudo=sudo,
+                                   timeout=timeout, shown="copy")
 
         return execb
 
@@ -577,8 +614,8 @@ class SSHConnector:
     ) -> TransferStats:
         """Copy a local file or directory to the host (see `transfer.local_tree` for the layout)."""
         tree = tree or transfer.local_tree(src, dst)
-        c = await self._connection(host)
-        execb = self._execb(c, sudo, timeout)
+        await self._connection(host)  # connection errors before any work
+        execb = self._execb(host, sudo, timeout)
         hlog = self.logs.for_host(host.name)
         return await transfer.upload(
             host.name, execb, tree, hlog, sudo=sudo, shown=str(src), batch_bytes=self.copy_batch_bytes
@@ -594,9 +631,9 @@ class SSHConnector:
         timeout: float | None = None,
     ) -> TransferStats:
         """Fetch a remote file or directory to local path dst."""
-        c = await self._connection(host)
+        await self._connection(host)
         start = time.monotonic()
-        count, size = await transfer.download(host.name, self._execb(c, sudo, timeout), src, dst)
+        count, size = await transfer.download(host.name, self._execb(host, sudo, timeout), src, dst)
         return TransferStats(host.name, count, 0, size, time.monotonic() - start)
 
     async def close(self) -> None:

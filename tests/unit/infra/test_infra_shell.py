@@ -16,10 +16,10 @@ from sealer.infra.shell import (
     PASSWORD,
     ROOT,
     EnvNameError,
+    EnvValueError,
     as_root,
-    env_prefix,
+    env_on_stdin,
     sudo_failure,
-    with_env,
 )
 
 
@@ -29,24 +29,42 @@ def sh(line: str) -> str:
     return out.decode("utf-8", "surrogateescape")
 
 
+def sh_env(env: dict[str, str], cmd: str, input: bytes = b"", shell: str = "/bin/sh") -> str:
+    line, block = env_on_stdin(cmd, env)
+    out = subprocess.run([shell, "-c", line], input=block + input, capture_output=True, check=True).stdout
+    return out.decode("utf-8", "surrogateescape")
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40))
 def test_env_values_arrive_verbatim_through_a_real_shell(value: str) -> None:
-    out = sh(with_env('printf %s "$V"', {"V": value}))
-    assert out == value
+    # dash and bash (a login shell may be either), and the command's own stdin after the env
+    # block reaches it untouched
+    for login_shell in ("/bin/sh", "/bin/bash"):
+        out = sh_env({"V": value, "W": "2"}, 'printf %s "$V|$W|"; cat', b"own input\n", login_shell)
+        assert out == value + "|2|own input\n"
+
+
+def test_env_values_are_never_on_the_command_line() -> None:
+    secret = "hunter2 'x' $(y) %s \\n"
+    line, block = env_on_stdin("run-it", {"TOKEN": secret})
+    assert "hunter2" not in line and line.endswith("run-it")
+    assert b"hunter2" in block and block.endswith(b"\n\n")
 
 
 def test_injection_attempt_stays_a_value() -> None:
     evil = "'; echo PWNED; '$(echo PWNED)`echo PWNED`"
-    assert sh(with_env('printf %s "$X"', {"X": evil})) == evil
+    assert sh_env({"X": evil}, 'printf %s "$X"') == evil
 
 
-def test_bad_env_name_is_an_error_naming_it() -> None:
+def test_bad_env_name_or_value_is_an_error_naming_it() -> None:
     with pytest.raises(EnvNameError, match="A-B"):
-        env_prefix({"A-B": "1"})
+        env_on_stdin("true", {"A-B": "1"})
     with pytest.raises(EnvNameError):
-        env_prefix({"X; rm -rf /": "1"})
-    assert env_prefix({}) == ""
+        env_on_stdin("true", {"X; rm -rf /": "1"})
+    with pytest.raises(EnvValueError, match="NUL"):
+        env_on_stdin("true", {"X": "a\0b"})
+    assert env_on_stdin("true", {}) == ("true", b"")
 
 
 def test_as_root_wraps_one_quoted_argument_and_never_the_password() -> None:
