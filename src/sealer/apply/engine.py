@@ -411,14 +411,42 @@ class Engine:
 
         marks = await fleet.each(targets, marker)
         pending = {h.ip: h for h, m in zip(hosts, marks, strict=True) if m.value != self._marker_want(h)}
-        for p in self.payloads(list(pending.values())):
-            if not fans_out(self.options.distributor, p):
+        plan = self.payloads(list(pending.values()))
+        fanned = [p for p in plan if fans_out(self.options.distributor, p)]
+        if not fanned:
+            return
+
+        async def fanouts() -> None:
+            for p in fanned:
+                image_id = self._unpacked_for(pending[p.hosts[0]]).image_id
+                inputs = {"image": image_id, "kind": p.kind, "dst": p.dst, "hosts": list(p.hosts)}
+                # Journaled so the journal tells how the data travelled; a re-run with hosts still
+                # missing it has other inputs and fans out again to just those.
+                await steps.step(
+                    action, f"fanout:{p.kind}", "fan-out", inputs, partial(self._fanout, fleet, p)
+                )
+
+        # What only one host needs (the registry data on master0) goes in one direct stream at the
+        # same time, instead of after the fan-outs: the operator's link and master0's then carry
+        # both at once, and the fan-outs' set-up and clean-up no longer leave them idle.
+        direct = [p for p in plan if p not in fanned]
+        await asyncio.gather(fanouts(), *(self._presend(fleet, p) for p in direct))
+
+    async def _presend(self, fleet: Fleet, payload: Payload) -> None:
+        """A payload straight to its hosts ahead of their journaled steps (which then find it equal
+        and send nothing). Best effort like the fan-out: a failure is left to those steps."""
+        for ip in payload.hosts:
+            try:
+                stats = await self._put(fleet, self.targets[ip], payload.src, payload.dst)
+            except Exception as err:  # the host's own rootfs step copies it again and reports
+                message = err.message if isinstance(err, SealerError) else f"{type(err).__name__}: {err}"
+                self.progress.warn(
+                    f"{ip}: early copy of the {payload.label} failed ({_unprefixed(ip, message)}); retrying"
+                )
                 continue
-            image_id = self._unpacked_for(pending[p.hosts[0]]).image_id
-            inputs = {"image": image_id, "kind": p.kind, "dst": p.dst, "hosts": list(p.hosts)}
-            # Journaled so the journal tells how the data travelled; a re-run with hosts still
-            # missing it has other inputs and fans out again to just those.
-            await steps.step(action, f"fanout:{p.kind}", "fan-out", inputs, partial(self._fanout, fleet, p))
+            self.progress.note(
+                f"{payload.label} sent directly to {ip} alongside the fan-out ({stats.files_sent} file(s))"
+            )
 
     async def _fanout(self, fleet: Fleet, payload: Payload) -> str:
         """One payload host to host. Whatever goes wrong is reported and left to the hosts' own
@@ -454,7 +482,7 @@ class Engine:
         self.progress.note(f"{payload.label} sent host to host (fan-out) to {len(done)}/{n} host(s)")
         for outcome in result.outcomes:
             if not outcome.ok:
-                why = outcome.error.message if outcome.error is not None else "failed"
+                why = _unprefixed(outcome.host, outcome.error.message) if outcome.error else "failed"
                 self.progress.warn(
                     f"{outcome.host}: fan-out of the {payload.label} failed ({why}); copying directly"
                 )
@@ -980,6 +1008,11 @@ def in_cluster_copy(clusterfile: Clusterfile) -> Clusterfile:
         for c in clusterfile.configs
     )
     return dataclasses.replace(clusterfile, configs=configs)
+
+
+def _unprefixed(host: str, message: str) -> str:
+    """infra's messages usually start with the host already; do not name it twice."""
+    return message.removeprefix(f"{host}: ")
 
 
 def _trust(registry: RegistryEndpoint | None) -> str:

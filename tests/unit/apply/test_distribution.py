@@ -141,6 +141,14 @@ class FakeFleet:
     def __init__(self, markers: dict[str, str] | None = None) -> None:
         self.markers = markers or {}
         self.commands: list[tuple[str, str]] = []
+        self.puts: list[tuple[str, Path, str]] = []
+
+    def connector_for(self, target: Target) -> object:
+        return object()  # neither SSH nor local: the engine copies through put()
+
+    async def put(self, target: Target, src: Path, dst: str, **_: Any) -> TransferStats:
+        self.puts.append((target.name, Path(src), dst))
+        return TransferStats(target.name, 1, 0, 5 * MB, 0.1)
 
     async def run(self, target: Target, cmd: str, **_: Any) -> Result:
         self.commands.append((target.name, cmd))
@@ -216,10 +224,13 @@ def test_auto_fans_the_rootfs_out_to_three_hosts_and_sends_registry_data_directl
     engine, progress = _engine(tmp_path, "auto")
     calls: list[tuple[list[str], Path, str]] = []
     monkeypatch.setattr(fanout, "fanout_copy", _fake_fanout(calls))
-    ran, journal = _distribute(engine, FakeFleet(), tmp_path)
+    fleet = FakeFleet()
+    ran, journal = _distribute(engine, fleet, tmp_path)
     img = engine.unpacked["amd64"]
-    # only master0 serves the registry: one host, one direct stream (its own rootfs step)
     assert calls == [(["10.0.0.2", "10.0.0.3", "10.0.0.4"], img.rootfs, "/d/dist/rootfs")]
+    # only master0 serves the registry: one host, one direct stream, sent alongside the fan-out
+    assert fleet.puts == [("10.0.0.2", img.registry, "/d/dist/rootfs/registry")]
+    assert "registry data sent directly to 10.0.0.2 alongside the fan-out (1 file(s))" in progress.notes
     assert sorted(ran) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]  # the per-host steps still run
     assert "rootfs sent host to host (fan-out) to 3/3 host(s)" in progress.notes, progress.warnings
     done = [(e.step, e.host) for e in journal.entries() if e.type == "step" and e.status == "done"]
@@ -232,7 +243,7 @@ def test_ssh_never_fans_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(fanout, "fanout_copy", _fake_fanout(calls))
     fleet = FakeFleet()
     ran, _ = _distribute(engine, fleet, tmp_path)
-    assert calls == [] and fleet.commands == []
+    assert calls == [] and fleet.commands == [] and fleet.puts == []
     assert sorted(ran) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
 
 
@@ -248,8 +259,9 @@ def test_hosts_that_hold_the_image_are_left_out(tmp_path: Path, monkeypatch: pyt
     # with auto, the two left are below the threshold: direct
     engine2, _ = _engine(tmp_path / "auto", "auto")
     calls.clear()
+    fleet.puts.clear()
     _distribute(engine2, fleet, tmp_path / "auto")
-    assert calls == []
+    assert calls == [] and fleet.puts == []  # nothing fans out: the hosts' own steps do it all
 
 
 def test_a_failed_fanout_never_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,7 +288,7 @@ def test_a_host_the_fanout_missed_is_named_and_copied_directly(
     ran, _ = _distribute(engine, FakeFleet(), tmp_path)
     assert "rootfs sent host to host (fan-out) to 2/3 host(s)" in progress.notes
     assert progress.warnings == [
-        "10.0.0.4: fan-out of the rootfs failed (10.0.0.4: link cut); copying directly"
+        "10.0.0.4: fan-out of the rootfs failed (link cut); copying directly"
     ]
     assert "10.0.0.4" in ran
 
@@ -358,3 +370,20 @@ def test_run_and_apply_take_the_distributor(tmp_path: Path, monkeypatch: pytest.
     assert bad.exit_code == 2 and "'auto', 'ssh', 'fanout'" in bad.output
     shown = runner.invoke(cli, ["apply", "--help"], prog_name="sealer", terminal_width=200).output
     assert "--distributor [auto|ssh|fanout]" in shown and "bench/run_distribute.py" in shown
+
+
+def test_a_failed_early_registry_copy_is_left_to_the_hosts_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, progress = _engine(tmp_path, "auto")
+    monkeypatch.setattr(fanout, "fanout_copy", _fake_fanout([]))
+
+    class Refusing(FakeFleet):
+        async def put(self, target: Target, src: Path, dst: str, **_: Any) -> TransferStats:
+            raise HostError(target.name, "No space left on device")
+
+    ran, _ = _distribute(engine, Refusing(), tmp_path)
+    assert sorted(ran) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    assert progress.warnings == [
+        "10.0.0.2: early copy of the registry data failed (No space left on device); retrying"
+    ]
