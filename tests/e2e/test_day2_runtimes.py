@@ -80,6 +80,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     cf = tmp_path / "Clusterfile"
     # plain k0s controllers are no Nodes: only workers show up in the API
     controllers_are_nodes = "K0sControllerWorker=false" not in env
+    label = runtime if controllers_are_nodes else f"{runtime} (plain controllers)"
 
     def node_ips(masters: list[Any], workers: list[Any]) -> set[str]:
         return {h.ip for h in (*(masters if controllers_are_nodes else ()), *workers)}
@@ -99,7 +100,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     # 1. day 1: one master, one worker. The worker goes through its node-local balancer already.
     write([h1], [h2])
     done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
-    day2.report(f"{runtime} run 1+1", done.stdout)
+    day2.report(f"{label} run 1+1", done.stdout)
     assert set(day2.nodes_by_ip(home, CLUSTER)) == node_ips([h1], [h2])
     balanced(h2, [h1])
 
@@ -110,7 +111,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     assert kinds == ["join-master", "join-master", "join-workers"], kinds
     grown = run_sealer(home, "apply", "-f", str(cf), timeout=1500)
     assert "update done" in grown.stdout, grown.stdout + grown.stderr
-    day2.report(f"{runtime} 1+1 -> 3+2 (apply)", grown.stdout)
+    day2.report(f"{label} 1+1 -> 3+2 (apply)", grown.stdout)
     nodes = day2.nodes_by_ip(home, CLUSTER)
     assert set(nodes) == node_ips([h1, h3, h4], [h2, h5])
     assert all(day2.ready(n) for n in nodes.values())
@@ -139,14 +140,14 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     # 3. scale-up edits the last-applied Clusterfile and applies it
     up = run_sealer(home, "scale-up", "-n", h6.ip, "--cluster", CLUSTER, timeout=1500)
     assert "update done" in up.stdout, up.stdout + up.stderr
-    day2.report(f"{runtime} 3+2 -> 3+3 (scale-up)", up.stdout)
+    day2.report(f"{label} 3+2 -> 3+3 (scale-up)", up.stdout)
     assert set(day2.nodes_by_ip(home, CLUSTER)) == node_ips([h1, h3, h4], [h2, h5, h6])
     balanced(h6, [h1, h3, h4])
 
     # 4. 3 + 3 -> 3 + 1: h5 and h6 are drained, deleted, reset and clean
     shrunk = run_sealer(home, "delete", "-n", f"{h5.ip},{h6.ip}", "--cluster", CLUSTER, "-y", timeout=1500)
     assert "update done" in shrunk.stdout, shrunk.stdout + shrunk.stderr
-    day2.report(f"{runtime} 3+3 -> 3+1 (delete -n)", shrunk.stdout)
+    day2.report(f"{label} 3+3 -> 3+1 (delete -n)", shrunk.stdout)
     assert set(day2.nodes_by_ip(home, CLUSTER)) == node_ips([h1, h3, h4], [h2])
     for h in (h5, h6):
         day2.assert_clean(tb, h, CLUSTER, runtime)
@@ -164,7 +165,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
         upgraded = run_sealer(home, "upgrade", new_image, "--cluster", CLUSTER, "-y", timeout=1800)
         time.sleep(1.5)  # not a threshold: lets the probe ask once more after the upgrade
     assert "update done" in upgraded.stdout, upgraded.stdout + upgraded.stderr
-    day2.report(f"{runtime} upgrade 3+1", upgraded.stdout)
+    day2.report(f"{label} upgrade 3+1", upgraded.stdout)
     nodes = day2.nodes_by_ip(home, CLUSTER)
     assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
         ip: target for ip in node_ips([h1, h3, h4], [h2])
@@ -173,7 +174,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
         for cmd in BINARY_VERSION[runtime]:
             shown = tb.run_on(h, cmd).stdout
             assert target in shown, f"{h.name} {cmd}: {shown}"
-    print(f"\n  {runtime}: API read from {h2.ip} through its balancer during the upgrade: {probe.summary()}")
+    print(f"\n  {label}: API read from {h2.ip} through its balancer during the upgrade: {probe.summary()}")
     assert probe.oks and all(probe.oks), probe.failures[:5]
     assert day2.last_op_steps(home, CLUSTER, "upgrade") == [h1.ip, h3.ip, h4.ip, h2.ip]
     assert day2.last_op_steps(home, CLUSTER, "drain") == [h2.ip]  # workers drained, masters not
@@ -182,7 +183,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     # the worker's balancer forgets it
     left = run_sealer(home, "delete", "-m", h4.ip, "--cluster", CLUSTER, "-y", timeout=1500)
     assert "update done" in left.stdout, left.stdout + left.stderr
-    day2.report(f"{runtime} 3+1 -> 2+1 (delete -m)", left.stdout)
+    day2.report(f"{label} 3+1 -> 2+1 (delete -m)", left.stdout)
     assert set(day2.nodes_by_ip(home, CLUSTER)) == node_ips([h1, h3], [h2])
     assert etcd_members(tb, runtime, home, h1) == {h1.ip, h3.ip}
     day2.assert_clean(tb, h4, CLUSTER, runtime)
@@ -191,7 +192,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
 
     # 6. delete --all --prune: every host clean, the state gone here (journal kept for status)
     gone = run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "--force", timeout=1500)
-    day2.report(f"{runtime} delete --all", gone.stdout)
+    day2.report(f"{label} delete --all", gone.stdout)
     for h in hosts:
         day2.assert_clean(tb, h, CLUSTER, runtime)
         assert tb.run_on(h, "systemctl is-active sealer-registry", check=False).stdout.strip() != "active"
