@@ -1378,9 +1378,10 @@ async def etcd_restore(state: ClusterState, snapshot: Path, progress: Progress |
     async with Fleet(
         known_hosts=state.known_hosts_path, logdir=state.logs_dir / "etcd", cluster=current.cluster.name
     ) as fleet:
-        # every host is touched (and the runtime names nodes as at install): all must answer first
-        await d2.gather(fleet, need_image=False)
-        ctx = d2.context(fleet, None)
+        # Every host is touched and a runtime may re-install a host's services (k0s re-joins
+        # controllers): node names, the image and the private registry exactly as at install.
+        await d2.gather(fleet, need_image=True)
+        ctx = d2.context(fleet, d2.registry_endpoint())
         target = ctx.target(ctx.master0)
         progress.phase("upload snapshot")
         (
