@@ -1382,6 +1382,8 @@ async def etcd_restore(state: ClusterState, snapshot: Path, progress: Progress |
         # controllers): node names, the image and the private registry exactly as at install.
         await d2.gather(fleet, need_image=True)
         ctx = d2.context(fleet, d2.registry_endpoint())
+        # what the runtime does on which host (where it kept the state before the restore, ...)
+        ctx.say = lambda host, message: progress.note(f"{host}: {message}")
         target = ctx.target(ctx.master0)
         progress.phase("upload snapshot")
         (
