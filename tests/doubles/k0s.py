@@ -553,7 +553,8 @@ class Controller:
     def register_member(self) -> None:
         """This controller's etcd member (a joining one through the first controller's datastore,
         which its API forwards to). Like an etcd join, the controller is not up until it is a member."""
-        name, url = socket.gethostname(), f"https://{peer_address(self.cfg)}:2380"
+        # etcd names a member after the node (its hostname; the kubelet's override where given)
+        name, url = node_name_of(self.opts), f"https://{peer_address(self.cfg)}:2380"
         client = self.admin()
         deadline = time.time() + 120
         while True:
@@ -1003,7 +1004,8 @@ def run_etcd(rest: list[str]) -> int:
         opts, pos = parse_pflags([*persistent_flags(), Flag("peer-address")], rest[1:])
         if pos:
             raise CmdError(f'unknown command "{pos[0]}" for "k0s etcd leave"')
-        address = opts["peer-address"] or peer_address(load_config(opts["config"], False))
+        cfg = load_config(opts["config"], opts["config"] != "/etc/k0s/k0s.yaml")
+        address = opts["peer-address"] or peer_address(cfg)
         url = f"https://{address}:2380"
         client = etcd_client(opts, "can't connect to the etcd")
         members = etcd_members(client, "can't connect to the etcd")
