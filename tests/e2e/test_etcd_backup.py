@@ -3,7 +3,8 @@ test_day2_k3s.py), on ClusterImages built as tests/e2e/test_run_runtimes.py buil
 k0s; stand-in kubeadm/kubelet with stand-in etcdctl/etcdutl from a GitHub-shaped etcd release):
 install, back up, delete a ConfigMap and create another, restore: the deleted one is back, the
 later one gone, every node Ready; a second restore of the same snapshot gives the same state; a file
-that is no snapshot is refused before anything stops.
+that is no snapshot is refused before anything stops. For k0s (whose archive carries the cluster's
+PKI) also onto a reset cluster: deleted, created anew, restored.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def test_backup_then_restore(
     else:
         kept = tb.run_on(m0, "stat -c %a /var/lib/sealer/backup/k0s-before-restore.tar.gz", check=False)
         assert kept.returncode == 0 and kept.stdout.strip() == "600", kept.stdout + kept.stderr
+        for m in masters:  # re-installed controllers keep pulling through the cluster's registry
+            config = tb.run_on(m, "cat /etc/k0s/k0s.yaml").stdout
+            assert "repository: sea.hub:5000" in config, config
 
     # the same snapshot again: the same state (a restore is repeatable, e.g. after a failed one)
     _kube(home).create(_config_map("after-backup", "again"))
@@ -141,3 +145,18 @@ def test_backup_then_restore(
     _assert_restored(home, hosts)
     status = run_sealer(home, "status", "--cluster", CLUSTER).stdout
     assert "unfinished" not in status, status
+
+    if runtime == "k0s":
+        # onto a reset cluster: everything deleted, the cluster created anew (another CA), restored:
+        # the archive brings the old CA back, so the workers re-join and the kubeconfig is refetched
+        run_sealer(home, "delete", "--all", "--cluster", CLUSTER, "-y", timeout=900)
+        _prepare_hosts(tb, hosts, img)
+        run_sealer(home, "run", "-f", str(cf), timeout=1500)
+        from lightkube import ApiError
+
+        with pytest.raises(ApiError):
+            _kube(home).get(ConfigMap, "backup-probe", namespace="default")
+        _kube(home).create(_config_map("after-backup", "new-cluster"))
+        onto = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
+        assert "workers re-join" in onto.stdout + onto.stderr, onto.stdout + onto.stderr
+        _assert_restored(home, hosts)
