@@ -3,8 +3,9 @@ test_day2_k3s.py), on ClusterImages built as tests/e2e/test_run_runtimes.py buil
 k0s; stand-in kubeadm/kubelet with stand-in etcdctl/etcdutl from a GitHub-shaped etcd release):
 install, back up, delete a ConfigMap and create another, restore: the deleted one is back, the
 later one gone, every node Ready; a second restore of the same snapshot gives the same state; a file
-that is no snapshot is refused before anything stops. For k0s (whose archive carries the cluster's
-PKI) also onto a reset cluster: deleted, created anew, restored.
+that is no snapshot is refused before anything stops. Onto a reset cluster (deleted, created anew):
+k0s's archive carries the cluster's PKI, so it restores (workers re-join); a kubeadm snapshot does
+not, so it is refused, naming the other CA.
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ def test_backup_then_restore(
     if runtime == "k0s":
         with tarfile.open(snapshot) as tar:
             assert {"etcd-snapshot.db", "k0s.yaml", "pki/ca.crt"} <= set(tar.getnames())
-    else:
-        assert snapshot.stat().st_size % 512 == 32  # an etcd snapshot with its integrity hash
+    else:  # etcdctl's snapshot (with etcd's integrity hash) and the cluster CA's certificate
+        with tarfile.open(snapshot) as tar:
+            assert set(tar.getnames()) == {"etcd-snapshot.db", "pki/ca.crt"}
+            assert tar.getmember("etcd-snapshot.db").size % 512 == 32
 
     kube.delete(ConfigMap, "backup-probe", namespace="default")
     kube.create(_config_map("after-backup", "too-late"))
@@ -146,6 +149,18 @@ def test_backup_then_restore(
     status = run_sealer(home, "status", "--cluster", CLUSTER).stdout
     assert "unfinished" not in status, status
 
+    if runtime == "kubernetes":
+        # onto a reset cluster (deleted, created anew): kubeadm's PKI is not in etcd, so a snapshot
+        # of the old cluster is refused before anything stops
+        run_sealer(home, "delete", "--all", "--cluster", CLUSTER, "-y", timeout=900)
+        _prepare_hosts(tb, hosts, img)
+        run_sealer(home, "run", "-f", str(cf), timeout=1500)
+        _kube(home).create(_config_map("after-backup", "new-cluster"))
+        other = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", check=False)
+        assert other.returncode == 1, other.stdout + other.stderr
+        assert "a cluster with another CA" in other.stderr, other.stderr
+        assert "nothing was changed" in other.stderr and "Traceback" not in other.stderr
+        assert _kube(home).get(ConfigMap, "after-backup", namespace="default").data == {"v": "new-cluster"}
     if runtime == "k0s":
         # onto a reset cluster: everything deleted, the cluster created anew (another CA), restored:
         # the archive brings the old CA back, so the workers re-join and the kubeconfig is refetched

@@ -399,7 +399,8 @@ def etcd_group() -> None:
     \b
     k3s:        k3s etcd-snapshot save / k3s server --cluster-reset --cluster-reset-restore-path
     k0s:        k0s backup (etcd snapshot + pki + k0s.yaml) / k0s restore
-    kubernetes: etcdctl snapshot save / etcdutl snapshot restore (etcd tools from the ClusterImage)
+    kubernetes: etcdctl snapshot save (bundled with the cluster CA's certificate) / etcdutl
+                snapshot restore on every master (etcd tools from the ClusterImage)
     """
 
 
@@ -448,7 +449,8 @@ def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
                 the other controllers are reset and re-join it, workers restart
     kubernetes: the static Pods stop on every master (manifests parked), each master's etcd
                 data dir is rebuilt with `etcdutl snapshot restore` of the same snapshot (the
-                old one kept as <data-dir>.sealer-before-restore), then everything restarts
+                old one kept as <data-dir>.sealer-before-restore), then everything restarts;
+                a snapshot of a cluster with another CA is refused (the PKI is not in etcd)
     Restoring the same snapshot again gives the same state. A failed restore leaves the control
     planes stopped and says so; run the same command again.
 

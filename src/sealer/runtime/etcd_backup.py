@@ -6,10 +6,12 @@ way its project documents it:
   controllers (k0s's HA restore: one controller restored, the rest join it); workers restart, or
   re-join when the archive carries another cluster CA.
 - kubernetes (stacked etcd in static Pods): `etcdctl snapshot save` against https://127.0.0.1:2379
-  with the etcd client certificate on master0; restore = every master's static Pods stopped (their
-  manifests moved aside), `etcdutl snapshot restore` of the same snapshot into a new data dir on each
-  master with the full member list, the old data dir kept as `<data-dir>.sealer-before-restore`,
-  manifests back, kubelets restarted. etcdctl/etcdutl come from the ClusterImage's bin/.
+  with the etcd client certificate on master0, bundled with the cluster CA's certificate (a snapshot
+  of another cluster is refused: kubeadm's PKI is not in etcd); restore = every master's static Pods
+  stopped (their manifests moved aside), `etcdutl snapshot restore` of the same snapshot into a new
+  data dir on each master with the full member list, the old data dir kept as
+  `<data-dir>.sealer-before-restore`, manifests back, kubelets restarted. etcdctl/etcdutl come from
+  the ClusterImage's bin/.
 """
 
 from __future__ import annotations
@@ -184,7 +186,9 @@ echo "k0s worker did not come back" >&2; exit 1
 MANIFESTS = "/etc/kubernetes/manifests"
 PARKED = "/etc/kubernetes/sealer-restore-manifests"
 ETCD_PKI = "/etc/kubernetes/pki/etcd"
-ETCD_SNAPSHOT = f"{BACKUP_DIR}/etcd-snapshot.db"
+ETCD_BUNDLE = f"{BACKUP_DIR}/etcd-backup.tar.gz"
+K8S_CA = "/etc/kubernetes/pki/ca.crt"
+RESTORE_WORK = "/var/lib/sealer/restore-work/etcd"  # beside, not in, where snapshots are uploaded
 ETCD_ENDPOINT = "https://127.0.0.1:2379"
 API_PORT = 6443
 ETCD_CLIENT_PORT = 2379
@@ -208,17 +212,23 @@ async def _need_tools(ctx: RuntimeContext, host: Host) -> tuple[str, str]:
 
 
 def snapshot_script(etcdctl: str, etcdutl: str) -> str:
+    """etcdctl's snapshot of master0's member, checked with etcdutl, bundled with the cluster CA's
+    certificate (public; kubeadm keeps the CA on the masters, not in etcd) so a restore can tell a
+    snapshot of another cluster: ETCD_BUNDLE = etcd-snapshot.db + pki/ca.crt, 0600."""
     return f"""set -e
 umask 077
 mkdir -p {BACKUP_DIR} && chmod 0700 {BACKUP_DIR}
-rm -f {ETCD_SNAPSHOT}.new
+d=$(mktemp -d {BACKUP_DIR}/etcd.XXXXXX)
+trap 'rm -rf "$d"' EXIT
 if ! out=$(ETCDCTL_API=3 {etcdctl} --endpoints={ETCD_ENDPOINT} --cacert={ETCD_PKI}/ca.crt \\
       --cert={ETCD_PKI}/healthcheck-client.crt --key={ETCD_PKI}/healthcheck-client.key \\
-      snapshot save {ETCD_SNAPSHOT}.new 2>&1); then
+      snapshot save "$d/etcd-snapshot.db" 2>&1); then
   echo "$out" | tail -n 1 >&2; exit 1
 fi
-{etcdutl} snapshot status {ETCD_SNAPSHOT}.new -w json >/dev/null
-mv -f {ETCD_SNAPSHOT}.new {ETCD_SNAPSHOT}
+{etcdutl} snapshot status "$d/etcd-snapshot.db" -w json >/dev/null
+mkdir "$d/pki" && cp {K8S_CA} "$d/pki/ca.crt"
+tar -czf "$d/bundle.tar.gz" -C "$d" etcd-snapshot.db pki/ca.crt
+chmod 0600 "$d/bundle.tar.gz" && mv -f "$d/bundle.tar.gz" {ETCD_BUNDLE}
 """
 
 
@@ -231,7 +241,25 @@ async def kubeadm_snapshot(rt: KubernetesRuntime, ctx: RuntimeContext) -> str:
             f"{m0.ip}: etcdctl snapshot save failed: {_last_line(out.stderr or out.stdout)}",
             "is etcd on master0 running? (`crictl ps --name etcd`, the kubelet's log)",
         )
-    return ETCD_SNAPSHOT
+    return ETCD_BUNDLE
+
+
+def unpack_script(bundle: str) -> str:
+    """On master0 before anything stops: the etcd snapshot out of a bundle `sealer etcd backup`
+    wrote (exit 5 when its CA is not this cluster's), or a bare etcd snapshot (etcdctl's own) as it
+    is; prints the snapshot's path. Exit 4: neither."""
+    src = quote_path(bundle)
+    return f"""set -e
+umask 077
+rm -rf {RESTORE_WORK} && mkdir -p {RESTORE_WORK} && chmod 0700 {RESTORE_WORK}
+if tar -tzf {src} >/dev/null 2>&1; then
+  tar -xzf {src} -C {RESTORE_WORK} etcd-snapshot.db pki/ca.crt 2>/dev/null || exit 4
+  cmp -s {RESTORE_WORK}/pki/ca.crt {K8S_CA} || exit 5
+else
+  cp {src} {RESTORE_WORK}/etcd-snapshot.db
+fi
+echo {RESTORE_WORK}/etcd-snapshot.db
+"""
 
 
 MEMBER_PROBE = f"""f={MANIFESTS}/etcd.yaml; [ -f "$f" ] || f={PARKED}/etcd.yaml
@@ -302,6 +330,21 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
     hosts = list(ctx.cluster.hosts)
     tools = await asyncio.gather(*(_need_tools(ctx, h) for h in masters))
     etcdutl = tools[0][1]
+    unpacked = await ctx.fleet.run(ctx.target(m0), unpack_script(snapshot), sudo=True, timeout=300)
+    if unpacked.exit_code == 5:
+        raise RuntimeErrorSealer(
+            f"{snapshot}: a snapshot of a cluster with another CA (kubeadm keeps its PKI on the "
+            "masters, not in etcd): restored here it would bring back that cluster's cluster-info, "
+            "ServiceAccount tokens and certificates' trust",
+            "restore it onto the cluster it was taken from; nothing was changed",
+        )
+    if not unpacked.ok:
+        raise RuntimeErrorSealer(
+            f"{snapshot}: not a backup of a kubernetes cluster (no etcd-snapshot.db and pki/ca.crt "
+            f"inside: {_last_line(unpacked.stderr or unpacked.stdout)})",
+            "give the file `sealer etcd backup` wrote for this cluster; nothing was changed",
+        )
+    snapshot = unpacked.stdout.strip().splitlines()[-1]
     checked = await ctx.fleet.run(
         ctx.target(m0), f"{etcdutl} snapshot status {quote_path(snapshot)} -w json 2>&1", sudo=True
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def test_k0s_backup_script_keeps_one_private_archive(tmp_path: Path) -> None:
     assert sorted(p.name for p in backups.iterdir()) == ["k0s-backup.tar.gz"]
 
 
-def test_snapshot_script_passes_etcds_client_certificate(tmp_path: Path) -> None:
+def test_snapshot_script_bundles_the_snapshot_with_the_cluster_ca(tmp_path: Path) -> None:
     log = tmp_path / "args"
     etcdctl, etcdutl = tmp_path / "etcdctl", tmp_path / "etcdutl"
     etcdctl.write_text(
@@ -139,7 +140,14 @@ def test_snapshot_script_passes_etcds_client_certificate(tmp_path: Path) -> None
     etcdutl.write_text("#!/bin/sh\nexit 0\n")
     for f in (etcdctl, etcdutl):
         f.chmod(0o755)
-    script = eb.snapshot_script(str(etcdctl), str(etcdutl)).replace(eb.BACKUP_DIR, str(tmp_path / "b"))
+    ca = tmp_path / "ca.crt"
+    ca.write_text("CA\n")
+    backups = tmp_path / "b"
+    script = (
+        eb.snapshot_script(str(etcdctl), str(etcdutl))
+        .replace(eb.BACKUP_DIR, str(backups))
+        .replace(eb.K8S_CA, str(ca))
+    )
     r = bash(script)
     assert r.returncode == 0, r.stderr
     args = log.read_text().split()
@@ -151,9 +159,48 @@ def test_snapshot_script_passes_etcds_client_certificate(tmp_path: Path) -> None
         "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
     ):
         assert flag in args, args
-    assert (tmp_path / "b/etcd-snapshot.db").read_text() == "db\n"
+    bundle = backups / "etcd-backup.tar.gz"
+    assert bundle.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in backups.iterdir()) == ["etcd-backup.tar.gz"]  # no temp dir left
+    with tarfile.open(bundle) as tar:
+        assert sorted(tar.getnames()) == ["etcd-snapshot.db", "pki/ca.crt"]
+        db = tar.extractfile("etcd-snapshot.db")
+        assert db is not None and db.read() == b"db\n"
     etcdutl.write_text("#!/bin/sh\necho 'Error: invalid database' >&2; exit 1\n")
-    assert bash(script).returncode != 0  # a snapshot etcdutl cannot read is not kept
+    bundle.unlink()
+    assert bash(script).returncode != 0 and not bundle.exists()  # a snapshot etcdutl cannot read is not kept
+
+
+def _unpack(tmp_path: Path, given: Path, ca: str = "CA\n") -> subprocess.CompletedProcess[str]:
+    cluster_ca = tmp_path / "cluster-ca.crt"
+    cluster_ca.write_text(ca)
+    work = tmp_path / "work"
+    return bash(
+        eb.unpack_script(str(given)).replace(eb.RESTORE_WORK, str(work)).replace(eb.K8S_CA, str(cluster_ca))
+    )
+
+
+def test_unpack_takes_our_bundle_a_bare_snapshot_and_refuses_another_clusters(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "pki").mkdir(parents=True)
+    (src / "etcd-snapshot.db").write_text("db")
+    (src / "pki/ca.crt").write_text("CA\n")
+    bundle = tmp_path / "bundle.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        tar.add(src / "etcd-snapshot.db", arcname="etcd-snapshot.db")
+        tar.add(src / "pki/ca.crt", arcname="pki/ca.crt")
+    r = _unpack(tmp_path, bundle)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).read_text() == "db"
+    assert _unpack(tmp_path, bundle, ca="OTHER CA\n").returncode == 5
+    bare = tmp_path / "bare.db"
+    bare.write_text("bare")
+    r = _unpack(tmp_path, bare)
+    assert r.returncode == 0 and Path(r.stdout.strip()).read_text() == "bare"
+    k0s = tmp_path / "k0s.tar.gz"  # a k0s archive: a tarball without pki/ca.crt
+    with tarfile.open(k0s, "w:gz") as tar:
+        tar.add(src / "etcd-snapshot.db", arcname="etcd-snapshot.db")
+    assert _unpack(tmp_path, k0s).returncode == 4
 
 
 # ------------------------------------------------------------------------------- restore order
@@ -185,13 +232,16 @@ spec:
 class Recorder:
     """A fleet that records (host, what) and answers like the hosts of a 2-master kubeadm cluster."""
 
-    def __init__(self, snapshot_ok: bool = True) -> None:
+    def __init__(self, snapshot_ok: bool = True, unpack_code: int = 0) -> None:
         self.calls: list[tuple[str, str]] = []
         self.snapshot_ok = snapshot_ok
+        self.unpack_code = unpack_code
 
     async def run(self, host: str, cmd: str, **_: Any) -> Result:
         what = (
-            "status"
+            "unpack"
+            if "tar -tzf" in cmd
+            else "status"
             if "snapshot status" in cmd
             else "probe"
             if cmd == eb.MEMBER_PROBE
@@ -208,6 +258,8 @@ class Recorder:
             else "other"
         )
         self.calls.append((host, what))
+        if what == "unpack":
+            return Result(host, cmd, self.unpack_code, f"{eb.RESTORE_WORK}/etcd-snapshot.db\n", "", 0.0)
         if what == "status" and not self.snapshot_ok:
             return Result(host, cmd, 1, "Error: invalid database\n", "", 0.0)
         out = ""
@@ -217,6 +269,7 @@ class Recorder:
         if what == "restore":
             assert "--initial-cluster=m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380" in cmd, cmd
             assert f"--name=m{host.rsplit('.', 1)[1]}" in cmd
+            assert f"{eb.RESTORE_WORK}/etcd-snapshot.db" in cmd  # the snapshot out of the bundle
         return Result(host, cmd, 0, out, "", 0.0)
 
     async def get(self, host: str, src: str, dst: Path, **_: Any) -> None:
@@ -266,3 +319,14 @@ def test_k0s_restore_refuses_a_file_that_is_no_k0s_archive() -> None:
         asyncio.run(eb.k0s_restore(K0sRuntime(), _ctx(Fleet()), "/var/lib/sealer/restore/x.tar.gz"))
     assert "not a k0s backup archive" in err.value.message
     assert len(calls) == 1  # nothing but the look inside the archive
+
+
+@pytest.mark.parametrize(
+    ("code", "message"), [(5, "a cluster with another CA"), (4, "not a backup of a kubernetes")]
+)
+def test_kubeadm_restore_refuses_another_clusters_or_a_foreign_bundle(code: int, message: str) -> None:
+    fleet = Recorder(unpack_code=code)
+    with pytest.raises(RuntimeErrorSealer) as err:
+        asyncio.run(eb.kubeadm_restore(KubernetesRuntime(), _ctx(fleet), "/var/lib/sealer/restore/s.db"))
+    assert message in err.value.message and "nothing was changed" in (err.value.hint or "")
+    assert not [c for c in fleet.calls if c[1] in ("stop", "restore", "start", "kubelet")]
