@@ -325,6 +325,7 @@ mv {new} {data}
 
 
 async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: str) -> None:
+    given = snapshot
     m0 = ctx.master0
     masters = list(ctx.cluster.masters)
     hosts = list(ctx.cluster.hosts)
@@ -350,7 +351,7 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
     )
     if not checked.ok:
         raise RuntimeErrorSealer(
-            f"{snapshot}: not an etcd snapshot ({_last_line(checked.stdout)})",
+            f"{given}: not an etcd snapshot ({_last_line(checked.stdout)})",
             "give the file `sealer etcd backup` wrote for this kubernetes cluster; nothing was changed",
         )
     probes = await asyncio.gather(*(ctx.fleet.run(ctx.target(h), MEMBER_PROBE, sudo=True) for h in masters))
@@ -388,7 +389,8 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
         raise RuntimeErrorSealer(
             f"etcd restore failed: {err.message}",
             f"the control planes are stopped (manifests parked in {PARKED}); fix the cause and run the "
-            "same restore again, or move the manifests back to go on with the data as it was",
+            "same restore again (a master whose data dir was already replaced keeps the previous one "
+            "as <data-dir>.sealer-before-restore)",
         ) from None
     # all members at once: a restored multi-member etcd has no quorum until enough of them run
     await asyncio.gather(*(_sh(ctx, h, START_STATIC_PODS) for h in masters))
