@@ -155,8 +155,7 @@ async def stream(layout: Layout, offset: int = 0, tamper: Tamper | None = None) 
         pad = (-p.size) % BLOCK
         if pad:
             yield b"\0" * pad if skip == 0 else b"\0" * max(pad - skip, 0)
-    trailer_start = layout.total - 2 * BLOCK
-    yield b"\0" * (layout.total - max(offset, trailer_start))
+    yield b"\0" * (layout.total - max(offset, layout.end))
 
 
 # ---------------------------------------------------------------- host scripts
@@ -271,9 +270,9 @@ _OPENSSL_TO_SHA256SUM = "s/^\\([0-9a-f]\\{64\\}\\) \\*/\\1  /"
 HASH_BATCH = 32
 
 
-def receive_script(p: _Paths, total: int) -> str:
+def receive_script(p: _Paths) -> str:
     """As root: extract this host's pieces from the spool as it grows (a link may change
-    under it), until `total` bytes went through."""
+    under it), until tar has read the end of the stream (`Layout`: whole records)."""
     body = (
         f'W={_q(p.work)}; S={_q(p.stage)}; SP={_q(p.spool)}; echo $$ > "$W/recv.pid"; '
         'F="$W/rx"; rm -f "$F"; mkfifo "$F"; '
@@ -281,11 +280,11 @@ def receive_script(p: _Paths, total: int) -> str:
         + 'tail -s 0.05 -c +1 -f "$SP" > "$F" & T=$!; '
         # tar names each member as it starts it; the one before is then complete and is hashed
         # while the stream still flows, so verification costs no time after the last byte
-        + f'head -c {total} < "$F" | tar -x -v --quoting-style=literal -f - -C "$S" --no-same-owner -p '
+        + 'tar -x -v --quoting-style=literal -b 20 -f - -C "$S" --no-same-owner -p < "$F" '
         '--null -T "$W/want" | awk \'{ if (NR > 1) { print prev; fflush() } prev = $0 } '
         f'END {{ if (NR) print prev }}\' | (cd "$S" && xargs -r -d "\\n" -n {HASH_BATCH} $H --) '
         f"| sed -e {_q(_OPENSSL_TO_SHA256SUM)} > \"$W/sums\"; "
-        "rc=$(( ${PIPESTATUS[0]} | ${PIPESTATUS[1]} )); "
+        "rc=${PIPESTATUS[0]}; "
         'kill $T 2>/dev/null; wait $T 2>/dev/null; rm -f "$F" "$W/recv.pid"; exit $rc'
     )
     return f"setsid -w bash -c {_q(body)}"
@@ -296,9 +295,10 @@ def feed_script(p: _Paths) -> str:
     return f"setsid -w bash -c {_q(body)}"
 
 
-def forward_script(p: _Paths, child: Target, child_id: int, offset: int, total: int) -> str:
-    """As the login user on the parent: stream spool bytes [offset, total) to the child's
-    forced command (which appends them to its spool)."""
+def forward_script(p: _Paths, child: Target, child_id: int, offset: int) -> str:
+    """As the login user on the parent: stream spool bytes from `offset` on to the child's
+    forced command, which appends them to its spool and ends the session once its spool holds
+    the whole stream (so no `head` counts bytes here: one copy less per byte and hop)."""
     port = child.port or 22
     ssh = (
         'ssh -F /dev/null -i "$W/key" -o IdentitiesOnly=yes -o UserKnownHostsFile="$W/known_hosts" '
@@ -313,7 +313,7 @@ def forward_script(p: _Paths, child: Target, child_id: int, offset: int, total: 
         '[ -f "$SP" ] || exit 3; sleep 0.2; done; '
         f'F="$W/fx{child_id}"; rm -f "$F"; mkfifo "$F"; '
         f'tail -s 0.05 -c +{offset + 1} -f "$SP" > "$F" & T=$!; '
-        f'head -c {total - offset} < "$F" | {ssh}; rc=${{PIPESTATUS[1]}}; '
+        f'{ssh} < "$F"; rc=$?; '
         f'kill $T 2>/dev/null; wait $T 2>/dev/null; rm -f "$F" "$W/fwd{child_id}.pid"; exit $rc'
     )
     return f"setsid -w bash -c {_q(body)}"
@@ -343,10 +343,21 @@ def poll_script(p: _Paths) -> str:
     return f"touch {_q(p.work)}/beat 2>/dev/null; stat -c %s {_q(p.spool)} 2>/dev/null || echo -1"
 
 
+def append_command(p: _Paths) -> str:
+    """The link's receiving end on a child: append exactly the rest of the stream (its length
+    is in $W/total, written at set-up) to the spool, then end, which ends the session and so
+    the parent's forwarding ssh. dd with fullblock counts bytes exactly across partial reads."""
+    spool = _q(p.spool)
+    return (
+        f"dd of={spool} oflag=append conv=notrunc bs=64K iflag=count_bytes,fullblock status=none "
+        f"count=$(( $(cat {_q(p.work)}/total) - $(stat -c %s {spool}) ))"
+    )
+
+
 def authorized_line(p: _Paths, public_key: str, sources: Sequence[str], expires: datetime) -> str:
     """The forced command appends to the spool only; it records its pid so a re-route can stop
     it. `restrict` turns off pty, agent, port and X11 forwarding."""
-    cmd = f"echo $$ > {p.work}/app.pid; exec cat >> {_q(p.spool)}"
+    cmd = f"echo $$ > {p.work}/app.pid; exec {append_command(p)}"
     cmd = cmd.replace("\\", "\\\\").replace('"', '\\"')
     when = expires.strftime("%Y%m%d%H%M") + "Z"
     froms = ",".join(sources)
@@ -724,6 +735,7 @@ class Fanout:
                 "key": private,
                 "known_hosts": known.encode(),
                 "authkey": authorized_line(h.paths, public, sources, expires).encode(),
+                "total": str(layout.total).encode(),
                 "want": b"".join(p.name.encode() + b"\0" for p in need.want),
                 "discard": b"".join(name.encode() + b"\0" for name in need.discard),
             }
@@ -746,7 +758,7 @@ class Fanout:
         for h in active:
             rnd.meters[h.name] = Meter(layout.total)
             rnd.recv[h.name] = asyncio.ensure_future(
-                h.call(receive_script(h.paths, layout.total), sudo=self.sudo, shown="receiving")
+                h.call(receive_script(h.paths), sudo=self.sudo, shown="receiving")
             )
         for h in active:
             self._start_link(rnd, h.name, 0)
@@ -828,7 +840,7 @@ class Fanout:
         else:
             p = rnd.hosts[parent]
             code, _, err = await p.call(
-                forward_script(p.paths, c.target, c.index, offset, rnd.layout.total),
+                forward_script(p.paths, c.target, c.index, offset),
                 shown=f"forwarding to {child}",
             )
         if code != 0:

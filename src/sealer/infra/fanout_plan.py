@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE  # GNU tar's default: 20 blocks
 # Files above this are sent as content-addressed chunks, so an interrupted transfer of a large
 # file resumes at a chunk boundary instead of from its first byte. Joining chunks costs a copy
 # on the host, so they are large: a cut re-sends at most this much of a file in flight.
@@ -165,12 +166,18 @@ def padded(size: int) -> int:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each piece's header starts in the stream, and the stream's exact length (the
-    end-of-archive blocks included), so any host can be fed or re-fed from any offset."""
+    """Where each piece's header starts in the stream, where the members end, and the stream's
+    exact length (end-of-archive blocks and record padding included), so any host can be fed
+    or re-fed from any offset.
+
+    The length is a whole number of tar records: GNU tar reading a pipe takes whole records
+    and exits right after the end-of-archive blocks, so a host's tar finds the end of the
+    stream by itself (nothing has to count the bytes in front of it)."""
 
     pieces: tuple[Piece, ...]
     starts: tuple[int, ...]
     total: int
+    end: int  # where the members end and the zero trailer begins
 
     @classmethod
     def of(cls, pieces: Iterable[Piece]) -> Layout:
@@ -180,7 +187,7 @@ class Layout:
         for p in ordered:
             starts.append(pos)
             pos += len(header(p)) + padded(p.size)
-        return cls(ordered, tuple(starts), pos + 2 * BLOCK)
+        return cls(ordered, tuple(starts), -(-(pos + 2 * BLOCK) // RECORD) * RECORD, pos)
 
     def first_at(self, offset: int) -> int:
         """Index of the piece that contains byte `offset` (len(pieces) if in the trailer)."""
@@ -191,7 +198,7 @@ class Layout:
                 lo = mid + 1
             else:
                 hi = mid
-        return max(lo - 1, 0) if self.starts and offset < self.total - 2 * BLOCK else len(self.pieces)
+        return max(lo - 1, 0) if self.starts and offset < self.end else len(self.pieces)
 
 
 def union(needs: Iterable[HostNeed]) -> tuple[Piece, ...]:

@@ -128,6 +128,29 @@ def test_the_stream_has_the_layouts_length_and_resumes_at_any_offset(
             assert f is not None and hashlib.sha256(f.read()).hexdigest() == p.sha256
 
 
+def test_gnu_tar_finds_the_end_of_the_stream_by_itself(tmp_path: Path) -> None:
+    # a host's tar reads the stream from a pipe that stays open (tail -f of the spool): it must
+    # exit after the last record on its own, with every piece written
+    import subprocess
+
+    specs = _files(tmp_path, [10, 2000, 0, 1500])
+    layout = Layout.of(union([host_need(specs, {}, {})]))
+    assert layout.total % tarfile.RECORDSIZE == 0 and layout.end < layout.total
+    out = tmp_path / "out"
+    out.mkdir()
+    tar = subprocess.Popen(["tar", "-x", "-b", "20", "-f", "-", "-C", str(out)], stdin=subprocess.PIPE)
+    assert tar.stdin is not None
+    tar.stdin.write(asyncio.run(_collect(layout, 0)))
+    tar.stdin.flush()  # and never closed while tar runs
+    try:
+        assert tar.wait(timeout=60) == 0
+    finally:
+        tar.kill()
+        tar.stdin.close()
+    for p in layout.pieces:
+        assert hashlib.sha256((out / p.name).read_bytes()).hexdigest() == p.sha256
+
+
 def test_first_at_finds_the_piece_holding_an_offset(tmp_path: Path) -> None:
     specs = _files(tmp_path, [10, 2000])
     layout = Layout.of(union([host_need(specs, {}, {})]))
@@ -271,7 +294,8 @@ def test_authorized_line_is_restricted_and_expires() -> None:
     when = dt.datetime(2030, 1, 2, 3, 4, tzinfo=dt.UTC)
     line = authorized_line(p, "ssh-ed25519 AAAAkey", ["10.0.0.1", "10.0.0.2"], when)
     assert line.startswith('restrict,from="10.0.0.1,10.0.0.2",expiry-time="203001020304Z",command="')
-    assert "exec cat >> '/var/lib/x y/.sealer-fanout/spool-abc123'" in line
+    assert "exec dd of='/var/lib/x y/.sealer-fanout/spool-abc123' oflag=append" in line
+    assert "$(cat /tmp/sealer-fanout-abc123/total)" in line
     assert line.rstrip().endswith(f"ssh-ed25519 AAAAkey sealer-fanout:abc123:{int(when.timestamp())}")
 
 
