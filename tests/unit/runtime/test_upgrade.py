@@ -272,3 +272,19 @@ def test_k0s_removes_an_unreachable_controllers_member_from_master0() -> None:
     ctx = _ctx(fleet)
     asyncio.run(runtime.forget_member(ctx, ctx.cluster.masters[1]))
     assert fleet.calls == [("10.0.0.2", "/usr/local/bin/k0s etcd leave --peer-address 10.0.0.3 2>&1")]
+
+
+def test_a_default_balancer_without_haproxy_says_how_to_turn_it_off() -> None:
+    """haproxy is the default also with one master: an image without it fails with the way out."""
+    from sealer.runtime import lb
+
+    class NoHaproxy(RecordingFleet):
+        async def run(self, target: Target, cmd: str, **kw: Any) -> Result:
+            self.calls.append((target.address, cmd))
+            return Result(target.address, cmd, 3, "", "no haproxy", 0.0)
+
+    ctx = _ctx(NoHaproxy([]))
+    with pytest.raises(RuntimeErrorSealer) as err:
+        asyncio.run(lb.install_lb(ctx, ctx.cluster.workers[0], ctx.cluster.masters))
+    assert "10.0.0.9: APIServerLB is haproxy by default" in err.value.message
+    assert "APIServerLB=none" in (err.value.hint or "") and "--lb" in (err.value.hint or "")
