@@ -124,7 +124,24 @@ def file_specs(tree: transfer.LocalTree, chunk_bytes: int = CHUNK_BYTES) -> list
 
 
 async def stream(layout: Layout, offset: int = 0, tamper: Tamper | None = None) -> AsyncIterator[bytes]:
-    """The stream's bytes from `offset` on, exactly as Layout counts them."""
+    """The stream's bytes from `offset` on, exactly as Layout counts them, in chunks of about
+    READ bytes: a small file's header, data and padding are not three writes (each an SSH
+    packet, a wake-up of every process on the first host, and Python work on the operator,
+    which has one core's share at most), so a run of small files flows like a large one."""
+    buf = bytearray()
+    async for part in _parts(layout, offset, tamper):
+        if not buf and len(part) >= READ:
+            yield part
+            continue
+        buf += part
+        if len(buf) >= READ:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+async def _parts(layout: Layout, offset: int, tamper: Tamper | None) -> AsyncIterator[bytes]:
     index = layout.first_at(offset)
     for p, start in zip(layout.pieces[index:], layout.starts[index:], strict=True):
         skip = offset - start if offset > start else 0

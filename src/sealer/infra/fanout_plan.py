@@ -202,13 +202,45 @@ class Layout:
 
 
 def union(needs: Iterable[HostNeed]) -> tuple[Piece, ...]:
-    """Every piece some host of the group wants, once, in a stable order (small files first
-    in path order, then chunks), so all hosts of a group share one byte stream."""
+    """Every piece some host of the group wants, once, in a stable order (path order, chunks
+    after files; small pieces spread among the large ones, see `spread`), so all hosts of a
+    group share one byte stream."""
     seen: dict[str, Piece] = {}
     for need in needs:
         for p in need.want:
             seen.setdefault(p.name, p)
-    return tuple(sorted(seen.values(), key=lambda p: (p.name.startswith("c/"), p.name)))
+    return spread(sorted(seen.values(), key=lambda p: (p.name.startswith("c/"), p.name)))
+
+
+SMALL = 1 << 20  # below this a piece costs a host mostly per file (create, list, hash), not per byte
+
+
+def spread(ordered: Sequence[Piece]) -> tuple[Piece, ...]:
+    """The same pieces with the small ones spread evenly among the large ones.
+
+    Every host of a chain reaches the same place in the stream within a second of the others,
+    so a run of hundreds of small files makes all hosts pay their per-file costs (create,
+    list, hash) at once: on shared CPUs that stalls the whole chain (measured: the last 10% of
+    a payload ending in 600 small files took a third of the transfer time). Spread out, the
+    same work overlaps the large pieces. A small piece counts as one file, a large one by its
+    bytes: each large piece goes where the share of small files sent so far matches the share
+    of large bytes sent up to its middle. Order within each kind is kept."""
+    small = [p for p in ordered if p.size < SMALL]
+    large = [p for p in ordered if p.size >= SMALL]
+    if not small or not large:
+        return tuple(ordered)
+    large_total = sum(p.size for p in large)
+    out: list[Piece] = []
+    i = large_done = 0
+    for p in large:
+        target = (large_done + p.size / 2) / large_total
+        while i < len(small) and i / len(small) < target:
+            out.append(small[i])
+            i += 1
+        out.append(p)
+        large_done += p.size
+    out.extend(small[i:])
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- the forwarding tree

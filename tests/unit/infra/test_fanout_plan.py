@@ -20,11 +20,13 @@ from sealer.infra.fanout_plan import (
     FileSpec,
     Layout,
     Meter,
+    Piece,
     host_need,
     plan_tree,
     reroute,
     slow_hosts,
     split,
+    spread,
     union,
 )
 
@@ -89,6 +91,25 @@ def test_union_is_stable_and_deduplicated() -> None:
     n2 = host_need([f1], {}, {})
     assert [p.name for p in union([n1, n2])] == ["t/a", "t/b"]
     assert union([n2, n1]) == union([n1, n2])
+
+
+def test_small_pieces_are_spread_among_large_ones_by_bytes() -> None:
+    def piece(name: str, size: int) -> Piece:
+        return Piece(name, size, "0" * 64, 0o644, 0, "/src/" + name)
+
+    large = [piece(f"t/big{i}", size) for i, size in enumerate([40 << 20, 5 << 20, 5 << 20])]
+    small = [piece(f"t/s{i:03}", 10_000) for i in range(200)]
+    out = spread([*large, *small])
+    assert sorted(p.name for p in out) == sorted(p.name for p in [*large, *small])
+    # each kind keeps its order
+    assert [p for p in out if p in large] == large and [p for p in out if p in small] == small
+    # big0 is 80% of the large bytes: it goes after 40% of the small files (its middle), the
+    # 5 MB pieces after 85% and 95%; no run of small files is left for the end
+    before = {p.name: sum(1 for q in out[: out.index(p)] if q in small) for p in large}
+    assert before == {"t/big0": 80, "t/big1": 170, "t/big2": 190}
+    assert out[-1] in small and sum(1 for q in out[out.index(large[-1]):] if q in small) == 10
+    # nothing to spread: unchanged
+    assert spread(small) == tuple(small) and spread(large) == tuple(large)
 
 
 # ---------------------------------------------------------------- stream layout
