@@ -3,7 +3,7 @@ operator's own link too): sealer's host-to-host fan-out vs the naive parallel co
 operator (Fleet.copy_many, the peers' strategy) vs ansible-core, side by side in one run.
 
     .venv/bin/python -m bench.distribute [--rates 100mbit,50mbit] [--ns 1,5,10] [--lab fob]
-                                          [--no-ansible]
+                                          [--no-ansible] [--host-cpu-weight]
 
 Needs root and the test bed (light hosts). Payload: 1 x 40 MB, 8 x 5 MB, 100 x 150 KB,
 500 x 10 KB (609 files). ansible-core is installed into a throwaway venv under /tmp for this
@@ -11,12 +11,21 @@ benchmark only; the hosts have no rsync, so `synchronize` cannot run and ansible
 `unarchive` (copy one tar, extract on the host) stands for it — the fastest way ansible-core has
 to move many files. Every time includes connecting. The last line printed is
 `ratio time(10)/time(1) at 50mbit: X.XX` (sealer's fan-out).
+
+CPU: the test bed puts all hosts of a lab in one cpu cgroup whose weight (cpu.shares 1024) equals
+that of ONE process outside it, so when the machine is busy with other work the lab's N hosts
+together get one process's share, while on real machines each host has its own CPU. At 100
+Mbit/s, where the hosts' SSH hops need a good part of the 2 cores, this makes the times depend on
+the machine's load more than on the method. `--host-cpu-weight` gives the lab the weight of N
+processes (N x 1024) for the run (restored afterwards), so each host weighs like one process;
+without it the weight is left as the test bed made it. Either way every row prints the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -28,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.testbed import Testbed, TestHost
+from tests.testbed import Testbed, TestHost, cgroup
 
 from sealer.infra.fanout import fanout_copy
 from sealer.infra.fleet import Fleet
@@ -63,6 +72,15 @@ def ansible_bin() -> Path | None:
         print(f"ansible-core could not be installed ({err}); its column is n/a", file=sys.stderr)
         return None
     return exe if exe.exists() else None
+
+
+def lab_cpu_shares(lab: str) -> Path | None:
+    """The lab's cpu.shares file (cgroup v1 cpu controller), if there is one."""
+    for base in cgroup.lab_bases(lab):
+        f = Path(base) / "cpu.shares"
+        if "/cpu" in base and f.is_file():
+            return f
+    return None
 
 
 def state_dir() -> Path:
@@ -142,15 +160,25 @@ def main() -> None:
     ap.add_argument("--ns", default="1,5,10")
     ap.add_argument("--lab", default="fob")
     ap.add_argument("--no-ansible", action="store_true")
+    ap.add_argument("--host-cpu-weight", action="store_true",
+                    help="give the lab's cpu cgroup the weight of one process per host for the run")
     args = ap.parse_args()
     rates = args.rates.split(",")
     ns = [int(x) for x in args.ns.split(",")]
     exe = None if args.no_ansible else ansible_bin()
     tb = Testbed(args.lab, light=True)
     rows: list[tuple[str, int, float, float, float | None]] = []
+    shares: Path | None = None
+    old_shares: str | None = None
     load_before = os.getloadavg()
     try:
         hosts = tb.up(max(ns))
+        shares = lab_cpu_shares(tb.name)
+        old_shares = shares.read_text().strip() if shares is not None else None
+        if shares is not None and args.host_cpu_weight:
+            shares.write_text(str(1024 * max(ns)))
+        print(f"lab cpu.shares: {shares.read_text().strip() if shares is not None else 'n/a'} "
+              f"(a process outside the lab: 1024)", flush=True)
         with tempfile.TemporaryDirectory(prefix="sealer-bench-dist.") as tmp:
             src = Path(tmp) / "payload"
             total = make_tree(src)
@@ -188,6 +216,9 @@ def main() -> None:
                     print(f"  {rate:>8} N={n:<3} fan-out {t_fan:7.1f}s  naive {t_naive:7.1f}s  ansible {a}s"
                           f"  (load {load:.1f})", flush=True)
     finally:
+        if shares is not None and old_shares is not None:
+            with contextlib.suppress(OSError):
+                shares.write_text(old_shares)
         tb.down(fast=True)
     load_after = os.getloadavg()
     print()
