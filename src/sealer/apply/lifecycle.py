@@ -332,6 +332,8 @@ class Day2:
         engine = self.engine
         local = self.cluster.registry.local
         registry_port = local.port if local is not None and self.cluster.registry.external is None else None
+        # the joining hosts get the rootfs as `sealer run` sends it (spool room when fanned out)
+        need, what, spooled = engine.disk_needs([self.by_ip[ip] for ip in joining])
         findings = factsmod.preflight(
             {ip: engine.facts[ip] for ip in joining},
             cluster=self.cluster.name,
@@ -339,10 +341,9 @@ class Day2:
             master0=engine.master0.ip,
             registry_port=registry_port,
             arches=sorted(engine.unpacked),
-            need_bytes={
-                ip: int(engine._unpacked_for(self.by_ip[ip]).size(with_registry=False) * 1.25)
-                for ip in joining
-            },
+            need_bytes=need,
+            need_what=what,
+            spooled=spooled,
         )
         errors = [f for f in findings if f.severity == "error"]
         for f in findings:
