@@ -1,7 +1,8 @@
 """`sealer run` with the default distributor on three nested hosts (issue 10): the rootfs goes host
 to host (the progress output and the journal say so), the registry data goes to master0 in one
 direct stream, every host ends up with the image's files byte for byte, and the fan-out leaves
-nothing behind (keys, spool, work dirs).
+nothing behind (keys, spool, work dirs). Before that, pre-flight refuses a host without room for
+the fan-out's spool, by name.
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ def test_default_run_fans_the_rootfs_out(testbed_factory, k3s_images: BuiltImage
     master, workers = hosts[0], hosts[1:]
     cf = tmp_path / "Clusterfile"
     cf.write_text(_clusterfile(k3s_images.app, tb.key_path, master.ip, [w.ip for w in workers]))
+
+    # pre-flight counts the fan-out's spool on each host's disk and names the host that lacks it
+    w = workers[0]
+    tb.run_on(w, "mkdir -p /var/lib/sealer && mount -t tmpfs -o size=1m tmpfs /var/lib/sealer")
+    refused = run_sealer(home, "run", "-f", str(cf), check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"{w.ip}: too little disk at /var/lib/sealer" in refused.stderr, refused.stderr
+    assert "needed for the rootfs (sent host to host: spool + files while it arrives)" in refused.stderr
+    assert "--distributor ssh" in refused.stderr and "Traceback" not in refused.stderr
+    tb.run_on(w, "umount /var/lib/sealer")
 
     done = run_sealer(home, "run", "-f", str(cf), timeout=1500)  # no --distributor: the default
     said = done.stdout + done.stderr
