@@ -158,6 +158,8 @@ async def install_lb(ctx: RuntimeContext, host: Host, masters: Sequence[Host]) -
     result.check()
     changed = await put_if_changed(ctx, host, LB_CONFIG, haproxy_cfg([m.ip for m in masters]))
     changed = await put_if_changed(ctx, host, f"{UNIT_DIR}/{LB_UNIT}", unit_file()) or changed
+    # A restart, not a reload: haproxy 2.6's master process (-Ws) was seen to die of SIGSEGV on
+    # `systemctl reload` on the test bed, which systemd then restarts anyway after RestartSec.
     cmd = (
         f"systemctl daemon-reload && systemctl enable {LB_UNIT} >/dev/null 2>&1; "
         f"if [ {int(changed)} = 1 ]; then systemctl restart {LB_UNIT}; "
