@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,10 @@ def report(what: str, stdout: str) -> str:
     return took
 
 
+# How a request in flight ends when the API server holding it stops (TLS EOF, reset, closed).
+CUT_IN_FLIGHT = ("EOF", "Connection reset", "Remote end closed connection", "connection has been closed")
+
+
 class ApiProbe:
     """Runs `command` on a worker host twice a second and keeps every answer (ok or not) until
     stopped: the API as that worker reaches it, during an operation."""
@@ -121,6 +126,20 @@ class ApiProbe:
 
     def summary(self) -> str:
         return f"{self.oks.count(True)} answered, {len(self.failures)} not"
+
+    def assert_served_throughout(self) -> None:
+        """The API answered every poll but, at most, isolated ones whose connection was cut in flight
+        (an API server stopping for its upgrade drops the requests it holds at that instant; a client
+        asks again, as client-go does). Never two polls in a row, never an HTTP error (a 503 from a
+        server without its datastore), never a refused connection (the worker's balancer away), and
+        the last poll answered."""
+        oks = self.oks
+        assert oks and oks[-1], self.results[-3:]
+        assert not any(not a and not b for a, b in pairwise(oks)), (
+            f"the API was away for two polls in a row: {self.failures[:5]}"
+        )
+        cut = [why for why in self.failures if any(w in why for w in CUT_IN_FLIGHT)]
+        assert cut == self.failures, f"not a connection cut in flight: {self.failures[:5]}"
 
     def __enter__(self) -> ApiProbe:
         self._thread.start()
