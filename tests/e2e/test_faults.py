@@ -5,20 +5,22 @@ again. A second apply while one runs is refused by the lock. An install killed h
 `delete --all -f` and run anew.
 
 How the kill points are drawn. Each operation is first run once unkilled (the reference: the
-scale-up is then undone with `delete`, the upgrade goes to an intermediate release), and its journal
+scale-up is then undone by applying the 1 + 1 Clusterfile, the upgrade goes to an intermediate
+release), and its journal
 gives the ordered list of steps with how long each took. For the killed run, five distinct positions
 in that list are drawn, each with a fraction in [0, 1); kill `k` waits until the journal records the
-start of the step at its position (or, when that one is already done, the next one not done) and
-SIGKILLs sealer that fraction of the step's reference duration later. So a kill lands at the start of
-a step, inside it, or (when the step runs faster than in the reference) just after it.
+start of the step at its position (or, when that one is done already, of the first step after it
+that is not) and SIGKILLs sealer that fraction of the step's reference duration later. So a kill
+lands at the start of a step, inside it, or (when the step runs faster than in the reference) just
+after it, maybe inside the next one.
 
 Why steps rather than moments drawn over the reference run's wall-clock duration: the machine is
 shared and loaded, so the same moment lands in different steps from run to run, and late moments
 may fall after the operation has ended (no kill at all). Anchored on journaled steps, a seed names
-the same steps every time (only the offset into a step moves with the load), each of the five
-kills is sure to happen while work remains, and every part of the operation can be drawn,
-including the steps that run on several hosts at once. What a step does between two journal records
-is covered by the fraction.
+the same steps again on a re-run (the offset into a step moves with the load, and a kill that
+overshoots its step can shift the next one's anchor by a step), each of the five kills is sure to
+happen while work remains, and every part of the operation can be drawn, including the steps that
+run on several hosts at once; the fraction reaches the work done inside a step.
 
 Reproduce a failure with `SEALER_FAULT_SEED=<seed printed by the test>`; each kill prints the step
 it waited for, the delay, the moment (seconds after sealer started) and the steps in flight.
@@ -55,6 +57,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mar
 CLUSTER = "f2"
 LAB = os.environ.get("SEALER_E2E_FAULT_LAB", "f2")  # another id lets a second copy run beside a full suite
 KILLS = 5
+WINDOW_LAB = os.environ.get("SEALER_E2E_FAULT_LAB2", "f3")
 # The reference upgrade goes here first (a patch release between the suite's two k3s versions), so
 # the killed upgrade has an unkilled twin of the same shape.
 MID_VERSION = "v1.30.7+k3s1"
@@ -124,7 +127,7 @@ def reference_steps(recs: list[dict[str, Any]], op: str) -> list[tuple[Step, flo
 class Kill:
     """Where one kill landed, for the test's output (and a failure's message)."""
 
-    target: Step
+    target: Step  # the step whose start the kill waited for
     delay: float
     moment: float  # seconds after sealer started
     in_flight: list[Step]
@@ -132,8 +135,8 @@ class Kill:
     def __str__(self) -> str:
         running = ", ".join(f"{s}@{h}" for _, s, h in self.in_flight) or "none (between steps)"
         return (
-            f"waited for {self.target[1]}@{self.target[2]} ({self.target[0]}), killed {self.delay:.2f}s "
-            f"into it, {self.moment:.1f}s after start; running: {running}"
+            f"at {self.target[1]}@{self.target[2]} ({self.target[0]}) + {self.delay:.2f}s, "
+            f"{self.moment:.1f}s after sealer started; steps running then: {running}"
         )
 
 
@@ -158,9 +161,11 @@ class RandomKiller:
         position, fraction = self.points[len(self.kills)]
         pending = self._pending(op)
         assert pending, f"{self.what} seed {self.seed}: no step left to kill in, kills so far: {self.kills}"
-        chosen = next((i for i in pending if i >= position), pending[-1])
-        target, took = self.reference[chosen]
-        delay = fraction * took
+        # The drawn step, or when it is done already (an earlier kill overshot it) the next one not
+        # done; any of the later ones counts too, since a resumed run may skip work it no longer
+        # needs (a fan-out when fewer hosts lack the payload) and must still be killed somewhere.
+        later = [i for i in pending if i >= position] or pending
+        candidates = {self.reference[i][0]: i for i in reversed(later)}
         journal = self.home / CLUSTER / "journal.jsonl"
         offset = journal.stat().st_size if journal.exists() else 0
         began = time.monotonic()
@@ -171,10 +176,13 @@ class RandomKiller:
             stderr=subprocess.PIPE,
             text=True,
         )
+        target, delay = self.reference[later[0]][0], 0.0
         try:
-            self._wait_for_start(journal, offset, target, proc)
-            time.sleep(delay)  # not a threshold: places the kill inside the step's work
-            os.kill(proc.pid, signal.SIGKILL)
+            started = self._wait_for_start(journal, offset, candidates, proc)
+            if started is not None:
+                target, delay = started, fraction * self.reference[candidates[started]][1]
+                time.sleep(delay)  # not a threshold: places the kill inside the step's work
+                os.kill(proc.pid, signal.SIGKILL)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -195,7 +203,11 @@ class RandomKiller:
         self.kills.append(kill)
         print(f"  {self.what} kill {len(self.kills)} (seed {self.seed}): {kill}")
 
-    def _wait_for_start(self, journal: Path, offset: int, target: Step, proc: subprocess.Popen[str]) -> None:
+    def _wait_for_start(
+        self, journal: Path, offset: int, candidates: dict[Step, int], proc: subprocess.Popen[str]
+    ) -> Step | None:
+        """The first of `candidates` this run starts, as the journal records it; None if sealer ends
+        before starting any."""
         deadline = time.monotonic() + 900
         seen = offset
         buf = b""
@@ -208,12 +220,48 @@ class RandomKiller:
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
                 for r in parse_lines(lines):
-                    if r.get("type") == "step" and r["status"] == "start" and step_of(r) == target:
-                        return
+                    if r.get("type") == "step" and r["status"] == "start" and step_of(r) in candidates:
+                        return step_of(r)
             if proc.poll() is not None:
-                return  # ended without starting it: the caller reports this with its output
-            assert time.monotonic() < deadline, f"{self.what} seed {self.seed}: {target} never started"
+                return None  # the caller reports this with sealer's output
+            assert time.monotonic() < deadline, f"{self.what} seed {self.seed}: none of {candidates} started"
             time.sleep(0.05)
+
+
+def assert_resumed(done: subprocess.CompletedProcess[str], killer: RandomKiller) -> None:
+    kills = "\n".join(f"  {k}" for k in killer.kills)
+    assert "resuming operation" in done.stderr, (
+        f"seed {killer.seed}: the last re-run of the {killer.what} did not resume the killed operation; "
+        f"kills:\n{kills}\n(a kill after the operation's last step: see "
+        f"test_a_kill_after_the_last_step_does_not_make_the_rerun_redo_the_operation)\n{done.stderr}"
+    )
+
+
+def not_ready(nodes: dict[str, Any]) -> dict[str, list[str]]:
+    """Nodes that are not Ready, with their conditions (what a failure needs to say)."""
+    return {
+        ip: [f"{c.type}={c.status} {c.reason}: {c.message}" for c in n.status.conditions or []]
+        for ip, n in nodes.items()
+        if not ready(n)
+    }
+
+
+def converged(home: Path, ips: set[str], seed: int) -> dict[str, Any]:
+    """The Nodes once every host is one and all are Ready. sealer waited for each joined node to be
+    Ready; on this shared, loaded machine a stand-in node can still miss a heartbeat or a containerd
+    check for a moment afterwards, so readiness is polled (a bound for a hung cluster, not a speed
+    check) and any wait is printed: the cluster must converge, not be caught between heartbeats."""
+    began = time.monotonic()
+    while True:
+        nodes = nodes_by_ip(home, CLUSTER)
+        if set(nodes) == ips and not not_ready(nodes):
+            if time.monotonic() - began > 1:
+                print(f"  nodes all Ready after {time.monotonic() - began:.0f}s more")
+            return nodes
+        assert time.monotonic() - began < 300, (seed, sorted(nodes), not_ready(nodes))
+        if time.monotonic() - began < 1:
+            print(f"  not converged yet: nodes {sorted(nodes)}, not Ready: {not_ready(nodes)}")
+        time.sleep(2)
 
 
 def fault_seed() -> int:
@@ -301,10 +349,8 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
         status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
         assert status["lastOperation"]["status"] == "running", (seed, status)
         assert status["toFinish"].startswith("sealer apply -f"), (seed, status)
-    done = run_sealer(home, *apply)
-    assert "resuming operation" in done.stderr, done.stderr
-    nodes = nodes_by_ip(home, CLUSTER)
-    assert set(nodes) == {h.ip for h in hosts} and all(ready(n) for n in nodes.values()), seed
+    assert_resumed(run_sealer(home, *apply), killer)
+    nodes = converged(home, {h.ip for h in hosts}, seed)
     assert nodes[h4.ip].metadata.labels["disk"] == "ssd"
     assert nodes[h3.ip].metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
     recs = records(home)
@@ -327,13 +373,12 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
     for _ in range(KILLS):
         killer.run_and_kill(upgrade, op)
         op = last_op(records(home))
-    done = run_sealer(home, *upgrade)
-    assert "resuming operation" in done.stderr, done.stderr
-    nodes = nodes_by_ip(home, CLUSTER)
+    assert_resumed(run_sealer(home, *upgrade), killer)
+    nodes = converged(home, {h.ip for h in hosts}, seed)
     assert {ip: n.status.nodeInfo.kubeletVersion for ip, n in nodes.items()} == {
         h.ip: NEXT_VERSION for h in hosts
     }, seed
-    assert all(ready(n) and not n.spec.unschedulable for n in nodes.values()), seed
+    assert not [ip for ip, n in nodes.items() if n.spec.unschedulable], seed
     for h in hosts:
         assert NEXT_VERSION in tb.run_on(h, "/usr/local/bin/k3s --version").stdout
     recs = records(home)
@@ -344,6 +389,67 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
     assert_no_finished_step_started_again(recs)
     status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
     assert status["lastOperation"]["status"] == "done" and status["image"] == upgrade_images.new
+    run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "-y")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="day-2 apply (apply/lifecycle.py) records the applied Clusterfile after the journal's end "
+    "record, so a kill in between leaves a finished operation and the old Clusterfile: the re-run "
+    "plans the same change again and redoes every step in a new operation",
+)
+def test_a_kill_after_the_last_step_does_not_make_the_rerun_redo_the_operation(
+    testbed_factory: Any,
+    upgrade_images: UpgradeImage,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The random kills above can land in the moment between an operation's last journaled step and
+    the end of the process; here a kill is placed there on purpose (at the journal's `end` record)."""
+    home = tmp_path / "sealer-home"
+    shutil.copytree(upgrade_images.home, home, symlinks=True)
+    tb = testbed_factory(nested=True, lab=WINDOW_LAB)
+    (h1,) = tb.up(1)
+    prepare_hosts(tb, [h1])
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(clusterfile(upgrade_images.old, tb.key_path, [h1.ip], [], CLUSTER))
+    run_sealer(home, "run", "-f", str(cf))
+    aliases = {"10.99.0.1": ["db.e2e.local"]}
+    cf.write_text(clusterfile(upgrade_images.old, tb.key_path, [h1.ip], [], CLUSTER, aliases=aliases))
+    journal = home / CLUSTER / "journal.jsonl"
+    offset = journal.stat().st_size
+    proc = subprocess.Popen(
+        [str(SEALER), "apply", "-f", str(cf)],
+        env=sealer_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while proc.poll() is None:
+        tail = parse_lines(journal.read_bytes()[offset:].split(b"\n"))
+        if any(r["type"] == "end" for r in tail):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "the operation never ended"
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("sealer exited on its own before the kill landed; nothing to check this time")
+    assert proc.returncode == -signal.SIGKILL, out + err
+    killed_op = [r for r in parse_lines(journal.read_bytes()[offset:].split(b"\n")) if r["type"] == "end"]
+    assert killed_op and killed_op[0]["status"] == "done", killed_op
+    before = journal.stat().st_size
+    rerun = run_sealer(home, "apply", "-f", str(cf))
+    redone = [
+        f"{r['step']}@{r.get('host')} (operation {r['op']})"
+        for r in parse_lines(journal.read_bytes()[before:].split(b"\n"))
+        if r["type"] == "step" and r["status"] == "start"
+    ]
+    assert not redone, (
+        f"operation {killed_op[0]['op']} had finished, yet the re-run ran again: {redone}\n{rerun.stdout}"
+    )
+    assert "db.e2e.local" in (home / CLUSTER / "Clusterfile").read_text()
+    assert "10.99.0.1 db.e2e.local" in tb.run_on(h1, "cat /etc/hosts").stdout
     run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "-y")
 
 
