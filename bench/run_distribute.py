@@ -12,7 +12,10 @@ Needs root and the test bed. Two ClusterImage stand-ins, unpacked as the engine 
   scripts and manifests) with a small registry/ (one ~2 MB image);
 - fat: the same rootfs with ~150 MB of container images in registry/ (distribution's layout:
   blobs of 2-40 MB, manifests, links).
-Every time includes connecting; every host's tree is checked byte for byte afterwards. The table
+Every time includes connecting; every host's tree is checked byte for byte afterwards.
+CPU: the test bed gives all hosts of a lab together the cpu weight of one process (see
+bench/distribute.py); the fan-out does more per host (each host re-encrypts for the next), so on
+a busy machine that handicaps it. `--host-cpu-weight` gives each host one process's weight. The table
 prints the direct/fan-out ratio per row (with --repeat N: of the fastest of N runs each, run
 alternately so a load drift on the shared machine hits both), and which one `--distributor auto`
 picks.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -32,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.testbed import Testbed, TestHost
+from tests.testbed import Testbed, TestHost, cgroup
 
 from sealer.apply.engine import Engine, RunOptions, Steps
 from sealer.apply.facts import HostFacts
@@ -169,6 +173,15 @@ def verify(tb: Testbed, hosts: list[TestHost], image: UnpackedImage, want_rootfs
                 raise SystemExit(f"{h.name}: the registry data differs from the image")
 
 
+def lab_cpu_shares(lab: str) -> Path | None:
+    """The lab's cpu.shares file (cgroup v1 cpu controller), if there is one."""
+    for base in cgroup.lab_bases(lab):
+        f = Path(base) / "cpu.shares"
+        if "/cpu" in base and f.is_file():
+            return f
+    return None
+
+
 def clear(tb: Testbed, hosts: list[TestHost]) -> None:
     for h in hosts:
         tb.run_on(h, f"rm -rf {DATA_ROOT} /etc/sealer")
@@ -183,14 +196,24 @@ def main() -> None:
     ap.add_argument("--images", default="standard,fat")
     ap.add_argument("--lab", default="dd1")
     ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the table shows the fastest")
+    ap.add_argument("--host-cpu-weight", action="store_true",
+                    help="give the lab's cpu cgroup the weight of one process per host for the run")
     args = ap.parse_args()
     shapes = [tuple(int(x) for x in s.split("+")) for s in args.shapes.split(",")]
     names = args.images.split(",")
     tb = Testbed(args.lab, light=True)
     rows: list[tuple[str, str, float, float, str]] = []
     print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores shared)", flush=True)
+    shares: Path | None = None
+    old_shares: str | None = None
     try:
         hosts = tb.up(max(m + w for m, w in shapes))
+        shares = lab_cpu_shares(tb.name)
+        old_shares = shares.read_text().strip() if shares is not None else None
+        if shares is not None and args.host_cpu_weight:
+            shares.write_text(str(1024 * len(hosts)))
+        print(f"lab cpu.shares: {shares.read_text().strip() if shares is not None else 'n/a'} "
+              "(a process outside the lab: 1024)", flush=True)
         for h in hosts:
             tb.shape(h, args.rate)
         operator_rate = args.operator_rate or args.rate
@@ -227,6 +250,9 @@ def main() -> None:
                     rows.append((name, f"{m}+{w}", times["ssh"], times["fanout"], auto))
         clear(tb, hosts)
     finally:
+        if shares is not None and old_shares is not None:
+            with contextlib.suppress(OSError):
+                shares.write_text(old_shares)
         tb.down(fast=True)
     print()
     print(f"rate {args.rate} on every host's link, {args.operator_rate or args.rate} on this machine's; "
