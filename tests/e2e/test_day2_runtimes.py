@@ -3,7 +3,8 @@ kubeadm + kubelet, real containerd, registry, haproxy and sshd), the story test_
 k3s: 1 master + 1 worker becomes 3 + 3 (HA promotion through `apply`, a worker through `scale-up`),
 shrinks to 3 + 1 (drained, deleted, reset and clean), is upgraded to a newer stand-in release while a
 worker keeps reading the API through its own node-local balancer, loses a master (its etcd member
-leaves first), and is deleted with every host left clean. k0s also runs with plain controllers
+leaves first), loses one it cannot reach (its member is taken out from master0), and is deleted
+with every host left clean. k0s also runs with plain controllers
 (`K0sControllerWorker=false`: controllers are no Nodes) through the whole story.
 """
 
@@ -190,10 +191,26 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     balanced(h2, [h1, h3])
     assert all(day2.ready(n) for n in day2.nodes_by_ip(home, CLUSTER).values())
 
+    # 5c. a master that cannot be reached leaves too (2 + 1 -> 1 + 1): out of the API, its etcd member
+    # taken out from master0 (k0s; for kubeadm the operator is told how), the worker's balancer forgets it
+    tb.stop_host(h3)
+    lost = run_sealer(home, "delete", "-m", h3.ip, "--cluster", CLUSTER, "-y", timeout=1500)
+    said = lost.stdout + lost.stderr
+    assert "update done" in lost.stdout and f"{h3.ip} could not be reached" in said, said
+    day2.report(f"{label} 2+1 -> 1+1 (delete -m, unreachable)", lost.stdout)
+    assert set(day2.nodes_by_ip(home, CLUSTER)) == node_ips([h1], [h2])
+    if runtime == "k0s":
+        assert etcd_members(tb, runtime, home, h1) == {h1.ip}
+    else:
+        assert "etcdctl member" in said, said
+        # honest: nothing on the hosts can take it out (a real cluster's etcd Pod has etcdctl)
+        assert etcd_members(tb, runtime, home, h1) == {h1.ip, h3.ip}
+    balanced(h2, [h1])
+
     # 6. delete --all --prune: every host clean, the state gone here (journal kept for status)
     gone = run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "--force", timeout=1500)
     day2.report(f"{label} delete --all", gone.stdout)
-    for h in hosts:
+    for h in (h1, h2, h4, h5, h6):  # h3 is down
         day2.assert_clean(tb, h, CLUSTER, runtime)
         assert tb.run_on(h, "systemctl is-active sealer-registry", check=False).stdout.strip() != "active"
         assert tb.run_on(h, "ls -A /var/lib/sealer/data 2>/dev/null; true").stdout.strip() == ""

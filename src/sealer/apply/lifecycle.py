@@ -48,6 +48,7 @@ from sealer.plan import (
     plan_clusterfile,
     plan_delete,
 )
+from sealer.runtime import lb
 from sealer.runtime.base import (
     LABEL_CLUSTER_RUNTIME,
     ClusterRuntime,
@@ -588,6 +589,15 @@ class Executor:
                 f"{host.ip}: its etcd member could not leave (unreachable); remove it with `etcdctl member "
                 "remove` in the etcd Pod of a remaining control plane, or etcd may lose quorum later"
             )
+        # The runtime's remove (which updates them) does not run for a host it cannot reach: the
+        # workers' balancers would keep sending to the dead master until their health checks give up.
+        await self.steps.step(
+            action.id,
+            "balancers",
+            host.ip,
+            {"masters": [m.ip for m in self.d2.cluster.masters]},
+            lambda: _note(lb.refresh_balancers(self.ctx), "workers' API balancers updated"),
+        )
 
     async def run_script(self, host: Host, script: str, note: str) -> str:
         (await self.fleet.run(self.d2.engine.targets[host.ip], script, sudo=True, timeout=120)).check()
