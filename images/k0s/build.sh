@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Build the k0s base ClusterImage on a connected machine:
 #   images/k0s/build.sh [--version v1.30.5+k0s.0] [--registry-version 2.8.3] [--arch amd64|arm64]
-#                       [--mirror URL] [--tag NAME] [--extra-bin DIR] [--lb] [--vip] [--sealer CMD] [-- BUILD-FLAGS...]
+#                       [--mirror URL] [--tag NAME] [--extra-bin DIR] [--no-lb] [--vip] [--sealer CMD] [-- BUILD-FLAGS...]
 # Fetches the official k0s release files (binary, sha256sums.txt, airgap-images-list.txt) and the
 # distribution registry release (tarball + checksums), verifies every checksum, then runs
 # `sealer build`, which also pulls every image of the air-gap list into the image's registry/.
 # --mirror URL replaces https://github.com for both downloads (same paths below it).
 # --extra-bin DIR adds the executables in DIR to bin/ (e.g. containerd for a stand-in k0s).
-# --lb bundles this machine's haproxy (apt-get install haproxy) with the shared libraries it needs
-#      beyond glibc into bin/ and lib/haproxy/: the node-local API load balancer of HA clusters.
+# haproxy from this machine (apt-get install haproxy) is bundled with the shared libraries it needs
+#      beyond glibc into bin/ and lib/haproxy/: the node-local API balancer every worker runs by
+#      default; --no-lb leaves it out (clusters then need APIServerLB=none or haproxy on the hosts).
 # --vip bundles this machine's keepalived the same way: the API VIP (Clusterfile env APIServerVIP).
 # Flags after -- go to `sealer build` (e.g. -- --insecure for a plain-HTTP registry in the image list).
 set -euo pipefail
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --version) version=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) common_arg "$@"; shift "$consumed" ;;
   esac
 done

@@ -2,7 +2,7 @@
 # Build the kubernetes (kubeadm) base ClusterImage on a connected machine:
 #   images/kubernetes/build.sh [--version v1.31.2] [--containerd-version 1.7.22] [--runc-version 1.1.14]
 #       [--registry-version 2.8.3] [--etcd-version 3.5.15] [--arch amd64|arm64] [--mirror URL]
-#       [--k8s-mirror URL] [--tag NAME] [--images FILE] [--extra-bin DIR] [--lb] [--vip] [--sealer CMD]
+#       [--k8s-mirror URL] [--tag NAME] [--images FILE] [--extra-bin DIR] [--no-lb] [--vip] [--sealer CMD]
 #       [-- BUILD-FLAGS...]
 # Fetches kubeadm/kubelet/kubectl from dl.k8s.io (each with its .sha256), containerd and runc from
 # their GitHub releases, etcdctl/etcdutl from the etcd release (`sealer etcd backup|restore`), the
@@ -10,7 +10,8 @@
 # control-plane images with `kubeadm config images list` (or takes --images FILE), then runs
 # `sealer build`, which pulls every listed image into the image's registry/.
 # --mirror URL replaces https://github.com, --k8s-mirror URL replaces https://dl.k8s.io.
-# --lb bundles this machine's haproxy (apt-get install haproxy) with its libraries (node-local LB).
+# haproxy from this machine is bundled with its libraries (the node-local API balancer every worker
+#   runs by default); --no-lb leaves it out (clusters then need APIServerLB=none or hosts with haproxy).
 # --vip bundles this machine's keepalived the same way: the API VIP (Clusterfile env APIServerVIP).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     --k8s-mirror) k8s_base=${2%/}; shift 2 ;;
     --images) images=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) common_arg "$@"; shift "$consumed" ;;
   esac
 done

@@ -8,7 +8,7 @@ arch=$(uname -m); case "$arch" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; e
 base=https://github.com
 tag=""
 extra_bin=""
-with_lb=0
+with_lb=1  # workers run the node-local API balancer by default (runtime/lb.py)
 with_vip=0
 sealer=${SEALER:-sealer}
 consumed=0
@@ -24,6 +24,7 @@ common_arg() {
     --tag) tag=$2; consumed=2 ;;
     --extra-bin) extra_bin=$2; consumed=2 ;;
     --lb) with_lb=1; consumed=1 ;;
+    --no-lb) with_lb=0; consumed=1 ;;
     --vip) with_vip=1; consumed=1 ;;
     --sealer) sealer=$2; consumed=2 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -87,7 +88,7 @@ fetch_registry() {
 bundle_tool() {
   local name=$1 bin lib
   bin=$(PATH=$PATH:/usr/sbin:/sbin command -v "$name" || true)
-  [ -n "$bin" ] && [ -x "$bin" ] || die "--lb/--vip: no $name on this machine (apt-get install $name)"
+  [ -n "$bin" ] && [ -x "$bin" ] || die "no $name on this machine to bundle (apt-get install $name)$([ "$name" = haproxy ] && echo "; or --no-lb: then the cluster needs APIServerLB=none or haproxy on its hosts")"
   mkdir -p "$ctx/bin" "$ctx/lib/$name"
   install -m 0755 "$bin" "$ctx/bin/$name"
   for lib in $(ldd "$bin" | awk '/=> \// {print $3}'); do

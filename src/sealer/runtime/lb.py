@@ -7,7 +7,7 @@ with Envoy, k3s agents' built-in balancer; kubeadm has none). The default holds 
 as Go sealer's lvscare does: a worker joined then already reaches the API through 127.0.0.1:6443, so
 when one master becomes three only the balancers' backends change (`refresh_balancers`) and no
 worker has to be re-pointed. The ClusterImage carries the haproxy binary in bin/ and the shared
-libraries it needs beyond glibc in lib/haproxy/ (build.sh --lb).
+libraries it needs beyond glibc in lib/haproxy/ (build.sh bundles them unless --no-lb).
 """
 
 from __future__ import annotations
@@ -151,9 +151,9 @@ async def install_lb(ctx: RuntimeContext, host: Host, masters: Sequence[Host]) -
         asked = f"{ENV_LB}=haproxy" if lb_explicit(ctx.cluster) else f"{ENV_LB} is haproxy by default"
         raise RuntimeErrorSealer(
             f"{host.ip}: {asked} but the ClusterImage has no bin/haproxy and the host has none",
-            "build the image with haproxy in bin/ (images/*/build.sh --lb), install haproxy on the hosts, "
-            f"or set {ENV_LB}=none in the Clusterfile's spec.env (workers then reach master0 only, "
-            "also after more masters join)",
+            "build the image with haproxy in bin/ (images/*/build.sh bundle it unless --no-lb), install "
+            f"haproxy on the hosts, or set {ENV_LB}=none in the Clusterfile's spec.env (workers then reach "
+            "master0 only, also after more masters join)",
         )
     result.check()
     changed = await put_if_changed(ctx, host, LB_CONFIG, haproxy_cfg([m.ip for m in masters]))

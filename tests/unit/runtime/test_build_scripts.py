@@ -37,7 +37,7 @@ def test_each_build_script_refuses_unknown_flags_and_bad_arch(runtime: str) -> N
     )
     assert arch.returncode == 1 and "unsupported --arch s390x" in arch.stderr
     usage = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, check=False)
-    assert usage.returncode == 0 and "--lb" in usage.stdout and "--vip" in usage.stdout
+    assert usage.returncode == 0 and "--no-lb" in usage.stdout and "--vip" in usage.stdout
 
 
 def test_common_flags_set_the_shared_variables() -> None:
@@ -59,6 +59,13 @@ def test_common_flags_set_the_shared_variables() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "http://m|t:1|arm64|1|1|3.0.0|/x/sealer"
+
+
+def test_haproxy_is_bundled_by_default_and_no_lb_leaves_it_out() -> None:
+    # workers run the node-local balancer by default (runtime/lb.py), so images carry haproxy
+    default = _bash('echo "$with_lb"')
+    off = _bash('common_arg --no-lb; echo "$with_lb"')
+    assert (default.stdout.strip(), off.stdout.strip()) == ("1", "0")
 
 
 def test_verify_accepts_the_listed_digest_and_names_a_mismatch(tmp_path: Path) -> None:
