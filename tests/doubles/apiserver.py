@@ -577,6 +577,8 @@ class APIServer:
         self.replica: Store | None = Store(None, defaults=False) if cfg.upstream else None
         self.replica_synced = threading.Event()
         self._streams: set[threading.Thread] = set()  # owner: replication streams being served
+        self._inflight = 0  # requests being answered, watches and streams aside
+        self._idle = threading.Condition()
         if cfg.token_auth_file:
             cfg.tokens = load_token_file(cfg.token_auth_file)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -615,9 +617,16 @@ class APIServer:
             self._threads.append(r)
 
     def shutdown(self) -> None:
+        """Stop as kube-apiserver does on SIGTERM: no new connections (a balancer in front sends
+        them elsewhere), the requests already accepted are answered (bounded wait), watches end
+        cleanly so their clients re-watch. Exiting with requests half-answered would cut clients off
+        with a bare EOF that no balancer can retry."""
         self._stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        with self._idle:
+            # a bound above the forwarding timeout (15 s), so a follower's stuck forward still answers
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=20)
         if self.store is not None:
             with self.store.lock:
                 self.store.lock.notify_all()
@@ -962,10 +971,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # -- dispatch
 
     def _dispatch(self, method: str) -> None:
-        self._from_replica = False  # per request: one connection carries many
         url = urllib.parse.urlsplit(self.path)
-        path = url.path.rstrip("/") or "/"
         query = urllib.parse.parse_qs(url.query)
+        # Long-running requests (watches, replication) end by themselves on shutdown; the rest is
+        # counted so shutdown can let it finish.
+        long_running = query.get("watch", [""])[0] in ("true", "1") or url.path == REPLICATION_PATH
+        if long_running:
+            self._serve(method, url, query)
+            return
+        with self.api._idle:
+            self.api._inflight += 1
+        try:
+            self._serve(method, url, query)
+        finally:
+            with self.api._idle:
+                self.api._inflight -= 1
+                self.api._idle.notify_all()
+
+    def _serve(self, method: str, url: urllib.parse.SplitResult, query: dict[str, list[str]]) -> None:
+        self._from_replica = False  # per request: one connection carries many
+        path = url.path.rstrip("/") or "/"
         body = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
         try:
             if self.api.cfg.ext_handler is not None:

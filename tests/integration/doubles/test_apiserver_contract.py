@@ -115,14 +115,14 @@ def follower(api: ApiServerProc) -> Iterator[ApiServerProc]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _http(server: ApiServerProc, path: str, token: str) -> tuple[int, str]:
+def _http(server: ApiServerProc, path: str, token: str, timeout: float = 10) -> tuple[int, str]:
     ctx = ssl.create_default_context(cafile=str(server.data / "tls" / "server-ca.crt"))
     ctx.check_hostname = False
     req = urllib.request.Request(
         f"https://127.0.0.1:{server.port}{path}", headers={"Authorization": f"Bearer {token}"}
     )
     try:
-        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
             return r.status, r.read(4096).decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -586,3 +586,48 @@ def test_only_admins_may_replicate_the_store(api: ApiServerProc) -> None:
     assert code == 403 and "cannot replicate" in body
     code, body = _http(api, "/standin/v1/replication", "wrong-token")
     assert code == 401
+
+
+def test_a_stopping_server_answers_the_requests_it_had_accepted(api: ApiServerProc) -> None:
+    """SIGTERM while a request is being answered: it still gets its answer (here the follower's 503
+    once its forward to an owner that never answers times out), not a cut connection."""
+    import shutil
+    import socket
+
+    owner = socket.socket()  # accepts connections (the kernel does) and never says a word
+    owner.bind(("127.0.0.1", 0))
+    owner.listen(16)
+    owner.settimeout(30)
+    d = Path(tempfile.mkdtemp(prefix="kapis", dir="/tmp"))
+    shutil.copytree(api.data / "tls", d / "tls")
+    f = ApiServerProc(
+        api.binary, d, free_port(), api.tokens, extra=("--upstream", f"127.0.0.1:{owner.getsockname()[1]}")
+    )
+    held: list[socket.socket] = []
+    try:
+        f.start()
+        held.append(owner.accept()[0])  # the follower's replication stream, stuck in its handshake
+        answer: list[object] = []
+
+        def ask() -> None:
+            try:
+                answer.append(_http(f, "/api/v1/namespaces/default/configmaps", "admin-token", timeout=60))
+            except Exception as e:  # a cut connection: what must not happen
+                answer.append(e)
+
+        t = threading.Thread(target=ask, daemon=True)
+        t.start()
+        held.append(owner.accept()[0])  # the request, forwarded: the follower is now answering it
+        assert f.proc is not None
+        f.proc.terminate()
+        t.join(60)
+        assert answer and isinstance(answer[0], tuple), answer
+        code, body = answer[0]
+        assert code == 503 and "etcdserver: request timed out" in body, body
+        assert f.proc.wait(30) == 0
+    finally:
+        f.stop()
+        for c in held:
+            c.close()
+        owner.close()
+        shutil.rmtree(d, ignore_errors=True)
