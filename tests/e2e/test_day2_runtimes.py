@@ -21,18 +21,11 @@ import yaml
 
 from tests.e2e import day2
 from tests.e2e.images import run_sealer
-from tests.e2e.test_run_runtimes import (  # the runtime images and the test-bed host preparation
-    KUBELET_CONF,
-    NEXT_RELEASE,
-    RuntimeImage,
-    _prepare_hosts,
-    k0s_image,
-    kubernetes_image,
-)
+from tests.e2e.runtime_images import RuntimeImage, prepare_hosts
+from tests.e2e.test_run_runtimes import KUBELET_CONF, NEXT_RELEASE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-__all__ = ["k0s_image", "kubernetes_image"]  # fixtures used through request.getfixturevalue
 
 CLUSTER = "d2r"
 # (runtime, lab, Clusterfile env)
@@ -76,7 +69,7 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     tb = testbed_factory(nested=True, lab=lab)
     hosts = tb.up(6)
     h1, h2, h3, h4, h5, h6 = hosts
-    _prepare_hosts(tb, hosts, img)
+    prepare_hosts(tb, hosts, img)
     key = tb.key_path
     cf = tmp_path / "Clusterfile"
     # plain k0s controllers are no Nodes: only workers show up in the API

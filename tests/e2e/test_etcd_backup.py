@@ -19,18 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.images import SEALER, run_sealer, sealer_env
-from tests.e2e.test_run_runtimes import (  # the module-scoped image fixtures, reused as they are
-    CLUSTER,
-    RuntimeImage,
-    _prepare_hosts,
-    clusterfile,
-    k0s_image,
-    k3s_image,
-    kubernetes_image,
-)
+from tests.e2e.runtime_images import RuntimeImage, prepare_hosts
+from tests.e2e.test_run_runtimes import CLUSTER, clusterfile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(2400)]
-__all__ = ["k0s_image", "k3s_image", "kubernetes_image"]  # fixtures: imported for pytest to find them here
 
 # (runtime, masters, lab); SEALER_E2E_BACKUP_MASTERS=3 runs the HA variant of both
 MASTERS = int(os.environ.get("SEALER_E2E_BACKUP_MASTERS", "1"))
@@ -83,7 +75,7 @@ def test_backup_then_restore(
     tb = testbed_factory(nested=True, lab=lab)
     hosts = tb.up(n_masters + 1)
     masters, workers = hosts[:n_masters], hosts[n_masters:]
-    _prepare_hosts(tb, hosts, img)
+    prepare_hosts(tb, hosts, img)
     cf = tmp_path / "Clusterfile"
     cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers]))
     done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
@@ -160,7 +152,7 @@ def test_backup_then_restore(
         # onto a reset cluster (deleted, created anew): kubeadm's PKI is not in etcd, so a snapshot
         # of the old cluster is refused before anything stops
         run_sealer(home, "delete", "--all", "--cluster", CLUSTER, "-y", timeout=900)
-        _prepare_hosts(tb, hosts, img)
+        prepare_hosts(tb, hosts, img)
         run_sealer(home, "run", "-f", str(cf), timeout=1500)
         _kube(home).create(_config_map("after-backup", "new-cluster"))
         other = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", check=False)
@@ -172,7 +164,7 @@ def test_backup_then_restore(
         # onto a reset cluster: everything deleted, the cluster created anew (another CA), restored:
         # the archive brings the old CA back, so the workers re-join and the kubeconfig is refetched
         run_sealer(home, "delete", "--all", "--cluster", CLUSTER, "-y", timeout=900)
-        _prepare_hosts(tb, hosts, img)
+        prepare_hosts(tb, hosts, img)
         run_sealer(home, "run", "-f", str(cf), timeout=1500)
         from lightkube import ApiError
 
