@@ -34,7 +34,7 @@ from sealer.cli.cluster_cmds import (
     run_apply,
 )
 from sealer.cli.output import emit_data, output_option, quiet_for
-from sealer.cli.run_cmds import _split
+from sealer.cli.run_cmds import _split, distributor_option
 from sealer.errors import InputError, Problem, SealerError
 from sealer.model.cluster import SSH, Clusterfile
 from sealer.model.clusterfile import load_clusterfile
@@ -111,6 +111,7 @@ def _scale_up(
     pk: str | None,
     port: int | None,
     yes: bool,
+    distributor: str,
     output: str,
 ) -> None:
     new_masters, new_nodes = _split(masters), _split(nodes)
@@ -120,7 +121,15 @@ def _scale_up(
     state, current = _installed(cluster)
     desired = edit_hosts(current, add_masters=add_m, add_workers=add_n)
     desired = _with_ssh(desired, add_m + add_n, _ssh_flags(user, password, pk, port))
-    run_apply(desired, state, command=_command_line(sys.argv[1:]), yes=yes, output=output, kind="scale-up")
+    run_apply(
+        desired,
+        state,
+        command=_command_line(sys.argv[1:]),
+        yes=yes,
+        output=output,
+        kind="scale-up",
+        distributor=distributor,
+    )
 
 
 def _scale_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,6 +142,7 @@ def _scale_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--pk", default=None, metavar="FILE", help="SSH private key of the new hosts."),
         click.option("--port", type=int, default=None, help="SSH port of the new hosts."),
         _yes,
+        distributor_option(),
         output_option(),
     ]
     for option in reversed(options):
@@ -312,6 +322,7 @@ def delete_cmd(
     show_default=True,
     help="Workers upgraded at a time (each drained first).",
 )
+@distributor_option()
 @output_option()
 def upgrade_cmd(
     image: str | None,
@@ -320,6 +331,7 @@ def upgrade_cmd(
     yes: bool,
     drain_timeout: float,
     worker_batch: int,
+    distributor: str,
     output: str,
 ) -> None:
     """Upgrade a cluster to a new ClusterImage of the same runtime.
@@ -357,6 +369,7 @@ def upgrade_cmd(
         kind="upgrade",
         worker_batch=worker_batch,
         drain_timeout=drain_timeout,
+        distributor=distributor,
     )
 
 

@@ -135,7 +135,7 @@ DISTRIBUTOR_HELP = (
 
 
 def distributor_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`--distributor`, shared by `sealer run` and `sealer apply`."""
+    """`--distributor`, shared by `sealer run`, `apply`, `scale-up`/`join` and `upgrade`."""
     return click.option(
         "--distributor",
         type=click.Choice(list(DISTRIBUTORS)),

@@ -387,3 +387,36 @@ def test_a_failed_early_registry_copy_is_left_to_the_hosts_step(
     assert progress.warnings == [
         "10.0.0.2: early copy of the registry data failed (No space left on device); retrying"
     ]
+
+
+def test_scale_up_and_upgrade_take_the_distributor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scale-up/join and upgrade distribute like run and apply, and pass --distributor through."""
+    from click.testing import CliRunner
+
+    from sealer.cli import day2_cmds
+    from sealer.cli.main import cli
+    from sealer.model.clusterfile import parse_clusterfile
+
+    monkeypatch.setenv("SEALER_HOME", str(tmp_path / "home"))
+    current, problems = parse_clusterfile(CF, "Clusterfile")
+    assert current is not None, problems
+    seen: list[tuple[str, str]] = []
+
+    def fake_installed(cluster: str | None) -> Any:
+        return day2_cmds.ClusterState(current.cluster.name), current
+
+    def fake_apply(desired: Any, state: Any, *, kind: str, distributor: str = "auto", **_: Any) -> None:
+        seen.append((kind, distributor))
+
+    monkeypatch.setattr(day2_cmds, "_installed", fake_installed)
+    monkeypatch.setattr(day2_cmds, "run_apply", fake_apply)
+    runner = CliRunner()
+    for args in (
+        ["scale-up", "-n", "10.0.0.9"],
+        ["join", "-n", "10.0.0.9", "--distributor", "ssh"],
+        ["upgrade", "e2e.local/other:2", "--distributor", "fanout"],
+        ["upgrade", "e2e.local/other:2"],
+    ):
+        result = runner.invoke(cli, args, prog_name="sealer")
+        assert result.exit_code == 0, (args, result.output)
+    assert seen == [("scale-up", "auto"), ("scale-up", "ssh"), ("upgrade", "fanout"), ("upgrade", "auto")]
