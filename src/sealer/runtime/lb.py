@@ -151,7 +151,7 @@ async def install_lb(ctx: RuntimeContext, host: Host, masters: Sequence[Host]) -
         asked = f"{ENV_LB}=haproxy" if lb_explicit(ctx.cluster) else f"{ENV_LB} is haproxy by default"
         raise RuntimeErrorSealer(
             f"{host.ip}: {asked} but the ClusterImage has no bin/haproxy and the host has none",
-            "build the image with haproxy in bin/ (images/*/build.sh bundle it unless --no-lb), install "
+            "build the image with haproxy in bin/ (the images/*/build.sh scripts do unless --no-lb), install "
             f"haproxy on the hosts, or set {ENV_LB}=none in the Clusterfile's spec.env (workers then reach "
             "master0 only, also after more masters join)",
         )

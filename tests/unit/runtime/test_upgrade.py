@@ -287,4 +287,4 @@ def test_a_default_balancer_without_haproxy_says_how_to_turn_it_off() -> None:
     with pytest.raises(RuntimeErrorSealer) as err:
         asyncio.run(lb.install_lb(ctx, ctx.cluster.workers[0], ctx.cluster.masters))
     assert "10.0.0.9: APIServerLB is haproxy by default" in err.value.message
-    assert "APIServerLB=none" in (err.value.hint or "") and "--lb" in (err.value.hint or "")
+    assert "APIServerLB=none" in (err.value.hint or "") and "--no-lb" in (err.value.hint or "")
