@@ -413,12 +413,6 @@ def test_killed_scale_up_and_upgrade_resume_and_converge(
     run_sealer(home, "delete", "--all", "--prune", "--cluster", CLUSTER, "-y")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="day-2 apply (apply/lifecycle.py) records the applied Clusterfile after the journal's end "
-    "record, so a kill in between leaves a finished operation and the old Clusterfile: the re-run "
-    "plans the same change again and redoes every step in a new operation",
-)
 def test_a_kill_after_the_last_step_does_not_make_the_rerun_redo_the_operation(
     testbed_factory: Any,
     upgrade_images: UpgradeImage,  # noqa: F811

@@ -989,22 +989,35 @@ async def apply_cluster(
             progress.note(f"upgrade: {note}")
         joining = [ip for a in plan.actions if a.kind in ("join-master", "join-workers") for ip in a.hosts]
         d2.preflight(joining)
-        result = await _execute(d2, fleet, runtime, plan, kind, Executor)
-        # Only now is the desired Clusterfile what is installed: a failed run leaves the old one,
-        # so the next plan still sees what really is there.
         text = dump_clusterfile(desired)
+
+        async def save_state(steps: Steps) -> None:
+            # Only now is the desired Clusterfile what is installed: a failed run leaves the old one,
+            # so the next plan still sees what really is there. A journaled step before the
+            # operation's end: a kill after it cannot leave a finished operation with the old
+            # Clusterfile, which would make the re-run plan (and redo) the whole change again.
+            async def work() -> str:
+                kube = await _open_api(state, runtime, d2.context(fleet, None))
+                try:
+                    redacted = dump_clusterfile(desired, redact=True)
+                    await kube.save_state(redacted, state.read_admin_conf() or "")
+                finally:
+                    await kube.close()
+                state.record_applied(
+                    text,
+                    runtime_type=runtime.name,
+                    image=desired.cluster.image,
+                    image_ids=sorted({u.image_id for u in engine.unpacked.values()}),
+                )
+                return "saved locally and in the cluster"
+
+            progress.phase("state")
+            await steps.step("state", "save-state", engine.master0.ip, {"clusterfile": text}, work)
+            progress.end_phase()
+
+        result = await _execute(d2, fleet, runtime, plan, kind, Executor, finish=save_state)
         ex_kube = await _open_api(state, runtime, d2.context(fleet, None))
         try:
-            progress.phase("state")
-            await ex_kube.save_state(dump_clusterfile(desired, redact=True), state.read_admin_conf() or "")
-            state.record_applied(
-                text,
-                runtime_type=runtime.name,
-                image=desired.cluster.image,
-                image_ids=sorted({u.image_id for u in engine.unpacked.values()}),
-            )
-            progress.host(engine.master0.ip, "ok", "saved locally and in the cluster")
-            progress.end_phase()
             result.nodes = await _node_summaries(ex_kube, desired.cluster.hosts)
         finally:
             await ex_kube.close()
@@ -1061,8 +1074,16 @@ async def _upgrade_precheck(d2: Day2, runtime: ClusterRuntime, current: Clusterf
 
 
 async def _execute(
-    d2: Day2, fleet: Fleet, runtime: ClusterRuntime, plan: Plan, kind: str, executor_class: type[Executor]
+    d2: Day2,
+    fleet: Fleet,
+    runtime: ClusterRuntime,
+    plan: Plan,
+    kind: str,
+    executor_class: type[Executor],
+    finish: Callable[[Steps], Awaitable[None]] | None = None,
 ) -> ApplyResult:
+    """Run the plan's actions as one journaled operation; `finish` is its last journaled step
+    (recording what is now installed), run before the operation's end record."""
     state = d2.state
     journal: Journal = state.journal()
     try:
@@ -1079,6 +1100,8 @@ async def _execute(
         try:
             async with executor.lease():
                 await executor.run()
+                if finish is not None:
+                    await finish(steps)
         except BaseException as err:
             journal.end(run.op, "failed", err.message if isinstance(err, SealerError) else repr(err))
             raise
