@@ -1132,11 +1132,7 @@ class Server:
         if path == "/v1-k3s/server-bootstrap":
             if not server_ok:
                 return unauthorized
-            files = {}
-            for p in sorted(self.tls.rglob("*")):
-                rel = str(p.relative_to(self.tls))
-                if p.is_file() and ("-ca." in p.name or rel in ("client-admin.crt", "client-admin.key")):
-                    files[rel] = base64.b64encode(p.read_bytes()).decode()
+            files = {rel: base64.b64encode(b).decode() for rel, b in bootstrap_files(self.tls).items()}
             leader = self.leader or (self.advertise_ip, self.port)
             agent_token = self.data / "server" / "agent-token"
             return (
@@ -1244,6 +1240,11 @@ class Server:
                 return 500, {"Content-Type": "text/plain"}, f"etcd snapshot failed: {e}\n".encode()
         if req.get("raw"):
             return 200, {}, json.dumps({"data": base64.b64encode(data).decode()}).encode()
+        # Like k3s's: the snapshot also carries the bootstrap data (the cluster CAs and their keys),
+        # encrypted with the server token, so a restore onto new nodes needs the original token.
+        doc = json.loads(data)
+        doc["bootstrap"] = seal_bootstrap(bootstrap_files(self.tls), self.server_password())
+        data = json.dumps(doc).encode()
         name = f"{req.get('name') or 'on-demand'}-{self.node}-{int(time.time())}"
         d = Path(req["dir"]) if req.get("dir") else self.snapshot_dir()
         pki.write_private(d / name, data)
@@ -1450,6 +1451,41 @@ class Server:
                 applied[str(f)] = f.stat().st_mtime
             self.stop.wait(5)
 
+    def restore_bootstrap(self, sealed: dict[str, Any]) -> None:
+        """k3s reconciles the snapshot's bootstrap data onto disk: decrypted with the token given
+        (--token / --token-file) or, failing that, this node's server token; another token fails
+        as k3s fails, before anything is written."""
+        given = read_token(self.opts)
+        if given:
+            password = Token(given).password
+        elif self.token_file.exists():
+            password = self.server_password()
+        else:
+            raise Fatal(
+                "starting kubernetes: preparing server: failed to normalize server token; "
+                "must be in format K10<CA-HASH>::<USERNAME>:<PASSWORD> or <PASSWORD>"
+            )
+        files = open_bootstrap(sealed, password)
+        if files is None:
+            raise Fatal(
+                "starting kubernetes: preparing server: failed to reconcile bootstrap data: "
+                "bootstrap data already found and encrypted with different token"
+            )
+        for rel, content in files.items():
+            mode = 0o600 if rel.endswith(".key") else 0o644
+            pki.write_private(self.tls / rel, content, mode)
+        # the leaf certificates of the CAs replaced are void: issued again at the next start
+        for leaf in ("serving-kube-apiserver", "client-supervisor"):
+            for ext in (".crt", ".key"):
+                (self.tls / f"{leaf}{ext}").unlink(missing_ok=True)
+        ca = (self.tls / "server-ca.crt").read_bytes()
+        pki.write_private(self.token_file, Token.format(ca, "server", password).encode())
+        node_token = self.data / "server" / "node-token"
+        if node_token.is_symlink() or node_token.exists():
+            node_token.unlink()
+        node_token.symlink_to("token")
+        info("Restored bootstrap data (cluster CAs) from the snapshot")
+
     def cluster_reset(self) -> int:
         restore = self.opts.get("cluster-reset-restore-path")
         if self.datastore != "etcd" and not (self.data / "server" / "db" / "etcd").exists():
@@ -1463,10 +1499,14 @@ class Server:
                 )
             data = src.read_bytes()
             try:
-                json.loads(data)["objects"]
-            except (ValueError, KeyError):
+                doc = json.loads(data)
+                doc["objects"]
+            except (ValueError, KeyError, TypeError):
                 raise Fatal(f"starting kubernetes: preparing server: etcd: {restore} is not an etcd snapshot")
-            pki.write_private(db / "state.json", data)
+            sealed = doc.pop("bootstrap", None)
+            if sealed is not None:
+                self.restore_bootstrap(sealed)
+            pki.write_private(db / "state.json", json.dumps(doc).encode())
         (db / "member").unlink(missing_ok=True)
         info(
             "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. "
@@ -1626,6 +1666,42 @@ def _run_agent_node(
 
 
 # ---------------------------------------------------------------------------------- etcd-snapshot
+
+
+def bootstrap_files(tls: Path) -> dict[str, bytes]:
+    """k3s's bootstrap data: the cluster CAs with their keys and the admin client certificate."""
+    files: dict[str, bytes] = {}
+    for p in sorted(tls.rglob("*")):
+        rel = str(p.relative_to(tls))
+        if p.is_file() and ("-ca." in p.name or rel in ("client-admin.crt", "client-admin.key")):
+            files[rel] = p.read_bytes()
+    return files
+
+
+def _bootstrap_key(password: str) -> bytes:
+    return hashlib.sha256(b"k3s-bootstrap\0" + password.encode()).digest()
+
+
+def seal_bootstrap(files: dict[str, bytes], password: str) -> dict[str, str]:
+    """The bootstrap data encrypted with a key derived from the token's password (a keystream
+    cipher, enough for a stand-in: without the right token the CAs cannot be read back)."""
+    key = _bootstrap_key(password)
+    plain = json.dumps({k: base64.b64encode(v).decode() for k, v in files.items()}).encode()
+    stream = hashlib.shake_256(key).digest(len(plain))
+    return {
+        "check": hashlib.sha256(b"check" + key).hexdigest(),
+        "data": base64.b64encode(bytes(a ^ b for a, b in zip(plain, stream, strict=True))).decode(),
+    }
+
+
+def open_bootstrap(sealed: dict[str, Any], password: str) -> dict[str, bytes] | None:
+    key = _bootstrap_key(password)
+    if not secrets.compare_digest(str(sealed.get("check", "")), hashlib.sha256(b"check" + key).hexdigest()):
+        return None
+    cipher = base64.b64decode(str(sealed["data"]))
+    stream = hashlib.shake_256(key).digest(len(cipher))
+    plain = json.loads(bytes(a ^ b for a, b in zip(cipher, stream, strict=True)))
+    return {k: base64.b64decode(v) for k, v in plain.items()}
 
 
 def run_etcd_snapshot(sub: str, opts: dict[str, Any], rest: list[str]) -> int:

@@ -427,6 +427,38 @@ def test_etcd_snapshot_and_cluster_reset_restore(nodes: Callable[[str], Node]) -
     )
 
 
+def test_cluster_reset_restore_onto_a_new_node_needs_the_original_token(
+    nodes: Callable[[str], Node],
+) -> None:
+    """k3s's snapshot carries the bootstrap data (CAs) encrypted with the server token: restored on
+    a node of another cluster it needs the original token, and then brings back the old CAs."""
+    old = start_server(nodes, "master0", "--cluster-init")
+    old.admin().create(
+        "/api/v1/namespaces/default/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}, "data": {"v": "1"}},
+    )
+    assert old.run("etcd-snapshot", "save", "--etcd-server", old.url, "--name", "b").returncode == 0
+    snap = next((old.data / "server/db/snapshots").glob("b-master0-*"))
+    assert b"BEGIN" not in snap.read_bytes()  # the CA keys are not in the clear
+    old_token, old_ca = old.token, (old.data / "server/tls/server-ca.crt").read_bytes()
+    old.stop()
+
+    new = start_server(nodes, "fresh", "--cluster-init")
+    new_ca = (new.data / "server/tls/server-ca.crt").read_bytes()
+    assert new_ca != old_ca and new.token != old_token
+    new.stop()
+    reset = ("server", "--cluster-reset", "--cluster-reset-restore-path", str(snap))
+    fatal(new.run(*reset), "bootstrap data already found and encrypted with different token")
+    assert (new.data / "server/tls/server-ca.crt").read_bytes() == new_ca  # nothing written
+    r = new.run(*reset, "--token", old_token)
+    assert r.returncode == 0, r.stderr
+    assert (new.data / "server/tls/server-ca.crt").read_bytes() == old_ca
+    assert new.token == old_token
+    new.start("server", "--https-listen-port", str(new.port), "--node-name", "fresh", *FAST)
+    new.wait_ready("fresh")
+    assert new.admin().get("/api/v1/namespaces/default/configmaps/keep")["data"] == {"v": "1"}
+
+
 def test_state_survives_a_restart(nodes: Callable[[str], Node]) -> None:
     s = start_server(nodes, "master0", "--cluster-init")
     s.admin().create(
