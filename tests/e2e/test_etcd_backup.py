@@ -4,8 +4,10 @@ k0s; stand-in kubeadm/kubelet with stand-in etcdctl/etcdutl from a GitHub-shaped
 install, back up, delete a ConfigMap and create another, restore: the deleted one is back, the
 later one gone, every node Ready; a second restore of the same snapshot gives the same state; a file
 that is no snapshot is refused before anything stops. Onto a reset cluster (deleted, created anew):
-k0s's archive carries the cluster's PKI, so it restores (workers re-join); a kubeadm snapshot does
-not, so it is refused, naming the other CA.
+k0s's archive carries the cluster's PKI, so it restores (workers re-join); k3s's bundle carries the
+server token its snapshot's bootstrap data (CAs) is encrypted with, so it restores (the other servers
+and agents re-join with that token, and a later scale-up still joins); a kubeadm snapshot does not
+carry the PKI, so it is refused, naming the other CA.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.e2e.test_run_runtimes import CLUSTER, clusterfile
 pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 # (runtime, masters, lab); SEALER_E2E_BACKUP_MASTERS=3 runs the HA variant of both
+AGENT_ENV = "/etc/systemd/system/k3s-agent.service.env"
 MASTERS = int(os.environ.get("SEALER_E2E_BACKUP_MASTERS", "1"))
 SCENARIOS = [
     # k3s's restore is k3s.py's; here it runs through the same engine path as the other two
@@ -73,9 +76,11 @@ def test_backup_then_restore(
     home = tmp_path / "sealer-home"
     shutil.copytree(img.home, home, symlinks=True)
     tb = testbed_factory(nested=True, lab=lab)
-    hosts = tb.up(n_masters + 1)
+    # k3s: one host more, outside the cluster, for a scale-up after the restore onto a new cluster
+    hosts = tb.up(n_masters + 1 + (runtime == "k3s"))
+    hosts, spare = hosts[: n_masters + 1], hosts[n_masters + 1 :]
     masters, workers = hosts[:n_masters], hosts[n_masters:]
-    prepare_hosts(tb, hosts, img)
+    prepare_hosts(tb, [*hosts, *spare], img)
     cf = tmp_path / "Clusterfile"
     cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers]))
     done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
@@ -90,8 +95,11 @@ def test_backup_then_restore(
     assert f"written to {snapshot}" in made.stdout, made.stdout + made.stderr
     assert snapshot.stat().st_mode & 0o777 == 0o600 and snapshot.stat().st_size > 0
     assert not [p for p in snapshot.parent.iterdir() if p != snapshot], "a temporary file was left"
-    if runtime == "k3s":
-        assert "objects" in snapshot.read_text()  # the k3s stand-in's etcd snapshot (its store)
+    if runtime == "k3s":  # k3s's snapshot and the server token its bootstrap data is encrypted with
+        with tarfile.open(snapshot) as tar:
+            assert set(tar.getnames()) == {"etcd-snapshot", "token"}
+            token = tar.extractfile("token")
+            assert token is not None and token.read().startswith(b"K10")
     elif runtime == "k0s":
         with tarfile.open(snapshot) as tar:
             assert {"etcd-snapshot.db", "k0s.yaml", "pki/ca.crt"} <= set(tar.getnames())
@@ -160,6 +168,31 @@ def test_backup_then_restore(
         assert "a cluster with another CA" in other.stderr, other.stderr
         assert "nothing was changed" in other.stderr and "Traceback" not in other.stderr
         assert _kube(home).get(ConfigMap, "after-backup", namespace="default").data == {"v": "new-cluster"}
+    if runtime == "k3s":
+        # onto a reset cluster: deleted and created anew (another token and CA); the bundle's token
+        # decrypts the snapshot's bootstrap data, the old CAs come back, the other servers and the
+        # agents re-join with the original token
+        old_token = tb.run_on(m0, "cat /var/lib/rancher/k3s/server/token").stdout.strip()
+        run_sealer(home, "delete", "--all", "--cluster", CLUSTER, "-y", timeout=900)
+        prepare_hosts(tb, [*hosts, *spare], img)
+        run_sealer(home, "run", "-f", str(cf), timeout=1500)
+        from lightkube import ApiError
+
+        assert tb.run_on(m0, "cat /var/lib/rancher/k3s/server/token").stdout.strip() != old_token
+        with pytest.raises(ApiError):
+            _kube(home).get(ConfigMap, "backup-probe", namespace="default")
+        _kube(home).create(_config_map("after-backup", "new-cluster"))
+        onto = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
+        assert "restoring with it" in onto.stdout + onto.stderr, onto.stdout + onto.stderr
+        assert f"cluster {CLUSTER} restored from {snapshot}" in onto.stdout, onto.stdout + onto.stderr
+        _assert_restored(home, hosts)
+        for h in hosts:  # every node runs with the original cluster token now
+            f = AGENT_ENV if h not in masters else "/etc/rancher/k3s/sealer-token"
+            assert old_token.rsplit(":", 1)[1] in tb.run_on(h, f"cat {f}").stdout, h.name
+        # a later scale-up joins with the restored token
+        up = run_sealer(home, "scale-up", "-n", spare[0].ip, "--cluster", CLUSTER, timeout=900)
+        assert up.returncode == 0, up.stdout + up.stderr
+        _assert_restored(home, [*hosts, *spare])
     if runtime == "k0s":
         # onto a reset cluster: everything deleted, the cluster created anew (another CA), restored:
         # the archive brings the old CA back, so the workers re-join and the kubeconfig is refetched

@@ -429,7 +429,8 @@ def etcd_group() -> None:
 )
 def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
     """Snapshot the datastore on master0 and copy it here (mode 0600: it holds the cluster's secrets;
-    for k0s the archive also holds the cluster's CA keys). Keep it somewhere safe.
+    for k0s the archive also holds the cluster's CA keys, for k3s the file also holds the cluster's
+    server token, which decrypts the CA keys in the snapshot). Keep it somewhere safe.
 
     \b
     Example:
@@ -456,7 +457,9 @@ def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
 
     \b
     k3s:        every server stops, master0 runs k3s --cluster-reset from the snapshot, the
-                other servers re-join it, agents restart
+                other servers re-join it, agents restart; onto a cluster deleted and created
+                anew (another token), master0 is reset with the backup's token (the old CAs
+                come back), the other servers are reset and re-join, the agents re-join
     k0s:        every controller stops; master0 is reset and `k0s restore`d from the archive
                 (its state before is kept in /var/lib/sealer/backup/k0s-before-restore.tar.gz),
                 the other controllers are reset and re-join it, workers restart

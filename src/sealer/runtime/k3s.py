@@ -341,7 +341,10 @@ mv -f "$list.new" "$list"
         await self._start(ctx, host, unit, restart=True)
 
     async def etcd_snapshot(self, ctx: RuntimeContext) -> str:
-        """`k3s etcd-snapshot save` on master0 (the running server takes it); returns its path there."""
+        """`k3s etcd-snapshot save` on master0 (the running server takes it), bundled with the
+        cluster's server token: k3s encrypts the bootstrap data (CAs and their keys) in the snapshot
+        with it, so a restore onto re-created nodes needs it. Returns the bundle's path there (0600:
+        the token and every Secret)."""
         save = f"{BIN_DIR}/k3s etcd-snapshot save --name sealer-backup --dir {SNAPSHOT_DIR} 2>&1"
         out = await self._sh(ctx, ctx.master0, save)
         found = re.search(r"Snapshot (\S+) saved", out)
@@ -350,31 +353,72 @@ mv -f "$list.new" "$list"
                 f"{ctx.master0.ip}: k3s etcd-snapshot save did not report a snapshot: {out.strip()[-300:]}",
                 "is the cluster's datastore embedded etcd (k3s --cluster-init)? see the output above",
             )
-        return f"{SNAPSHOT_DIR}/{found[1]}"
+        await self._sh(ctx, ctx.master0, bundle_script(f"{SNAPSHOT_DIR}/{found[1]}"))
+        return BACKUP_BUNDLE
 
     async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None:
-        """k3s's restore onto existing nodes: stop every server, `k3s server --cluster-reset
-        --cluster-reset-restore-path` on master0, wipe the other servers' db, start master0, then
-        the others (they re-join from it), then restart the agents."""
+        """k3s's restore: stop every server, `k3s server --cluster-reset --cluster-reset-restore-path`
+        on master0, start it, then the other servers re-join it and the agents restart.
+
+        The bundle's token is the one the snapshot's bootstrap data is encrypted with. When the
+        cluster now runs with another one (deleted and created anew since the backup), master0
+        is reset with the original token (k3s then restores the old CAs), the node-password Secrets
+        the snapshot brought back are deleted (the re-created hosts have new node passwords), the
+        other servers are reset and re-join, and the agents re-join with the restored node-token."""
         masters, workers = list(ctx.cluster.masters), list(ctx.cluster.workers)
+        m0 = ctx.master0
+        unpacked = await ctx.fleet.run(ctx.target(m0), unpack_script(snapshot), sudo=True, timeout=120)
+        if not unpacked.ok:
+            raise RuntimeErrorSealer(
+                f"{snapshot}: not a k3s backup ({(unpacked.stderr or unpacked.stdout).strip()[-200:]})",
+                "give the file `sealer etcd backup` wrote for a k3s cluster; nothing was changed",
+            )
+        words = unpacked.stdout.split()
+        db, token_state = words[-2], words[-1]
+        foreign = token_state == "other-token"
         for host in masters:
             await self._sh(ctx, host, f"systemctl stop {SERVER_UNIT}", timeout=180)
-        reset = (
-            f"{BIN_DIR}/k3s server --cluster-reset --cluster-reset-restore-path={shlex.quote(snapshot)} 2>&1"
-        )
-        result = await ctx.fleet.run(ctx.target(ctx.master0), reset, sudo=True, timeout=600)
+        if foreign:
+            ctx.say(m0.ip, "the backup's cluster token differs: restoring with it (the old CAs come back)")
+            # k3s's cluster-reset reads the token from config.yaml's token-file: the original one
+            await self._sh(ctx, m0, f"install -m 0600 {RESTORE_DIR}/token {TOKEN_FILE}")
+        reset = f"{BIN_DIR}/k3s server --cluster-reset --cluster-reset-restore-path={shlex.quote(db)} 2>&1"
+        result = await ctx.fleet.run(ctx.target(m0), reset, sudo=True, timeout=600)
         if not result.ok:
             lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
             raise RuntimeErrorSealer(
-                f"{ctx.master0.ip}: k3s --cluster-reset failed: {(lines or ['no output'])[-1]}",
-                f"k3s is stopped on the masters; fix the cause and run the restore again, or start "
-                f"{SERVER_UNIT} by hand to go back to the state before the restore",
+                f"{m0.ip}: k3s --cluster-reset failed: {(lines or ['no output'])[-1]}",
+                "k3s is stopped on the masters; fix the cause and run the restore again"
+                + (
+                    ""
+                    if foreign
+                    else f", or start {SERVER_UNIT} by hand to go back to the state before the restore"
+                ),
             )
-        await self._start(ctx, ctx.master0, SERVER_UNIT, restart=True)
-        for host in masters[1:]:
-            await self._sh(ctx, host, "rm -rf /var/lib/rancher/k3s/server/db")
-            await self._start(ctx, host, SERVER_UNIT, restart=True)
-        await asyncio.gather(*(self._start(ctx, w, AGENT_UNIT, restart=True) for w in workers))
+        await self._start(ctx, m0, SERVER_UNIT, restart=True)
+        ctx.shared.pop("k3s-node-token", None)  # master0's node-token may have changed with the CA
+        if not foreign:
+            for host in masters[1:]:
+                await self._sh(ctx, host, "rm -rf /var/lib/rancher/k3s/server/db")
+                await self._start(ctx, host, SERVER_UNIT, restart=True)
+            await asyncio.gather(*(self._start(ctx, w, AGENT_UNIT, restart=True) for w in workers))
+            return
+        others = [h for h in masters if h.ip != m0.ip]
+        names = [f"{ctx.node_names[h.ip]}.node-password.k3s" for h in masters + workers]
+        if names:
+            quoted = " ".join(shlex.quote(n) for n in names)
+            await self._sh(
+                ctx,
+                m0,
+                f"{BIN_DIR}/k3s kubectl -n kube-system delete secret {quoted} --ignore-not-found 2>&1",
+            )
+        if others:
+            await self.reset(ctx, others)
+            await self.join(ctx, others, [])
+        if workers:
+            ctx.say(m0.ip, "agents re-join with the restored cluster token")
+            await self._node_token(ctx)
+            await asyncio.gather(*(self._agent(ctx, w) for w in workers))
 
     async def kubeconfig(self, ctx: RuntimeContext) -> str:
         with tempfile.TemporaryDirectory(prefix="sealer-k3s-") as tmp:
@@ -385,6 +429,52 @@ mv -f "$list.new" "$list"
 
     def versions(self) -> Mapping[str, str]:
         return {"k3s": self._version} if self._version else {}
+
+
+BACKUP_DIR = "/var/lib/sealer/backup"
+BACKUP_BUNDLE = f"{BACKUP_DIR}/k3s-backup.tar.gz"
+RESTORE_DIR = "/var/lib/sealer/restore-work/k3s"  # beside, not in, where snapshots are uploaded
+
+
+def bundle_script(snapshot: str) -> str:
+    """BACKUP_BUNDLE = the k3s snapshot (`etcd-snapshot`) + master0's server token (`token`), 0600."""
+    return f"""set -e
+umask 077
+mkdir -p {BACKUP_DIR} && chmod 0700 {BACKUP_DIR}
+d=$(mktemp -d {BACKUP_DIR}/k3s.XXXXXX)
+trap 'rm -rf "$d"' EXIT
+cp {quote_path(snapshot)} "$d/etcd-snapshot"
+cp "$(readlink -f {NODE_TOKEN})" "$d/token"
+tar -czf "$d/bundle.tar.gz" -C "$d" etcd-snapshot token
+chmod 0600 "$d/bundle.tar.gz" && mv -f "$d/bundle.tar.gz" {BACKUP_BUNDLE}
+"""
+
+
+def unpack_script(bundle: str) -> str:
+    """On master0 before anything stops: the snapshot out of a bundle `sealer etcd backup` wrote
+    (or a bare k3s snapshot, restored with the cluster's current token); prints its path and
+    `same-token` or `other-token` (the bundle's token against master0's current one)."""
+    src = quote_path(bundle)
+    return f"""set -e
+umask 077
+rm -rf {RESTORE_DIR} && mkdir -p {RESTORE_DIR} && chmod 0700 {RESTORE_DIR}
+if tar -tzf {src} >/dev/null 2>&1; then
+  tar -xzf {src} -C {RESTORE_DIR} etcd-snapshot token 2>/dev/null \
+    || {{ echo "no etcd-snapshot and token inside" >&2; exit 4; }}
+  [ -s {RESTORE_DIR}/token ] || {{ echo "its token is empty" >&2; exit 4; }}
+  snap={RESTORE_DIR}/etcd-snapshot
+  # k3s keys the bootstrap data with the token's password (what follows "::server:")
+  pw() {{ sed -n 's/^K10[0-9a-f]*::[^:]*://p; /^K10/!p' "$1" | head -n 1; }}
+  if [ "$(pw {RESTORE_DIR}/token)" = "$(pw "$(readlink -f {NODE_TOKEN})" 2>/dev/null)" ]; then
+    state=same-token
+  else
+    state=other-token
+  fi
+else
+  snap={src}; state=same-token
+fi
+echo "$snap $state"
+"""
 
 
 def version_key(version: str) -> tuple[int, ...]:
