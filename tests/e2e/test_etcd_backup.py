@@ -6,8 +6,9 @@ later one gone, every node Ready; a second restore of the same snapshot gives th
 that is no snapshot is refused before anything stops. Onto a reset cluster (deleted, created anew):
 k0s's archive carries the cluster's PKI, so it restores (workers re-join); k3s's bundle carries the
 server token its snapshot's bootstrap data (CAs) is encrypted with, so it restores (the other servers
-and agents re-join with that token, and a later scale-up still joins); a kubeadm snapshot does not
-carry the PKI, so it is refused, naming the other CA.
+and agents re-join with that token, and a later scale-up still joins); etcd does not hold kubeadm's
+PKI, so kubeadm's bundle carries it (CA keys, ServiceAccount keys): every host is reset,
+master0 re-initialised with that PKI and restored, the other hosts join it.
 """
 
 from __future__ import annotations
@@ -103,9 +104,11 @@ def test_backup_then_restore(
     elif runtime == "k0s":
         with tarfile.open(snapshot) as tar:
             assert {"etcd-snapshot.db", "k0s.yaml", "pki/ca.crt"} <= set(tar.getnames())
-    else:  # etcdctl's snapshot (with etcd's integrity hash) and the cluster CA's certificate
+    else:  # etcdctl's snapshot (with etcd's integrity hash) and the PKI kubeadm keeps outside etcd
         with tarfile.open(snapshot) as tar:
-            assert set(tar.getnames()) == {"etcd-snapshot.db", "pki/ca.crt"}
+            assert {"etcd-snapshot.db", "pki/ca.crt", "pki/ca.key", "pki/sa.key", "pki/etcd/ca.key"} <= set(
+                tar.getnames()
+            )
             assert tar.getmember("etcd-snapshot.db").size % 512 == 32
 
     kube.delete(ConfigMap, "backup-probe", namespace="default")
@@ -157,17 +160,19 @@ def test_backup_then_restore(
     assert "unfinished" not in status, status
 
     if runtime == "kubernetes":
-        # onto a reset cluster (deleted, created anew): kubeadm's PKI is not in etcd, so a snapshot
-        # of the old cluster is refused before anything stops
+        # onto a reset cluster (deleted, created anew, another CA): the bundle's PKI comes back,
+        # master0 is re-initialised with it and restored, the other hosts join it
+        old_ca = tb.run_on(m0, "cat /etc/kubernetes/pki/ca.crt").stdout
         run_sealer(home, "delete", "--all", "--cluster", CLUSTER, "-y", timeout=900)
         prepare_hosts(tb, hosts, img)
         run_sealer(home, "run", "-f", str(cf), timeout=1500)
+        assert tb.run_on(m0, "cat /etc/kubernetes/pki/ca.crt").stdout != old_ca
         _kube(home).create(_config_map("after-backup", "new-cluster"))
-        other = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", check=False)
-        assert other.returncode == 1, other.stdout + other.stderr
-        assert "a cluster with another CA" in other.stderr, other.stderr
-        assert "nothing was changed" in other.stderr and "Traceback" not in other.stderr
-        assert _kube(home).get(ConfigMap, "after-backup", namespace="default").data == {"v": "new-cluster"}
+        onto = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
+        assert "re-created with it" in onto.stdout + onto.stderr, onto.stdout + onto.stderr
+        _assert_restored(home, hosts)
+        for h in hosts:  # every host trusts the old CA again
+            assert tb.run_on(h, "cat /etc/kubernetes/pki/ca.crt").stdout == old_ca, h.name
     if runtime == "k3s":
         # onto a reset cluster: deleted and created anew (another token and CA); the bundle's token
         # decrypts the snapshot's bootstrap data, the old CAs come back, the other servers and the

@@ -187,7 +187,19 @@ MANIFESTS = "/etc/kubernetes/manifests"
 PARKED = "/etc/kubernetes/sealer-restore-manifests"
 ETCD_PKI = "/etc/kubernetes/pki/etcd"
 ETCD_BUNDLE = f"{BACKUP_DIR}/etcd-backup.tar.gz"
-K8S_CA = "/etc/kubernetes/pki/ca.crt"
+K8S_PKI = "/etc/kubernetes/pki"
+K8S_CA = f"{K8S_PKI}/ca.crt"
+# what `kubeadm init` takes as given ("Using existing ... certificate authority") instead of making
+PKI_FILES = (
+    "ca.crt",
+    "ca.key",
+    "sa.key",
+    "sa.pub",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+)
 RESTORE_WORK = "/var/lib/sealer/restore-work/etcd"  # beside, not in, where snapshots are uploaded
 ETCD_ENDPOINT = "https://127.0.0.1:2379"
 API_PORT = 6443
@@ -212,9 +224,10 @@ async def _need_tools(ctx: RuntimeContext, host: Host) -> tuple[str, str]:
 
 
 def snapshot_script(etcdctl: str, etcdutl: str) -> str:
-    """etcdctl's snapshot of master0's member, checked with etcdutl, bundled with the cluster CA's
-    certificate (public; kubeadm keeps the CA on the masters, not in etcd) so a restore can tell a
-    snapshot of another cluster: ETCD_BUNDLE = etcd-snapshot.db + pki/ca.crt, 0600."""
+    """etcdctl's snapshot of master0's member, checked with etcdutl, bundled with the cluster PKI
+    kubeadm keeps on the masters, not in etcd (the CAs with their keys, the ServiceAccount key
+    pair): a restore tells a snapshot of another cluster by pki/ca.crt, and can bring that cluster
+    back on re-created hosts. ETCD_BUNDLE = etcd-snapshot.db + pki/..., 0600 (it holds CA keys)."""
     return f"""set -e
 umask 077
 mkdir -p {BACKUP_DIR} && chmod 0700 {BACKUP_DIR}
@@ -226,8 +239,9 @@ if ! out=$(ETCDCTL_API=3 {etcdctl} --endpoints={ETCD_ENDPOINT} --cacert={ETCD_PK
   echo "$out" | tail -n 1 >&2; exit 1
 fi
 {etcdutl} snapshot status "$d/etcd-snapshot.db" -w json >/dev/null
-mkdir "$d/pki" && cp {K8S_CA} "$d/pki/ca.crt"
-tar -czf "$d/bundle.tar.gz" -C "$d" etcd-snapshot.db pki/ca.crt
+mkdir -p "$d/pki/etcd"
+for f in {" ".join(PKI_FILES)}; do cp {K8S_PKI}/$f "$d/pki/$f"; done
+tar -czf "$d/bundle.tar.gz" -C "$d" etcd-snapshot.db {" ".join("pki/" + f for f in PKI_FILES)}
 chmod 0600 "$d/bundle.tar.gz" && mv -f "$d/bundle.tar.gz" {ETCD_BUNDLE}
 """
 
@@ -246,15 +260,21 @@ async def kubeadm_snapshot(rt: KubernetesRuntime, ctx: RuntimeContext) -> str:
 
 def unpack_script(bundle: str) -> str:
     """On master0 before anything stops: the etcd snapshot out of a bundle `sealer etcd backup`
-    wrote (exit 5 when its CA is not this cluster's), or a bare etcd snapshot (etcdctl's own) as it
-    is; prints the snapshot's path. Exit 4: neither."""
+    wrote, or a bare etcd snapshot (etcdctl's own) as it is; prints the snapshot's path last,
+    preceded by a line `other-ca` when the bundle is of a cluster with another CA and carries that
+    cluster's whole PKI (exit 5 when it has another CA and no PKI: a bundle of an older sealer).
+    Exit 4: neither."""
     src = quote_path(bundle)
+    pki = " ".join(f"pki/{f}" for f in PKI_FILES if f != "ca.crt")
     return f"""set -e
 umask 077
 rm -rf {RESTORE_WORK} && mkdir -p {RESTORE_WORK} && chmod 0700 {RESTORE_WORK}
 if tar -tzf {src} >/dev/null 2>&1; then
   tar -xzf {src} -C {RESTORE_WORK} etcd-snapshot.db pki/ca.crt 2>/dev/null || exit 4
-  cmp -s {RESTORE_WORK}/pki/ca.crt {K8S_CA} || exit 5
+  if ! cmp -s {RESTORE_WORK}/pki/ca.crt {K8S_CA}; then
+    tar -xzf {src} -C {RESTORE_WORK} {pki} 2>/dev/null || exit 5
+    echo other-ca
+  fi
 else
   cp {src} {RESTORE_WORK}/etcd-snapshot.db
 fi
@@ -334,9 +354,10 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
     unpacked = await ctx.fleet.run(ctx.target(m0), unpack_script(snapshot), sudo=True, timeout=300)
     if unpacked.exit_code == 5:
         raise RuntimeErrorSealer(
-            f"{snapshot}: a snapshot of a cluster with another CA (kubeadm keeps its PKI on the "
-            "masters, not in etcd): restored here it would bring back that cluster's cluster-info, "
-            "ServiceAccount tokens and certificates' trust",
+            f"{snapshot}: a snapshot of a cluster with another CA, without that cluster's PKI (a "
+            "backup of an older sealer; kubeadm keeps its PKI on the masters, not in etcd): restored "
+            "here it would bring back that cluster's cluster-info, ServiceAccount tokens and "
+            "certificates' trust",
             "restore it onto the cluster it was taken from; nothing was changed",
         )
     if not unpacked.ok:
@@ -345,7 +366,8 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
             f"inside: {_last_line(unpacked.stderr or unpacked.stdout)})",
             "give the file `sealer etcd backup` wrote for this cluster; nothing was changed",
         )
-    snapshot = unpacked.stdout.strip().splitlines()[-1]
+    lines = unpacked.stdout.strip().splitlines()
+    snapshot, foreign = lines[-1], "other-ca" in lines[:-1]
     checked = await ctx.fleet.run(
         ctx.target(m0), f"{etcdutl} snapshot status {quote_path(snapshot)} -w json 2>&1", sudo=True
     )
@@ -354,6 +376,9 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
             f"{given}: not an etcd snapshot ({_last_line(checked.stdout)})",
             "give the file `sealer etcd backup` wrote for this kubernetes cluster; nothing was changed",
         )
+    if foreign:
+        await _recreate_with_pki(rt, ctx, snapshot, etcdutl)
+        return
     probes = await asyncio.gather(*(ctx.fleet.run(ctx.target(h), MEMBER_PROBE, sudo=True) for h in masters))
     members: list[dict[str, str]] = []
     for host, probe in zip(masters, probes, strict=True):
@@ -398,3 +423,64 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
     await asyncio.gather(*(_sh(ctx, h, up, START_TIMEOUT + 30) for h in masters))
     # Kubernetes' advice after a restore: restart the components that cached the old state.
     await asyncio.gather(*(_sh(ctx, h, "systemctl restart kubelet.service") for h in hosts))
+
+
+INSTALL_PKI = f"""set -e
+umask 077
+mkdir -p {ETCD_PKI}
+for f in {" ".join(PKI_FILES)}; do
+  case $f in *.key) m=0600 ;; *) m=0644 ;; esac
+  install -m $m {RESTORE_WORK}/pki/$f {K8S_PKI}/$f
+done
+"""
+
+
+async def _recreate_with_pki(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: str, etcdutl: str) -> None:
+    """Onto a cluster with another CA (deleted and created anew since the backup): the cluster is
+    brought back as the one backed up. Every host is reset; master0 gets the bundle's PKI and
+    `kubeadm init` takes it as given (new leaf certificates from the old CAs); its one-member etcd
+    is restored from the snapshot; the Nodes the snapshot holds for the other hosts are deleted
+    (kubeadm join refuses a name a Ready Node has); the other masters and the workers join with
+    fresh tokens, their kubelets trusting the old CA."""
+    m0 = ctx.master0
+    masters = list(ctx.cluster.masters)
+    others = [h for h in masters if h.ip != m0.ip]
+    workers = list(ctx.cluster.workers)
+    ctx.say(m0.ip, "the backup carries another cluster's PKI: the cluster is re-created with it")
+    await rt.reset(ctx, list(ctx.cluster.hosts))
+    await _sh(ctx, m0, INSTALL_PKI)
+    for key in ("kubeadm-token", "kubeadm-ca-hash", "kubeadm-certificate-key"):
+        ctx.shared.pop(key, None)
+    await rt.install(ctx, [m0], [])
+    probe = await ctx.fleet.run(ctx.target(m0), MEMBER_PROBE, sudo=True)
+    member = parse_member(probe.stdout)
+    if not probe.ok or len(member) != 3:
+        raise RuntimeErrorSealer(
+            f"{m0.ip}: cannot read the etcd member kubeadm init made: "
+            f"{_last_line(probe.stderr or probe.stdout)}",
+            "run the same restore again",
+        )
+    stopped = wait_ports_script((API_PORT, ETCD_CLIENT_PORT), listening=False, seconds=STOP_TIMEOUT)
+    await _sh(ctx, m0, STOP_STATIC_PODS + stopped, STOP_TIMEOUT + 30)
+    ctx.say(m0.ip, f"etcdutl snapshot restore (member {member['name']})")
+    await _sh(ctx, m0, restore_member_script(etcdutl, snapshot, member, initial_cluster([member])), 600)
+    await _sh(ctx, m0, START_STATIC_PODS)
+    await _sh(
+        ctx, m0, wait_ports_script((API_PORT,), listening=True, seconds=START_TIMEOUT), START_TIMEOUT + 30
+    )
+    await _sh(ctx, m0, "systemctl restart kubelet.service")
+    names = [ctx.node_names[h.ip] for h in [*others, *workers]]
+    if names:
+        quoted = " ".join(shlex.quote(n) for n in names)
+        kubectl = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
+        await _sh(
+            ctx,
+            m0,
+            f'for n in {quoted}; do out=$({kubectl} delete node "$n" 2>&1) || echo "$out" '
+            '| grep -q NotFound || { echo "$out" >&2; exit 1; }; done',
+        )
+    for key in ("kubeadm-token", "kubeadm-ca-hash", "kubeadm-certificate-key"):
+        ctx.shared.pop(key, None)  # the restored etcd has none of the tokens made before
+    if others or workers:
+        ctx.say(m0.ip, "the other hosts join the restored cluster")
+        await rt.join(ctx, others, workers)

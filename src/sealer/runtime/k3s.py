@@ -407,10 +407,12 @@ mv -f "$list.new" "$list"
         names = [f"{ctx.node_names[h.ip]}.node-password.k3s" for h in masters + workers]
         if names:
             quoted = " ".join(shlex.quote(n) for n in names)
+            # one at a time: a Secret the snapshot does not hold (NotFound) is no failure
             await self._sh(
                 ctx,
                 m0,
-                f"{BIN_DIR}/k3s kubectl -n kube-system delete secret {quoted} --ignore-not-found 2>&1",
+                f"for n in {quoted}; do out=$({BIN_DIR}/k3s kubectl -n kube-system delete secret "
+                '"$n" 2>&1) || echo "$out" | grep -q NotFound || { echo "$out" >&2; exit 1; }; done',
             )
         if others:
             await self.reset(ctx, others)

@@ -140,13 +140,15 @@ def test_snapshot_script_bundles_the_snapshot_with_the_cluster_ca(tmp_path: Path
     etcdutl.write_text("#!/bin/sh\nexit 0\n")
     for f in (etcdctl, etcdutl):
         f.chmod(0o755)
-    ca = tmp_path / "ca.crt"
-    ca.write_text("CA\n")
+    pki = tmp_path / "pki"
+    (pki / "etcd").mkdir(parents=True)
+    for f in eb.PKI_FILES:
+        (pki / f).write_text(f"{f}\n")
     backups = tmp_path / "b"
     script = (
         eb.snapshot_script(str(etcdctl), str(etcdutl))
         .replace(eb.BACKUP_DIR, str(backups))
-        .replace(eb.K8S_CA, str(ca))
+        .replace(f"{eb.K8S_PKI}/$f", f"{pki}/$f")
     )
     r = bash(script)
     assert r.returncode == 0, r.stderr
@@ -163,9 +165,12 @@ def test_snapshot_script_bundles_the_snapshot_with_the_cluster_ca(tmp_path: Path
     assert bundle.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in backups.iterdir()) == ["etcd-backup.tar.gz"]  # no temp dir left
     with tarfile.open(bundle) as tar:
-        assert sorted(tar.getnames()) == ["etcd-snapshot.db", "pki/ca.crt"]
+        # the snapshot and the PKI kubeadm keeps outside etcd (CA keys, the ServiceAccount keys)
+        assert sorted(tar.getnames()) == sorted(["etcd-snapshot.db", *(f"pki/{f}" for f in eb.PKI_FILES)])
         db = tar.extractfile("etcd-snapshot.db")
         assert db is not None and db.read() == b"db\n"
+        key = tar.extractfile("pki/etcd/ca.key")
+        assert key is not None and key.read() == b"etcd/ca.key\n"
     etcdutl.write_text("#!/bin/sh\necho 'Error: invalid database' >&2; exit 1\n")
     bundle.unlink()
     assert bash(script).returncode != 0 and not bundle.exists()  # a snapshot etcdutl cannot read is not kept
@@ -197,6 +202,21 @@ def test_unpack_takes_our_bundle_a_bare_snapshot_and_refuses_another_clusters(tm
     bare.write_text("bare")
     r = _unpack(tmp_path, bare)
     assert r.returncode == 0 and Path(r.stdout.strip()).read_text() == "bare"
+    # a bundle of another cluster with its whole PKI: taken, marked as another CA's
+    for f in eb.PKI_FILES:
+        (src / "pki" / f).parent.mkdir(parents=True, exist_ok=True)
+        (src / "pki" / f).write_text(f)
+    full = tmp_path / "full.tar.gz"
+    with tarfile.open(full, "w:gz") as tar:
+        tar.add(src / "etcd-snapshot.db", arcname="etcd-snapshot.db")
+        for f in eb.PKI_FILES:
+            tar.add(src / "pki" / f, arcname=f"pki/{f}")
+    r = _unpack(tmp_path, full, ca="OTHER CA\n")
+    assert r.returncode == 0 and r.stdout.split()[0] == "other-ca", r.stdout + r.stderr
+    assert Path(r.stdout.split()[-1]).read_text() == "db"
+    assert (tmp_path / "work/pki/etcd/ca.key").read_text() == "etcd/ca.key"
+    r = _unpack(tmp_path, full, ca="ca.crt")  # this cluster's own: no mark
+    assert r.returncode == 0 and r.stdout.split() == [str(tmp_path / "work/etcd-snapshot.db")], r.stdout
     k0s = tmp_path / "k0s.tar.gz"  # a k0s archive: a tarball without pki/ca.crt
     with tarfile.open(k0s, "w:gz") as tar:
         tar.add(src / "etcd-snapshot.db", arcname="etcd-snapshot.db")
@@ -330,3 +350,57 @@ def test_kubeadm_restore_refuses_another_clusters_or_a_foreign_bundle(code: int,
         asyncio.run(eb.kubeadm_restore(KubernetesRuntime(), _ctx(fleet), "/var/lib/sealer/restore/s.db"))
     assert message in err.value.message and "nothing was changed" in (err.value.hint or "")
     assert not [c for c in fleet.calls if c[1] in ("stop", "restore", "start", "kubelet")]
+
+
+def test_kubeadm_restore_onto_a_recreated_cluster_brings_the_old_pki_back_first() -> None:
+    """A bundle of another CA with its PKI: checked, then every host reset, the PKI installed on
+    master0 before its `kubeadm init`, its lone member restored, the snapshot's Nodes of the other
+    hosts deleted, then they join (with tokens made after the restore)."""
+
+    class Recreating(Recorder):
+        async def run(self, host: str, cmd: str, **kw: Any) -> Result:
+            if "tar -tzf" in cmd:
+                self.calls.append((host, "unpack"))
+                return Result(host, cmd, 0, f"other-ca\n{eb.RESTORE_WORK}/etcd-snapshot.db\n", "", 0.0)
+            if cmd == eb.INSTALL_PKI:
+                self.calls.append((host, "pki"))
+                return Result(host, cmd, 0, "", "", 0.0)
+            if "delete node" in cmd:
+                self.calls.append((host, "delete-nodes"))
+                assert '"n3"' not in cmd and "n3 n9" in cmd, cmd  # the other master's and the worker's
+                return Result(host, cmd, 0, "", "", 0.0)
+            if "snapshot restore" in cmd:
+                assert "--initial-cluster=m2=https://10.0.0.2:2380" in cmd and "m3=" not in cmd, cmd
+                self.calls.append((host, "restore"))
+                return Result(host, cmd, 0, "", "", 0.0)
+            return await super().run(host, cmd, **kw)
+
+    class Runtime(KubernetesRuntime):
+        def __init__(self, fleet: Recorder) -> None:
+            super().__init__()
+            self.fleet = fleet
+
+        async def reset(self, ctx: RuntimeContext, hosts: list[Any]) -> None:
+            self.fleet.calls += [(h.ip, "reset") for h in hosts]
+
+        async def install(self, ctx: RuntimeContext, masters: list[Any], workers: list[Any]) -> None:
+            assert not workers and [h.ip for h in masters] == ["10.0.0.2"]
+            self.fleet.calls.append(("10.0.0.2", "init"))
+
+        async def join(self, ctx: RuntimeContext, masters: list[Any], workers: list[Any]) -> None:
+            assert "kubeadm-token" not in ctx.shared
+            self.fleet.calls += [(h.ip, "join") for h in [*masters, *workers]]
+
+    fleet = Recreating()
+    ctx = _ctx(fleet)
+    ctx.shared["kubeadm-token"] = "abcdef.0123456789abcdef"  # one of the cluster before: void now
+    asyncio.run(eb.kubeadm_restore(Runtime(fleet), ctx, "/var/lib/sealer/restore/s.db"))
+    steps = [c for c in fleet.calls if c[1] not in ("other", "get", "put")]
+    assert steps[:2] == [("10.0.0.2", "unpack"), ("10.0.0.2", "status")]
+    assert {h for h, w in steps[2:5]} == {"10.0.0.2", "10.0.0.3", "10.0.0.9"} and {
+        w for _, w in steps[2:5]
+    } == {"reset"}
+    order = [w for _, w in steps[5:]]
+    assert order[:3] == ["pki", "init", "probe"]
+    assert order.index("stop") < order.index("restore") < order.index("start") < order.index("delete-nodes")
+    assert steps[-2:] == [("10.0.0.3", "join"), ("10.0.0.9", "join")]
