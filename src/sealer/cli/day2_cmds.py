@@ -429,8 +429,9 @@ def etcd_group() -> None:
 )
 def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
     """Snapshot the datastore on master0 and copy it here (mode 0600: it holds the cluster's secrets;
-    for k0s the archive also holds the cluster's CA keys, for k3s the file also holds the cluster's
-    server token, which decrypts the CA keys in the snapshot). Keep it somewhere safe.
+    for k0s and kubernetes the file also holds the cluster's CA keys and ServiceAccount signing key,
+    for k3s the cluster's server token, which decrypts the CA keys in the snapshot). Keep it
+    somewhere safe: with it anyone can impersonate the cluster.
 
     \b
     Example:
@@ -466,7 +467,9 @@ def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
     kubernetes: the static Pods stop on every master (manifests parked), each master's etcd
                 data dir is rebuilt with `etcdutl snapshot restore` of the same snapshot (the
                 old one kept as <data-dir>.sealer-before-restore), then everything restarts;
-                a snapshot of a cluster with another CA is refused (the PKI is not in etcd)
+                onto a cluster deleted and created anew (another CA), every host is reset,
+                master0 re-initialised with the backup's PKI and restored, the other hosts
+                join it; a snapshot of another CA without its PKI is refused
     Restoring the same snapshot again gives the same state. A failed restore leaves the control
     planes stopped and says so; run the same command again.
 

@@ -6,8 +6,10 @@ way its project documents it:
   controllers (k0s's HA restore: one controller restored, the rest join it); workers restart, or
   re-join when the archive carries another cluster CA.
 - kubernetes (stacked etcd in static Pods): `etcdctl snapshot save` against https://127.0.0.1:2379
-  with the etcd client certificate on master0, bundled with the cluster CA's certificate (a snapshot
-  of another cluster is refused: kubeadm's PKI is not in etcd); restore = every master's static Pods
+  with the etcd client certificate on master0, bundled with the PKI kubeadm keeps outside etcd (CAs
+  with keys, ServiceAccount keys); onto a cluster with another CA (re-created since), every host is
+  reset, master0 re-initialised with that PKI and restored alone, the others join; restore onto
+  the same cluster = every master's static Pods
   stopped (their manifests moved aside), `etcdutl snapshot restore` of the same snapshot into a new
   data dir on each master with the full member list, the old data dir kept as
   `<data-dir>.sealer-before-restore`, manifests back, kubelets restarted. etcdctl/etcdutl come from
