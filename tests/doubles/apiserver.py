@@ -489,6 +489,8 @@ def authorize(user: User, verb: str, res: Resource | None, ns: str | None, name:
         and (ns, name) == ("kube-system", "kubeadm-certs")
     ):
         return True  # kubeadm:kubeadm-certs Role: joining control planes download the shared certificates
+    if "system:bootstrappers" in user.groups and verb == "get" and res.plural == "nodes":
+        return True  # kubeadm:get-nodes ClusterRole: join checks no Ready Node has its name
     if user.name == "system:anonymous":
         # kubeadm's bootstrap-signer Role: anyone may read the signed cluster-info, nothing else
         return verb == "get" and res.plural == "configmaps" and ns == "kube-public" and name == "cluster-info"

@@ -1190,6 +1190,20 @@ def run_join(opts: dict[str, Any], positional: list[str]) -> int:
     except KubeError as e:
         raise Failed(f"error execution phase kubelet-start: cannot get the kubelet configuration: {e}")
     say('[preflight] Reading configuration from the "kubeadm-config" ConfigMap in namespace "kube-system"...')
+    # kubeadm (since v1.25) refuses, before the TLS bootstrap, a name a Ready Node already has
+    try:
+        existing = boot.get(f"/api/v1/nodes/{name}")
+    except KubeError as e:
+        if e.code != 404:
+            raise Failed(f'error execution phase kubelet-start: cannot get Node "{name}": {e}')
+        existing = {}
+    for cond in (existing.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            raise Failed(
+                f'error execution phase kubelet-start: a Node with name "{name}" and status "Ready" already '
+                "exists in the cluster. You must delete the existing Node or change the name of this new "
+                "joining Node"
+            )
     joined_cp: dict[str, Any] | None = None
     if control_plane:
         joined_cp = prepare_control_plane(boot, paths, cert_key, name, opts, lae, cp_port)

@@ -340,6 +340,13 @@ def test_init_join_and_node_lifecycle(k8s_nodes: Callable[[str], K8sNode], conta
     r = w2.kubeadm(*args[1:], "--node-name", "w2", "--cri-socket", containerd_socket, IP_FORWARD)
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: node_ready(admin, "w2") == "True", what="w2 Ready")
+    # another host under a Ready Node's name is refused before its TLS bootstrap
+    twin = k8s_nodes("w2twin")
+    failed(
+        twin.run(*args[1:], "--node-name", "w2", "--cri-socket", containerd_socket, IP_FORWARD),
+        'a Node with name "w2" and status "Ready" already exists in the cluster',
+    )
+    assert not (twin.root / "var/lib/kubelet/pki/kubelet-client-current.pem").exists()
 
     # a stopped kubelet: NotReady after the grace period; the control plane keeps serving
     w.stop_kubelet()
