@@ -173,6 +173,8 @@ def test_backup_then_restore(
         _assert_restored(home, hosts)
         for h in hosts:  # every host trusts the old CA again
             assert tb.run_on(h, "cat /etc/kubernetes/pki/ca.crt").stdout == old_ca, h.name
+        # no second copy of the CA keys left where the bundle was unpacked
+        assert tb.run_on(m0, "test -e /var/lib/sealer/restore-work/etcd/pki", check=False).returncode != 0
     if runtime == "k3s":
         # onto a reset cluster: deleted and created anew (another token and CA); the bundle's token
         # decrypts the snapshot's bootstrap data, the old CAs come back, the other servers and the
@@ -194,6 +196,7 @@ def test_backup_then_restore(
         for h in hosts:  # every node runs with the original cluster token now
             f = AGENT_ENV if h not in masters else "/etc/rancher/k3s/sealer-token"
             assert old_token.rsplit(":", 1)[1] in tb.run_on(h, f"cat {f}").stdout, h.name
+        assert tb.run_on(m0, "test -e /var/lib/sealer/restore-work/k3s/token", check=False).returncode != 0
         # a later scale-up joins with the restored token
         up = run_sealer(home, "scale-up", "-n", spare[0].ip, "--cluster", CLUSTER, timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr

@@ -483,6 +483,8 @@ async def _recreate_with_pki(rt: KubernetesRuntime, ctx: RuntimeContext, snapsho
         )
     for key in ("kubeadm-token", "kubeadm-ca-hash", "kubeadm-certificate-key"):
         ctx.shared.pop(key, None)  # the restored etcd has none of the tokens made before
+    # the CA keys are in /etc/kubernetes/pki now: no second copy left behind
+    await _sh(ctx, m0, f"rm -rf {RESTORE_WORK}/pki")
     if others or workers:
         ctx.say(m0.ip, "the other hosts join the restored cluster")
         await rt.join(ctx, others, workers)

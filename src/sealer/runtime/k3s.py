@@ -396,6 +396,7 @@ mv -f "$list.new" "$list"
                 ),
             )
         await self._start(ctx, m0, SERVER_UNIT, restart=True)
+        await self._sh(ctx, m0, f"rm -f {RESTORE_DIR}/token")  # it is k3s's server/token again
         ctx.shared.pop("k3s-node-token", None)  # master0's node-token may have changed with the CA
         if not foreign:
             for host in masters[1:]:
