@@ -379,7 +379,15 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
             "give the file `sealer etcd backup` wrote for this kubernetes cluster; nothing was changed",
         )
     if foreign:
-        await _recreate_with_pki(rt, ctx, snapshot, etcdutl)
+        try:
+            await _recreate_with_pki(rt, ctx, snapshot, etcdutl)
+        except SealerError as err:
+            raise RuntimeErrorSealer(
+                f"etcd restore onto the re-created cluster failed: {err.message}",
+                (f"{err.hint}; then " if err.hint else "")
+                + "the hosts were reset for it: run `sealer delete --all`, `sealer run -f Clusterfile` "
+                "and the same restore again",
+            ) from None
         return
     probes = await asyncio.gather(*(ctx.fleet.run(ctx.target(h), MEMBER_PROBE, sudo=True) for h in masters))
     members: list[dict[str, str]] = []

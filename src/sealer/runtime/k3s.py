@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from sealer.errors import RuntimeErrorSealer
+from sealer.errors import RuntimeErrorSealer, SealerError
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
@@ -404,6 +404,19 @@ mv -f "$list.new" "$list"
                 await self._start(ctx, host, SERVER_UNIT, restart=True)
             await asyncio.gather(*(self._start(ctx, w, AGENT_UNIT, restart=True) for w in workers))
             return
+        try:
+            await self._rejoin_after_foreign_restore(ctx)
+        except SealerError as err:
+            raise RuntimeErrorSealer(
+                f"the other nodes could not re-join the restored master0: {err.message}",
+                (f"{err.hint}; then " if err.hint else "")
+                + "to start over: `sealer delete --all`, `sealer run -f Clusterfile` and the same "
+                "restore again",
+            ) from None
+
+    async def _rejoin_after_foreign_restore(self, ctx: RuntimeContext) -> None:
+        m0 = ctx.master0
+        masters, workers = list(ctx.cluster.masters), list(ctx.cluster.workers)
         others = [h for h in masters if h.ip != m0.ip]
         names = [f"{ctx.node_names[h.ip]}.node-password.k3s" for h in masters + workers]
         if names:

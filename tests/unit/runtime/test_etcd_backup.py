@@ -404,3 +404,25 @@ def test_kubeadm_restore_onto_a_recreated_cluster_brings_the_old_pki_back_first(
     assert order[:3] == ["pki", "init", "probe"]
     assert order.index("stop") < order.index("restore") < order.index("start") < order.index("delete-nodes")
     assert steps[-2:] == [("10.0.0.3", "join"), ("10.0.0.9", "join")]
+
+
+def test_a_failed_recreate_says_the_hosts_were_reset_and_how_to_start_over() -> None:
+    class Recreating(Recorder):
+        async def run(self, host: str, cmd: str, **kw: Any) -> Result:
+            if "tar -tzf" in cmd:
+                return Result(host, cmd, 0, f"other-ca\n{eb.RESTORE_WORK}/etcd-snapshot.db\n", "", 0.0)
+            return await super().run(host, cmd, **kw)
+
+    class Failing(KubernetesRuntime):
+        async def reset(self, ctx: RuntimeContext, hosts: list[Any]) -> None:
+            return None
+
+        async def install(self, ctx: RuntimeContext, masters: list[Any], workers: list[Any]) -> None:
+            raise RuntimeErrorSealer("10.0.0.2: kubeadm init failed: x", "see /var/log/kubeadm.log")
+
+    fleet = Recreating()
+    with pytest.raises(RuntimeErrorSealer) as err:
+        asyncio.run(eb.kubeadm_restore(Failing(), _ctx(fleet), "/var/lib/sealer/restore/s.db"))
+    assert "onto the re-created cluster failed: 10.0.0.2: kubeadm init failed" in err.value.message
+    hint = err.value.hint or ""
+    assert "the hosts were reset" in hint and "sealer delete --all" in hint

@@ -184,3 +184,17 @@ def test_restore_refuses_a_foreign_file_before_stopping_anything() -> None:
         _restore(fleet)
     assert "not a k3s backup" in err.value.message and "nothing was changed" in (err.value.hint or "")
     assert [w for _, w in fleet.calls] == ["unpack"]
+
+
+def test_a_failed_rejoin_after_a_foreign_restore_says_how_to_start_over() -> None:
+    fleet = Fleet("other-token")
+
+    class Failing(Runtime):
+        async def join(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
+            raise RuntimeErrorSealer("10.0.0.3: k3s.service did not start", "see `journalctl -u k3s`")
+
+    with pytest.raises(RuntimeErrorSealer) as err:
+        asyncio.run(Failing(fleet).etcd_restore(_ctx(fleet), "/var/lib/sealer/restore/b.tar.gz"))
+    assert "could not re-join the restored master0: 10.0.0.3" in err.value.message
+    hint = err.value.hint or ""
+    assert hint.startswith("see `journalctl -u k3s`; then") and "sealer delete --all" in hint
