@@ -459,18 +459,21 @@ class Engine:
         self.progress.note(f"{payload.label}: sending host to host (fan-out) to {n} host(s)")
         console = self.progress.console
         try:
+            tree = await self._tree(payload.src, payload.dst)
             if self.progress.quiet:
-                result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True)
+                result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True, tree=tree)
             elif console.is_terminal:
                 # per-host bytes, rate, who feeds whom and an ETA, redrawn live
                 with live_view(console) as live:
-                    result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True,
-                                               progress=live)
+                    result = await fanout_copy(
+                        fleet, targets, payload.src, payload.dst, sudo=True, progress=live, tree=tree
+                    )
             else:
                 # logs and CI: the same table once, when it is over
                 view = FanoutView()
-                result = await fanout_copy(fleet, targets, payload.src, payload.dst, sudo=True,
-                                           progress=view)
+                result = await fanout_copy(
+                    fleet, targets, payload.src, payload.dst, sudo=True, progress=view, tree=tree
+                )
                 console.print(view)
         except Exception as err:  # any failure at all falls back to the direct copy
             message = err.message if isinstance(err, SealerError) else f"{type(err).__name__}: {err}"
@@ -510,14 +513,19 @@ class Engine:
         (await fleet.run(target, mark, sudo=True)).check()
         return f"{sent} sent, {skipped} equal"
 
-    async def _put(self, fleet: Fleet, target: Target, src: Path, dst: str) -> TransferStats:
-        """Copy a tree to one host; its manifest (a sha256 per file) is computed once for all hosts,
-        off the event loop, instead of once per host."""
+    async def _tree(self, src: Path, dst: str) -> transfer.LocalTree:
+        """src's manifest (a sha256 per file), computed once per run for the fan-out and every
+        host's own copy, off the event loop."""
         key = (str(src), dst)
         task = self._trees.get(key)
         if task is None:
             task = self._trees[key] = asyncio.ensure_future(asyncio.to_thread(transfer.local_tree, src, dst))
-        tree = await task
+        return await task
+
+    async def _put(self, fleet: Fleet, target: Target, src: Path, dst: str) -> TransferStats:
+        """Copy a tree to one host; its manifest (a sha256 per file) is computed once for all hosts,
+        off the event loop, instead of once per host."""
+        tree = await self._tree(src, dst)
         conn = fleet.connector_for(target)
         if isinstance(conn, SSHConnector | LocalConnector):
             return await conn.put(target, src, dst, sudo=True, tree=tree)

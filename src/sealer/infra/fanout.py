@@ -620,8 +620,17 @@ class Fanout:
 
     # -- public ------------------------------------------------------------------------------
 
-    async def copy(self, targets: Sequence[Target], src: str | os.PathLike[str], dst: str) -> FanoutResult:
-        tree = transfer.local_tree(src, dst)
+    async def copy(
+        self,
+        targets: Sequence[Target],
+        src: str | os.PathLike[str],
+        dst: str,
+        known: transfer.LocalTree | None = None,
+    ) -> FanoutResult:
+        # The manifest hashes every file: off the event loop, and not at all when the caller has it.
+        tree: transfer.LocalTree = (
+            known if known is not None else await asyncio.to_thread(transfer.local_tree, src, dst)
+        )
         specs = file_specs(tree, self.chunk_bytes)
         outcomes: dict[str, Outcome[TransferStats]] = {}
         started = time.monotonic()
@@ -1071,9 +1080,11 @@ async def fanout_copy(
     width: int = 1,
     degree: int = 1,
     progress: ProgressCallback | None = None,
+    tree: transfer.LocalTree | None = None,
     **options: Any,
 ) -> FanoutResult:
     """Copy src to dst on every host, host to host (see module doc). One Outcome per host, in
-    the hosts' order; a host that fails does not stop the others."""
+    the hosts' order; a host that fails does not stop the others. `tree`: src's manifest
+    (`transfer.local_tree(src, dst)`) when the caller already computed it."""
     run = Fanout(fleet, sudo=sudo, width=width, degree=degree, progress=progress, **options)
-    return await run.copy(hosts, src, dst)
+    return await run.copy(hosts, src, dst, tree)
