@@ -109,11 +109,15 @@ def last_op(recs: list[dict[str, Any]]) -> str:
 
 
 def reference_steps(recs: list[dict[str, Any]], op: str) -> list[tuple[Step, float]]:
-    """The steps of a finished operation in the order they started, with how long each took."""
+    """The steps of a finished operation in the order they started, with how long each took.
+    The operation's closing bookkeeping step (saving the applied Clusterfile) is left out like its
+    end record: with it, the last real step would become a kill point that a quick resumed run
+    finishes, bookkeeping and all, before the kill lands (the moment after the last step has a test
+    of its own below)."""
     started: dict[Step, datetime] = {}
     out: list[tuple[Step, float]] = []
     for r in recs:
-        if r["op"] != op or r["type"] != "step":
+        if r["op"] != op or r["type"] != "step" or r.get("step") == "save-state":
             continue
         at = datetime.fromisoformat(r["time"])
         if r["status"] == "start":
