@@ -65,6 +65,12 @@ def registry_files(reg: RegistryEndpoint, certs_dir: str) -> dict[str, str]:
     return files
 
 
+def last_line(text: str, limit: int = 200) -> str:
+    """The last non-blank line of a command's output (at most `limit` characters), for errors."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][-limit:] if lines else "no output"
+
+
 async def run_checked(ctx: RuntimeContext, host: Host, cmd: str, timeout: float | None = 120) -> str:
     """Run a command as root on the host; a failure is a HostError naming the host and command."""
     result = await ctx.fleet.run(ctx.target(host), cmd, sudo=True, timeout=timeout)

@@ -28,7 +28,7 @@ from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import k0s as k0smod
 from sealer.runtime.base import RuntimeContext
-from sealer.runtime.containerd import run_checked
+from sealer.runtime.containerd import last_line, run_checked
 from sealer.runtime.k0s import K0sRuntime
 from sealer.runtime.kubernetes import KubernetesRuntime
 
@@ -39,11 +39,6 @@ START_TIMEOUT = 300
 
 async def _sh(ctx: RuntimeContext, host: Host, script: str, timeout: float = 300) -> str:
     return await run_checked(ctx, host, script, timeout=timeout)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
 
 
 async def _copy_to_masters(ctx: RuntimeContext, path: str, masters: list[Host]) -> None:
@@ -119,7 +114,7 @@ async def k0s_snapshot(rt: K0sRuntime, ctx: RuntimeContext) -> str:
     )
     if not out.ok:
         raise RuntimeErrorSealer(
-            f"{ctx.master0.ip}: k0s backup failed: {_last_line(out.stderr or out.stdout)}",
+            f"{ctx.master0.ip}: k0s backup failed: {last_line(out.stderr or out.stdout)}",
             "is the k0s controller on master0 running? (`k0s status`, `journalctl -u k0scontroller`)",
         )
     return K0S_ARCHIVE
@@ -158,7 +153,7 @@ async def k0s_restore(rt: K0sRuntime, ctx: RuntimeContext, snapshot: str) -> Non
     )
     if not restored.ok:
         raise RuntimeErrorSealer(
-            f"{m0.ip}: k0s restore failed: {_last_line(restored.stdout)}",
+            f"{m0.ip}: k0s restore failed: {last_line(restored.stdout)}",
             "k0s is stopped on the controllers; fix the cause and run the same restore again"
             + (f", or restore {K0S_BEFORE_RESTORE} on master0 to go back" if keep.ok else ""),
         )
@@ -254,7 +249,7 @@ async def kubeadm_snapshot(rt: KubernetesRuntime, ctx: RuntimeContext) -> str:
     out = await ctx.fleet.run(ctx.target(m0), snapshot_script(etcdctl, etcdutl), sudo=True, timeout=600)
     if not out.ok:
         raise RuntimeErrorSealer(
-            f"{m0.ip}: etcdctl snapshot save failed: {_last_line(out.stderr or out.stdout)}",
+            f"{m0.ip}: etcdctl snapshot save failed: {last_line(out.stderr or out.stdout)}",
             "is etcd on master0 running? (`crictl ps --name etcd`, the kubelet's log)",
         )
     return ETCD_BUNDLE
@@ -365,7 +360,7 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
     if not unpacked.ok:
         raise RuntimeErrorSealer(
             f"{snapshot}: not a backup of a kubernetes cluster (no etcd-snapshot.db and pki/ca.crt "
-            f"inside: {_last_line(unpacked.stderr or unpacked.stdout)})",
+            f"inside: {last_line(unpacked.stderr or unpacked.stdout)})",
             "give the file `sealer etcd backup` wrote for this cluster; nothing was changed",
         )
     lines = unpacked.stdout.strip().splitlines()
@@ -375,7 +370,7 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
     )
     if not checked.ok:
         raise RuntimeErrorSealer(
-            f"{given}: not an etcd snapshot ({_last_line(checked.stdout)})",
+            f"{given}: not an etcd snapshot ({last_line(checked.stdout)})",
             "give the file `sealer etcd backup` wrote for this kubernetes cluster; nothing was changed",
         )
     if foreign:
@@ -396,7 +391,7 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
         if not probe.ok or len(member) != 3:
             raise RuntimeErrorSealer(
                 f"{host.ip}: cannot read the etcd member from its static Pod manifest: "
-                f"{_last_line(probe.stderr or probe.stdout)}",
+                f"{last_line(probe.stderr or probe.stdout)}",
                 "sealer restores kubeadm's stacked etcd (etcd.yaml in /etc/kubernetes/manifests); "
                 "nothing was changed",
             )
@@ -467,7 +462,7 @@ async def _recreate_with_pki(rt: KubernetesRuntime, ctx: RuntimeContext, snapsho
     if not probe.ok or len(member) != 3:
         raise RuntimeErrorSealer(
             f"{m0.ip}: cannot read the etcd member kubeadm init made: "
-            f"{_last_line(probe.stderr or probe.stdout)}",
+            f"{last_line(probe.stderr or probe.stdout)}",
             "run the same restore again",
         )
     stopped = wait_ports_script((API_PORT, ETCD_CLIENT_PORT), listening=False, seconds=STOP_TIMEOUT)

@@ -26,7 +26,14 @@ from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
-from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, reset_hosts, run_checked
+from sealer.runtime.containerd import (
+    cri_dropin,
+    last_line,
+    put_if_changed,
+    registry_files,
+    reset_hosts,
+    run_checked,
+)
 from sealer.runtime.k3s import rewrite_server, version_key
 
 BIN_DIR = "/usr/local/bin"
@@ -186,11 +193,6 @@ rm -rf {ETC} /var/lib/k0s /run/k0s /var/lib/kubelet /etc/cni/net.d /opt/cni/bin/
 systemctl daemon-reload >/dev/null 2>&1
 true
 """
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][-200:] if lines else "no output"
 
 
 def upgrade_probe_script(rootfs: str) -> str:
@@ -455,7 +457,7 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         if left.ok:
             return
         ctx.say(
-            master.ip, f"k0s etcd leave failed there ({_last_line(left.stdout)}); removing it from master0"
+            master.ip, f"k0s etcd leave failed there ({last_line(left.stdout)}); removing it from master0"
         )
         await self.forget_member(ctx, master)
 
@@ -476,7 +478,7 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         if listed.ok and f"//{master.ip}:" not in listed.stdout:
             return  # already gone (a re-run after the member left)
         raise RuntimeErrorSealer(
-            f"{master.ip}: its etcd member could not leave the cluster: {_last_line(by_m0.stdout)}",
+            f"{master.ip}: its etcd member could not leave the cluster: {last_line(by_m0.stdout)}",
             f"check `k0s etcd member-list` on {m0.ip}; remove the member with `k0s etcd leave "
             f"--peer-address {master.ip}` there, then run the same command again",
         )
