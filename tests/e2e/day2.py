@@ -150,10 +150,11 @@ class ApiProbe:
         self._thread.join(timeout=60)
 
 
-# A worker reads the Node list through its own path to the API: the server and the client
-# credentials of its kubelet's kubeconfig (127.0.0.1:6443, the node-local balancer), so every answer
-# crosses the balancer, a live API server and the datastore behind it (/version would not).
-NODE_READ = r"""
+# What a worker runs to reach the API its own way: python3 (the hosts have it) with the credentials
+# of its kubelet's kubeconfig. argv: the kubeconfig, a path, and optionally an address to ask
+# instead of the kubeconfig's server (the VIP, a given master). Prints the kubeconfig's server,
+# then what answered: /version's gitVersion, or the number of items of a list.
+KUBELET_GET = r"""
 import base64, json, ssl, sys, tempfile, urllib.request, yaml
 kc = yaml.safe_load(open(sys.argv[1]))
 cluster, user = kc["clusters"][0]["cluster"], kc["users"][0]["user"]
@@ -166,13 +167,23 @@ def f(name, key, path_key):
 ctx = ssl.create_default_context(cafile=f("ca", "certificate-authority-data", "certificate-authority"))
 ctx.load_cert_chain(f("crt", "client-certificate-data", "client-certificate"),
                     f("key", "client-key-data", "client-key"))
-with urllib.request.urlopen(cluster["server"] + "/api/v1/nodes", context=ctx, timeout=10) as r:
-    print(cluster["server"], len(json.loads(r.read())["items"]))
+base = f"https://{sys.argv[3]}:6443" if len(sys.argv) > 3 else cluster["server"]
+print(cluster["server"])
+with urllib.request.urlopen(base + sys.argv[2], context=ctx, timeout=10) as r:
+    body = json.loads(r.read())
+print(body["gitVersion"] if "gitVersion" in body else len(body["items"]))
 """
 
 
+def kubelet_get_command(kubelet_conf: str, path: str, address: str | None = None) -> list[str]:
+    return ["python3", "-c", KUBELET_GET, kubelet_conf, path, *([address] if address else [])]
+
+
 def node_read_command(kubelet_conf: str) -> list[str]:
-    return ["python3", "-c", NODE_READ, kubelet_conf]
+    """The Node list through the worker's own path to the API (its kubeconfig's server: the
+    node-local balancer), so every answer crosses the balancer, a live API server and the
+    datastore behind it (/version would not)."""
+    return kubelet_get_command(kubelet_conf, "/api/v1/nodes")
 
 
 def build_upgrade_image(home: Path, base: str, binaries: Mapping[str, str], tag: str, work: Path) -> str:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.doubles.build import build_executable
+from tests.e2e.day2 import kubelet_get_command
 from tests.e2e.images import (
     HELLO_REPO,
     HELLO_TAG,
@@ -130,29 +131,6 @@ def _assert_cluster(tb, img: RuntimeImage, home: Path, masters, workers) -> None
             assert pulled.returncode == 0, f"{h.name} {ref}: {pulled.stdout}{pulled.stderr}"
 
 
-# What a worker runs to reach the API through its local balancer: python3 (the hosts have it) with
-# the node's own kubelet credentials, GET /version (served by any live API server).
-PROBE = r"""
-import base64, json, ssl, sys, tempfile, urllib.request, yaml
-kc = yaml.safe_load(open(sys.argv[1]))
-cluster, user = kc["clusters"][0]["cluster"], kc["users"][0]["user"]
-tmp = tempfile.mkdtemp()
-def f(name, key, path_key):
-    if key in user or key in cluster:
-        data = base64.b64decode((user.get(key) or cluster.get(key)))
-        open(f"{tmp}/{name}", "wb").write(data); return f"{tmp}/{name}"
-    return user.get(path_key) or cluster.get(path_key)
-ca = f("ca", "certificate-authority-data", "certificate-authority")
-cert = f("crt", "client-certificate-data", "client-certificate")
-key = f("key", "client-key-data", "client-key")
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-print(cluster["server"])
-with urllib.request.urlopen(f"https://{sys.argv[2]}:6443/version", context=ctx, timeout=10) as r:
-    print(json.loads(r.read())["gitVersion"])
-"""
-
-
 # What the runtime leaves on a host: none of it may survive a reset.
 LEFTOVERS = {
     "k3s": ("/etc/rancher/k3s", "/var/lib/rancher/k3s", "/usr/local/bin/k3s"),
@@ -212,7 +190,8 @@ def _delete_and_check_clean(tb, img: RuntimeImage, home: Path, masters, workers)
 def _probe_through_lb(
     tb, worker, kubelet_conf: str, address: str = "127.0.0.1"
 ) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    return tb.run_on(worker, ["python3", "-c", PROBE, kubelet_conf, address], check=False, timeout=60)
+    command = kubelet_get_command(kubelet_conf, "/version", address)
+    return tb.run_on(worker, command, check=False, timeout=60)
 
 
 def _probe_until_ok(
