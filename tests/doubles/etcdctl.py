@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -503,16 +504,21 @@ COMMANDS:
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def _entry(command: Callable[[list[str]], int], argv: list[str] | None) -> int:
+    """Both tools print errors as `Error: ...` and exit with the error's code (usage: 1)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _etcdctl(args)
+        return command(args)
     except Failed as e:
         sys.stderr.write(f"Error: {e}\n")
         return e.code
     except UsageError as e:
         sys.stderr.write(f"Error: {e}\n")
         return EXIT_BAD_ARGS
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _entry(_etcdctl, argv)
 
 
 def _etcdctl(args: list[str]) -> int:
@@ -634,15 +640,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def etcdutl_main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return _etcdutl(args)
-    except Failed as e:
-        sys.stderr.write(f"Error: {e}\n")
-        return e.code
-    except UsageError as e:
-        sys.stderr.write(f"Error: {e}\n")
-        return EXIT_BAD_ARGS
+    return _entry(_etcdutl, argv)
 
 
 def _etcdutl(args: list[str]) -> int:
