@@ -7,6 +7,7 @@ which goes host to host, how much disk that takes).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tarfile
@@ -52,17 +53,26 @@ def tree_bytes(root: Path) -> int:
 
 def unpack(store: ImageStore, image: PlatformImage, cache: Path) -> UnpackedImage:
     """Unpack (or reuse) the image's layers under cache/<id>. A crash mid-way leaves no COMPLETE
-    marker, so the next run starts the directory afresh."""
+    marker, so the next run starts the directory afresh. Two sealer processes unpacking the same
+    image (two clusters from one image) take turns on a lock file: the second reuses the first's."""
     image_id = image.id
     ident = image_id.split(":", 1)[-1]
     ensure_private_dir(cache)
-    top = cache / ident
+    fd = os.open(cache / f".{ident}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _unpack_locked(store, image, cache / ident, cache / f".{ident}.partial")
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _unpack_locked(store: ImageStore, image: PlatformImage, top: Path, work: Path) -> UnpackedImage:
+    image_id = image.id
     done = UnpackedImage(image_id, top / "rootfs", top / "registry")
     if (top / COMPLETE).exists():
         return done
     if top.exists():
         shutil.rmtree(top)
-    work = cache / f".{ident}.partial"
     if work.exists():
         shutil.rmtree(work)
     rootfs = work / "rootfs"

@@ -235,8 +235,8 @@ class ImageStore:
     # ----------------------------------------------------------------- layout
     def _ensure(self) -> None:
         try:
-            if not self.root.exists():
-                self.root.mkdir(parents=True, mode=0o700)
+            # exist_ok: another sealer process may create the store at the same moment
+            self.root.mkdir(parents=True, mode=0o700, exist_ok=True)
             self.blobs_dir.mkdir(parents=True, exist_ok=True)
             self.ingest_dir.mkdir(exist_ok=True)
             layout = self.root / "oci-layout"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,22 @@ def test_unpack_applies_layers_whiteouts_and_splits_registry(tmp_path: Path) -> 
     assert got.size(with_registry=True) - got.size(with_registry=False) == 4
     (got.rootfs / "marker").write_text("kept")  # a second unpack reuses the finished directory
     assert (unpack(store, image, tmp_path / "cache").rootfs / "marker").exists()
+
+
+def test_two_processes_unpacking_one_image_take_turns(tmp_path: Path) -> None:
+    # Two clusters run from one image at once: the second waits for the first's unpack and reuses
+    # it instead of deleting the half-written directory under it (flock is per open file, so two
+    # threads contend exactly as two processes do).
+    store = ImageStore(tmp_path / "store")
+    files = {f"opt/f{i}": bytes([i % 251]) * 50_000 for i in range(200)}
+    make_test_image(store, "demo:1", [_layer(files)])
+    image = store.select("demo:1")
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: unpack(store, image, tmp_path / "cache"), range(4)))
+    assert len({g.rootfs for g in got}) == 1
+    assert sorted(p.name for p in (got[0].rootfs / "opt").iterdir()) == sorted(Path(n).name for n in files)
+    assert all((got[0].rootfs / n).read_bytes() == data for n, data in files.items())
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.endswith(".partial")] == []
 
 
 def test_construct_cluster_like_go_sealer() -> None:
