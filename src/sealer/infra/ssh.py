@@ -10,7 +10,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -442,14 +442,19 @@ class SSHConnector:
         sudo: bool = False,
         timeout: float | None = None,
         shown: str | None = None,
+        on_stdout: Callable[[bytes], None] | None = None,
     ) -> Exec:
         """Low level (see `StreamingConnector.exec`): one command on the host's shared
         connection, `stdin` streamed to it after sudo's password line (when sudo needs one),
-        raw output back; not host-logged. Bulk tools (copies, the fan-out) build on it."""
+        raw output back; not host-logged. Bulk tools (copies, the fan-out) build on it.
+        With `on_stdout`, stdout goes to it chunk by chunk as it arrives instead of into the
+        result: a long-lived command's output is read while it runs (the fan-out's progress)."""
         c = await self._connection(host)
         line, preamble = await self._prepare(c, cmd, sudo)
         data = preamble + stdin if isinstance(stdin, bytes) else transfer.with_preamble(preamble, stdin)
-        code, out, err = await self._exec(c, line, data, timeout, shown or cmd, kill_as_root=sudo)
+        code, out, err = await self._exec(
+            c, line, data, timeout, shown or cmd, kill_as_root=sudo, on_stdout=on_stdout
+        )
         return Exec(code, out, err)
 
     async def peer(self, host: Target) -> Peer:
@@ -471,6 +476,7 @@ class SSHConnector:
         shown: str,
         sink: Any = None,
         kill_as_root: bool = False,
+        on_stdout: Callable[[bytes], None] | None = None,
     ) -> tuple[int, bytes, str]:
         """Run one command line on an open connection; stdout as bytes, stderr as text."""
         name = c.target.name
@@ -479,7 +485,10 @@ class SSHConnector:
 
         pid: list[int] = []
 
-        async def pump(reader: Any, into: list[bytes], first_line_is_pid: bool = False) -> None:
+        async def pump(
+            reader: Any, into: list[bytes], first_line_is_pid: bool = False,
+            tap: Callable[[bytes], None] | None = None,
+        ) -> None:
             head = b""
             while chunk := await reader.read(65536):
                 if first_line_is_pid and not pid:
@@ -490,6 +499,9 @@ class SSHConnector:
                     pid.append(int(mark.removeprefix(PID_MARK)) if mark.startswith(PID_MARK) else 0)
                     if not chunk:
                         continue
+                if tap is not None:
+                    tap(chunk)
+                    continue
                 into.append(chunk)
                 if sink is not None:
                     sink(chunk.decode("utf-8", "replace"))
@@ -536,7 +548,7 @@ class SSHConnector:
         async def run_session(proc: Any) -> Any:
             try:
                 await asyncio.gather(
-                    pump(proc.stdout, out), pump(proc.stderr, err, True), feed(proc.stdin, b"")
+                    pump(proc.stdout, out, tap=on_stdout), pump(proc.stderr, err, True), feed(proc.stdin, b"")
                 )
                 await proc.wait_closed()
             finally:
