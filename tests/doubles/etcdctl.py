@@ -1,5 +1,6 @@
 """Stand-ins for `etcdctl` and `etcdutl` of etcd v3.5.15, the release kubeadm v1.31 runs: `etcdctl
-snapshot save|status`, `endpoint health`, `version`; `etcdutl snapshot restore|status`, `version`.
+snapshot save|status`, `endpoint health`, `member list|remove`, `version`; `etcdutl snapshot
+restore|status`, `version`.
 
 The kubeadm stand-in runs no etcd process (tests/doubles/README.md, "HA model"): the first control
 plane's "etcd" is the store file of its API server, `<etcd --data-dir>/state.json`. So etcdctl finds
@@ -35,8 +36,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 try:
     from .cliflags import Flag, UsageError, parse_pflags
+    from .kubeclient import KubeClient, KubeError
 except ImportError:  # zipapp / script
     from cliflags import Flag, UsageError, parse_pflags  # type: ignore[no-redef]
+    from kubeclient import KubeClient, KubeError  # type: ignore[no-redef]
 
 VERSION = "3.5.15"
 API_VERSION = "3.5"
@@ -45,7 +48,7 @@ MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
 STORE = "state.json"
 
 # cobrautl exit codes
-EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BAD_ARGS = 1, 5, 128
+EXIT_ERROR, EXIT_BAD_FEATURE, EXIT_INTERRUPTED, EXIT_BAD_ARGS = 1, 3, 5, 128
 
 
 class Failed(Exception):
@@ -133,16 +136,27 @@ def print_status(st: dict[str, Any], write_out: str) -> None:
         return
     row = [f"{st['hash']:x}", str(st["revision"]), str(st["totalKey"]), human_size(st["totalSize"])]
     if write_out == "table":
-        heads = ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"]
-        widths = [max(len(h), len(v)) + 2 for h, v in zip(heads, row, strict=True)]
-        line = "+" + "+".join("-" * w for w in widths) + "+"
-        print(line)
-        print("|" + "|".join(h.center(w) for h, w in zip(heads, widths, strict=True)) + "|")
-        print(line)
-        print("|" + "|".join(v.rjust(w - 1) + " " for v, w in zip(row, widths, strict=True)) + "|")
-        print(line)
+        print_table(["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"], [row])
         return
     print(", ".join(row))
+
+
+def print_table(heads: list[str], rows: list[list[str]]) -> None:
+    """olekukonko/tablewriter as etcdctl's table printer sets it up: upper-case headers centred (an odd
+    space goes to the right), cells right-aligned, one space of padding, `+---+` rules."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) + 2 for i, h in enumerate(heads)]
+    line = "+" + "+".join("-" * w for w in widths) + "+"
+
+    def centred(text: str, width: int) -> str:
+        left = (width - len(text)) // 2
+        return " " * left + text + " " * (width - len(text) - left)
+
+    print(line)
+    print("|" + "|".join(centred(h.upper(), w) for h, w in zip(heads, widths, strict=True)) + "|")
+    print(line)
+    for row in rows:
+        print("|" + "|".join(" " + v.rjust(w - 2) + " " for v, w in zip(row, widths, strict=True)) + "|")
+    print(line)
 
 
 # ----------------------------------------------------------------------------- the local member
@@ -484,6 +498,189 @@ def endpoint_health(opts: dict[str, Any]) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------- membership
+# The stand-in's stacked etcd has no raft: its membership is the record kubeadm init/join/reset keep,
+# the ConfigMap kube-system/kubeadm-standin-etcd ("name=https://ip:2380,..." under `members`) in the
+# first control plane's store. etcdctl reaches it through the local API server with the host's
+# admin.conf (as kubeadm reset's remove-etcd-member phase does): in this model the API server IS the
+# etcd member, so an answering API is an answering member.
+
+MEMBERS_CM = "kubeadm-standin-etcd"  # the same record as kubeadm.ETCD_MEMBERS_CM
+MEMBERS_PATH = f"/api/v1/namespaces/kube-system/configmaps/{MEMBERS_CM}"
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+CLUSTER_TOKEN = "etcd-cluster"  # etcd's --initial-cluster-token default; kubeadm sets none
+# a healthy cluster that elected its first leader and never lost it
+RAFT_TERM = 2
+
+
+def member_id(name: str, peer_urls: list[str], token: str = CLUSTER_TOKEN) -> int:
+    """etcd's computeMemberID: the first 8 bytes (big endian) of sha1(sorted peer URLs + cluster
+    token + salt). etcd salts a member added at runtime with the time it was added; the stand-in
+    salts with the member's name instead, so an ID is stable from one call to the next, and the
+    local tests' control planes (all on 127.0.0.1) still get distinct IDs."""
+    digest = hashlib.sha1(("".join(sorted(peer_urls)) + token + name).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def cluster_id(founder: int) -> int:
+    """etcd's RaftCluster.genID over the founding member (the cluster's ID never changes after)."""
+    return int.from_bytes(hashlib.sha1(founder.to_bytes(8, "big")).digest()[:8], "big")
+
+
+def client_url(peer_url: str) -> str:
+    """kubeadm's members advertise https://<ip>:2379 beside their peer URL https://<ip>:2380."""
+    url = urllib.parse.urlsplit(peer_url)
+    host = f"[{url.hostname}]" if url.hostname and ":" in url.hostname else str(url.hostname)
+    return f"{url.scheme}://{host}:2379"
+
+
+def parse_members(record: str) -> list[dict[str, Any]]:
+    """`name=peerURL,...` -> etcd's Member messages, in the record's order (join order)."""
+    out = []
+    for entry in (e for e in record.split(",") if e):
+        name, sep, url = entry.partition("=")
+        if not sep or "://" not in url:
+            raise Failed(f"stand-in etcd: malformed member {entry!r} in kube-system/{MEMBERS_CM}")
+        out.append(
+            {"ID": member_id(name, [url]), "name": name, "peerURLs": [url], "clientURLs": [client_url(url)]}
+        )
+    return out
+
+
+class Membership:
+    """The membership record behind the member an endpoint reached."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        conf = sysroot(ADMIN_CONF)
+        try:
+            self.api = KubeClient.from_kubeconfig(conf, timeout=10.0)
+        except (OSError, ValueError, KeyError, StopIteration, TypeError, yaml.YAMLError) as e:
+            raise Failed(
+                "rpc error: code = Unavailable desc = stand-in etcd: the membership record is read through "
+                f"{conf} (tests/doubles/README.md, etcdctl), which cannot be used: {e}"
+            )
+
+    def _unavailable(self, e: Exception) -> Failed:
+        return Failed(
+            f"rpc error: code = Unavailable desc = stand-in etcd: the membership record "
+            f"kube-system/{MEMBERS_CM} cannot be reached through the local API server: {e}"
+        )
+
+    def read(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(the ConfigMap, its members)"""
+        try:
+            cm = self.api.get(MEMBERS_PATH)
+        except (KubeError, OSError) as e:
+            raise self._unavailable(e)
+        return cm, parse_members(str((cm.get("data") or {}).get("members") or ""))
+
+    def header(self, cm: dict[str, Any]) -> dict[str, int]:
+        """ResponseHeader: the cluster's ID (from the founding member's peer URL, the datastore
+        owner's address: fixed for the cluster's life), the answering member's ID, the raft term."""
+        host = str((cm.get("data") or {}).get("datastore") or "").rsplit(":", 1)[0]
+        own_urls = [u for u in self.member.flags.get("initial-advertise-peer-urls", "").split(",") if u]
+        return {
+            "cluster_id": cluster_id(member_id("", [f"https://{host}:2380"])),
+            "member_id": member_id(self.member.flags.get("name", "default"), own_urls),
+            "raft_term": RAFT_TERM,
+        }
+
+    def remove(self, wanted: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Take the member out of the record (read-modify-write with the resourceVersion, retried on
+        a conflict); etcdserver: member not found when it is not there."""
+        for _ in range(5):
+            cm, members = self.read()
+            kept = [m for m in members if m["ID"] != wanted]
+            if len(kept) == len(members):
+                raise Failed("etcdserver: member not found")
+            cm.setdefault("data", {})["members"] = ",".join(f"{m['name']}={m['peerURLs'][0]}" for m in kept)
+            try:
+                self.api.put(MEMBERS_PATH, cm)
+            except KubeError as e:
+                if e.code == 409:
+                    continue
+                raise self._unavailable(e)
+            except OSError as e:
+                raise self._unavailable(e)
+            return cm, kept
+        raise Failed("etcdserver: request timed out")
+
+
+def _output(opts: dict[str, Any], supported: tuple[str, ...]) -> str:
+    fmt = str(opts["write-out"])
+    if fmt not in supported:
+        # etcdctl prints these (fields, protobuf); the stand-in does not model their encodings
+        raise Failed(f"stand-in etcdctl: -w {fmt} is not implemented here (tests/doubles/README.md)")
+    if opts.get("hex") and fmt == "json":
+        raise Failed("stand-in etcdctl: --hex is not implemented here (tests/doubles/README.md)")
+    return fmt
+
+
+def _connect(opts: dict[str, Any]) -> Membership:
+    """The first endpoint that answers, as clientv3 balances over --endpoints."""
+    client = Client(opts)
+    last: Failed | None = None
+    for ep in client.endpoints:
+        try:
+            return Membership(client.dial(ep))
+        except Failed as e:
+            last = e
+    assert last is not None
+    raise last
+
+
+def member_list(opts: dict[str, Any], pos: list[str]) -> int:
+    if pos:
+        raise UsageError(f'unknown command "{pos[0]}" for "etcdctl member list"')
+    fmt = _output(opts, ("simple", "json", "table"))
+    ms = _connect(opts)
+    cm, members = ms.read()
+    if fmt == "json":
+        # Go's encoding/json of MemberListResponse: IDs as decimal uint64, empty fields left out
+        resp = {"header": ms.header(cm), "members": members}
+        print(json.dumps(resp, separators=(",", ":")))
+        return 0
+    rows = [
+        [f"{m['ID']:x}", "started", m["name"], ",".join(m["peerURLs"]), ",".join(m["clientURLs"]), "false"]
+        for m in members
+    ]
+    if fmt == "table":
+        print_table(["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"], rows)
+        return 0
+    for row in rows:
+        print(", ".join(row))
+    return 0
+
+
+def member_remove(opts: dict[str, Any], pos: list[str]) -> int:
+    if len(pos) != 1:
+        raise Failed("member ID is not provided", EXIT_BAD_ARGS)
+    text = pos[0]
+    # strconv.ParseUint(s, 16, 64): hex digits only (no 0x prefix), at most 64 bits
+    if not text or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise Failed(
+            f'bad member ID arg (strconv.ParseUint: parsing "{text}": invalid syntax), expecting ID in Hex',
+            EXIT_BAD_ARGS,
+        )
+    wanted = int(text, 16)
+    if wanted >= 1 << 64:
+        raise Failed(
+            f'bad member ID arg (strconv.ParseUint: parsing "{text}": value out of range), '
+            "expecting ID in Hex",
+            EXIT_BAD_ARGS,
+        )
+    fmt = _output(opts, ("simple", "json"))
+    ms = _connect(opts)
+    cm, kept = ms.remove(wanted)
+    header = ms.header(cm)
+    if fmt == "json":
+        print(json.dumps({"header": header, "members": kept}, separators=(",", ":")))
+        return 0
+    print(f"Member {wanted:16x} removed from cluster {header['cluster_id']:16x}")
+    return 0
+
+
 USAGE = """NAME:
 \tetcdctl - A simple command line client for etcd3.
 
@@ -498,6 +695,8 @@ API VERSION:
 
 COMMANDS:
 \tendpoint health\tChecks the healthiness of endpoints specified in `--endpoints` flag
+\tmember list\t\tLists all members in the cluster
+\tmember remove\t\tRemoves a member from the cluster
 \tsnapshot save\tStores an etcd node backend snapshot to a given file
 \tsnapshot status\t[deprecated] Gets backend snapshot status of a given file
 \tversion\t\tPrints the version of etcdctl
@@ -537,6 +736,10 @@ def _etcdctl(args: list[str]) -> int:
         return snapshot_status(opts, rest)
     if cmd == ["endpoint", "health"]:
         return endpoint_health(opts)
+    if cmd == ["member", "list"]:
+        return member_list(opts, rest)
+    if cmd == ["member", "remove"]:
+        return member_remove(opts, rest)
     raise UsageError(f'unknown command "{" ".join(cmd)}" for "etcdctl"')
 
 

@@ -20,7 +20,7 @@ from tests.doubles import pki
 from tests.doubles.build import build_executable
 from tests.doubles.etcdctl import encode_snapshot
 
-from .conftest import K0sNode, _interpreter_ok
+from .conftest import K0sNode, K8sNode, _interpreter_ok, need_containerd
 
 pytestmark = pytest.mark.integration
 
@@ -296,6 +296,168 @@ def test_a_joined_member_is_refused_honestly(member: Member, tmp_path: Path) -> 
     )
     failed(r, "rpc error: code = Unavailable desc = stand-in etcd", 5)
     assert "take the snapshot on the first control plane" in r.stderr
+
+
+# ----------------------------------------------------------------------------- member list/remove
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["member", "remove"], "member ID is not provided"),
+        (["member", "remove", "a", "b"], "member ID is not provided"),
+        # strconv.ParseUint(s, 16, 64): no 0x prefix, hex digits only, 64 bits at most
+        (
+            ["member", "remove", "0x1f"],
+            'bad member ID arg (strconv.ParseUint: parsing "0x1f": invalid syntax), expecting ID in Hex',
+        ),
+        (
+            ["member", "remove", "1" * 17],
+            f'bad member ID arg (strconv.ParseUint: parsing "{"1" * 17}": value out of range)',
+        ),
+    ],
+)
+def test_member_remove_checks_its_argument_first(member: Member, args: list[str], message: str) -> None:
+    r = member.etcdctl("--endpoints=https://127.0.0.1:2379", *member.tls(), *args)
+    failed(r, message, 128)
+    assert "retrying of unary invoker failed" not in r.stderr  # refused before any dial
+
+
+def test_member_commands_dial_like_the_others(member: Member) -> None:
+    """A stopped member (no static Pod manifest) and a client the member does not trust fail the dial;
+    with no API in front of the record the stand-in says why, instead of inventing a membership."""
+    no_cert = member.etcdctl(
+        "--endpoints=https://127.0.0.1:2379", f"--cacert={member.pki}/etcd/ca.crt", "member", "list"
+    )
+    failed(no_cert, "context deadline exceeded")
+    assert "tls: certificate required" in no_cert.stderr
+    r = member.etcdctl("--endpoints=https://127.0.0.1:2379", *member.tls(), "member", "list")
+    failed(r, "rpc error: code = Unavailable desc = stand-in etcd")
+    assert "admin.conf" in r.stderr
+    member.manifest.rename(member.root / "etcd.yaml.away")
+    down = member.etcdctl("--endpoints=https://127.0.0.1:2379", *member.tls(), "member", "remove", "abc")
+    failed(down, "context deadline exceeded")
+    assert "connection refused" in down.stderr
+
+
+def test_member_ids_are_stable_and_distinct() -> None:
+    from tests.doubles import etcdctl, kubeadm
+
+    assert etcdctl.MEMBERS_CM == kubeadm.ETCD_MEMBERS_CM  # one membership record for both stand-ins
+    a = etcdctl.member_id("cp0", ["https://127.0.0.1:2380"])
+    assert a == etcdctl.member_id("cp0", ["https://127.0.0.1:2380"]) and 0 < a < 1 << 64
+    assert a != etcdctl.member_id("cp1", ["https://127.0.0.1:2380"])
+    assert a != etcdctl.member_id("cp0", ["https://127.0.0.2:2380"])
+    listed = etcdctl.parse_members("m0=https://10.0.0.1:2380,m1=https://[fd00::2]:2380")
+    assert [m["clientURLs"] for m in listed] == [["https://10.0.0.1:2379"], ["https://[fd00::2]:2379"]]
+
+
+def _control_planes(k8s_nodes: Callable[[str], K8sNode], cri: str) -> tuple[K8sNode, K8sNode]:
+    """cp0 (kubeadm init --upload-certs) and cp1 (kubeadm join --control-plane): two stacked members."""
+    from .test_kubeadm_contract import IP_FORWARD, init_config, join_args
+
+    cp0 = k8s_nodes("cp0")
+    cfg = init_config(cp0, cri, extra_cluster=f"controlPlaneEndpoint: 127.0.0.1:{cp0.port}\n")
+    r = cp0.kubeadm("init", "--config", cfg, "--upload-certs", IP_FORWARD)
+    assert r.returncode == 0, r.stdout + r.stderr
+    key = r.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split()[0]
+    endpoint, _, token, _, pin = join_args(r.stdout)
+    cp1 = k8s_nodes("cp1")
+    joined = cp1.kubeadm(
+        "join",
+        endpoint,
+        "--token",
+        token,
+        "--discovery-token-ca-cert-hash",
+        pin,
+        "--control-plane",
+        "--certificate-key",
+        key,
+        "--apiserver-advertise-address",
+        "127.0.0.1",
+        "--apiserver-bind-port",
+        str(cp1.port),
+        "--node-name",
+        "cp1",
+        "--cri-socket",
+        cri,
+        IP_FORWARD,
+    )
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    return cp0, cp1
+
+
+def test_member_list_and_remove_on_kubeadm_control_planes(
+    k8s_nodes: Callable[[str], K8sNode], containerd_socket: str, etcd_bins: tuple[Path, Path]
+) -> None:
+    """The members kubeadm init/join recorded, listed in etcdctl's three formats with IDs that
+    `member remove` takes; a removed member is gone for every later list, removing it again is
+    etcd's `member not found`, and kubeadm reset on that host then has nothing left to remove."""
+    from tests.doubles.etcdctl import member_id
+
+    need_containerd()
+    cp0, cp1 = _control_planes(k8s_nodes, containerd_socket)
+    etcdctl = etcd_bins[0]
+
+    def ctl(node: K8sNode, *args: str) -> subprocess.CompletedProcess[str]:
+        p = node.etc / "pki/etcd"
+        tls = [
+            f"--cacert={p}/ca.crt",
+            f"--cert={p}/healthcheck-client.crt",
+            f"--key={p}/healthcheck-client.key",
+        ]
+        env = {"PATH": os.environ["PATH"], "K8S_STANDIN_ROOT": str(node.root)}
+        return subprocess.run(
+            [str(etcdctl), "--endpoints=https://127.0.0.1:2379", *tls, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listed = ctl(cp0, "member", "list", "-w", "json")
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    names = {m["name"]: m for m in doc["members"]}
+    assert set(names) == {"cp0", "cp1"}, doc
+    assert names["cp1"]["peerURLs"] == ["https://127.0.0.1:2380"]
+    assert names["cp1"]["clientURLs"] == ["https://127.0.0.1:2379"]
+    assert "isLearner" not in names["cp1"]  # Go's omitempty leaves a false out
+    assert doc["header"]["member_id"] == names["cp0"]["ID"] == member_id("cp0", ["https://127.0.0.1:2380"])
+    cp1_hex = f"{names['cp1']['ID']:x}"
+    simple = ctl(cp0, "member", "list").stdout.splitlines()
+    assert f"{cp1_hex}, started, cp1, https://127.0.0.1:2380, https://127.0.0.1:2379, false" in simple
+    table = ctl(cp0, "member", "list", "--write-out=table").stdout.splitlines()
+    assert table[1].split("|")[1:-1] == [
+        "        ID        ",
+        " STATUS  ",
+        " NAME ",
+        "       PEER ADDRS       ",
+        "      CLIENT ADDRS      ",
+        " IS LEARNER ",
+    ], table
+    assert f"| {cp1_hex.rjust(16)} | started |  cp1 |" in table[3] + table[4], table
+    # the joined control plane's member answers too (its API forwards to the record's owner)
+    assert {m["name"] for m in json.loads(ctl(cp1, "member", "list", "-w", "json").stdout)["members"]} == {
+        "cp0",
+        "cp1",
+    }
+
+    removed = ctl(cp0, "member", "remove", cp1_hex)
+    assert removed.returncode == 0, removed.stderr
+    cluster = doc["header"]["cluster_id"]
+    assert removed.stdout == f"Member {names['cp1']['ID']:16x} removed from cluster {cluster:16x}\n"
+    after = json.loads(ctl(cp0, "member", "list", "-w", "json").stdout)
+    assert [m["name"] for m in after["members"]] == ["cp0"] and after["header"]["cluster_id"] == cluster
+    again = ctl(cp0, "member", "remove", cp1_hex)
+    failed(again, "etcdserver: member not found")
+    # kubeadm reset's remove-etcd-member phase finds its member gone and goes on without a warning
+    reset = cp1.kubeadm("reset", "-f", start_kubelet=False)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert "Failed to remove etcd member" not in reset.stderr, reset.stderr
+    assert [m["name"] for m in json.loads(ctl(cp0, "member", "list", "-w", "json").stdout)["members"]] == [
+        "cp0"
+    ]
 
 
 # ------------------------------------------------------------------------------------------- k0s
