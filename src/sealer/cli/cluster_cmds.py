@@ -18,6 +18,7 @@ from rich.text import Text
 from sealer.apply.engine import RunOptions, RunSummary, summary_lines
 from sealer.apply.lifecycle import DRAIN_TIMEOUT, Day2Options, apply_cluster, observed_nodes
 from sealer.apply.progress import Progress
+from sealer.apply.restore import refuse_if_restore_unfinished
 from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.cli.run_cmds import distributor_option
 from sealer.errors import ImageError, PlanError, Problem
@@ -247,6 +248,7 @@ def run_apply(
                 "did not finish",
                 err=True,
             )
+        refuse_if_restore_unfinished(state, f"`{command}`")
         result = asyncio.run(
             apply_cluster(desired, state=state, options=options, day2=day2, progress=Progress(quiet=quiet),
                           kind=kind)
