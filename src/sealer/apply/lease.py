@@ -105,28 +105,75 @@ async def release(kube: Kube, cluster: str, me: LockHolder) -> None:
     name = lease_name(cluster)
     with contextlib.suppress(Exception):
         lease = await kube.client.get(Lease, name, namespace=NAMESPACE)
-        holder = _holder_of(lease.spec.holderIdentity if lease.spec else None)
-        if holder is not None and (holder.pid, holder.host) == (me.pid, me.host):
+        if _ours(lease, me):
             await kube.client.delete(Lease, name, namespace=NAMESPACE)
 
 
-async def _renew(kube: Kube, cluster: str, me: LockHolder) -> None:
+def _ours(lease: Lease, me: LockHolder) -> bool:
+    holder = _holder_of(lease.spec.holderIdentity if lease.spec else None)
+    return holder is not None and (holder.pid, holder.host) == (me.pid, me.host)
+
+
+async def _renew(kube: Kube, cluster: str, me: LockHolder, interval: float = DURATION / 3) -> None:
     name = lease_name(cluster)
     while True:
-        await asyncio.sleep(DURATION / 3)
+        await asyncio.sleep(interval)
         # A control plane restarting (upgrade, restore) makes renewals fail for a while: keep trying.
         with contextlib.suppress(Exception):
             lease = await kube.client.get(Lease, name, namespace=NAMESPACE)
-            if lease.spec is not None:
+            # Only our own: after an etcd restore the Lease is the snapshot's, and renewing another
+            # holder's would make a long-gone operation look alive.
+            if lease.spec is not None and _ours(lease, me):
                 lease.spec.renewTime = datetime.now(UTC)
                 await kube.client.replace(lease)
+
+
+def renewing(kube: Kube, cluster: str, me: LockHolder, interval: float = DURATION / 3) -> asyncio.Task[None]:
+    """Renew our Lease in the background until the task is cancelled."""
+    return asyncio.create_task(_renew(kube, cluster, me, interval))
+
+
+async def reclaim(kube: Kube, cluster: str, me: LockHolder, since: datetime) -> None:
+    """Take the Lease again after an etcd restore brought back the Lease of the snapshot's time
+    (usually the one `sealer etcd backup` held while it took the snapshot). A holder last renewed
+    before `since` (when the restore began, holding the Lease: nobody else could take it then) is
+    from the snapshot and is replaced, even when it looks alive (its process still runs here, or
+    it ran on another machine and has not expired); one renewed since then is a live operator:
+    LockHeldError."""
+    name = lease_name(cluster)
+    try:
+        existing: Lease | None = await kube.client.get(Lease, name, namespace=NAMESPACE)
+    except ApiError as err:
+        if err.status.code != 404:
+            raise
+        existing = None
+    if existing is not None and existing.spec is not None:
+        other = held_by_other(existing, me, datetime.now(UTC))
+        renewed = existing.spec.renewTime or existing.spec.acquireTime
+        if renewed is not None and renewed.tzinfo is None:
+            renewed = renewed.replace(tzinfo=UTC)
+        if other is not None and renewed is not None and renewed >= since:
+            raise LockHeldError(
+                f"cluster {cluster} is being changed by {other.describe()} (in-cluster lease "
+                f"{NAMESPACE}/{name}, taken after this restore began)",
+                "wait for it to finish, then run the same restore again: it continues where it stopped",
+            )
+    try:
+        await _write(kube, name, me, existing)
+    except ApiError as err:
+        if err.status.code == 409:
+            raise LockHeldError(
+                f"cluster {cluster}: another sealer took the in-cluster lease {NAMESPACE}/{name} just now",
+                "wait for it to finish, then run the same restore again: it continues where it stopped",
+            )
+        raise
 
 
 @contextlib.asynccontextmanager
 async def held(kube: Kube, cluster: str, command: str) -> AsyncIterator[LockHolder]:
     """Hold the cluster's Lease for the duration of the block, renewing it in the background."""
     me = await acquire(kube, cluster, command)
-    renewer = asyncio.create_task(_renew(kube, cluster, me))
+    renewer = renewing(kube, cluster, me)
     try:
         yield me
     finally:

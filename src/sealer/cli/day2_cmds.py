@@ -20,11 +20,10 @@ from sealer.apply.lifecycle import (
     delete_cluster,
     delete_unfinished,
     edit_hosts,
-    etcd_backup,
-    etcd_restore,
     status_lines,
 )
 from sealer.apply.progress import Progress
+from sealer.apply.restore import etcd_backup_held, etcd_restore
 from sealer.cli.cluster_cmds import (
     _command_line,
     _confirm,
@@ -441,8 +440,11 @@ def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
     import time
 
     path = Path(out or f"{state.name}-etcd-{time.strftime('%Y%m%dT%H%M%S')}.snapshot")
-    with state.lock(_command_line(sys.argv[1:])):
-        written = asyncio.run(etcd_backup(state, path, Progress(quiet=quiet_for("table"))))
+    command = _command_line(sys.argv[1:])
+    with state.lock(command):
+        written = asyncio.run(
+            etcd_backup_held(state, path, command=command, progress=Progress(quiet=quiet_for("table")))
+        )
     click.echo(f"snapshot of cluster {state.name} written to {written} ({written.stat().st_size} bytes)")
 
 
@@ -470,8 +472,10 @@ def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
                 onto a cluster deleted and created anew (another CA), every host is reset,
                 master0 re-initialised with the backup's PKI and restored, the other hosts
                 join it; a snapshot of another CA without its PKI is refused
-    Restoring the same snapshot again gives the same state. A failed restore leaves the control
-    planes stopped and says so; run the same command again.
+    Restoring the same snapshot again gives the same state. Every step is journaled: after a
+    failure or a kill, run the same command again and it continues where it stopped (`sealer
+    status` shows the unfinished step); other changes to the cluster are refused until it has.
+    Holds the in-cluster lease while the API answers, as every change does.
 
     \b
     Example:
@@ -486,9 +490,22 @@ def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
         raise SealerError(
             f"cluster {state.name}: not confirmed; nothing was changed", "pass --yes to skip the question"
         )
-    with state.lock(_command_line(sys.argv[1:])):
-        remote = asyncio.run(etcd_restore(state, Path(snapshot), Progress(quiet=quiet_for("table"))))
-    click.echo(f"cluster {state.name} restored from {snapshot} (copied to master0:{remote})")
+    command = _command_line(sys.argv[1:])
+    with state.lock(command) as lock:
+        if lock.previous_holder is not None:
+            click.echo(
+                f"note: the last operation on cluster {state.name}, {lock.previous_holder.describe()}, "
+                "did not finish",
+                err=True,
+            )
+        result = asyncio.run(
+            etcd_restore(state, Path(snapshot), command=command, progress=Progress(quiet=quiet_for("table")))
+        )
+    resumed = f"; resumed, {result.steps_skipped} finished step(s) not redone" if result.resumed else ""
+    click.echo(
+        f"cluster {state.name} restored from {snapshot} (copied to master0:{result.remote}) "
+        f"in {result.seconds:.0f}s{resumed}"
+    )
 
 
 def register(group: click.Group) -> None:

@@ -1,5 +1,6 @@
-"""Datastore backup and restore for the k0s and kubernetes runtimes (k3s's own is in k3s.py), each the
-way its project documents it:
+"""Datastore backup and restore for the k0s and kubernetes runtimes (k3s's backup is in k3s.py), each
+the way its project documents it, and every runtime's restore as a sequence of steps that a
+journaled restore (apply/restore.py) can resume after a kill or a failure:
 
 - k0s: `k0s backup` on master0 (etcd snapshot + pki + k0s.yaml in one archive); restore = stop every
   controller, `k0s reset` + `k0s restore` on master0, start it, then reset and re-join the other
@@ -21,15 +22,19 @@ from __future__ import annotations
 import asyncio
 import shlex
 import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from sealer.errors import RuntimeErrorSealer, SealerError
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import k0s as k0smod
+from sealer.runtime import k3s as k3smod
 from sealer.runtime.base import RuntimeContext
 from sealer.runtime.containerd import last_line, run_checked
 from sealer.runtime.k0s import K0sRuntime
+from sealer.runtime.k3s import K3sRuntime
 from sealer.runtime.kubernetes import KubernetesRuntime
 
 BACKUP_DIR = "/var/lib/sealer/backup"
@@ -39,6 +44,85 @@ START_TIMEOUT = 300
 
 async def _sh(ctx: RuntimeContext, host: Host, script: str, timeout: float = 300) -> str:
     return await run_checked(ctx, host, script, timeout=timeout)
+
+
+# resumable restores --------------------------------------------------------------------------------
+Work = Callable[[], Awaitable[str | None]]
+
+
+class RestoreRun(Protocol):
+    """What a restore runs its work through. The journaled one (apply/restore.py) records each
+    step and, when the same restore is run again after it was killed or failed, skips the steps
+    that finished and redoes the interrupted one, so every step must be safe to redo. Decisions
+    taken before anything changed (the backup is of another cluster, the CA before) are
+    remembered across such runs: the hosts no longer show them once the restore has begun."""
+
+    async def step(self, name: str, host: Host, inputs: Any, work: Work) -> None: ...
+
+    async def each(
+        self, name: str, hosts: Sequence[Host], work: Callable[[Host], Awaitable[str | None]]
+    ) -> None:
+        """The step `name` on every host at once."""
+        ...
+
+    def remember(self, key: str, value: str) -> None: ...
+
+    def recall(self, key: str) -> str | None: ...
+
+    async def api_back(self) -> None:
+        """The cluster's API answers again (from the restored datastore)."""
+        ...
+
+
+class DirectRun:
+    """Every step run as it comes, nothing recorded: the runtimes' own etcd_restore."""
+
+    def __init__(self) -> None:
+        self.memo: dict[str, str] = {}
+
+    async def step(self, name: str, host: Host, inputs: Any, work: Work) -> None:
+        await work()
+
+    async def each(
+        self, name: str, hosts: Sequence[Host], work: Callable[[Host], Awaitable[str | None]]
+    ) -> None:
+        await asyncio.gather(*(work(h) for h in hosts))
+
+    def remember(self, key: str, value: str) -> None:
+        self.memo[key] = value
+
+    def recall(self, key: str) -> str | None:
+        return self.memo.get(key)
+
+    async def api_back(self) -> None:
+        return None
+
+
+def recalled(run: RestoreRun, key: str) -> str:
+    value = run.recall(key)
+    if value is None:
+        # only when the record of an interrupted restore was lost (its prepare step is done)
+        raise RuntimeErrorSealer(
+            f"the interrupted restore's record of {key!r} (taken before anything changed) is missing",
+            "the local state of the restore was lost; re-create the cluster (`sealer delete --all`, "
+            "`sealer run -f Clusterfile`) and restore onto it",
+        )
+    return value
+
+
+async def _note(work: Awaitable[Any], note: str) -> str:
+    await work
+    return note
+
+
+def then(note: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Work:
+    """`fn(*args)` as a step's work, called only when the step runs; `note` is what it reports."""
+
+    async def work() -> str:
+        await fn(*args)
+        return note
+
+    return work
 
 
 async def _copy_to_masters(ctx: RuntimeContext, path: str, masters: list[Host]) -> None:
@@ -55,6 +139,118 @@ async def _copy_to_masters(ctx: RuntimeContext, path: str, masters: list[Host]) 
             await _sh(ctx, host, f"mkdir -p {quote_path(parent)} && chmod 0700 {quote_path(parent)}")
             await ctx.fleet.put(ctx.target(host), local, path, sudo=True)
             await _sh(ctx, host, f"chmod 0600 {quote_path(path)}")
+
+
+def can_restore(runtime: object) -> bool:
+    return isinstance(runtime, K3sRuntime | K0sRuntime | KubernetesRuntime)
+
+
+async def restore_steps(runtime: object, ctx: RuntimeContext, snapshot: str, run: RestoreRun) -> None:
+    """The restore of `runtime` (one `can_restore` accepts) from `snapshot` on master0, through `run`."""
+    if isinstance(runtime, K3sRuntime):
+        await k3s_restore_steps(runtime, ctx, snapshot, run)
+    elif isinstance(runtime, K0sRuntime):
+        await k0s_restore_steps(runtime, ctx, snapshot, run)
+    elif isinstance(runtime, KubernetesRuntime):
+        await kubeadm_restore_steps(runtime, ctx, snapshot, run)
+    else:
+        raise RuntimeErrorSealer(
+            f"the {getattr(runtime, 'name', runtime)} runtime of this sealer cannot restore its datastore",
+            "restore with the runtime's own tool on master0",
+        )
+
+
+# k3s ---------------------------------------------------------------------------------------------
+async def k3s_restore_steps(rt: K3sRuntime, ctx: RuntimeContext, snapshot: str, run: RestoreRun) -> None:
+    """k3s's restore (K3sRuntime.etcd_restore) as steps: the bundle unpacked and its token compared
+    with the cluster's, every server stopped, master0 cluster-reset from the snapshot (with the
+    backup's token when the cluster was created anew since) and started; then either the other
+    servers re-join with their db wiped and the agents restart, or (another token) the snapshot's
+    node-password Secrets are deleted, the other servers are reset and re-join, the agents re-join."""
+    masters, workers = list(ctx.cluster.masters), list(ctx.cluster.workers)
+    m0 = ctx.master0
+    others = [h for h in masters if h.ip != m0.ip]
+
+    async def prepare() -> str:
+        unpacked = await ctx.fleet.run(ctx.target(m0), k3smod.unpack_script(snapshot), sudo=True, timeout=120)
+        if not unpacked.ok:
+            raise RuntimeErrorSealer(
+                f"{snapshot}: not a k3s backup ({(unpacked.stderr or unpacked.stdout).strip()[-200:]})",
+                "give the file `sealer etcd backup` wrote for a k3s cluster; nothing was changed",
+            )
+        words = unpacked.stdout.split()
+        run.remember("snapshot", words[-2])
+        run.remember("mode", words[-1])
+        return words[-1]
+
+    await run.step("prepare", m0, {}, prepare)
+    db, foreign = recalled(run, "snapshot"), recalled(run, "mode") == "other-token"
+    stop = f"systemctl stop {k3smod.SERVER_UNIT}"
+    for host in masters:
+        await run.step("stop", host, {}, then("k3s stopped", rt._sh, ctx, host, stop, 180))
+    if foreign:
+        ctx.say(m0.ip, "the backup's cluster token differs: restoring with it (the old CAs come back)")
+        # k3s's cluster-reset reads the token from config.yaml's token-file: the original one
+        install = f"install -m 0600 {k3smod.RESTORE_DIR}/token {k3smod.TOKEN_FILE}"
+        await run.step("install-token", m0, {}, then("backup's token installed", rt._sh, ctx, m0, install))
+
+    async def cluster_reset() -> str:
+        reset = (
+            f"{k3smod.BIN_DIR}/k3s server --cluster-reset --cluster-reset-restore-path={shlex.quote(db)} 2>&1"
+        )
+        result = await ctx.fleet.run(ctx.target(m0), reset, sudo=True, timeout=600)
+        if not result.ok:
+            lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+            raise RuntimeErrorSealer(
+                f"{m0.ip}: k3s --cluster-reset failed: {(lines or ['no output'])[-1]}",
+                "k3s is stopped on the masters; fix the cause and run the same restore again"
+                + (
+                    ""
+                    if foreign
+                    else f", or start {k3smod.SERVER_UNIT} by hand to go back to the state before the restore"
+                ),
+            )
+        return "cluster-reset from the snapshot"
+
+    # The snapshot is restored again when this step is redone: k3s's cluster-reset replaces the db.
+    await run.step("cluster-reset", m0, {}, cluster_reset)
+    await run.step("start", m0, {}, then("k3s started", rt._start, ctx, m0, k3smod.SERVER_UNIT, True))
+    await run.api_back()
+    # the token is k3s's server/token again
+    drop = f"rm -f {k3smod.RESTORE_DIR}/token"
+    await run.step("drop-token-copy", m0, {}, then("removed", rt._sh, ctx, m0, drop))
+    ctx.shared.pop("k3s-node-token", None)  # master0's node-token may have changed with the CA
+    if not foreign:
+        for host in others:
+            await run.step("rejoin", host, {}, then("re-joined", _k3s_rejoin, rt, ctx, host))
+        await run.each(
+            "restart",
+            workers,
+            lambda w: _note(rt._start(ctx, w, k3smod.AGENT_UNIT, restart=True), "restarted"),
+        )
+        return
+    names = [f"{ctx.node_names[h.ip]}.node-password.k3s" for h in masters + workers]
+    quoted = " ".join(shlex.quote(n) for n in names)
+    # one at a time: a Secret the snapshot does not hold (NotFound) is no failure
+    forget = (
+        f"for n in {quoted}; do out=$({k3smod.BIN_DIR}/k3s kubectl -n kube-system delete secret "
+        '"$n" 2>&1) || echo "$out" | grep -q NotFound || { echo "$out" >&2; exit 1; }; done'
+    )
+    await run.step("forget-node-passwords", m0, {"secrets": names}, then("deleted", rt._sh, ctx, m0, forget))
+    for host in others:  # one at a time, so etcd keeps quorum while members are added
+        await run.step("reset", host, {}, then("reset", rt.reset, ctx, [host]))
+        await run.step("join", host, {}, then("joined", rt.join, ctx, [host], []))
+    if workers:
+        ctx.say(m0.ip, "agents re-join with the restored cluster token")
+        await rt._node_token(ctx)  # fetched once, before the parallel joins
+        await run.each("join", workers, lambda w: _note(rt._agent(ctx, w), "joined"))
+
+
+async def _k3s_rejoin(rt: K3sRuntime, ctx: RuntimeContext, host: Host) -> None:
+    """A server of the same cluster joins the restored master0 with its old db wiped, as k3s's
+    restore documentation says (its etcd member comes back as a fresh one)."""
+    await rt._sh(ctx, host, "rm -rf /var/lib/rancher/k3s/server/db")
+    await rt._start(ctx, host, k3smod.SERVER_UNIT, restart=True)
 
 
 # k0s ---------------------------------------------------------------------------------------------
@@ -121,62 +317,98 @@ async def k0s_snapshot(rt: K0sRuntime, ctx: RuntimeContext) -> str:
 
 
 async def k0s_restore(rt: K0sRuntime, ctx: RuntimeContext, snapshot: str) -> None:
+    await k0s_restore_steps(rt, ctx, snapshot, DirectRun())
+
+
+async def k0s_restore_steps(rt: K0sRuntime, ctx: RuntimeContext, snapshot: str, run: RestoreRun) -> None:
+    """k0s's HA restore as steps: the archive checked and the CA before it noted, the state being
+    replaced archived, every controller stopped, master0 reset + `k0s restore`d and started, each
+    other controller reset and re-joined, the workers restarted (or, with another CA, reset and
+    re-joined)."""
     k0s = f"{k0smod.BIN_DIR}/k0s"
     m0 = ctx.master0
     masters = list(ctx.cluster.masters)
     others = [h for h in masters if h.ip != m0.ip]
     workers = list(ctx.cluster.workers)
     snap = quote_path(snapshot)
-    listed = await ctx.fleet.run(ctx.target(m0), f"tar -tzf {snap} 2>/dev/null", sudo=True, timeout=120)
-    names = set(listed.stdout.split())
-    if not listed.ok or "etcd-snapshot.db" not in names or "k0s.yaml" not in names:
-        raise RuntimeErrorSealer(
-            f"{snapshot}: not a k0s backup archive (no etcd-snapshot.db and k0s.yaml inside)",
-            "give the file `sealer etcd backup` wrote for this k0s cluster; nothing was changed",
+
+    async def prepare() -> str:
+        listed = await ctx.fleet.run(ctx.target(m0), f"tar -tzf {snap} 2>/dev/null", sudo=True, timeout=120)
+        names = set(listed.stdout.split())
+        if not listed.ok or "etcd-snapshot.db" not in names or "k0s.yaml" not in names:
+            raise RuntimeErrorSealer(
+                f"{snapshot}: not a k0s backup archive (no etcd-snapshot.db and k0s.yaml inside)",
+                "give the file `sealer etcd backup` wrote for this k0s cluster; nothing was changed",
+            )
+        ca = await _sh(ctx, m0, f"sha256sum {K0S_CA} 2>/dev/null | cut -d' ' -f1; true")
+        run.remember("ca-before", ca.strip())
+        return "k0s archive checked"
+
+    await run.step("prepare", m0, {}, prepare)
+    ca_before = recalled(run, "ca-before")
+
+    async def keep() -> str:
+        # A way back: the state being replaced, archived by k0s itself while it still runs.
+        kept = await ctx.fleet.run(
+            ctx.target(m0), k0s_backup_script(k0s, K0S_BEFORE_RESTORE), sudo=True, timeout=600
         )
-    ca_before = await _sh(ctx, m0, f"sha256sum {K0S_CA} 2>/dev/null | cut -d' ' -f1; true")
-    # A way back: the state being replaced, archived by k0s itself while it still runs.
-    keep = await ctx.fleet.run(
-        ctx.target(m0), k0s_backup_script(k0s, K0S_BEFORE_RESTORE), sudo=True, timeout=600
-    )
-    if keep.ok:
-        ctx.say(m0.ip, f"the state before the restore is kept in {K0S_BEFORE_RESTORE}")
+        run.remember("kept", "yes" if kept.ok else "no")
+        if kept.ok:
+            ctx.say(m0.ip, f"the state before the restore is kept in {K0S_BEFORE_RESTORE}")
+        return "state kept" if kept.ok else "no state kept (k0s backup failed)"
+
+    await run.step("keep", m0, {}, keep)
     ctx.say(m0.ip, "stopping every k0s controller")
-    await asyncio.gather(*(_sh(ctx, h, k0s_stop_script(k0s, k0smod.CONTROLLER_UNIT)) for h in masters))
-    ctx.say(m0.ip, "k0s reset + k0s restore")
-    await _sh(ctx, m0, k0s_clean_script(k0s), timeout=180)
-    restored = await ctx.fleet.run(
-        ctx.target(m0),
-        f"umask 077; {k0s} restore {snap} --config-out {K0S_RESTORED_CONFIG} 2>&1",
-        sudo=True,
-        timeout=600,
+    await run.each(
+        "stop", masters, lambda h: _note(_sh(ctx, h, k0s_stop_script(k0s, k0smod.CONTROLLER_UNIT)), "stopped")
     )
-    if not restored.ok:
-        raise RuntimeErrorSealer(
-            f"{m0.ip}: k0s restore failed: {last_line(restored.stdout)}",
-            "k0s is stopped on the controllers; fix the cause and run the same restore again"
-            + (f", or restore {K0S_BEFORE_RESTORE} on master0 to go back" if keep.ok else ""),
+
+    async def restore() -> str:
+        ctx.say(m0.ip, "k0s reset + k0s restore")
+        # reset first, also when an interrupted attempt of this step left a half-restored data dir
+        await _sh(ctx, m0, k0s_clean_script(k0s), timeout=180)
+        restored = await ctx.fleet.run(
+            ctx.target(m0),
+            f"umask 077; {k0s} restore {snap} --config-out {K0S_RESTORED_CONFIG} 2>&1",
+            sudo=True,
+            timeout=600,
         )
+        if not restored.ok:
+            raise RuntimeErrorSealer(
+                f"{m0.ip}: k0s restore failed: {last_line(restored.stdout)}",
+                "k0s is stopped on the controllers; fix the cause and run the same restore again"
+                + (
+                    f", or restore {K0S_BEFORE_RESTORE} on master0 to go back"
+                    if run.recall("kept") == "yes"
+                    else ""
+                ),
+            )
+        return "restored"
+
+    await run.step("restore", m0, {}, restore)
     # The restored controller with sealer's own config and unit (k0s reset removed the unit; the
     # archived k0s.yaml stays in K0S_RESTORED_CONFIG for reference), then fresh join tokens.
-    await rt.install(ctx, [m0], [])
+    await run.step("start", m0, {}, lambda: _note(rt.install(ctx, [m0], []), "controller started"))
+    await run.api_back()
     ca_after = await _sh(ctx, m0, f"sha256sum {K0S_CA} | cut -d' ' -f1")
-    for host in others:
+    for host in others:  # one at a time: etcd membership changes one member at a time
         ctx.say(host.ip, "re-joining the restored controller")
-        await _sh(ctx, host, k0s_clean_script(k0s), timeout=180)
-    await rt.join(ctx, others, [])
-    if ca_before.strip() != ca_after.strip():
+        await run.step("reset", host, {}, then("reset", _sh, ctx, host, k0s_clean_script(k0s), 180))
+        await run.step("join", host, {}, then("joined", rt.join, ctx, [host], []))
+    if ca_before != ca_after.strip():
         # The archive holds another cluster CA: the workers' kubelet credentials are void; they join
         # the restored cluster afresh.
         ctx.say(m0.ip, "the backup carries another cluster CA: workers re-join")
-        await rt.reset(ctx, workers)
-        await rt.join(ctx, [], workers)
+        await run.each("reset", workers, lambda w: _note(rt.reset(ctx, [w]), "reset"))
+        await run.each("join", workers, lambda w: _note(rt.join(ctx, [], [w]), "joined"))
         return
     restart = f"""systemctl restart {k0smod.WORKER_UNIT}
 for i in $(seq 1 {START_TIMEOUT}); do {k0s} status >/dev/null 2>&1 && exit 0; sleep 1; done
 echo "k0s worker did not come back" >&2; exit 1
 """
-    await asyncio.gather(*(_sh(ctx, w, restart, timeout=START_TIMEOUT + 30) for w in workers))
+    await run.each(
+        "restart", workers, lambda w: _note(_sh(ctx, w, restart, timeout=START_TIMEOUT + 30), "restarted")
+    )
 
 
 # kubernetes --------------------------------------------------------------------------------------
@@ -342,47 +574,53 @@ mv {new} {data}
 
 
 async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: str) -> None:
+    await kubeadm_restore_steps(rt, ctx, snapshot, DirectRun())
+
+
+async def kubeadm_restore_steps(
+    rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: str, run: RestoreRun
+) -> None:
     given = snapshot
     m0 = ctx.master0
     masters = list(ctx.cluster.masters)
     hosts = list(ctx.cluster.hosts)
     tools = await asyncio.gather(*(_need_tools(ctx, h) for h in masters))
     etcdutl = tools[0][1]
-    unpacked = await ctx.fleet.run(ctx.target(m0), unpack_script(snapshot), sudo=True, timeout=300)
-    if unpacked.exit_code == 5:
-        raise RuntimeErrorSealer(
-            f"{snapshot}: a snapshot of a cluster with another CA, without that cluster's PKI (a "
-            "backup of an older sealer; kubeadm keeps its PKI on the masters, not in etcd): restored "
-            "here it would bring back that cluster's cluster-info, ServiceAccount tokens and "
-            "certificates' trust",
-            "restore it onto the cluster it was taken from; nothing was changed",
-        )
-    if not unpacked.ok:
-        raise RuntimeErrorSealer(
-            f"{snapshot}: not a backup of a kubernetes cluster (no etcd-snapshot.db and pki/ca.crt "
-            f"inside: {last_line(unpacked.stderr or unpacked.stdout)})",
-            "give the file `sealer etcd backup` wrote for this cluster; nothing was changed",
-        )
-    lines = unpacked.stdout.strip().splitlines()
-    snapshot, foreign = lines[-1], "other-ca" in lines[:-1]
-    checked = await ctx.fleet.run(
-        ctx.target(m0), f"{etcdutl} snapshot status {quote_path(snapshot)} -w json 2>&1", sudo=True
-    )
-    if not checked.ok:
-        raise RuntimeErrorSealer(
-            f"{given}: not an etcd snapshot ({last_line(checked.stdout)})",
-            "give the file `sealer etcd backup` wrote for this kubernetes cluster; nothing was changed",
-        )
-    if foreign:
-        try:
-            await _recreate_with_pki(rt, ctx, snapshot, etcdutl)
-        except SealerError as err:
+
+    async def prepare() -> str:
+        unpacked = await ctx.fleet.run(ctx.target(m0), unpack_script(given), sudo=True, timeout=300)
+        if unpacked.exit_code == 5:
             raise RuntimeErrorSealer(
-                f"etcd restore onto the re-created cluster failed: {err.message}",
-                (f"{err.hint}; then " if err.hint else "")
-                + "the hosts were reset for it: run `sealer delete --all`, `sealer run -f Clusterfile` "
-                "and the same restore again",
-            ) from None
+                f"{given}: a snapshot of a cluster with another CA, without that cluster's PKI (a "
+                "backup of an older sealer; kubeadm keeps its PKI on the masters, not in etcd): restored "
+                "here it would bring back that cluster's cluster-info, ServiceAccount tokens and "
+                "certificates' trust",
+                "restore it onto the cluster it was taken from; nothing was changed",
+            )
+        if not unpacked.ok:
+            raise RuntimeErrorSealer(
+                f"{given}: not a backup of a kubernetes cluster (no etcd-snapshot.db and pki/ca.crt "
+                f"inside: {last_line(unpacked.stderr or unpacked.stdout)})",
+                "give the file `sealer etcd backup` wrote for this cluster; nothing was changed",
+            )
+        lines = unpacked.stdout.strip().splitlines()
+        db = lines[-1]
+        checked = await ctx.fleet.run(
+            ctx.target(m0), f"{etcdutl} snapshot status {quote_path(db)} -w json 2>&1", sudo=True
+        )
+        if not checked.ok:
+            raise RuntimeErrorSealer(
+                f"{given}: not an etcd snapshot ({last_line(checked.stdout)})",
+                "give the file `sealer etcd backup` wrote for this kubernetes cluster; nothing was changed",
+            )
+        run.remember("snapshot", db)
+        run.remember("mode", "other-ca" if "other-ca" in lines[:-1] else "same-ca")
+        return "snapshot checked"
+
+    await run.step("prepare", m0, {}, prepare)
+    snapshot = recalled(run, "snapshot")
+    if recalled(run, "mode") == "other-ca":
+        await _recreate_with_pki(rt, ctx, snapshot, etcdutl, run)
         return
     probes = await asyncio.gather(*(ctx.fleet.run(ctx.target(h), MEMBER_PROBE, sudo=True) for h in masters))
     members: list[dict[str, str]] = []
@@ -397,37 +635,53 @@ async def kubeadm_restore(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: 
             )
         members.append(member)
     cluster = initial_cluster(members)
-    await _copy_to_masters(ctx, snapshot, [h for h in masters if h.ip != m0.ip])
+    member_of = {h.ip: m for h, m in zip(masters, members, strict=True)}
+    etcdutl_of = {h.ip: t[1] for h, t in zip(masters, tools, strict=True)}
+    await run.each(
+        "copy-snapshot",
+        [h for h in masters if h.ip != m0.ip],
+        lambda h: _note(_copy_to_masters(ctx, snapshot, [h]), "snapshot copied"),
+    )
 
     ctx.say(m0.ip, "stopping the control plane (static Pods) on every master")
     stopped = wait_ports_script((API_PORT, ETCD_CLIENT_PORT), listening=False, seconds=STOP_TIMEOUT)
-    await asyncio.gather(*(_sh(ctx, h, STOP_STATIC_PODS + stopped, STOP_TIMEOUT + 30) for h in masters))
+    await run.each(
+        "stop",
+        masters,
+        lambda h: _note(_sh(ctx, h, STOP_STATIC_PODS + stopped, STOP_TIMEOUT + 30), "stopped"),
+    )
     for host, member in zip(masters, members, strict=True):
         ctx.say(
             host.ip,
             f"etcdutl snapshot restore (member {member['name']}); old data kept in "
             f"{member['data-dir']}.sealer-before-restore",
         )
-    try:
-        await asyncio.gather(
-            *(
-                _sh(ctx, h, restore_member_script(tools[i][1], snapshot, members[i], cluster), 600)
-                for i, h in enumerate(masters)
-            )
-        )
-    except SealerError as err:
-        raise RuntimeErrorSealer(
-            f"etcd restore failed: {err.message}",
-            f"the control planes are stopped (manifests parked in {PARKED}); fix the cause and run the "
-            "same restore again (a master whose data dir was already replaced keeps the previous one "
-            "as <data-dir>.sealer-before-restore)",
-        ) from None
+
+    async def restore_member(h: Host) -> str:
+        script = restore_member_script(etcdutl_of[h.ip], snapshot, member_of[h.ip], cluster)
+        try:
+            await _sh(ctx, h, script, 600)
+        except SealerError as err:
+            raise RuntimeErrorSealer(
+                f"etcd restore failed: {err.message}",
+                f"the control planes are stopped (manifests parked in {PARKED}); fix the cause and run "
+                "the same restore again (a master whose data dir was already replaced keeps the "
+                "previous one as <data-dir>.sealer-before-restore)",
+            ) from None
+        return f"member {member_of[h.ip]['name']} restored"
+
+    await run.each("restore-member", masters, restore_member)
     # all members at once: a restored multi-member etcd has no quorum until enough of them run
-    await asyncio.gather(*(_sh(ctx, h, START_STATIC_PODS) for h in masters))
+    await run.each("start", masters, lambda h: _note(_sh(ctx, h, START_STATIC_PODS), "started"))
     up = wait_ports_script((API_PORT,), listening=True, seconds=START_TIMEOUT)
-    await asyncio.gather(*(_sh(ctx, h, up, START_TIMEOUT + 30) for h in masters))
+    await run.each("wait-api", masters, lambda h: _note(_sh(ctx, h, up, START_TIMEOUT + 30), "API up"))
+    await run.api_back()
     # Kubernetes' advice after a restore: restart the components that cached the old state.
-    await asyncio.gather(*(_sh(ctx, h, "systemctl restart kubelet.service") for h in hosts))
+    await run.each(
+        "restart-kubelet",
+        hosts,
+        lambda h: _note(_sh(ctx, h, "systemctl restart kubelet.service"), "restarted"),
+    )
 
 
 INSTALL_PKI = f"""set -e
@@ -440,7 +694,9 @@ done
 """
 
 
-async def _recreate_with_pki(rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: str, etcdutl: str) -> None:
+async def _recreate_with_pki(
+    rt: KubernetesRuntime, ctx: RuntimeContext, snapshot: str, etcdutl: str, run: RestoreRun
+) -> None:
     """Onto a cluster with another CA (deleted and created anew since the backup): the cluster is
     brought back as the one backed up. Every host is reset; master0 gets the bundle's PKI and
     `kubeadm init` takes it as given (new leaf certificates from the old CAs); its one-member etcd
@@ -452,11 +708,16 @@ async def _recreate_with_pki(rt: KubernetesRuntime, ctx: RuntimeContext, snapsho
     others = [h for h in masters if h.ip != m0.ip]
     workers = list(ctx.cluster.workers)
     ctx.say(m0.ip, "the backup carries another cluster's PKI: the cluster is re-created with it")
-    await rt.reset(ctx, list(ctx.cluster.hosts))
-    await _sh(ctx, m0, INSTALL_PKI)
-    for key in ("kubeadm-token", "kubeadm-ca-hash", "kubeadm-certificate-key"):
-        ctx.shared.pop(key, None)
-    await rt.install(ctx, [m0], [])
+    await run.each("reset", list(ctx.cluster.hosts), lambda h: _note(rt.reset(ctx, [h]), "reset"))
+    await run.step("install-pki", m0, {}, then("PKI of the backup installed", _sh, ctx, m0, INSTALL_PKI))
+
+    async def init() -> str:
+        for key in ("kubeadm-token", "kubeadm-ca-hash", "kubeadm-certificate-key"):
+            ctx.shared.pop(key, None)
+        await rt.install(ctx, [m0], [])
+        return "kubeadm init with the backup's CAs"
+
+    await run.step("init", m0, {}, init)
     probe = await ctx.fleet.run(ctx.target(m0), MEMBER_PROBE, sudo=True)
     member = parse_member(probe.stdout)
     if not probe.ok or len(member) != 3:
@@ -466,28 +727,34 @@ async def _recreate_with_pki(rt: KubernetesRuntime, ctx: RuntimeContext, snapsho
             "run the same restore again",
         )
     stopped = wait_ports_script((API_PORT, ETCD_CLIENT_PORT), listening=False, seconds=STOP_TIMEOUT)
-    await _sh(ctx, m0, STOP_STATIC_PODS + stopped, STOP_TIMEOUT + 30)
-    ctx.say(m0.ip, f"etcdutl snapshot restore (member {member['name']})")
-    await _sh(ctx, m0, restore_member_script(etcdutl, snapshot, member, initial_cluster([member])), 600)
-    await _sh(ctx, m0, START_STATIC_PODS)
-    await _sh(
-        ctx, m0, wait_ports_script((API_PORT,), listening=True, seconds=START_TIMEOUT), START_TIMEOUT + 30
+    await run.step(
+        "stop", m0, {}, then("stopped", _sh, ctx, m0, STOP_STATIC_PODS + stopped, STOP_TIMEOUT + 30)
     )
-    await _sh(ctx, m0, "systemctl restart kubelet.service")
+    ctx.say(m0.ip, f"etcdutl snapshot restore (member {member['name']})")
+    script = restore_member_script(etcdutl, snapshot, member, initial_cluster([member]))
+    await run.step("restore-member", m0, {}, then("restored", _sh, ctx, m0, script, 600))
+    await run.step("start", m0, {}, then("started", _sh, ctx, m0, START_STATIC_PODS))
+    up = wait_ports_script((API_PORT,), listening=True, seconds=START_TIMEOUT)
+    await run.step("wait-api", m0, {}, then("API up", _sh, ctx, m0, up, START_TIMEOUT + 30))
+    await run.step(
+        "restart-kubelet", m0, {}, then("restarted", _sh, ctx, m0, "systemctl restart kubelet.service")
+    )
+    await run.api_back()
     names = [ctx.node_names[h.ip] for h in [*others, *workers]]
     if names:
         quoted = " ".join(shlex.quote(n) for n in names)
         kubectl = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
-        await _sh(
-            ctx,
-            m0,
+        forget = (
             f'for n in {quoted}; do out=$({kubectl} delete node "$n" 2>&1) || echo "$out" '
-            '| grep -q NotFound || { echo "$out" >&2; exit 1; }; done',
+            '| grep -q NotFound || { echo "$out" >&2; exit 1; }; done'
         )
+        await run.step("delete-nodes", m0, {"nodes": names}, then("old Nodes deleted", _sh, ctx, m0, forget))
     for key in ("kubeadm-token", "kubeadm-ca-hash", "kubeadm-certificate-key"):
         ctx.shared.pop(key, None)  # the restored etcd has none of the tokens made before
     # the CA keys are in /etc/kubernetes/pki now: no second copy left behind
-    await _sh(ctx, m0, f"rm -rf {RESTORE_WORK}/pki")
+    await run.step("drop-pki-copy", m0, {}, then("removed", _sh, ctx, m0, f"rm -rf {RESTORE_WORK}/pki"))
     if others or workers:
         ctx.say(m0.ip, "the other hosts join the restored cluster")
-        await rt.join(ctx, others, workers)
+    for host in others:  # one at a time: stacked etcd grows one member at a time
+        await run.step("join", host, {}, then("joined", rt.join, ctx, [host], []))
+    await run.each("join", workers, lambda w: _note(rt.join(ctx, [], [w]), "joined"))
