@@ -356,8 +356,19 @@ def stop_forward_script(p: _Paths, child_id: int) -> str:
     )
 
 
-def poll_script(p: _Paths) -> str:
-    return f"touch {_q(p.work)}/beat 2>/dev/null; stat -c %s {_q(p.spool)} 2>/dev/null || echo -1"
+def progress_script(p: _Paths) -> str:
+    """As the login user, for the whole transfer: for every line the operator sends, touch the
+    heartbeat and answer one line, the spool's size (-1 while there is none). The operator's
+    lines, not this session being open, keep the host's watchdog quiet: a host cut off from the
+    operator still holds its end of the session open, but hears nothing. The end of stdin (the
+    operator closed the session, or is gone) ends it; its pid file lets a clean-up kill it."""
+    body = (
+        f'W={_q(p.work)}; SP={_q(p.spool)}; [ -d "$W" ] || exit 0; trap "" PIPE; '
+        'P="$W/prog$$.pid"; echo $$ > "$P"; '
+        'while IFS= read -r _; do touch "$W/beat" 2>/dev/null || break; '
+        'echo "$(stat -c %s "$SP" 2>/dev/null || echo -1)" || break; done; rm -f "$P"'
+    )
+    return f"setsid -w bash -c {_q(body)}"
 
 
 def append_command(p: _Paths) -> str:
@@ -497,9 +508,11 @@ class _Host:
         sudo: bool = False,
         timeout: float | None = None,
         shown: str = "fan-out",
+        on_stdout: Callable[[bytes], None] | None = None,
     ) -> Exec:
         return await self.ssh.exec(
-            self.target, "bash -c " + _q(script), stdin, sudo=sudo, timeout=timeout, shown=shown
+            self.target, "bash -c " + _q(script), stdin, sudo=sudo, timeout=timeout, shown=shown,
+            on_stdout=on_stdout,
         )
 
     async def check(
@@ -509,6 +522,76 @@ class _Host:
         if code != 0:
             raise transfer.transfer_failure(self.name, what, err or f"exit {code}", self.paths.root)
         return out
+
+
+class _ProgressStream:
+    """One host's progress over one long-lived session (`progress_script`): every tick the
+    operator writes a line (the host's heartbeat) and the host answers with its spool's size.
+    A new session per tick and host cost the operator a channel open, an exec and a close each
+    time (N opens a second at N hosts, on the CPU that also feeds the first link). A session
+    that breaks is opened again after a pause, at most `reopens` times per round; meanwhile the
+    host is silent, which the watch loop treats as it treats a host that does not answer."""
+
+    def __init__(self, host: _Host, tick: float, reopens: int) -> None:
+        self.host = host
+        self.tick = tick
+        self.reopens = reopens
+        self.size = -1
+        self.answers = 0  # lines received over all of this host's sessions
+        self.last_answer = time.monotonic()  # silence is counted from here
+        self.opened = 0
+        self.breaks: list[str] = []  # why each session ended before it was asked to
+        self._buf = b""
+        self._stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+
+    def silent_for(self, now: float) -> float:
+        return now - self.last_answer
+
+    def stop(self) -> None:
+        """Ask the session to end (stdin closed: the host's loop ends by itself)."""
+        if not self._stop.done():
+            self._stop.set_result(None)
+
+    async def _pings(self) -> AsyncIterator[bytes]:
+        # Ends at stop(); after a break the next write fails, which ends the session's feeder.
+        while not self._stop.done():
+            yield b"\n"
+            await asyncio.wait([self._stop], timeout=self.tick)
+
+    def _feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            try:
+                size = int(line)
+            except ValueError:
+                continue  # not an answer (e.g. a login script's output)
+            self.size = size
+            self.answers += 1
+            self.last_answer = time.monotonic()
+
+    async def _run(self) -> None:
+        h = self.host
+        while not self._stop.done():
+            self.opened += 1
+            self._buf = b""
+            try:
+                code, _, err = await h.call(
+                    progress_script(h.paths), self._pings(), shown="progress", on_stdout=self._feed
+                )
+                why = (err.strip().splitlines() or [f"exit {code}"])[-1]
+            except Exception as exc:  # a lost connection, above all: the next session reconnects
+                why = host_error_of(exc, h.name).message
+            if self._stop.done():
+                return
+            self.breaks.append(why)
+            if len(self.breaks) > self.reopens:
+                log.warning("%s: progress session broke %d times (last: %s); not opened again",
+                            h.name, len(self.breaks), why)
+                return
+            log.info("%s: progress session ended (%s); opening it again", h.name, why)
+            await asyncio.wait([self._stop], timeout=min(len(self.breaks), 3) * self.tick)
 
 
 def _setup_tar(files: Mapping[str, bytes]) -> bytes:
@@ -540,8 +623,9 @@ class _Round:
     recv: dict[str, asyncio.Task[tuple[int, bytes, str]]] = field(default_factory=dict)
     links: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     link_parent: dict[str, str] = field(default_factory=dict)
-    polls: dict[str, asyncio.Task[int]] = field(default_factory=dict)
-    poll_failed_since: dict[str, float] = field(default_factory=dict)
+    progress: dict[str, _ProgressStream] = field(default_factory=dict)
+    answers_seen: dict[str, int] = field(default_factory=dict)
+    silent_since: dict[str, float] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     slow_since: dict[str, float] = field(default_factory=dict)
     relinking: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -569,6 +653,7 @@ class Fanout:
         stall_timeout: float = 20.0,
         host_idle_timeout: float = 120.0,
         tick: float = 1.0,
+        progress_reopens: int = 5,
         progress: ProgressCallback | None = None,
         tamper: Tamper | None = None,
         key_lifetime: timedelta = timedelta(hours=2),
@@ -582,6 +667,7 @@ class Fanout:
         self.stall_timeout = stall_timeout
         self.host_idle_timeout = host_idle_timeout
         self.tick = tick
+        self.progress_reopens = progress_reopens
         self.progress = progress
         self.tamper = tamper
         self.key_lifetime = key_lifetime
@@ -788,6 +874,8 @@ class Fanout:
             )
         for h in active:
             self._start_link(rnd, h.name, 0)
+        for h in active:
+            rnd.progress[h.name] = _ProgressStream(h, self.tick, self.progress_reopens)
         async def commit(name: str) -> None:
             h = rnd.hosts[name]
             self._emit(rnd, h.name, "committing", n)
@@ -826,8 +914,9 @@ class Fanout:
             with self._phase("transfer"):
                 await self._watch(rnd, n)
         finally:
-            for task in [*rnd.links.values(), *rnd.polls.values(), *rnd.relinking.values(), *rnd.background]:
+            for task in [*rnd.links.values(), *rnd.relinking.values(), *rnd.background]:
                 task.cancel()
+            await self._stop_progress(rnd)
             for name, rtask in rnd.recv.items():
                 if not rtask.done():
                     rtask.cancel()
@@ -889,9 +978,30 @@ class Fanout:
             raise FanoutError(child, f"cannot re-route it: {err.strip() or f'exit {code}'}", None)
         self._start_link(rnd, child, int(out.strip() or b"0"))
 
-    async def _poll(self, h: _Host) -> int:
-        code, out, _ = await h.call(poll_script(h.paths), timeout=max(self.tick * 4, 3.0), shown="progress")
-        return int(out.strip() or b"-1") if code == 0 else -1
+    async def _stop_progress(self, rnd: _Round) -> None:
+        """End every progress session before the clean-up: closing stdin ends a host's loop;
+        one that does not end soon (a host cut off) is cancelled, which closes the channel."""
+        streams = list(rnd.progress.values())
+        tasks = [s.task for s in streams]
+        try:
+            for s in streams:
+                s.stop()
+            if tasks:
+                await asyncio.wait(tasks, timeout=max(self.tick * 2, 2.0))
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _answer(self, rnd: _Round, name: str, now: float) -> int | None:
+        """The host's size if it answered since the last look; -1 if it has been silent for
+        longer than a poll used to wait (its session broke, or the host is unreachable);
+        None while an answer is simply not due yet."""
+        s = rnd.progress[name]
+        if s.answers != rnd.answers_seen.get(name, 0):
+            rnd.answers_seen[name] = s.answers
+            return s.size
+        return -1 if s.silent_for(now) > max(self.tick * 4, 3.0) else None
 
     async def _watch(self, rnd: _Round, n: int) -> None:
         while True:
@@ -903,19 +1013,16 @@ class Fanout:
                                return_when=asyncio.FIRST_COMPLETED)
             now = time.monotonic()
             for name in pending:
-                task = rnd.polls.get(name)
-                if task is not None and task.done():
-                    rnd.polls.pop(name)
-                    size = -1 if task.cancelled() or task.exception() is not None else task.result()
-                    if size >= 0:
-                        rnd.poll_failed_since.pop(name, None)
-                        rnd.meters[name].sample(now, size)
-                    else:
-                        rnd.poll_failed_since.setdefault(name, now)
-                        rnd.meters[name].sample(now, rnd.meters[name].received)
-                    self._emit(rnd, name, "receiving", n, rnd.tree.parent.get(name, OPERATOR))
-                if name not in rnd.polls:
-                    rnd.polls[name] = asyncio.ensure_future(self._poll(rnd.hosts[name]))
+                size = self._answer(rnd, name, now)
+                if size is None:
+                    continue
+                if size >= 0:
+                    rnd.silent_since.pop(name, None)
+                    rnd.meters[name].sample(now, size)
+                else:
+                    rnd.silent_since.setdefault(name, now)
+                    rnd.meters[name].sample(now, rnd.meters[name].received)
+                self._emit(rnd, name, "receiving", n, rnd.tree.parent.get(name, OPERATOR))
             # a receiver that ended with an error (connection lost, disk full) is a failed host
             for name in list(rnd.recv):
                 recv = rnd.recv[name]
@@ -950,18 +1057,20 @@ class Fanout:
                 m = rnd.meters[name]
                 parent = rnd.tree.parent.get(name, OPERATOR)
                 ahead = parent == OPERATOR or rnd.meters[parent].received > m.received
-                unreachable = now - rnd.poll_failed_since.get(name, now)
+                unreachable = now - rnd.silent_since.get(name, now)
                 if unreachable > self.stall_timeout:
+                    stream = rnd.progress[name]
+                    why = f" (its progress session: {stream.breaks[-1]})" if stream.breaks else ""
                     await self._fail(
                         rnd,
                         name,
                         FanoutError(
                             name,
-                            f"no answer for {unreachable:.0f}s during the fan-out",
+                            f"no answer for {stream.silent_for(now):.0f}s during the fan-out{why}",
                             "check the host and its network; the others were routed around it",
                         ),
                     )
-                elif name in rnd.poll_failed_since:
+                elif name in rnd.silent_since:
                     continue  # not answering: the branch above decides once it lasts
                 elif ahead and m.stalled_for(now) > self.stall_timeout:
                     # the host answers but its link carries nothing: restart it, then feed the host
@@ -1003,7 +1112,7 @@ class Fanout:
                     self._spawn_relink(rnd, child)
 
     def _spawn_relink(self, rnd: _Round, child: str, delay: float = 0.0) -> None:
-        # The watch loop never waits on a host: it keeps polling (the hosts' heartbeat) while
+        # The watch loop never waits on a host: it keeps the hosts' heartbeat going while
         # links are re-made.
         running = rnd.relinking.get(child)
         if child in rnd.failed or (running is not None and not running.done()):
@@ -1028,6 +1137,11 @@ class Fanout:
         link = rnd.links.pop(name, None)
         if link is not None:
             link.cancel()
+        stream = rnd.progress.get(name)
+        if stream is not None:
+            # its heartbeat stops with it, so a host that is only cut off cleans up by itself
+            stream.stop()
+            stream.task.cancel()
         self._emit(rnd, name, "failed", 0)
         if name not in rnd.tree.parent:
             return
