@@ -13,11 +13,15 @@ master0 re-initialised with that PKI and restored, the other hosts join it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,11 +34,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.testbed, pytest.mark.slow, pytest.mar
 # (runtime, masters, lab); SEALER_E2E_BACKUP_MASTERS=3 runs the HA variant of both
 AGENT_ENV = "/etc/systemd/system/k3s-agent.service.env"
 MASTERS = int(os.environ.get("SEALER_E2E_BACKUP_MASTERS", "1"))
+# SEALER_E2E_BACKUP_LAB: another lab id, so a second copy can run beside a full suite
+LAB = os.environ.get("SEALER_E2E_BACKUP_LAB")
 SCENARIOS = [
-    # k3s's restore is k3s.py's; here it runs through the same engine path as the other two
-    pytest.param("k3s", MASTERS, "bk0", id=f"k3s-{MASTERS}m1n"),
-    pytest.param("k0s", MASTERS, "bk0", id=f"k0s-{MASTERS}m1n"),
-    pytest.param("kubernetes", MASTERS, "bku", id=f"kubernetes-{MASTERS}m1n"),
+    # every runtime's restore runs as journaled steps (runtime/etcd_backup.py, apply/restore.py)
+    pytest.param("k3s", MASTERS, LAB or "bk0", id=f"k3s-{MASTERS}m1n"),
+    pytest.param("k0s", MASTERS, LAB or "bk0", id=f"k0s-{MASTERS}m1n"),
+    pytest.param("kubernetes", MASTERS, LAB or "bku", id=f"kubernetes-{MASTERS}m1n"),
 ]
 
 
@@ -67,6 +73,109 @@ def _assert_restored(home: Path, hosts) -> None:  # type: ignore[no-untyped-def]
     for node in nodes.values():
         ready = [c for c in node.status.conditions if c.type == "Ready"]
         assert ready and ready[0].status == "True", node.metadata.name
+
+
+def _journal(home: Path) -> list[dict[str, Any]]:
+    path = home / CLUSTER / "journal.jsonl"
+    out = []
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # empty, or torn by a kill: skipped as the journal's own reader does
+    return out
+
+
+def _killed_at(home: Path, args: list[str], point: str, flag: Path) -> None:
+    """Run sealer until it is about to start the journaled step `point` (step@host), then SIGKILL it
+    there: the steps before are done, that one not begun."""
+    proc = subprocess.Popen(
+        [str(SEALER), *args],
+        env=sealer_env(home, SEALER_TEST_PAUSE_BEFORE=point, SEALER_TEST_PAUSE_FILE=str(flag)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 1200  # a bound for a hung run, not a speed check
+        while not flag.exists():
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"sealer ended ({proc.returncode}) before {point}:\n{out}\n{err}")
+            assert time.monotonic() < deadline, f"sealer never reached {point}"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=60)
+        flag.unlink(missing_ok=True)
+    assert proc.returncode == -signal.SIGKILL, proc.returncode
+
+
+def _assert_no_finished_step_started_again(recs: list[dict[str, Any]]) -> None:
+    finished: set[tuple[Any, ...]] = set()
+    for r in recs:
+        if r["type"] != "step":
+            continue
+        key = (r["op"], r["action"], r["step"], r.get("host"), r.get("digest"))
+        if r["status"] == "start":
+            assert key not in finished, f"step {key} was started again after it had finished"
+        elif r["status"] == "done":
+            finished.add(key)
+
+
+def _killed_twice_then_resumed(home: Path, tb, snapshot: Path, hosts, masters, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same restore killed twice at step boundaries (before master0's cluster-reset, with every
+    server stopped and the API down; then before a worker's restart, after the API came back from
+    the snapshot), an apply refused meanwhile, and the third run resumes the one operation and
+    finishes it without starting a finished step again."""
+    m0, worker = masters[0], hosts[len(masters)]
+    args = ["etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y"]
+    flag = tmp_path / "paused"
+    _killed_at(home, args, f"cluster-reset@{m0.ip}", flag)
+    status = json.loads(run_sealer(home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+    last = status["lastOperation"]
+    assert last["kind"] == "etcd-restore" and last["status"] != "done", status
+    assert status["toFinish"] and "etcd restore" in status["toFinish"], status
+    assert {(u["step"], u["host"]) for u in status["unfinished"]} <= {("cluster-reset", m0.ip)}, status
+    text = run_sealer(home, "status", "--cluster", CLUSTER).stdout
+    assert "to finish it, run: sealer etcd restore" in text, text
+    # another change to the half-restored cluster is refused, naming the restore that finishes it
+    refused = run_sealer(home, "upgrade", "e2e.local/other:1", "--cluster", CLUSTER, "-y", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+    assert "an etcd restore did not finish" in refused.stderr, refused.stderr
+    assert "sealer etcd restore" in refused.stderr, refused.stderr
+    op = last["op"]
+    _killed_at(home, args, f"restart@{worker.ip}", flag)
+    recs = _journal(home)
+    assert [r["op"] for r in recs if r["type"] == "begin"][-1] == op  # the second run resumed it
+    done = {
+        (r["step"], r.get("host"))
+        for r in recs
+        if r["op"] == op and r["type"] == "step" and r["status"] == "done"
+    }
+    assert {("cluster-reset", m0.ip), ("start", m0.ip)} <= done, done
+    resumed = run_sealer(home, *args, timeout=1500)
+    assert "resuming operation" in resumed.stderr, resumed.stdout + resumed.stderr
+    assert f"cluster {CLUSTER} restored from {snapshot}" in resumed.stdout, resumed.stdout + resumed.stderr
+    recs = _journal(home)
+    assert [r["op"] for r in recs if r["type"] == "begin"][-1] == op
+    end = [r for r in recs if r["type"] == "end"][-1]
+    assert (end["op"], end["status"]) == (op, "done"), end
+    _assert_no_finished_step_started_again(recs)
+    assert not (home / CLUSTER / "etcd-restore.json").exists()
+
+
+def _assert_lease_released(home: Path) -> None:
+    """The snapshot holds the Lease `sealer etcd backup` held while taking it; the restore took it
+    back and released it, so no holder from the snapshot is left to block later operations."""
+    from lightkube import ApiError
+    from lightkube.resources.coordination_v1 import Lease
+
+    with pytest.raises(ApiError) as gone:
+        _kube(home).get(Lease, f"sealer-{CLUSTER}", namespace="kube-system")
+    assert gone.value.status.code == 404
 
 
 @pytest.mark.parametrize(("runtime", "n_masters", "lab"), SCENARIOS)
@@ -151,11 +260,17 @@ def test_backup_then_restore(
             config = tb.run_on(m, "cat /etc/k0s/k0s.yaml").stdout
             assert "repository: sea.hub:5000" in config, config
 
+    _assert_lease_released(home)
+
     # the same snapshot again: the same state (a restore is repeatable, e.g. after a failed one)
     _kube(home).create(_config_map("after-backup", "again"))
-    again = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
-    assert f"cluster {CLUSTER} restored" in again.stdout, again.stdout + again.stderr
+    if runtime == "k3s":  # killed twice on the way, the same command resumes it
+        _killed_twice_then_resumed(home, tb, snapshot, hosts, masters, tmp_path)
+    else:
+        again = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
+        assert f"cluster {CLUSTER} restored" in again.stdout, again.stdout + again.stderr
     _assert_restored(home, hosts)
+    _assert_lease_released(home)
     status = run_sealer(home, "status", "--cluster", CLUSTER).stdout
     assert "unfinished" not in status, status
 
