@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import tarfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealer.errors import ImageError
 from sealer.image.layers import apply_layer
-from sealer.image.store import ImageStore, PlatformImage
+from sealer.image.store import ImageStore, PlatformImage, sealer_home
 from sealer.state.files import ensure_private_dir
 
 COMPLETE = ".sealer-complete"
@@ -54,16 +56,66 @@ def tree_bytes(root: Path) -> int:
 def unpack(store: ImageStore, image: PlatformImage, cache: Path) -> UnpackedImage:
     """Unpack (or reuse) the image's layers under cache/<id>. A crash mid-way leaves no COMPLETE
     marker, so the next run starts the directory afresh. Two sealer processes unpacking the same
-    image (two clusters from one image) take turns on a lock file: the second reuses the first's."""
+    image (two clusters from one image) take turns on a lock file: the second reuses the first's.
+
+    The entry is read long after this returns (the distribution), so this process keeps a shared
+    hold on the lock file until it ends (or `release_cache_holds()`): `sealer prune` and `rmi` take
+    it exclusively without waiting, and skip an entry in use instead of deleting it under a run."""
     image_id = image.id
     ident = image_id.split(":", 1)[-1]
     ensure_private_dir(cache)
-    fd = os.open(cache / f".{ident}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    lock_path = cache / f".{ident}.lock"
+    top, work = cache / ident, cache / f".{ident}.partial"
+    # Threads of one process share the held descriptor, and flock does not tell them apart.
+    with _held_guard:
+        while True:
+            fd = _held.pop(lock_path, None)
+            if fd is None:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # waits while another process unpacks or prunes it
+                if not _same_file(fd, lock_path):
+                    os.close(fd)  # pruned meanwhile (the lock file went with the entry): start over
+                    continue
+                if not (top / COMPLETE).exists():
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if not _same_file(fd, lock_path):
+                        os.close(fd)
+                        continue
+                    _unpack_locked(store, image, top, work)
+                    # Not atomic (flock drops, then takes): a prune may slip in, so look again.
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                    if not _same_file(fd, lock_path) or not (top / COMPLETE).exists():
+                        os.close(fd)
+                        continue
+            except BaseException:
+                os.close(fd)
+                raise
+            _held[lock_path] = fd
+            return UnpackedImage(image_id, top / "rootfs", top / "registry")
+
+
+# Lock files of the cache entries this process uses, held shared until it ends (see `unpack`).
+_held: dict[Path, int] = {}
+_held_guard = threading.Lock()
+
+
+def release_cache_holds() -> None:
+    """Let go of every rootfs cache entry this process uses (for long-lived callers and tests)."""
+    with _held_guard:
+        while _held:
+            _, fd = _held.popitem()
+            os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `fd` is still the file at `path` (a prune unlinks an entry's lock file with it)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return _unpack_locked(store, image, cache / ident, cache / f".{ident}.partial")
-    finally:
-        os.close(fd)  # releases the lock
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _unpack_locked(store: ImageStore, image: PlatformImage, top: Path, work: Path) -> UnpackedImage:
@@ -92,6 +144,117 @@ def _unpack_locked(store: ImageStore, image: PlatformImage, top: Path, work: Pat
     (work / COMPLETE).write_text(image_id + "\n")
     os.rename(work, top)
     return done
+
+
+# pruning the cache ------------------------------------------------------------------------------
+_ENTRY = re.compile(r"^\.?([0-9a-f]{64,128})(\.partial|\.lock)?$")
+
+
+def default_cache_dir() -> Path:
+    """Where `sealer run` and friends unpack images: `$SEALER_HOME/cache/rootfs`."""
+    return sealer_home() / "cache" / "rootfs"
+
+
+@dataclass(frozen=True)
+class CacheRemoval:
+    """One thing a cache prune removed (or would remove, on a dry run)."""
+
+    image_id: str
+    path: Path
+    size: int
+    partial: bool  # a `.partial` leftover of an unpack that crashed
+
+
+@dataclass
+class CachePrune:
+    removed: list[CacheRemoval] = field(default_factory=list)
+    in_use: list[str] = field(default_factory=list)  # image ids skipped: a live process holds them
+
+
+def prune_cache(
+    cache: Path,
+    *,
+    keep: Collection[str] | None = None,
+    only: Collection[str] | None = None,
+    dry_run: bool = False,
+) -> CachePrune:
+    """Remove rootfs cache entries under `cache`: those of images not in `keep` (None: keep none),
+    restricted to the image ids in `only` when given, and every `.partial` leftover. Each entry's
+    lock is taken exclusively without waiting, as `unpack` takes it, so an entry being unpacked
+    or used by a live sealer process is skipped (reported in `in_use`). Only names the cache
+    itself creates are touched; a symlink is removed as a link, never followed."""
+    keep_set = set(keep or ())
+    only_set = None if only is None else set(only)
+    idents: dict[str, list[Path]] = {}
+    try:
+        names = sorted(cache.iterdir())
+    except FileNotFoundError:
+        return CachePrune()
+    for path in names:
+        match = _ENTRY.match(path.name)
+        if match is None or (path.name.startswith(".") != bool(match.group(2))):
+            continue  # not a name the cache makes: leave it alone
+        idents.setdefault(match.group(1), []).append(path)
+    result = CachePrune()
+    for ident, paths in idents.items():
+        image_id = f"sha256:{ident}" if len(ident) == 64 else ident
+        if only_set is not None and image_id not in only_set:
+            continue
+        kept = image_id in keep_set
+        top, partial, lock_path = cache / ident, cache / f".{ident}.partial", cache / f".{ident}.lock"
+        doomed = [p for p in ([partial] if kept else [top, partial]) if p in paths]
+        if not doomed and (kept or lock_path not in paths):
+            continue
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as err:
+            raise ImageError(
+                f"cannot open the rootfs cache lock {lock_path}: {err.strerror or err}",
+                "check its owner and permissions (it must be a plain file)",
+            ) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                result.in_use.append(image_id)
+                continue
+            if not _same_file(fd, lock_path):
+                result.in_use.append(image_id)  # another prune took it away under us
+                continue
+            for path in doomed:
+                size = tree_bytes(path) if path.is_dir() and not path.is_symlink() else _lsize(path)
+                if not dry_run:
+                    _remove(path)
+                result.removed.append(CacheRemoval(image_id, path, size, path == partial))
+            if not kept and not dry_run:
+                # Unlinked while held: a waiter on this file sees it is gone and opens a new one.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock_path)
+        finally:
+            os.close(fd)
+    return result
+
+
+def _lsize(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ImageError(
+            f"cannot remove {path} from the rootfs cache: {err.strerror or err}",
+            "check its owner and permissions; the command can be run again",
+        ) from None
 
 
 # distribution plan ---------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Image commands: pull, push, tag, images, inspect, rmi, save, load, login, logout (build: build_cmds)."""
+"""Image commands: pull, push, tag, images, inspect, rmi, save, load, login, logout, prune
+(build: build_cmds)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -23,6 +25,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sealer.apply.prune import drop_rootfs_cache, image_ids_of
+from sealer.apply.prune import prune as prune_disk
 from sealer.cli.output import emit_data, output_option, quiet_for
 from sealer.image import archive, service
 from sealer.image.registry import RegistryOptions, TransferEvent
@@ -330,8 +334,14 @@ def rmi(images: tuple[str, ...], force: bool, prune: bool) -> None:
     if not images and not prune:
         raise click.UsageError("name at least one image, or use --prune")
     store = ImageStore()
+    ids = image_ids_of(store, list(images))
     for name in service.remove(store, list(images), force):
         click.echo(f"Untagged: {name}")
+    dropped = drop_rootfs_cache(ids, store=store)
+    for item in dropped.removed:
+        click.echo(f"Deleted {item.kind} of {item.detail[:19]} ({human_size(item.size)})")
+    for sentence in dropped.skipped:
+        click.echo(f"Kept {sentence}; `sealer prune` removes it once that process has finished")
     if prune:
         freed = store.gc()
         if freed is None:
@@ -436,7 +446,62 @@ def logout(registry: str, authfile: Path | None) -> None:
         click.echo(f"Removed credentials for {service.registry_host(registry)} from {path}")
 
 
-COMMANDS = (pull, push, tag, images, inspect, rmi, save, load, login, logout)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `24h`, `7d`, `1h30m` (docker's `--filter until=` style) -> seconds."""
+    value = text.strip().lower()
+    parts = _DURATION.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise click.BadParameter(
+            f"{text!r} is not a duration; use e.g. 90s, 30m, 24h, 7d or 1h30m", param_hint="--until"
+        )
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+@click.command()
+@click.option(
+    "-a", "--all", "all_", is_flag=True,
+    help="Also drop the unpacked rootfs of images still in the store (unpacked again on the next run).",
+)
+@click.option(
+    "--until", "until", metavar="DURATION",
+    help="Keep build cache entries used within DURATION (e.g. 24h, 7d); default: drop the whole build cache.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would go and how many bytes; remove nothing.")
+@output_option()
+def prune(all_: bool, until: str | None, dry_run: bool, output: str) -> None:
+    """Free disk space on this machine: caches and leftovers sealer can rebuild.
+
+    \b
+    Removes, all under $SEALER_HOME:
+      - unpacked rootfs of images no longer in the store (--all: of every image), cache/rootfs/
+      - leftovers of unpacks that crashed (.partial)
+      - the build cache (build-cache/: layer records, downloads, unpacked archives, the container
+        images collected for registry/), or what was not used within --until
+      - blobs no image needs, and image-store ingest files idle for an hour
+    Safe while other sealer commands run: a rootfs in use by one is skipped (and said so); the
+    build cache and blobs wait until no pull, load or build is running.
+    """
+    unused_for = parse_duration(until) if until is not None else None
+    report = prune_disk(all_rootfs=all_, build_unused_for=unused_for, dry_run=dry_run)
+    if emit_data(report.to_dict(), output):
+        return
+    quiet = quiet_for(output)
+    verb = "Would remove" if dry_run else "Removed"
+    if not quiet:
+        for item in report.removed:
+            what = f"{item.kind} {item.detail[:19]}".strip()
+            click.echo(f"{verb} {what}: {item.path} ({human_size(item.size)})")
+        for sentence in report.skipped:
+            click.echo(f"Skipped {sentence}")
+    freed = "would be freed" if dry_run else "freed"
+    click.echo(f"{len(report.removed)} item(s), {human_size(report.total)} {freed}")
+
+
+COMMANDS = (pull, push, tag, images, inspect, rmi, save, load, login, logout, prune)
 
 
 def register(group: click.Group) -> None:

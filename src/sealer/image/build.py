@@ -5,6 +5,7 @@ context, and work out which container images the build will collect (what `build
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import io
@@ -16,6 +17,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -463,6 +465,7 @@ def _unpacked(archive: Path, cache: Path, line: int) -> Path:
     """A local archive unpacked once into the build cache (keyed by its content)."""
     target = cache / "unpacked" / _file_digest(archive)
     if target.is_dir():
+        _touch(target)  # last use, for `sealer prune --until`
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
@@ -568,7 +571,10 @@ class BuildCache:
             info = LayerInfo(data["digest"], int(data["size"]), data["diff_id"], data["media_type"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return info if self.store.has_blob(info.digest, info.size) else None
+        if not self.store.has_blob(info.digest, info.size):
+            return None
+        _touch(path)  # last use, for `sealer prune --until`
+        return info
 
     def put(self, key: str, info: LayerInfo) -> None:
         path = self.root / "layers" / f"{key}.json"
@@ -577,6 +583,118 @@ class BuildCache:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(info.__dict__))
         os.replace(tmp, path)
+
+
+def default_build_cache() -> Path:
+    """Where `sealer build` keeps its cache unless told otherwise."""
+    return sealer_home() / "build-cache"
+
+
+def _touch(path: Path) -> None:
+    # Best effort: a read-only cache still works, it just looks older to `sealer prune --until`.
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+@dataclass(frozen=True)
+class BuildCacheEntry:
+    """One thing in the build cache that `sealer prune` can drop on its own."""
+
+    path: Path
+    kind: str  # "layer record" | "download" | "unpacked archive" | "image cache" | "leftover"
+    size: int
+    last_used: float  # epoch seconds; a leftover of a crashed build is as old as can be
+
+
+# What the build cache holds (build_image, _download, _unpacked, registry_entries):
+#   layers/<key>.json   which stored blob a step produced (tiny; touched on every hit)
+#   downloads/<h>/      ADD/APP http(s) sources (fetched again at every build, so mtime = last use)
+#   unpacked/<sha>/     local archives ADD unpacked (touched on every hit)
+#   images/             an image store of the container images collected into registry/ (its
+#                       index.json is rewritten by the pulls of every build that collects images)
+#   sealer-build-*, .layer-*, .unpack-*, .*.part: work files of builds; a running build holds the
+#                       image store's ingest lock, so with `ImageStore.exclusive()` held they are
+#                       leftovers of crashed builds.
+def build_cache_entries(cache_dir: Path) -> list[BuildCacheEntry]:
+    """Everything in the build cache, as separately removable entries. Never follows a symlink out
+    of the cache: a symlink is an entry of its own (the link is what goes)."""
+    out: list[BuildCacheEntry] = []
+
+    def add(path: Path, kind: str, last_used: float | None = None) -> None:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        is_tree = stat.S_ISDIR(st.st_mode)
+        size = _tree_bytes(path) if is_tree else st.st_size
+        out.append(BuildCacheEntry(path, kind, size, st.st_mtime if last_used is None else last_used))
+
+    for path in _entries(cache_dir / "layers"):
+        add(path, "leftover" if path.name.startswith(".") else "layer record",
+            0.0 if path.name.startswith(".") else None)
+    for path in _entries(cache_dir / "downloads"):
+        newest = max([_mtime(path), *(_mtime(p) for p in _entries(path))])
+        add(path, "download", newest)
+    for path in _entries(cache_dir / "unpacked"):
+        add(path, "leftover" if path.name.startswith(".") else "unpacked archive",
+            0.0 if path.name.startswith(".") else None)
+    images = cache_dir / "images"
+    if images.exists() or images.is_symlink():
+        add(images, "image cache", _mtime(images / "index.json") if not images.is_symlink() else None)
+    for path in _entries(cache_dir):
+        if path.name.startswith("sealer-build-"):
+            add(path, "leftover", 0.0)
+    return out
+
+
+def _entries(directory: Path) -> list[Path]:
+    if directory.is_symlink() or not directory.is_dir():
+        return []
+    return sorted(directory.iterdir())
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for base, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, name)).st_size
+    return total
+
+
+def prune_build_cache(
+    cache_dir: Path, *, unused_for: float | None, dry_run: bool, now: float | None = None
+) -> list[BuildCacheEntry]:
+    """Drop build cache entries (all, or those not used for `unused_for` seconds; leftovers of
+    crashed builds always) and return them. The caller holds the image store's `exclusive()`, so
+    no build is using the cache meanwhile."""
+    limit = None if unused_for is None else (time.time() if now is None else now) - unused_for
+    gone: list[BuildCacheEntry] = []
+    for entry in build_cache_entries(cache_dir):
+        if limit is not None and entry.kind != "leftover" and entry.last_used >= limit:
+            continue
+        if not dry_run:
+            try:
+                if entry.path.is_dir() and not entry.path.is_symlink():
+                    shutil.rmtree(entry.path)
+                else:
+                    entry.path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise ImageError(
+                    f"cannot remove {entry.path} from the build cache: {err.strerror or err}",
+                    "check its owner and permissions; sealer prune can be run again",
+                ) from None
+        gone.append(entry)
+    return gone
 
 
 # ------------------------------------------------------------------ RUN
@@ -799,7 +917,7 @@ async def build_image(
         raise InputError([Problem("a build needs a name", hint="sealer build -t my-image:v1 .")], "build")
     registry_options = registry_options or RegistryOptions()
     say = progress or (lambda _: None)
-    cache_dir = cache_root or sealer_home() / "build-cache"
+    cache_dir = cache_root or default_build_cache()
     platforms = list(options.platforms) or [host_platform()]
     # The base image must be local before parsing, so its apps are known to LAUNCH/APPCMDS.
     bases: list[str] = []

@@ -724,6 +724,83 @@ class ImageStore:
                 return count, freed
 
 
+    # ----------------------------------------------------------------- prune
+    def exclusive(self) -> contextlib.AbstractContextManager[bool]:
+        """Try (without waiting) to hold the store the way GC does: True only while no pull, load or
+        build is writing into it (they hold `ingest()`), so what they are writing can be deleted."""
+        return self._flock("gc.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def image_ids(self) -> set[str]:
+        """The config digest (the ID `sealer images` shows, the rootfs cache key) of every platform
+        image a name reaches. A name whose documents are missing or corrupt contributes none: it
+        cannot be run until it is pulled again, which restores the blobs (and an unpack redoes any
+        cache entry that was dropped meanwhile)."""
+        ids: set[str] = set()
+        for record in self.records():
+            try:
+                ids |= {image.id for image in self.details(record).images}
+            except ImageError:
+                continue
+        return ids
+
+    def ingest_leftovers(self, older_than: float, now: float | None = None) -> list[tuple[Path, int]]:
+        """Files in ingest/ (and interrupted index writes) nobody has written to for `older_than`
+        seconds, with their sizes. A live pull writes its blob file chunk by chunk, so its mtime stays
+        fresh; a file idle that long belongs to a process that died."""
+        limit = (time.time() if now is None else now) - older_than
+        out: list[tuple[Path, int]] = []
+        interrupted = [p for p in _list_dir(self.root) if p.name.startswith(".tmp-")]  # see _atomic_write
+        candidates = [*_list_dir(self.ingest_dir), *interrupted]
+        for path in candidates:
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if st.st_mtime >= limit:
+                continue
+            size = _tree_size(path) if path.is_dir() and not path.is_symlink() else st.st_size
+            out.append((path, size))
+        return out
+
+    def unreferenced_blobs(self, delete: bool) -> list[tuple[Path, int]]:
+        """Blobs no name reaches, with their sizes, deleted when `delete`. The caller holds
+        `exclusive()`: a blob being imported is not referenced yet and must not go."""
+        with self._index_lock():
+            live: set[str] = set()
+            for rec in self.records():
+                live |= self.reachable(rec.descriptor)
+            for d in self._read_index():
+                live.add(d.digest)
+            out: list[tuple[Path, int]] = []
+            for path in _list_dir(self.blobs_dir):
+                if f"sha256:{path.name}" in live:
+                    continue
+                try:
+                    size = path.lstat().st_size
+                    if delete:
+                        path.unlink()
+                except FileNotFoundError:
+                    continue
+                out.append((path, size))
+            return out
+
+
+def _list_dir(path: Path) -> list[Path]:
+    try:
+        return list(path.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for base, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, name)).st_size
+    return total
+
+
 def created_time(config: dict[str, Any]) -> str:
     value = config.get("created")
     return value if isinstance(value, str) else ""
