@@ -77,11 +77,13 @@ class HostUpgrader(Protocol):
 
 @runtime_checkable
 class EtcdMemberRemover(Protocol):
-    """Optional part of a ClusterRuntime whose removed masters must leave etcd explicitly (k0s): take
-    a master's member out from master0, for a master that cannot do it itself (unreachable). k3s needs
-    none: deleting the Node removes its member."""
+    """Optional part of a ClusterRuntime whose removed masters must leave etcd explicitly (k0s,
+    kubernetes): take a master's member out from master0, for a master that cannot do it itself
+    (unreachable). Returns a warning for the operator when the member had to stay (kubernetes: an
+    image without etcdctl); raises while it is still listed. k3s needs none: deleting the Node
+    removes its member."""
 
-    async def forget_member(self, ctx: RuntimeContext, master: Host) -> None: ...
+    async def forget_member(self, ctx: RuntimeContext, master: Host) -> str | None: ...
 
 
 @dataclass
@@ -573,22 +575,19 @@ class Executor:
 
     async def _forget_unreachable_member(self, action: Action, host: Host) -> None:
         """An unreachable master cannot leave etcd itself; left as a member it would count against
-        quorum from now on. Runtimes that can remove it from master0 do; kubeadm's stacked etcd has
-        no host tool for it here, so the operator is told how."""
+        quorum from now on, so the runtime removes it from master0 (k0s, kubernetes; k3s's went with
+        its Node). What the runtime could not remove and says so is the operator's warning."""
         runtime = self.runtime
         if isinstance(runtime, EtcdMemberRemover):
-            await self.steps.step(
-                action.id,
-                "etcd-forget",
-                host.ip,
-                {"runtime": runtime.name},
-                lambda: _note(runtime.forget_member(self.ctx, host), "etcd member removed from master0"),
-            )
-        elif runtime.name == "kubernetes":
-            self.d2.warnings.append(
-                f"{host.ip}: its etcd member could not leave (unreachable); remove it with `etcdctl member "
-                "remove` in the etcd Pod of a remaining control plane, or etcd may lose quorum later"
-            )
+
+            async def forget() -> str:
+                left = await runtime.forget_member(self.ctx, host)
+                if left:
+                    self.d2.warnings.append(f"{host.ip} (unreachable): {left}")
+                    return "etcd member left in place"
+                return "etcd member removed from master0"
+
+            await self.steps.step(action.id, "etcd-forget", host.ip, {"runtime": runtime.name}, forget)
         # The runtime's remove (which updates them) does not run for a host it cannot reach: the
         # workers' balancers would keep sending to the dead master until their health checks give up.
         await self.steps.step(

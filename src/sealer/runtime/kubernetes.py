@@ -2,28 +2,40 @@
 and containerd systemd units, `kubeadm init --upload-certs` on master0 with the generated
 configuration, masters joined one at a time with the certificate key, workers joined in parallel
 with a fresh token and the CA hash (through the node-local balancer when there is one); reset
-leaves the host clean (kubeadm reset, CNI/iptables/ipvs leftovers, data dirs, units, binaries).
+leaves the host clean (kubeadm reset, CNI/iptables/ipvs leftovers, data dirs, units, binaries); a
+removed master's stacked etcd member is taken out from a remaining master with the image's etcdctl
+when kubeadm reset could not (the host is unreachable, or its reset did not get to it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import json
 import secrets
 import shlex
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sealer.errors import HostError, RuntimeErrorSealer
+from sealer.errors import HostError, RuntimeErrorSealer, SealerError
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
 from sealer.runtime.base import API_ENDPOINT_NAME, RuntimeContext
-from sealer.runtime.containerd import cri_dropin, put_if_changed, registry_files, reset_hosts, run_checked
+from sealer.runtime.containerd import (
+    cri_dropin,
+    last_line,
+    put_if_changed,
+    registry_files,
+    reset_hosts,
+    run_checked,
+)
 from sealer.runtime.k3s import rewrite_server, version_key
 from sealer.runtime.kubeadm_config import KubeadmInputs, endpoint_name, parse_documents, render
 
@@ -60,6 +72,12 @@ PREFLIGHT_HINT = (
     "fix the hosts named (sealer already loaded the kernel modules and set the sysctls it could) "
     "and run the same command again"
 )
+# stacked etcd as kubeadm sets it up: the local member's client URL and the client certificate
+# kubeadm makes for health checks (etcd's --client-cert-auth takes any certificate of its CA)
+ETCD_LOCAL = "https://127.0.0.1:2379"
+ETCD_PKI = f"{K8S_ETC}/pki/etcd"
+ETCD_PEER_PORT = 2380
+NO_ETCDCTL = 3  # exit code of the member-list script when the image has no bin/etcdctl
 
 
 def containerd_config(pause_image: str) -> str:
@@ -242,6 +260,44 @@ rm -f {SYSCTL_FILE} {MODULES_FILE} {KUBEADM_LOG}
 systemctl daemon-reload >/dev/null 2>&1
 true
 """
+
+
+def etcdctl_command(etcdctl: str, args: str) -> str:
+    """etcdctl against the local stacked member, as a control plane's root runs it."""
+    return (
+        f"ETCDCTL_API=3 {etcdctl} --endpoints={ETCD_LOCAL} --cacert={ETCD_PKI}/ca.crt "
+        f"--cert={ETCD_PKI}/healthcheck-client.crt --key={ETCD_PKI}/healthcheck-client.key {args}"
+    )
+
+
+def member_list_script(etcdctl: str) -> str:
+    """`member list -w json` on a control plane; exit NO_ETCDCTL when the image has no etcdctl."""
+    return f"[ -x {etcdctl} ] || exit {NO_ETCDCTL}\n{etcdctl_command(etcdctl, 'member list -w json')}\n"
+
+
+def members_at(listing: str, ip: str) -> list[int]:
+    """IDs of the members `etcdctl member list -w json` shows with a peer URL on `ip`:2380 (the
+    address kubeadm gives a control plane's member). ValueError when it is not such a listing."""
+    try:
+        doc = json.loads(listing)
+        if not isinstance(doc, dict) or not isinstance(doc.get("members", []), list):
+            raise ValueError("no members list")
+        members = doc.get("members", [])  # Go's omitempty: no key when the list is empty
+        wanted = ipaddress.ip_address(ip)
+        found = []
+        for m in members:
+            for url in m.get("peerURLs") or []:
+                u = urllib.parse.urlsplit(str(url))
+                try:
+                    same = u.hostname is not None and ipaddress.ip_address(u.hostname) == wanted
+                except ValueError:  # a DNS name: kubeadm never gives one, so it is not this host
+                    same = False
+                if same and (u.port or ETCD_PEER_PORT) == ETCD_PEER_PORT:
+                    found.append(int(m["ID"]))
+                    break
+        return found
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"not an etcdctl member list: {e}") from None
 
 
 class KubernetesRuntime:
@@ -515,9 +571,14 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
 
     async def remove(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
         """Reset hosts leaving the cluster (the engine drained them and deleted their Nodes);
-        `kubeadm reset` on a master removes its stacked etcd member, so masters go one at a time."""
+        `kubeadm reset` on a master removes its stacked etcd member, so masters go one at a time. Its
+        failure to do so is only a warning in kubeadm's output: a remaining master then checks and
+        takes the member out, so no dead member is left counting against etcd's quorum."""
         for master in masters:
             await self.reset(ctx, [master])
+            left = await self.forget_member(ctx, master)
+            if left:
+                ctx.say(master.ip, left)
         if masters:
             await lb.refresh_balancers(ctx)
         if workers:
@@ -578,6 +639,86 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
 
     def versions(self) -> Mapping[str, str]:
         return dict(self._versions)
+
+    # etcd membership ---------------------------------------------------------------------------
+    async def forget_member(self, ctx: RuntimeContext, master: Host) -> str | None:
+        """Take a removed master's stacked etcd member out from a remaining master (master0 first)
+        with the image's etcdctl: `member list`, `member remove <ID>` of the member whose peer URL
+        names the host's IP on :2380, then `member list` again. Idempotent: a member already gone is
+        fine. Raises while it is still listed, so the host is not reset and a re-run retries.
+        Returns a warning for the operator when the image has no etcdctl (an older image).
+
+        kubeadm-config keeps no list of control planes to clean up: ClusterStatus left it with
+        kubeadm v1.22 (v1beta3, KEP 2506), and sealer needs v1.22 or later."""
+        from sealer.runtime import etcd_backup
+
+        etcdctl = etcd_backup.etcd_tools(ctx.rootfs)[0]
+        others = [m for m in ctx.cluster.masters if m.ip not in (master.ip, ctx.master0.ip)]
+        tried: list[str] = []
+        for host in [ctx.master0, *others]:
+            try:
+                listed = await ctx.fleet.run(
+                    ctx.target(host), member_list_script(etcdctl), sudo=True, timeout=60
+                )
+            except SealerError as err:  # this master cannot be reached either: ask the next one
+                tried.append(f"{host.ip}: {err.message}")
+                continue
+            if listed.exit_code == NO_ETCDCTL:
+                return (
+                    "its etcd member could not be removed: the ClusterImage has no bin/etcdctl (an "
+                    "image built before sealer bundled it); remove it with `etcdctl member remove <ID>` "
+                    "in the etcd Pod of a remaining control plane, or etcd may lose quorum later"
+                )
+            if not listed.ok:
+                tried.append(f"{host.ip}: {last_line(listed.stderr or listed.stdout)}")
+                continue
+            await self._remove_members(ctx, host, master, etcdctl, listed.stdout)
+            return None
+        raise RuntimeErrorSealer(
+            f"{master.ip}: its etcd member could not be removed: no remaining master could list etcd's "
+            "members (" + "; ".join(tried) + ")",
+            f"check etcd on {ctx.master0.ip} (`crictl ps --name etcd`, the kubelet's log); then, there, "
+            f"`{etcdctl_command(etcdctl, 'member list')}` shows the member with peer URL "
+            f"https://{master.ip}:{ETCD_PEER_PORT}: remove it with `... member remove <ID>`, or run the "
+            "same command again",
+        )
+
+    async def _remove_members(
+        self, ctx: RuntimeContext, on: Host, master: Host, etcdctl: str, listing: str
+    ) -> None:
+        try:
+            ids = members_at(listing, master.ip)
+        except ValueError as err:
+            raise RuntimeErrorSealer(
+                f"{on.ip}: etcdctl member list gave no member list: {err}",
+                f"run `{etcdctl_command(etcdctl, 'member list -w json')}` on {on.ip} and check its output",
+            ) from None
+        if not ids:
+            ctx.say(master.ip, "its etcd member is gone already")
+            return None
+        failed = ""
+        for member in ids:
+            ctx.say(master.ip, f"removing its etcd member {member:x} from {on.ip}")
+            removed = await ctx.fleet.run(
+                ctx.target(on), etcdctl_command(etcdctl, f"member remove {member:x}"), sudo=True, timeout=60
+            )
+            # not found: gone between the list and now (kubeadm reset finishing, another run)
+            if not removed.ok and "member not found" not in removed.stderr + removed.stdout:
+                failed = last_line(removed.stderr or removed.stdout)
+        again = await ctx.fleet.run(ctx.target(on), member_list_script(etcdctl), sudo=True, timeout=60)
+        try:
+            left = members_at(again.stdout, master.ip) if again.ok else ids
+        except ValueError:
+            left = ids
+        if left:
+            command = etcdctl_command(etcdctl, f"member remove {left[0]:x}")
+            raise RuntimeErrorSealer(
+                f"{master.ip}: its etcd member {left[0]:x} is still listed: "
+                f"{failed or last_line(again.stderr or again.stdout)}",
+                f"etcd removes a member only while a majority of its members answer; on {on.ip} run "
+                f"`{command}`, then run the same command again",
+            )
+        return None
 
     # etcd backup / restore (runtime/etcd_backup.py) --------------------------------------------
     async def etcd_snapshot(self, ctx: RuntimeContext) -> str:

@@ -265,9 +265,9 @@ def test_k0s_removes_an_unreachable_controllers_member_from_master0() -> None:
 
     runtime = K0sRuntime()
     assert isinstance(runtime, EtcdMemberRemover)
-    # k3s: deleting the Node removes the member; kubeadm: no host tool, the operator is told
+    # k3s: deleting the Node removes the member; kubeadm: etcdctl from master0 (test_kubernetes_etcd.py)
     assert not isinstance(K3sRuntime(), EtcdMemberRemover)
-    assert not isinstance(KubernetesRuntime(), EtcdMemberRemover)
+    assert isinstance(KubernetesRuntime(), EtcdMemberRemover)
     fleet = LeaveFleet(failing=set(), members="")
     ctx = _ctx(fleet)
     asyncio.run(runtime.forget_member(ctx, ctx.cluster.masters[1]))
