@@ -28,7 +28,7 @@ INGEST_IDLE_SECONDS = 3600.0
 class Reclaimed:
     """One thing removed (or, on a dry run, to be removed)."""
 
-    kind: str  # rootfs cache | unpack leftover | build cache: <kind> | ingest leftover | unused blob
+    kind: str  # rootfs cache | unpack leftover | build cache (<kind>) | ingest leftover | unused blob
     path: Path
     size: int
     detail: str = ""  # the image id of a cache entry
@@ -88,7 +88,7 @@ def prune(
     _add_cache(report, prune_cache(where.rootfs_cache, keep=None if all_rootfs else live, dry_run=dry_run))
     if store is None:
         entries = prune_build_cache(where.build_cache, unused_for=build_unused_for, dry_run=dry_run, now=now)
-        report.removed += [Reclaimed(f"build cache: {e.kind}", e.path, e.size) for e in entries]
+        report.removed += [Reclaimed(f"build cache ({e.kind})", e.path, e.size) for e in entries]
         return report
     for path, size in store.ingest_leftovers(INGEST_IDLE_SECONDS, now=now):
         if not dry_run:
@@ -102,7 +102,7 @@ def prune(
             )
             return report
         entries = prune_build_cache(where.build_cache, unused_for=build_unused_for, dry_run=dry_run, now=now)
-        report.removed += [Reclaimed(f"build cache: {e.kind}", e.path, e.size) for e in entries]
+        report.removed += [Reclaimed(f"build cache ({e.kind})", e.path, e.size) for e in entries]
         for path, size in store.unreferenced_blobs(delete=not dry_run):
             report.removed.append(Reclaimed("unused blob", path, size))
     return report

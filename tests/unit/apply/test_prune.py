@@ -273,7 +273,7 @@ def test_while_a_pull_holds_the_store_build_cache_and_blobs_wait(paths: PrunePat
         assert report.removed == [] and "a pull, load or build is running" in report.skipped[0]
         assert store.has_blob(stray.digest)
     report = prune(paths=paths)
-    assert sorted(r.kind for r in report.removed) == ["build cache: layer record", "unused blob"]
+    assert sorted(r.kind for r in report.removed) == ["build cache (layer record)", "unused blob"]
     assert not store.has_blob(stray.digest)
 
 
