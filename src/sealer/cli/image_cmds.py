@@ -335,13 +335,16 @@ def rmi(images: tuple[str, ...], force: bool, prune: bool) -> None:
         raise click.UsageError("name at least one image, or use --prune")
     store = ImageStore()
     ids = image_ids_of(store, list(images))
-    for name in service.remove(store, list(images), force):
-        click.echo(f"Untagged: {name}")
-    dropped = drop_rootfs_cache(ids, store=store)
-    for item in dropped.removed:
-        click.echo(f"Deleted {item.kind} of {item.detail[:19]} ({human_size(item.size)})")
-    for sentence in dropped.skipped:
-        click.echo(f"Kept {sentence}; `sealer prune` removes it once that process has finished")
+    try:
+        for name in service.remove(store, list(images), force):
+            click.echo(f"Untagged: {name}")
+    finally:
+        # Also when a later name failed: the images removed before it leave no cache behind.
+        dropped = drop_rootfs_cache(ids, store=store)
+        for item in dropped.removed:
+            click.echo(f"Deleted {item.kind} of {item.detail[:19]} ({human_size(item.size)})")
+        for sentence in dropped.skipped:
+            click.echo(f"Kept {sentence}; `sealer prune` removes it once that process has finished")
     if prune:
         freed = store.gc()
         if freed is None:

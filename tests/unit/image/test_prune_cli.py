@@ -152,3 +152,11 @@ def test_quiet_prints_only_the_total(home: Path) -> None:
     _seed(home, "a:1", 1000)
     res = CliRunner().invoke(cli, ["-q", "prune", "--all"], env={"SEALER_HOME": str(home)})
     assert res.exit_code == 0 and res.output.splitlines() == ["1 item(s), 1.1 kB freed"]
+
+
+def test_rmi_failing_on_a_later_name_still_drops_the_cache_of_the_earlier(home: Path) -> None:
+    image_id, top = _seed(home, "a:1", 1000)
+    res = sealer(home, "rmi", "a:1", "absent:9")
+    assert res.exit_code == 1 and "absent:9" in res.output and "Traceback" not in res.output
+    assert f"Deleted rootfs cache of {image_id[:19]}" in res.output
+    assert not top.exists()
