@@ -251,3 +251,47 @@ def test_members_at_matches_the_peer_address_on_the_peer_port_only() -> None:
 def test_members_at_refuses_what_is_not_a_member_list(text: str) -> None:
     with pytest.raises(ValueError, match="not an etcdctl member list"):
         members_at(text, "10.0.0.2")
+
+
+# ------------------------------------------------------------------------- the engine's side
+
+
+class _Steps:
+    """The journal's step(): runs the work and keeps (step, host, note)."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str, str | None]] = []
+
+    async def step(self, action: str, step: str, host: str, inputs: Any, work: Any) -> None:
+        self.done.append((step, host, await work()))
+
+
+@pytest.mark.parametrize("no_tool", [False, True])
+def test_the_engine_removes_an_unreachable_masters_member_or_warns_why_not(no_tool: bool) -> None:
+    """Executor._forget_unreachable_member with the kubernetes runtime: the member removed in a
+    journaled step, or (image without etcdctl) kept with the runtime's reason as the run's warning."""
+    from types import SimpleNamespace
+
+    from sealer.apply.lifecycle import Executor
+    from sealer.plan.actions import Action
+
+    fleet = EtcdFleet(list(THREE), no_tool=no_tool)
+    ctx = _ctx(fleet)
+    ex = object.__new__(Executor)  # only what this method uses: no hosts, journal or API needed
+    ex.runtime = KubernetesRuntime()
+    ex.steps = _Steps()  # type: ignore[assignment]
+    ex.ctx = ctx
+    ex.d2 = SimpleNamespace(warnings=[], cluster=ctx.cluster)  # type: ignore[assignment]
+    action = Action("a1", "remove-master", (GONE,), "removed from the Clusterfile")
+    asyncio.run(ex._forget_unreachable_member(action, _gone_host(ctx)))
+    steps = ex.steps.done  # type: ignore[attr-defined]
+    assert [s[:2] for s in steps] == [("etcd-forget", GONE), ("balancers", GONE)]
+    if no_tool:
+        assert steps[0][2] == "etcd member left in place" and len(fleet.members) == 3
+        (warning,) = ex.d2.warnings
+        assert warning.startswith(f"{GONE} (unreachable): its etcd member could not be removed") and (
+            "no bin/etcdctl" in warning
+        )
+    else:
+        assert steps[0][2] == "etcd member removed from master0" and ex.d2.warnings == []
+        assert [m["name"] for m in fleet.members] == ["m0", "m1"]
