@@ -645,8 +645,9 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
         """Take a removed master's stacked etcd member out from a remaining master (master0 first)
         with the image's etcdctl: `member list`, `member remove <ID>` of the member whose peer URL
         names the host's IP on :2380, then `member list` again. Idempotent: a member already gone is
-        fine. Raises while it is still listed, so the host is not reset and a re-run retries.
-        Returns a warning for the operator when the image has no etcdctl (an older image).
+        fine. Raises while it is still listed, so the journaled step stays unfinished (the removal
+        is not recorded as done) and a re-run retries. Returns a warning for the operator when the
+        image has no etcdctl (an older image): nothing on the hosts can remove the member then.
 
         kubeadm-config keeps no list of control planes to clean up: ClusterStatus left it with
         kubeadm v1.22 (v1beta3, KEP 2506), and sealer needs v1.22 or later."""
