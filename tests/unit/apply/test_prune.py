@@ -331,3 +331,42 @@ def test_build_cache_symlink_is_removed_as_a_link(tmp_path: Path) -> None:
     gone = prune_build_cache(cache, unused_for=None, dry_run=False)
     assert [e.path.name for e in gone] == ["h"]
     assert (outside / "f").read_text() == "keep"
+
+
+def test_processes_unpacking_one_image_at_once_share_one_entry(paths: PrunePaths) -> None:
+    # Threads of one process now share unpack's hold, so this takes real processes: each waits for
+    # the first one's unpack and reuses it, and all of them hold it until they end.
+    store = ImageStore(paths.store)
+    files = {f"opt/f{i}": bytes([i]) * 40_000 for i in range(100)}
+    make_test_image(store, "big:1", [_layer(files)])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from sealer.apply.rootfs import unpack
+        from sealer.image.store import ImageStore
+        store = ImageStore(Path({str(paths.store)!r}))
+        print(unpack(store, store.select("big:1"), Path({str(paths.rootfs_cache)!r})).rootfs, flush=True)
+        sys.stdin.readline()
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    try:
+        roots = {p.stdout.readline().strip() for p in procs if p.stdout is not None}
+        assert len(roots) == 1
+        root = Path(roots.pop())
+        assert all((root / name).read_bytes() == data for name, data in files.items())
+        assert [p.name for p in paths.rootfs_cache.iterdir() if p.name.endswith(".partial")] == []
+        report = prune(all_rootfs=True, paths=paths)
+        assert report.removed == [] and len(report.skipped) == 1
+    finally:
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.close()
+        assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    assert [r.kind for r in prune(all_rootfs=True, paths=paths).removed] == ["rootfs cache"]
