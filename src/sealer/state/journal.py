@@ -263,10 +263,15 @@ class Journal:
         Only under the cluster lock, held by this process: without it another writer could append
         to the file being replaced. Returns whether the file was rewritten."""
         try:
-            size = self.path.stat().st_size
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return False
-        records = list(self._records())
+        size = len(data)
+        # Cheap first look (no JSON parsing at every begin): end records can only outnumber
+        # finished operations, so few of them and a small file mean nothing to do.
+        if data.count(b'"type":"end"') <= COMPACT_AFTER_OPS and size <= COMPACT_AFTER_BYTES:
+            return False
+        records = list(_records_of(data))
         begun, _, finished = _op_summary(records)
         if len(finished) <= COMPACT_AFTER_OPS and size <= COMPACT_AFTER_BYTES:
             return False
@@ -285,22 +290,19 @@ class Journal:
         )
         return True
 
-    def _records(self) -> Iterator[tuple[bytes, JournalEntry]]:
-        """Each readable record with its raw line (a rewrite keeps the bytes as written)."""
-        try:
-            lines = self.path.read_bytes().split(b"\n")
-        except FileNotFoundError:
-            return
-        for raw in lines:
-            entry = _parse(raw)
-            if entry is not None:
-                yield raw.strip(), entry
-
     def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _records_of(data: bytes) -> Iterator[tuple[bytes, JournalEntry]]:
+    """Each readable record with its raw line (a rewrite keeps the bytes as written)."""
+    for raw in data.split(b"\n"):
+        entry = _parse(raw)
+        if entry is not None:
+            yield raw.strip(), entry
 
 
 def _parse(raw: bytes) -> JournalEntry | None:
