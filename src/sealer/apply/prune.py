@@ -83,13 +83,11 @@ def prune(
     where = paths or PrunePaths.default()
     report = PruneReport(dry_run)
     now = time.time() if now is None else now
-    store = ImageStore(where.store) if where.store.is_dir() else None
-    live = store.image_ids() if store is not None else set()
+    # Opened (created if missing, as `sealer images` does) even with nothing in it: its lock is what
+    # tells whether a build is running, whose work files must not be taken for leftovers.
+    store = ImageStore(where.store)
+    live = store.image_ids()
     _add_cache(report, prune_cache(where.rootfs_cache, keep=None if all_rootfs else live, dry_run=dry_run))
-    if store is None:
-        entries = prune_build_cache(where.build_cache, unused_for=build_unused_for, dry_run=dry_run, now=now)
-        report.removed += [Reclaimed(f"build cache ({e.kind})", e.path, e.size) for e in entries]
-        return report
     for path, size in store.ingest_leftovers(INGEST_IDLE_SECONDS, now=now):
         if not dry_run:
             _remove(path)

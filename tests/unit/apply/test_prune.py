@@ -268,12 +268,15 @@ def test_while_a_pull_holds_the_store_build_cache_and_blobs_wait(paths: PrunePat
     stray = store.put_blob(b"not referenced")
     (paths.build_cache / "layers").mkdir(parents=True)
     (paths.build_cache / "layers" / "k.json").write_text("{}")
+    (paths.build_cache / "sealer-build-live").mkdir()  # a running build's work tree
     with store.ingest():  # what a pull, load or build holds
         report = prune(paths=paths)
         assert report.removed == [] and "a pull, load or build is running" in report.skipped[0]
-        assert store.has_blob(stray.digest)
+        assert store.has_blob(stray.digest) and (paths.build_cache / "sealer-build-live").is_dir()
     report = prune(paths=paths)
-    assert sorted(r.kind for r in report.removed) == ["build cache (layer record)", "unused blob"]
+    assert sorted(r.kind for r in report.removed) == [
+        "build cache (layer record)", "build cache (leftover)", "unused blob"
+    ]
     assert not store.has_blob(stray.digest)
 
 
