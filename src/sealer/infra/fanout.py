@@ -364,6 +364,9 @@ def progress_script(p: _Paths) -> str:
     operator closed the session, or is gone) ends it; its pid file lets a clean-up kill it."""
     body = (
         f'W={_q(p.work)}; SP={_q(p.spool)}; [ -d "$W" ] || exit 0; trap "" PIPE; '
+        # a session killed before (the one this reopens) left its pid file: drop it, lest a
+        # clean-up kill whatever reuses that pid
+        'for f in "$W"/prog*.pid; do [ -f "$f" ] && ! kill -0 "$(cat "$f")" 2>/dev/null && rm -f "$f"; done; '
         'P="$W/prog$$.pid"; echo $$ > "$P"; '
         'while IFS= read -r _; do touch "$W/beat" 2>/dev/null || break; '
         'echo "$(stat -c %s "$SP" 2>/dev/null || echo -1)" || break; done; rm -f "$P"'

@@ -6,18 +6,29 @@ the sessions stays on the hosts. The script itself is also run under a local bas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from sealer.infra.fanout import FanoutResult, HostProgress, _Paths, fanout_copy, progress_script
+from sealer.infra.connector import Exec
+from sealer.infra.fanout import (
+    FanoutResult,
+    HostProgress,
+    _Paths,
+    _ProgressStream,
+    fanout_copy,
+    progress_script,
+)
 from sealer.infra.fleet import Fleet
 from sealer.infra.ssh import SSHConnector
 from tests.integration.fanout.test_fanout_testbed import (
@@ -68,6 +79,8 @@ def test_progress_script_answers_each_line_keeps_the_heartbeat_and_ends_with_std
         beat.touch()
         os.utime(beat, (1_000_000, 1_000_000))
         os.makedirs(Path(p.spool).parent)
+        # left by a killed session: no process can have this pid (above Linux's pid_max limit)
+        (work / "prog4194305.pid").write_text("4194305\n")
         proc = subprocess.Popen(["bash", "-c", progress_script(p)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
@@ -76,7 +89,8 @@ def test_progress_script_answers_each_line_keeps_the_heartbeat_and_ends_with_std
         assert proc.stdout.readline() == b"-1\n"  # no spool yet
         assert beat.stat().st_mtime > 1_000_000  # the operator's line is the heartbeat
         pids = [f for f in os.listdir(work) if f.startswith("prog") and f.endswith(".pid")]
-        assert len(pids) == 1  # a clean-up can find and kill it
+        assert len(pids) == 1  # its own: a clean-up can find and kill it
+        assert "prog4194305.pid" not in pids  # the stale one is gone
         Path(p.spool).write_bytes(b"x" * 12345)
         proc.stdin.write(b"\n")
         proc.stdin.flush()
@@ -96,6 +110,124 @@ def test_progress_script_without_its_work_dir_ends_at_once(tmp_path: Path) -> No
     cp = subprocess.run(["bash", "-c", progress_script(p)], input=b"\n\n", capture_output=True, timeout=10)
     assert cp.returncode == 0 and cp.stdout == b""
     assert not os.path.exists(p.work)
+
+
+# ------------------------------------------------------------------ the session, on local bash
+
+
+class LocalSession:
+    """Stands in for a host's SSH connection: `call` runs the script under local bash with the
+    same contract as `_Host.call` (stdin streamed from an async iterator, stdout to on_stdout
+    as it arrives, an Exec back when the command ends)."""
+
+    def __init__(self, paths: _Paths) -> None:
+        self.paths = paths
+        self.name = "local"
+        self.calls = 0
+
+    async def call(self, script: str, stdin: Any = b"", *, sudo: bool = False, timeout: float | None = None,
+                   shown: str = "", on_stdout: Any = None) -> Exec:
+        self.calls += 1
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", script, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        w, r = proc.stdin, proc.stdout
+
+        async def feed() -> None:
+            try:
+                async for chunk in stdin:
+                    w.write(chunk)
+                    await w.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            finally:
+                w.close()
+
+        async def pump() -> None:
+            while chunk := await r.read(65536):
+                on_stdout(chunk)
+
+        try:
+            await asyncio.gather(feed(), pump())
+            err = await proc.stderr.read()
+            return Exec(await proc.wait(), b"", err.decode())
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def _pids(p: _Paths) -> list[int]:
+    """The pids of the progress loops that run now (a killed one's file may be left over)."""
+    out = []
+    for f in os.listdir(p.work):
+        if f.startswith("prog"):
+            pid = int(Path(p.work, f).read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 0)
+                out.append(pid)
+    return out
+
+
+async def _until(cond: Any, what: str, limit: float = 30.0) -> None:
+    # a bound so a broken stream fails the test instead of hanging it, not a timing assertion
+    deadline = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Iterator[_Paths]:
+    p = _Paths(secrets.token_hex(4), str(tmp_path / "dst"), "root")
+    os.makedirs(p.work)
+    Path(p.work, "beat").touch()
+    os.makedirs(Path(p.spool).parent)
+    yield p
+    subprocess.run(["rm", "-rf", p.work], check=False)
+
+
+def test_stream_answers_every_tick_and_ends_when_stopped(paths: _Paths) -> None:
+    async def go() -> None:
+        host = LocalSession(paths)
+        s = _ProgressStream(cast(Any, host), tick=0.05, reopens=5)
+        await _until(lambda: s.answers >= 1, "a first answer")
+        assert s.size == -1
+        Path(paths.spool).write_bytes(b"y" * 4321)
+        await _until(lambda: s.size == 4321, "the spool's new size")
+        assert s.answers >= 2 and host.calls == 1  # many answers, one session
+        pid = _pids(paths)[0]
+        s.stop()
+        await asyncio.wait_for(s.task, 30)
+        assert s.breaks == [] and host.calls == 1
+        assert _pids(paths) == []  # the loop ended and removed its pid file
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    asyncio.run(go())
+
+
+def test_a_killed_session_is_reopened_a_bounded_number_of_times(paths: _Paths) -> None:
+    async def go() -> None:
+        host = LocalSession(paths)
+        s = _ProgressStream(cast(Any, host), tick=0.05, reopens=2)
+        for k in range(3):
+            opened = k + 1
+            await _until(lambda: len(_pids(paths)) == 1 and s.opened == opened, f"session {k + 1} up")  # noqa: B023
+            seen = s.answers
+            await _until(lambda: s.answers > seen, f"answers over session {k + 1}")  # noqa: B023
+            os.killpg(_pids(paths)[0], signal.SIGKILL)
+            await _until(lambda: len(s.breaks) == k + 1, f"break {k + 1} noticed")  # noqa: B023
+        # two reopens allowed: after the third break it stays closed (the host goes silent)
+        await asyncio.wait_for(s.task, 30)
+        assert s.opened == 3 and host.calls == 3 and len(s.breaks) == 3
+        quiet = s.answers
+        await asyncio.sleep(0.3)
+        assert s.answers == quiet and host.calls == 3  # no per-tick sessions as a fall-back
+
+    asyncio.run(go())
 
 
 # ------------------------------------------------------------------ on the test bed
