@@ -20,6 +20,7 @@ journaled restore (apply/restore.py) can resume after a kill or a failure:
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shlex
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -556,12 +557,23 @@ rmdir {PARKED} 2>/dev/null || true
 """
 
 
-def restore_member_script(etcdutl: str, snapshot: str, member: dict[str, str], cluster: str) -> str:
+def restore_member_script(
+    etcdutl: str, snapshot: str, member: dict[str, str], cluster: str, restore_id: str = ""
+) -> str:
+    """The member's data dir rebuilt from the snapshot, the old one kept beside it. `restore_id`
+    names the restore: the data dir it made is marked with it, so the step redone after a kill that
+    came after the swap keeps the data that was there before the restore, not the restored copy."""
     data = quote_path(member["data-dir"])
     new = quote_path(member["data-dir"] + ".sealer-restore")
     old = quote_path(member["data-dir"] + ".sealer-before-restore")
+    mark = quote_path(member["data-dir"] + ".sealer-restored")
+    done = (
+        f'if [ -d {data} ] && [ "$(cat {mark} 2>/dev/null)" = {shlex.quote(restore_id)} ]; then exit 0; fi\n'
+        if restore_id
+        else ""
+    )
     return f"""set -e
-rm -rf {new}
+{done}rm -rf {new}
 if ! out=$({etcdutl} snapshot restore {quote_path(snapshot)} --name={shlex.quote(member["name"])} \\
       --initial-cluster={shlex.quote(cluster)} \\
       --initial-advertise-peer-urls={shlex.quote(member["initial-advertise-peer-urls"])} \\
@@ -569,6 +581,8 @@ if ! out=$({etcdutl} snapshot restore {quote_path(snapshot)} --name={shlex.quote
   echo "$out" | tail -n 1 >&2; exit 1
 fi
 if [ -e {data} ]; then rm -rf {old}; mv {data} {old}; fi
+# marked before the last move: the mark counts only with the data dir in place
+echo {shlex.quote(restore_id)} > {mark}
 mv {new} {data}
 """
 
@@ -615,10 +629,11 @@ async def kubeadm_restore_steps(
             )
         run.remember("snapshot", db)
         run.remember("mode", "other-ca" if "other-ca" in lines[:-1] else "same-ca")
+        run.remember("id", secrets.token_hex(8))
         return "snapshot checked"
 
     await run.step("prepare", m0, {}, prepare)
-    snapshot = recalled(run, "snapshot")
+    snapshot, restore_id = recalled(run, "snapshot"), recalled(run, "id")
     if recalled(run, "mode") == "other-ca":
         await _recreate_with_pki(rt, ctx, snapshot, etcdutl, run)
         return
@@ -658,7 +673,7 @@ async def kubeadm_restore_steps(
         )
 
     async def restore_member(h: Host) -> str:
-        script = restore_member_script(etcdutl_of[h.ip], snapshot, member_of[h.ip], cluster)
+        script = restore_member_script(etcdutl_of[h.ip], snapshot, member_of[h.ip], cluster, restore_id)
         try:
             await _sh(ctx, h, script, 600)
         except SealerError as err:
@@ -731,7 +746,7 @@ async def _recreate_with_pki(
         "stop", m0, {}, then("stopped", _sh, ctx, m0, STOP_STATIC_PODS + stopped, STOP_TIMEOUT + 30)
     )
     ctx.say(m0.ip, f"etcdutl snapshot restore (member {member['name']})")
-    script = restore_member_script(etcdutl, snapshot, member, initial_cluster([member]))
+    script = restore_member_script(etcdutl, snapshot, member, initial_cluster([member]), recalled(run, "id"))
     await run.step("restore-member", m0, {}, then("restored", _sh, ctx, m0, script, 600))
     await run.step("start", m0, {}, then("started", _sh, ctx, m0, START_STATIC_PODS))
     up = wait_ports_script((API_PORT,), listening=True, seconds=START_TIMEOUT)

@@ -426,3 +426,41 @@ def test_a_failed_recreate_stops_at_the_failed_step_with_its_own_error() -> None
     # the journaled restore (apply/restore.py) adds how to continue: the same restore again
     assert err.value.message == "10.0.0.2: kubeadm init failed: x"
     assert err.value.hint == "see /var/log/kubeadm.log"
+
+
+def test_restore_member_redone_after_the_swap_keeps_the_data_from_before_the_restore(tmp_path: Path) -> None:
+    """The journaled step redone after a kill: once the restored data dir is in place (marked
+    with this restore's id) it is left alone, so <data-dir>.sealer-before-restore stays the data
+    from before the restore; another restore (another id) rebuilds it."""
+    etcdutl = tmp_path / "etcdutl"
+    # etcdutl snapshot restore SNAP ... --data-dir=DIR: DIR/member/snap/db from the snapshot
+    etcdutl.write_text(
+        "#!/bin/sh\nfor a; do case $a in --data-dir=*) d=${a#--data-dir=} ;; esac; done\n"
+        'mkdir -p "$d/member/snap" && cp "$3" "$d/member/snap/db"\n'
+    )
+    etcdutl.chmod(0o755)
+    snap = tmp_path / "snapshot.db"
+    snap.write_text("restored\n")
+    data = tmp_path / "etcd"
+    (data / "member/snap").mkdir(parents=True)
+    (data / "member/snap/db").write_text("before\n")
+    member = {"name": "m0", "data-dir": str(data), "initial-advertise-peer-urls": "https://10.0.0.2:2380"}
+    cluster = "m0=https://10.0.0.2:2380"
+    script = eb.restore_member_script(str(etcdutl), str(snap), member, cluster, "id-1")
+    kept = tmp_path / "etcd.sealer-before-restore" / "member/snap/db"
+    for _ in range(2):  # the second run: the step redone after a kill that came after the swap
+        r = bash(script)
+        assert r.returncode == 0, r.stderr
+        assert (data / "member/snap/db").read_text() == "restored\n"
+        assert kept.read_text() == "before\n"
+    # killed between the mark and the last move: the data dir is not in place, so it is rebuilt
+    (tmp_path / "etcd").rename(tmp_path / "etcd.sealer-restore")
+    r = bash(script)
+    assert r.returncode == 0, r.stderr
+    assert (data / "member/snap/db").read_text() == "restored\n" and kept.read_text() == "before\n"
+    # another restore of the same snapshot is done again: what it replaces is kept this time
+    (data / "member/snap/db").write_text("changed since\n")
+    r = bash(eb.restore_member_script(str(etcdutl), str(snap), member, cluster, "id-2"))
+    assert r.returncode == 0, r.stderr
+    assert (data / "member/snap/db").read_text() == "restored\n"
+    assert kept.read_text() == "changed since\n"
