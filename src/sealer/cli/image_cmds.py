@@ -464,6 +464,14 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
+# Kinds that come by the hundred and mean nothing one by one: counted, not listed (-o json lists them).
+_COUNTED_KINDS = {
+    "unused blob": "unused blob(s)",
+    "ingest leftover": "ingest leftover(s)",
+    "build cache (layer record)": "build cache layer record(s)",
+}
+
+
 @click.command()
 @click.option(
     "-a", "--all", "all_", is_flag=True,
@@ -495,9 +503,16 @@ def prune(all_: bool, until: str | None, dry_run: bool, output: str) -> None:
     quiet = quiet_for(output)
     verb = "Would remove" if dry_run else "Removed"
     if not quiet:
+        counted: dict[str, tuple[int, int]] = {}
         for item in report.removed:
+            if item.kind in _COUNTED_KINDS:
+                n, size = counted.get(item.kind, (0, 0))
+                counted[item.kind] = (n + 1, size + item.size)
+                continue
             what = f"{item.kind} {item.detail[:19]}".strip()
             click.echo(f"{verb} {what}: {item.path} ({human_size(item.size)})")
+        for kind, (n, size) in counted.items():
+            click.echo(f"{verb} {n} {_COUNTED_KINDS[kind]} ({human_size(size)})")
         for sentence in report.skipped:
             click.echo(f"Skipped {sentence}")
     freed = "would be freed" if dry_run else "freed"
