@@ -163,10 +163,9 @@ def test_unpack_applies_layers_whiteouts_and_splits_registry(tmp_path: Path) -> 
     assert (unpack(store, image, tmp_path / "cache").rootfs / "marker").exists()
 
 
-def test_two_processes_unpacking_one_image_take_turns(tmp_path: Path) -> None:
-    # Two clusters run from one image at once: the second waits for the first's unpack and reuses
-    # it instead of deleting the half-written directory under it (flock is per open file, so two
-    # threads contend exactly as two processes do).
+def test_threads_unpacking_one_image_share_one_unpack(tmp_path: Path) -> None:
+    # Threads of one process share its hold on the entry; none deletes another's half-written
+    # directory. (Separate processes: tests/unit/apply/test_prune.py.)
     store = ImageStore(tmp_path / "store")
     files = {f"opt/f{i}": bytes([i % 251]) * 50_000 for i in range(200)}
     make_test_image(store, "demo:1", [_layer(files)])
