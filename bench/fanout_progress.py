@@ -3,6 +3,7 @@ SSH session per host and tick (before), side by side in one run on the same lab 
 
     .venv/bin/python -m bench.fanout_progress [--ns 10,30] [--rate 100mbit] [--mb 60]
                                               [--repeat 2] [--lab h2c] [--baseline REV]
+                                              [--progress-only SECONDS]
 
 "Before" is src/sealer/infra/fanout.py as it was at --baseline (a git revision; default: the
 last commit with per-tick polling), loaded from git into a module of its own, so both versions
@@ -11,6 +12,12 @@ this process, resource.getrusage, so the hosts' and sshd's CPU is not in it), wa
 the SSH sessions opened for progress. Runs alternate before/now (ABBA...) so drifting load hits
 both alike. Every copy is verified on every host. Needs root and the test bed (light hosts).
 The last lines print the ratios before/now per N.
+
+--progress-only SECONDS measures the progress alone, without a copy: connected to N hosts that
+each have a run's work dir and spool, the operator watches them for SECONDS at tick 1 s, before
+(a poll session per host and tick, at most one in flight per host, as the old watch loop did)
+and now (`_ProgressStream`). Connecting is outside the measured window, so this is the cost of
+watching N hosts per second of transfer, the part that grows with N and the transfer's length.
 """
 
 from __future__ import annotations
@@ -111,6 +118,75 @@ def one_run(impl: types.ModuleType, targets: list[Target], src: Path, tree: tran
     return cpu, wall, SESSIONS["progress"], dict(res.phases)
 
 
+async def watch_only(which: str, before: types.ModuleType, targets: list[Target], seconds: float,
+                     kh: Path) -> tuple[float, int, int]:
+    """(operator CPU s, sessions opened, answers) of watching the hosts for `seconds`."""
+    tick = 1.0
+    run = f"bench{os.getpid()}"
+    async with Fleet(known_hosts=kh, trust_user_known_hosts=False, ssh_config=False) as f:
+        hosts = []
+        for i, t in enumerate(targets):
+            conn = f.connector_for(t)
+            assert isinstance(conn, SSHConnector)
+            hosts.append(fanout._Host(conn, t, fanout._Paths(run, DST, t.login_user), i))
+        p0 = hosts[0].paths
+        await asyncio.gather(*(h.call(f"mkdir -p {p0.work} {p0.stage} && head -c 12345 /dev/zero > {p0.spool}"
+                                      f" && touch {p0.work}/beat") for h in hosts))
+        SESSIONS.clear()
+        answers = 0
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        end = time.monotonic() + seconds
+        if which == "before":
+            polls: dict[str, asyncio.Task[Any]] = {}
+            while time.monotonic() < end:
+                for h in hosts:
+                    task = polls.get(h.name)
+                    if task is not None and task.done():
+                        answers += not task.cancelled() and task.exception() is None
+                    if task is None or task.done():
+                        polls[h.name] = asyncio.ensure_future(
+                            h.call(before.poll_script(h.paths), timeout=max(tick * 4, 3.0), shown="progress"))
+                await asyncio.sleep(tick)
+            await asyncio.gather(*polls.values(), return_exceptions=True)
+        else:
+            streams = [fanout._ProgressStream(h, tick, 5) for h in hosts]
+            while time.monotonic() < end:
+                await asyncio.sleep(tick)
+            for st in streams:
+                st.stop()
+            await asyncio.gather(*(st.task for st in streams), return_exceptions=True)
+            answers = sum(st.answers for st in streams)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        sessions = SESSIONS["progress"]
+        await asyncio.gather(*(h.call(f"rm -rf {p0.work} {p0.stage}") for h in hosts))
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return cpu, sessions, answers
+
+
+def progress_only(tb: Testbed, hosts: list[TestHost], ns: list[int], seconds: float, repeat: int,
+                  before: types.ModuleType, state: Path) -> None:
+    rows: dict[tuple[int, str], list[tuple[float, int, int]]] = {}
+    for n in ns:
+        targets = [Target(h.ip, pk=str(h.root_key)) for h in hosts[:n]]
+        order = ["before", "now", "now", "before"] * ((repeat + 1) // 2)
+        for k, which in enumerate(order[: 2 * repeat]):
+            kh = state / f"w{n}{k}"
+            cpu, sessions, answers = asyncio.run(watch_only(which, before, targets, seconds, kh))
+            rows.setdefault((n, which), []).append((cpu, sessions, answers))
+            print(f"  watch only, N={n:<3} {which:<6} {seconds:.0f}s: operator CPU {cpu:6.3f}s  "
+                  f"sessions {sessions:5}  answers {answers:5}  (load {os.getloadavg()[0]:.1f})", flush=True)
+    print()
+    for n in ns:
+        b, w = rows.get((n, "before")), rows.get((n, "now"))
+        if not b or not w:
+            continue
+        cb, cw = sum(x[0] for x in b) / len(b), sum(x[0] for x in w) / len(w)
+        per = seconds * n
+        print(f"watch only N={n}: operator CPU before/now {cb / cw:.1f}x "
+              f"({cb:.3f}s vs {cw:.3f}s for {seconds:.0f}s; "
+              f"{1e3 * cb / per:.2f} vs {1e3 * cw / per:.2f} ms per host and second)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--ns", default="10,30")
@@ -119,6 +195,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="runs of each version per N")
     ap.add_argument("--lab", default="h2c")
     ap.add_argument("--baseline", default=BASELINE, help="git revision whose fanout.py polls per tick")
+    ap.add_argument("--progress-only", type=float, default=0.0, metavar="SECONDS",
+                    help="measure watching the hosts for SECONDS, without copies")
     args = ap.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
     before = load_baseline(args.baseline)
@@ -130,6 +208,9 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="sealer-bench-progress."))
     try:
         hosts = tb.up(max(ns))
+        if args.progress_only:
+            progress_only(tb, hosts, ns, args.progress_only, args.repeat, before, state)
+            return
         for h in hosts:
             tb.shape(h, args.rate)
         tb.shape_operator(args.rate)
