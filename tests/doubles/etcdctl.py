@@ -48,7 +48,7 @@ MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
 STORE = "state.json"
 
 # cobrautl exit codes
-EXIT_ERROR, EXIT_BAD_FEATURE, EXIT_INTERRUPTED, EXIT_BAD_ARGS = 1, 3, 5, 128
+EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BAD_ARGS = 1, 5, 128
 
 
 class Failed(Exception):

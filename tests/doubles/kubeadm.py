@@ -1358,17 +1358,35 @@ def prepare_control_plane(
     return {"ip": ip, "port": port, "members": initial}
 
 
+def add_etcd_member(admin: KubeClient, name: str, entry: str) -> None:
+    """etcd's MemberAdd for the stand-in's record: this member (`name=peerURL`) added to what the
+    record holds now (read-modify-write with its resourceVersion), so a member removed meanwhile
+    (`etcdctl member remove`, another reset) stays removed."""
+    path = f"/api/v1/namespaces/kube-system/configmaps/{ETCD_MEMBERS_CM}"
+    for _ in range(5):
+        cm = admin.get(path)
+        members = [m for m in str((cm.get("data") or {}).get("members") or "").split(",") if m]
+        kept = [m for m in members if not m.startswith(f"{name}=")]
+        cm.setdefault("data", {})["members"] = ",".join([*kept, entry])
+        try:
+            admin.put(path, cm)
+            return
+        except KubeError as e:
+            if e.code != 409:
+                raise
+    raise Failed(
+        "error execution phase control-plane-join/etcd: error creating local etcd static pod manifest "
+        "file: etcdserver: request timed out"
+    )
+
+
 def finish_control_plane(paths: Paths, name: str, joined: dict[str, Any], timeout: float) -> None:
     took = wait_healthy(
         f"https://{joined['ip']}:{joined['port']}", (paths.pki / "ca.crt").read_bytes(), timeout
     )
     say(f"[control-plane-join] The API server is healthy after {took:.6f}s")
     admin = KubeClient.from_kubeconfig(paths.conf("super-admin"))
-    admin.patch(
-        f"/api/v1/namespaces/kube-system/configmaps/{ETCD_MEMBERS_CM}",
-        {"data": {"members": joined["members"]}},
-        "merge",
-    )
+    add_etcd_member(admin, name, str(joined["members"]).split(",")[-1])
     say(
         f"[mark-control-plane] Marking the node {name} as control-plane by adding the labels: "
         "[node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]"
