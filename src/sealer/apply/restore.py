@@ -294,7 +294,7 @@ async def etcd_restore(
             restore_run = JournaledRun(steps, memo, progress, lease.back)
             try:
                 await lease.take(progress)
-                await _restore(restore_run, runtime, ctx, snapshot, remote, state, current)
+                await _restore(restore_run, runtime, ctx, snapshot, sha, remote, state, current)
             except BaseException as err:
                 progress.end_phase(failed=True)
                 journal.end(run.op, "failed", err.message if isinstance(err, SealerError) else repr(err))
@@ -331,6 +331,7 @@ async def _restore(
     runtime: ClusterRuntime,
     ctx: RuntimeContext,
     snapshot: Path,
+    sha: str,
     remote: str,
     state: ClusterState,
     current: Clusterfile,
@@ -338,14 +339,18 @@ async def _restore(
     m0 = ctx.master0
     target = ctx.target(m0)
 
-    async def upload() -> str:
-        prepare = f"mkdir -p {REMOTE_DIR} && chmod 0700 {REMOTE_DIR}"
-        (await ctx.fleet.run(target, prepare, sudo=True)).check()
+    # Not a skippable step: later steps (k0s's restore, a bare snapshot's) read the file, so every
+    # run, a resumed one too, makes sure master0 has it, and sends it only when it has not.
+    run.progress.phase("upload")
+    prepare = f"mkdir -p {REMOTE_DIR} && chmod 0700 {REMOTE_DIR} && (sha256sum {remote} 2>/dev/null || true)"
+    there = await ctx.fleet.run(target, prepare, sudo=True)
+    there.check()
+    if there.stdout.split()[:1] == [sha]:
+        run.progress.host(m0.ip, "skipped", f"{remote} already there")
+    else:
         await ctx.fleet.put(target, snapshot, remote, sudo=True)
         (await ctx.fleet.run(target, f"chmod 0600 {remote}", sudo=True)).check()
-        return remote
-
-    await run.step("upload", m0, {"sha256": file_sha256(snapshot)}, upload)
+        run.progress.host(m0.ip, "ok", remote)
     await etcd_backup.restore_steps(runtime, ctx, remote, run)
 
     async def ready() -> str:
