@@ -14,7 +14,9 @@ A restore is a journaled operation. For k3s the second restore is SIGKILLed twic
 boundaries (before master0's cluster-reset, the API down; before a worker's restart, the API back)
 and the same command resumes it; the restore onto the re-created cluster is killed before the
 agent re-joins, once master0 runs with the backup's token, and resumes on the path decided before
-(the agents re-join with that token). The backup holds the in-cluster Lease while it takes the
+(the agents re-join with that token). For k0s and kubernetes the second restore is killed once
+with the control planes down (k0s: before master0's restore; kubeadm: before the static Pods
+start again) and resumed. The backup holds the in-cluster Lease while it takes the
 snapshot, so the snapshot holds it; no restore leaves it behind.
 """
 
@@ -281,9 +283,14 @@ def test_backup_then_restore(
     _kube(home).create(_config_map("after-backup", "again"))
     if runtime == "k3s":  # killed twice on the way, the same command resumes it
         _killed_twice_then_resumed(home, tb, snapshot, hosts, masters, tmp_path)
-    else:
-        again = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
+    else:  # killed once with the control planes down (k0s: stopped; kubeadm: members restored)
+        args = ["etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y"]
+        point = {"k0s": "restore", "kubernetes": "start"}[runtime]
+        _killed_at(home, args, f"{point}@{m0.ip}", tmp_path / "paused")
+        again = run_sealer(home, *args, timeout=1500)
+        assert "resuming operation" in again.stderr, again.stdout + again.stderr
         assert f"cluster {CLUSTER} restored" in again.stdout, again.stdout + again.stderr
+        _assert_no_finished_step_started_again(_journal(home))
     _assert_restored(home, hosts)
     _assert_lease_released(home)
     status = run_sealer(home, "status", "--cluster", CLUSTER).stdout
