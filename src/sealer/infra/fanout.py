@@ -356,19 +356,22 @@ def stop_forward_script(p: _Paths, child_id: int) -> str:
     )
 
 
-def progress_script(p: _Paths) -> str:
-    """As the login user, for the whole transfer: for every line the operator sends, touch the
-    heartbeat and answer one line, the spool's size (-1 while there is none). The operator's
-    lines, not this session being open, keep the host's watchdog quiet: a host cut off from the
-    operator still holds its end of the session open, but hears nothing. The end of stdin (the
-    operator closed the session, or is gone) ends it; its pid file lets a clean-up kill it."""
+def progress_script(p: _Paths, tick: float) -> str:
+    """As the login user, for the whole transfer: every `tick`, and at once for every line the
+    operator sends, print the spool's size (-1 while there is none); a line from the operator
+    also touches the heartbeat. The operator's lines, not this session being open, keep the
+    host's watchdog quiet: a host cut off from the operator still holds its end of the session
+    open, but hears nothing. The end of stdin (the operator closed the session, or is gone)
+    ends it; its pid file lets a clean-up kill it."""
     body = (
         f'W={_q(p.work)}; SP={_q(p.spool)}; [ -d "$W" ] || exit 0; trap "" PIPE; '
         # a session killed before (the one this reopens) left its pid file: drop it, lest a
         # clean-up kill whatever reuses that pid
         'for f in "$W"/prog*.pid; do [ -f "$f" ] && ! kill -0 "$(cat "$f")" 2>/dev/null && rm -f "$f"; done; '
         'P="$W/prog$$.pid"; echo $$ > "$P"; '
-        'while IFS= read -r _; do touch "$W/beat" 2>/dev/null || break; '
+        f"while :; do IFS= read -r -t {tick:g} _; rc=$?; "
+        # 0: a line (the heartbeat); above 128: the tick passed; else: end of stdin
+        'if [ $rc -eq 0 ]; then touch "$W/beat" 2>/dev/null || break; elif [ $rc -le 128 ]; then break; fi; '
         'echo "$(stat -c %s "$SP" 2>/dev/null || echo -1)" || break; done; rm -f "$P"'
     )
     return f"setsid -w bash -c {_q(body)}"
@@ -528,16 +531,18 @@ class _Host:
 
 
 class _ProgressStream:
-    """One host's progress over one long-lived session (`progress_script`): every tick the
-    operator writes a line (the host's heartbeat) and the host answers with its spool's size.
-    A new session per tick and host cost the operator a channel open, an exec and a close each
-    time (N opens a second at N hosts, on the CPU that also feeds the first link). A session
-    that breaks is opened again after a pause, at most `reopens` times per round; meanwhile the
-    host is silent, which the watch loop treats as it treats a host that does not answer."""
+    """One host's progress over one long-lived session (`progress_script`): the host prints its
+    spool's size every tick, the operator writes a line every `beat` seconds (the host's
+    heartbeat). A new session per tick and host cost the operator a channel open, an exec and a
+    close each time (N opens a second at N hosts, on the CPU that also feeds the first link);
+    this costs one small packet per host and tick. A session that breaks is opened again after
+    a pause, at most `reopens` times per round; meanwhile the host is silent, which the watch
+    loop treats as it treats a host that does not answer."""
 
-    def __init__(self, host: _Host, tick: float, reopens: int) -> None:
+    def __init__(self, host: _Host, tick: float, reopens: int, beat: float | None = None) -> None:
         self.host = host
         self.tick = tick
+        self.beat = max(beat if beat is not None else 5 * tick, tick)
         self.reopens = reopens
         self.size = -1
         self.answers = 0  # lines received over all of this host's sessions
@@ -557,9 +562,16 @@ class _ProgressStream:
             self._stop.set_result(None)
 
     async def _pings(self) -> AsyncIterator[bytes]:
-        # Ends at stop(); after a break the next write fails, which ends the session's feeder.
+        # Ends at stop(). A line every `beat`, and one as soon as the host has been quiet for two
+        # ticks: on a session that ended that write fails, which ends the session's feeder (and
+        # so the exec) without waiting for the next beat.
+        last = float("-inf")
         while not self._stop.done():
-            yield b"\n"
+            now = time.monotonic()
+            quiet = now - self.last_answer > 2 * self.tick
+            if now - last >= self.beat or (quiet and now - last >= self.tick):
+                last = now
+                yield b"\n"
             await asyncio.wait([self._stop], timeout=self.tick)
 
     def _feed(self, chunk: bytes) -> None:
@@ -581,7 +593,7 @@ class _ProgressStream:
             self._buf = b""
             try:
                 code, _, err = await h.call(
-                    progress_script(h.paths), self._pings(), shown="progress", on_stdout=self._feed
+                    progress_script(h.paths, self.tick), self._pings(), shown="progress", on_stdout=self._feed
                 )
                 why = (err.strip().splitlines() or [f"exit {code}"])[-1]
             except Exception as exc:  # a lost connection, above all: the next session reconnects
@@ -878,7 +890,9 @@ class Fanout:
         for h in active:
             self._start_link(rnd, h.name, 0)
         for h in active:
-            rnd.progress[h.name] = _ProgressStream(h, self.tick, self.progress_reopens)
+            # the heartbeat: often enough for the watchdog (host_idle_timeout), no more
+            beat = min(5 * self.tick, self.host_idle_timeout / 4)
+            rnd.progress[h.name] = _ProgressStream(h, self.tick, self.progress_reopens, beat)
         async def commit(name: str) -> None:
             h = rnd.hosts[name]
             self._emit(rnd, h.name, "committing", n)

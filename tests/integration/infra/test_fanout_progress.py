@@ -81,7 +81,8 @@ def test_progress_script_answers_each_line_keeps_the_heartbeat_and_ends_with_std
         os.makedirs(Path(p.spool).parent)
         # left by a killed session: no process can have this pid (above Linux's pid_max limit)
         (work / "prog4194305.pid").write_text("4194305\n")
-        proc = subprocess.Popen(["bash", "-c", progress_script(p)], stdin=subprocess.PIPE,
+        # a tick far longer than the test: every answer here is one to the operator's line
+        proc = subprocess.Popen(["bash", "-c", progress_script(p, 600)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(b"\n")
@@ -103,11 +104,34 @@ def test_progress_script_answers_each_line_keeps_the_heartbeat_and_ends_with_std
         subprocess.run(["rm", "-rf", p.work, str(tmp_path / "dst")], check=False)
 
 
+def test_progress_script_answers_every_tick_on_its_own_without_touching_the_heartbeat(tmp_path: Path) -> None:
+    p = _Paths(secrets.token_hex(4), str(tmp_path / "dst"), "root")
+    work = Path(p.work)
+    os.makedirs(work)
+    try:
+        beat = work / "beat"
+        beat.touch()
+        os.utime(beat, (1_000_000, 1_000_000))
+        os.makedirs(Path(p.spool).parent)
+        Path(p.spool).write_bytes(b"z" * 77)
+        proc = subprocess.Popen(["bash", "-c", progress_script(p, 0.05)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        # nothing written: the host still reports, tick after tick
+        assert [proc.stdout.readline() for _ in range(3)] == [b"77\n"] * 3
+        # but only the operator's lines are its heartbeat (a host cut off must clean up)
+        assert beat.stat().st_mtime == 1_000_000
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        subprocess.run(["rm", "-rf", p.work, str(tmp_path / "dst")], check=False)
+
+
 def test_progress_script_without_its_work_dir_ends_at_once(tmp_path: Path) -> None:
     # a session opened after the clean-up (or the watchdog) removed the run's work dir
     p = _Paths(secrets.token_hex(4), str(tmp_path / "dst"), "root")
     assert not os.path.exists(p.work)
-    cp = subprocess.run(["bash", "-c", progress_script(p)], input=b"\n\n", capture_output=True, timeout=10)
+    cp = subprocess.run(["bash", "-c", progress_script(p, 1)], input=b"\n\n", capture_output=True, timeout=10)
     assert cp.returncode == 0 and cp.stdout == b""
     assert not os.path.exists(p.work)
 
