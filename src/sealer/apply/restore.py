@@ -299,7 +299,7 @@ async def etcd_restore(
                 progress.end_phase(failed=True)
                 journal.end(run.op, "failed", err.message if isinstance(err, SealerError) else repr(err))
                 if isinstance(err, SealerError):
-                    raise _resumable(err, state, command) from None
+                    raise _resumable(err, state, command, remote, snapshot) from None
                 raise
             finally:
                 await lease.release()
@@ -311,19 +311,23 @@ async def etcd_restore(
     return RestoreResult(remote, run.resumed, steps.run_count, steps.skip_count, time.monotonic() - started)
 
 
-def _resumable(err: SealerError, state: ClusterState, command: str) -> SealerError:
-    """A failure the runtime describes as "nothing was changed" stays as it is; any other says that
-    the same command continues from the failed step."""
+def _resumable(
+    err: SealerError, state: ClusterState, command: str, remote: str, snapshot: Path
+) -> SealerError:
+    """The failure as the operator should read it: the snapshot named as given, not as uploaded; a
+    failure the runtime describes as "nothing was changed" stays so, any other says that the same
+    command continues from the failed step."""
+    message = err.message.replace(remote, str(snapshot))
     hint = err.hint or ""
     if "nothing was changed" in hint:
-        return err
+        return err if message == err.message else RuntimeErrorSealer(message, err.hint)
     more = (
         f"then run `{command}` again: it continues from the failed step "
         f"(`sealer status --cluster {state.name}` shows it)"
     )
     if isinstance(err, HostError):
-        return HostError(err.host, err.message, f"{hint}; {more}" if hint else more)
-    return RuntimeErrorSealer(err.message, f"{hint}; {more}" if hint else more)
+        return HostError(err.host, message.removeprefix(f"{err.host}: "), f"{hint}; {more}" if hint else more)
+    return RuntimeErrorSealer(message, f"{hint}; {more}" if hint else more)
 
 
 async def _restore(

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from sealer.apply import restore as rs
 from sealer.apply.engine import Steps
 from sealer.apply.progress import Progress
-from sealer.errors import RuntimeErrorSealer, StateError
+from sealer.errors import HostError, RuntimeErrorSealer, StateError
 from sealer.infra.connector import Result
 from sealer.model.cluster import Host
 from sealer.runtime import etcd_backup as eb
@@ -367,3 +367,27 @@ def test_other_commands_are_refused_while_a_restore_is_unfinished(
     assert status["lastOperation"]["op"] == op and status["lastOperation"]["kind"] == rs.KIND
     assert status["toFinish"] == "sealer etcd restore /b/s.snap -y"
     assert [(u["step"], u["status"]) for u in status["unfinished"]] == [("cluster-reset", "failed")]
+
+
+def test_a_failure_names_the_snapshot_as_given_and_the_way_on() -> None:
+    remote, local = "/var/lib/sealer/restore/0123.snapshot", Path("/backups/prod.snapshot")
+    state = ClusterState("demo", Path("/nonexistent"))
+    command = "sealer etcd restore /backups/prod.snapshot -y"
+    refused = rs._resumable(
+        RuntimeErrorSealer(f"{remote}: not a k3s backup", "give the file ...; nothing was changed"),
+        state, command, remote, local,
+    )  # fmt: skip
+    assert refused.message == "/backups/prod.snapshot: not a k3s backup"
+    assert refused.hint == "give the file ...; nothing was changed"  # nothing to continue
+    failed = rs._resumable(
+        HostError("10.0.0.3", "k3s.service did not start", "see `journalctl -u k3s`"),
+        state,
+        command,
+        remote,
+        local,
+    )
+    assert isinstance(failed, HostError) and failed.message == "10.0.0.3: k3s.service did not start"
+    assert failed.hint == (
+        "see `journalctl -u k3s`; then run `sealer etcd restore /backups/prod.snapshot -y` again: it "
+        "continues from the failed step (`sealer status --cluster demo` shows it)"
+    )
