@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from lightkube import Client, KubeConfig
+from lightkube.core.exceptions import ApiError
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
@@ -162,3 +163,40 @@ def test_renewals_only_touch_our_own_lease(apiserver: Path) -> None:  # noqa: F8
                     await renewer
 
     asyncio.run(go())
+
+
+def test_a_backup_holds_the_lease_while_it_snapshots_and_waits_for_no_one(
+    apiserver: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sealer.apply import lifecycle
+    from sealer.apply import restore as rs
+    from sealer.state import ClusterState
+    from tests.unit.apply.test_lifecycle import BASE
+
+    client = Client(KubeConfig.from_file(apiserver))
+    state = ClusterState("demo", tmp_path / "home")
+    state.record_applied(BASE, runtime_type="k3s", image="e2e.local/k3s:1")
+    state.write_admin_conf(apiserver.read_text())
+    seen: list[dict[str, Any]] = []
+
+    async def snapshot(st: ClusterState, out: Path, progress: Any = None) -> Path:
+        seen.append(_holder(client, "demo")[0])  # the Lease while the runtime takes the snapshot
+        out.write_text("snapshot")
+        return out
+
+    monkeypatch.setattr(lifecycle, "etcd_backup", snapshot)
+    command = "sealer etcd backup -o b.snapshot"
+    out = asyncio.run(rs.etcd_backup_held(state, tmp_path / "b.snapshot", command=command))
+    assert out.read_text() == "snapshot"
+    assert [(h["pid"], h["command"]) for h in seen] == [(os.getpid(), command)]
+    with pytest.raises(ApiError) as gone:  # released afterwards
+        client.get(Lease, "sealer-demo", namespace="kube-system")
+    assert gone.value.status.code == 404
+    # another operator changing the cluster: no snapshot, the holder named
+    _lease(client, "demo", {**_backup_holder(1), "command": "sealer upgrade x:2"}, datetime.datetime.now(UTC))
+    with pytest.raises(LockHeldError) as err:
+        asyncio.run(rs.etcd_backup_held(state, tmp_path / "c.snapshot", command=command))
+    assert "'sealer upgrade x:2'" in err.value.message and len(seen) == 1
+    assert not (tmp_path / "c.snapshot").exists()
