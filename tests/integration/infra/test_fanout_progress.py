@@ -348,3 +348,44 @@ def test_a_killed_host_goes_silent_is_failed_and_routed_around(
     # the dead host's progress session was reopened a bounded number of times, not every tick
     assert 1 <= sessions[(victim.ip, "progress")] <= 1 + 5
     assert all(sessions[(h.ip, "progress")] == 1 for h in hosts if h is not victim)
+
+
+@pytest.mark.integration
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_a_cancelled_copy_leaves_no_progress_loop_or_other_process(
+    testbed_factory: Any, tmp_path: Path
+) -> None:
+    tb: Testbed = testbed_factory(light=True, lab="h2a")
+    hosts = tb.up(3)
+    before = {h.name: footprint(tb, h) for h in hosts}
+    for h in hosts:
+        tb.shape(h, "20mbit")
+    src = make_payload(tmp_path, big=24 * MB, small=10)
+    looked: list[str] = []
+
+    async def go() -> None:
+        async with Fleet(known_hosts=tmp_path / "known_hosts", trust_user_known_hosts=False, ssh_config=False,
+                         connect_timeout=5.0) as f:
+            task: asyncio.Task[FanoutResult] | None = None
+
+            def watch(p: HostProgress) -> None:
+                last = p.host == hosts[-1].ip and p.state == "receiving"
+                if last and p.received > p.total // 5 and not looked:
+                    # the last host of the chain is receiving: every host has its progress loop now
+                    looked.append(tb.run_on(hosts[-1], "ls /tmp/sealer-fanout-*/").stdout)
+                    assert task is not None
+                    task.cancel()  # as Ctrl-C does to the run
+
+            task = asyncio.ensure_future(fanout_copy(f, targets(hosts), src, DST, chunk_bytes=1 * MB,
+                                                     progress=watch))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(go())
+    assert looked and "prog" in looked[0], looked
+    for h in hosts:
+        now = footprint(tb, h)
+        # pieces stay staged for a resume; nothing else of the run does
+        assert {k: v for k, v in now.items() if k != "stage"} == {
+            k: v for k, v in before[h.name].items() if k != "stage"}, h.name
