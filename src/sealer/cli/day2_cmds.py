@@ -430,7 +430,8 @@ def etcd_backup_cmd(cluster: str | None, out: str | None) -> None:
     """Snapshot the datastore on master0 and copy it here (mode 0600: it holds the cluster's secrets;
     for k0s and kubernetes the file also holds the cluster's CA keys and ServiceAccount signing key,
     for k3s the cluster's server token, which decrypts the CA keys in the snapshot). Keep it
-    somewhere safe: with it anyone can impersonate the cluster.
+    somewhere safe: with it anyone can impersonate the cluster. Holds the in-cluster lease while
+    it snapshots, so no other operator changes the cluster meanwhile.
 
     \b
     Example:

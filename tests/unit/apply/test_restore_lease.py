@@ -3,7 +3,8 @@ server on loopback: the restored datastore holds the Lease of the snapshot's tim
 `sealer etcd backup` held while it took the snapshot. A restore takes it back from that holder even
 when it looks alive, but not from one that took it after the restore began; renewals never touch
 another holder's Lease (renewing the snapshot's would make a long-gone backup look alive); and a
-later operation is not blocked by a snapshot holder that is dead or expired."""
+later operation is not blocked by a snapshot holder that is dead or expired. A backup holds the
+Lease while the runtime snapshots."""
 
 from __future__ import annotations
 
