@@ -4,10 +4,11 @@ k3s: 1 master + 1 worker becomes 3 + 3 (HA promotion through `apply`, a worker t
 shrinks to 3 + 1 (drained, deleted, reset and clean), is upgraded to a newer stand-in release while a
 worker keeps reading the API through its own node-local balancer, loses a master it cannot reach
 (its etcd member is taken out from master0: k0s's `k0s etcd leave --peer-address`, kubeadm's with the
-image's etcdctl), loses one more (its member leaves first), and is deleted with every host left
-clean. The unreachable master goes while three are members: etcd removes a member only with a quorum,
-which two members with one of them dead no longer have. k0s also runs with plain controllers
-(`K0sControllerWorker=false`: controllers are no Nodes) through the whole story.
+image's etcdctl), loses one more (its member leaves first), takes that host back as a master, and
+is deleted with every host left clean. The unreachable master goes while three are members: etcd
+removes a member only with a quorum, which two members with one of them dead no longer have. k0s
+also runs with plain controllers (`K0sControllerWorker=false`: controllers are no Nodes) through the
+whole story.
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     def node_ips(masters: list[Any], workers: list[Any]) -> set[str]:
         return {h.ip for h in (*(masters if controllers_are_nodes else ()), *workers)}
 
-    def write(masters: list[Any], workers: list[Any]) -> None:
+    def write(masters: list[Any], workers: list[Any], image: str = img.image) -> None:
         ips = [m.ip for m in masters], [w.ip for w in workers]
-        cf.write_text(day2.clusterfile(img.image, key, *ips, CLUSTER, env=env))
+        cf.write_text(day2.clusterfile(image, key, *ips, CLUSTER, env=env))
 
     def balanced(worker: Any, masters: list[Any]) -> None:
         cfg = tb.run_on(worker, "cat /etc/sealer/apiserver-lb/haproxy.cfg").stdout
@@ -208,6 +209,17 @@ def test_day2_scale_ha_shrink_upgrade_delete(
     assert etcd_members(tb, runtime, h1) == {h1.ip}
     day2.assert_clean(tb, h4, CLUSTER, runtime)
     balanced(h2, [h1])
+    assert all(day2.ready(n) for n in day2.nodes_by_ip(home, CLUSTER).values())
+
+    # 5d. a master joins again (1 + 1 -> 2 + 1): h4, reset above, joins the etcd membership the two
+    # removals left behind (a member left over from either would be in its initial cluster)
+    write([h1, h4], [h2], image=new_image)
+    rejoined = run_sealer(home, "apply", "-f", str(cf), timeout=1500)
+    assert "update done" in rejoined.stdout, rejoined.stdout + rejoined.stderr
+    day2.report(f"{label} 1+1 -> 2+1 (apply, a master again)", rejoined.stdout)
+    assert set(day2.nodes_by_ip(home, CLUSTER)) == node_ips([h1, h4], [h2])
+    assert etcd_members(tb, runtime, h1) == {h1.ip, h4.ip}
+    balanced(h2, [h1, h4])
     assert all(day2.ready(n) for n in day2.nodes_by_ip(home, CLUSTER).values())
 
     # 6. delete --all --prune: every host clean, the state gone here (journal kept for status)
