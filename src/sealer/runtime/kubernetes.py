@@ -276,8 +276,9 @@ def member_list_script(etcdctl: str) -> str:
 
 
 def members_at(listing: str, ip: str) -> list[int]:
-    """IDs of the members `etcdctl member list -w json` shows with a peer URL on `ip`:2380 (the
-    address kubeadm gives a control plane's member). ValueError when it is not such a listing."""
+    """IDs of the members `etcdctl member list -w json` shows with a peer URL on `ip`:2380: kubeadm
+    gives a control plane's member https://<advertiseAddress>:2380, and sealer's kubeadm documents
+    set advertiseAddress to the host's IP. ValueError when it is not such a listing."""
     try:
         doc = json.loads(listing)
         if not isinstance(doc, dict) or not isinstance(doc.get("members", []), list):
