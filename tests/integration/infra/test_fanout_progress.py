@@ -389,3 +389,52 @@ def test_a_cancelled_copy_leaves_no_progress_loop_or_other_process(
         # pieces stay staged for a resume; nothing else of the run does
         assert {k: v for k, v in now.items() if k != "stage"} == {
             k: v for k, v in before[h.name].items() if k != "stage"}, h.name
+
+
+@pytest.mark.integration
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_a_cut_off_host_goes_silent_and_its_watchdog_still_cleans_up(
+    testbed_factory: Any, tmp_path: Path, sessions: Counter[tuple[str, str]]
+) -> None:
+    tb: Testbed = testbed_factory(light=True, lab="h2b")
+    hosts = tb.up(3)
+    before = {h.name: footprint(tb, h) for h in hosts}
+    for h in hosts:
+        tb.shape(h, "20mbit")
+    src = make_payload(tmp_path, big=24 * MB, small=10)
+    victim = hosts[1]
+    cut: list[int] = []
+
+    def watch(p: HostProgress) -> None:
+        if p.host == victim.ip and p.state == "receiving" and not cut and p.received > p.total // 5:
+            tb.cut_link(victim)  # packets vanish: its sessions stay open on its side, silent on ours
+            cut.append(p.received)
+
+    try:
+        res = copy(tmp_path, hosts, src, chunk_bytes=1 * MB, progress=watch, stall_timeout=4.0,
+                   host_idle_timeout=10.0, rounds=1)
+        assert cut, "the victim never reached a fifth of the stream"
+        by_host = {o.host: o for o in res.outcomes}
+        err = by_host[victim.ip].error
+        assert err is not None and "no answer for" in err.message, err  # the silence, not a lost connection
+        assert any(r.startswith(f"{victim.ip}: failed") for r in res.reroutes), res.reroutes
+        want = digest_tree(src)
+        for h in hosts:
+            if h is not victim:
+                assert by_host[h.ip].ok, by_host[h.ip].error
+                assert remote_digest(tb, h) == want
+        assert sessions[(victim.ip, "progress")] <= 1 + 5
+        # Still cut off (run_on enters the host's namespaces, not its network): its progress
+        # loop never saw its session end, but the operator's heartbeat lines stopped, so the
+        # watchdog removes the run's processes, key and work dir.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            fp = footprint(tb, victim)
+            if fp["keys"] == "0" and not fp["tmp"] and fp["procs"] == before[victim.name]["procs"]:
+                break
+            time.sleep(1)
+        fp = footprint(tb, victim)
+        assert (fp["keys"], fp["tmp"], fp["procs"]) == ("0", "", before[victim.name]["procs"]), fp
+    finally:
+        tb.restore_link(victim)
