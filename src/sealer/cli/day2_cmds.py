@@ -207,8 +207,9 @@ def delete_cmd(
 ) -> None:
     """Remove hosts from a cluster, or delete the whole cluster.
 
-    -m/-n: the hosts are drained (pods evicted, with a timeout), deleted from the cluster (for k3s
-    servers this removes the etcd member) and reset; master0 stays. --all: every host is reset
+    -m/-n: the hosts are drained (pods evicted, with a timeout), deleted from the cluster (a master's
+    etcd member is removed too, from master0 when the master cannot be reached) and reset; master0
+    stays. --all: every host is reset
     (workers, then masters, master0 last), the registry and sealer's files removed, then the
     cluster's state here and in the cluster. Asks first unless --yes/--force.
 
