@@ -418,7 +418,9 @@ def test_a_cut_off_host_goes_silent_and_its_watchdog_still_cleans_up(
         by_host = {o.host: o for o in res.outcomes}
         err = by_host[victim.ip].error
         assert err is not None and "no answer for" in err.message, err  # the silence, not a lost connection
-        assert any(r.startswith(f"{victim.ip}: failed") for r in res.reroutes), res.reroutes
+        # routed around: for its silence, or before that as slow (it falls behind its parent while
+        # silent), whichever comes first on a loaded machine
+        assert any(r.startswith(f"{victim.ip}: ") for r in res.reroutes), res.reroutes
         want = digest_tree(src)
         for h in hosts:
             if h is not victim:
