@@ -8,13 +8,12 @@ GC only while no pull, load or build holds the store, ingest files only once idl
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sealer.apply.rootfs import CachePrune, default_cache_dir, prune_cache
+from sealer.apply.rootfs import CachePrune, default_cache_dir, prune_cache, remove_path
 from sealer.errors import ImageError
 from sealer.image.build import default_build_cache, prune_build_cache
 from sealer.image.store import ImageStore, default_store_root
@@ -90,7 +89,7 @@ def prune(
     _add_cache(report, prune_cache(where.rootfs_cache, keep=None if all_rootfs else live, dry_run=dry_run))
     for path, size in store.ingest_leftovers(INGEST_IDLE_SECONDS, now=now):
         if not dry_run:
-            _remove(path)
+            remove_path(path)
         report.removed.append(Reclaimed("ingest leftover", path, size))
     with store.exclusive() as idle:
         if not idle:
@@ -136,18 +135,3 @@ def _add_cache(report: PruneReport, result: CachePrune) -> None:
         report.skipped.append(
             f"rootfs cache of {image_id[:19]}: in use by another sealer process (left in place)"
         )
-
-
-def _remove(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise ImageError(
-            f"cannot remove {path}: {err.strerror or err}",
-            "check its owner and permissions; `sealer prune` can be run again",
-        ) from None

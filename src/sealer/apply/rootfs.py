@@ -224,7 +224,7 @@ def prune_cache(
             for path in doomed:
                 size = tree_bytes(path) if path.is_dir() and not path.is_symlink() else _lsize(path)
                 if not dry_run:
-                    _remove(path)
+                    remove_path(path)
                 result.removed.append(CacheRemoval(image_id, path, size, path == partial))
             if not kept and not dry_run:
                 # Unlinked while held: a waiter on this file sees it is gone and opens a new one.
@@ -242,7 +242,9 @@ def _lsize(path: Path) -> int:
         return 0
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, a symlink (never followed) or a directory tree that prune or rmi found; gone
+    already is fine."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -252,7 +254,7 @@ def _remove(path: Path) -> None:
         return
     except OSError as err:
         raise ImageError(
-            f"cannot remove {path} from the rootfs cache: {err.strerror or err}",
+            f"cannot remove {path}: {err.strerror or err}",
             "check its owner and permissions; the command can be run again",
         ) from None
 
