@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import io
 import ipaddress
 import json
 import os
@@ -21,6 +22,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -405,6 +407,17 @@ def _wait_ready(reg: Registry, timeout: float = 20.0) -> None:
     with contextlib.suppress(Exception):
         reg.stop()
     raise RuntimeError(f"docker-registry on {reg.host} did not become ready: {last}\n{reg.log_tail()}")
+
+
+def tar_layer(files: dict[str, bytes], mode: int = 0o644) -> bytes:
+    """An uncompressed layer tar holding `files` (path -> content), each with `mode`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def make_test_image(

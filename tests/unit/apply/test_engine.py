@@ -4,8 +4,6 @@ image unpacking into the rootfs cache, and `sealer run`'s construction of a Clus
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +20,11 @@ from sealer.image.metadata import Application, ImageExtension, Launch, SealerIma
 from sealer.image.store import ImageStore
 from sealer.model.clusterfile import parse_clusterfile
 from sealer.state import ClusterState, Journal
-from tests.registry_fixture import make_test_image
+from tests.registry_fixture import make_test_image, tar_layer
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    return tar_layer(files, mode=0o755)
 
 
 def _steps(path: Path, op: str | None = None) -> tuple[Journal, Steps]:
@@ -121,16 +123,6 @@ def test_launch_precedence(tmp_path: Path) -> None:
     with pytest.raises(SealerError, match="has no app 'nope'") as err:
         _engine(tmp_path, apps=["nope"])._launch_commands()
     assert err.value.hint and "web, tool, custom" in err.value.hint
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_unpack_applies_layers_whiteouts_and_splits_registry(tmp_path: Path) -> None:

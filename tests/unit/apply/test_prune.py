@@ -5,12 +5,10 @@ $SEALER_HOME)."""
 from __future__ import annotations
 
 import fcntl
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,17 +21,7 @@ from sealer.apply.prune import INGEST_IDLE_SECONDS, PrunePaths, drop_rootfs_cach
 from sealer.apply.rootfs import COMPLETE, prune_cache, release_cache_holds, unpack
 from sealer.image.build import BuildCache, LayerInfo, build_cache_entries, prune_build_cache
 from sealer.image.store import ImageStore
-from tests.registry_fixture import make_test_image
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+from tests.registry_fixture import make_test_image, tar_layer
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +39,7 @@ def paths(tmp_path: Path) -> PrunePaths:
 
 
 def _image(store: ImageStore, name: str, payload: bytes) -> str:
-    make_test_image(store, name, [_layer({"bin/tool": payload, "registry/x": b"r"})])
+    make_test_image(store, name, [tar_layer({"bin/tool": payload, "registry/x": b"r"})])
     return store.select(name).id
 
 
@@ -341,7 +329,7 @@ def test_processes_unpacking_one_image_at_once_share_one_entry(paths: PrunePaths
     # the first one's unpack and reuses it, and all of them hold it until they end.
     store = ImageStore(paths.store)
     files = {f"opt/f{i}": bytes([i]) * 40_000 for i in range(100)}
-    make_test_image(store, "big:1", [_layer(files)])
+    make_test_image(store, "big:1", [tar_layer(files)])
     script = textwrap.dedent(
         f"""
         import sys

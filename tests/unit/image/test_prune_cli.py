@@ -4,11 +4,9 @@ an entry another process uses is skipped with a word, and bad input is a clear e
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import re
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from click.testing import CliRunner, Result
 from sealer.apply.rootfs import release_cache_holds, unpack
 from sealer.cli.main import cli
 from sealer.image.store import ImageStore
-from tests.registry_fixture import make_test_image
+from tests.registry_fixture import make_test_image, tar_layer
 
 
 @pytest.fixture(autouse=True)
@@ -37,19 +35,9 @@ def sealer(home: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, list(args), env={"SEALER_HOME": str(home)})
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def _seed(home: Path, name: str, size: int) -> tuple[str, Path]:
     store = ImageStore(home / "images")
-    make_test_image(store, name, [_tar({"bin/tool": os.urandom(size)})])
+    make_test_image(store, name, [tar_layer({"bin/tool": os.urandom(size)})])
     image = store.select(name)
     top = unpack(store, image, home / "cache" / "rootfs").rootfs.parent
     release_cache_holds()  # as when that `sealer run` ended
@@ -59,7 +47,7 @@ def _seed(home: Path, name: str, size: int) -> tuple[str, Path]:
 def _build(home: Path, tmp_path: Path) -> Result:
     ctx = tmp_path / "ctx"
     ctx.mkdir(exist_ok=True)
-    (ctx / "bundle.tar").write_bytes(_tar({"opt/a": b"a" * 4000, "opt/b": b"b" * 2000}))
+    (ctx / "bundle.tar").write_bytes(tar_layer({"opt/a": b"a" * 4000, "opt/b": b"b" * 2000}))
     (ctx / "conf").write_text("x=1\n")
     (ctx / "Kubefile").write_text("FROM scratch\nCOPY conf etc/\nADD bundle.tar /\n")
     return sealer(home, "build", "-t", "built:1", str(ctx))
