@@ -1,5 +1,8 @@
 """Per-host output logs: `<logdir>/<host>.log`, appended as output arrives, mode 0600.
 
+A log past ROTATE_BYTES when a run opens it becomes `<host>.log.1` (replacing the one before), so a
+host's log for one kind of operation stays under about twice that, however many runs it sees.
+
 Only commands and their output are written; passwords never reach these files because they
 travel on stdin, not on the command line.
 """
@@ -11,6 +14,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+ROTATE_BYTES = 8 << 20  # a 300-host install logs well under this per host; day-2 runs add less
+
 
 def _private_dirs(path: Path) -> None:
     # mkdir(parents=True) gives intermediate dirs the default mode; logs may hold secrets a
@@ -21,6 +26,14 @@ def _private_dirs(path: Path) -> None:
         path = path.parent
     for d in reversed(missing):
         d.mkdir(mode=0o700, exist_ok=True)
+
+
+def _rotate(path: Path) -> None:
+    try:
+        if path.stat().st_size > ROTATE_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
 
 
 class HostLog:
@@ -35,6 +48,7 @@ class HostLog:
             return None
         if self._file is None:
             _private_dirs(self.path.parent)
+            _rotate(self.path)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._file = os.fdopen(fd, "a", encoding="utf-8", errors="replace", buffering=1)
         return self._file
