@@ -1346,11 +1346,9 @@ def status_lines(data: Mapping[str, Any]) -> list[str]:
 @runtime_checkable
 class EtcdSnapshots(Protocol):
     """Optional part of a ClusterRuntime: take a datastore snapshot on master0 (returns its path
-    there) and restore the whole cluster from a snapshot file on master0."""
+    there). The restore is apply/restore.py's journaled operation over runtime/etcd_backup.py."""
 
     async def etcd_snapshot(self, ctx: RuntimeContext) -> str: ...
-
-    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None: ...
 
 
 def _snapshots(runtime: ClusterRuntime, cluster: str) -> EtcdSnapshots:
@@ -1396,49 +1394,3 @@ async def etcd_backup(state: ClusterState, out: Path, progress: Progress | None 
             tmp.replace(out)
         progress.end_phase()
     return out
-
-
-async def etcd_restore(state: ClusterState, snapshot: Path, progress: Progress | None = None) -> str:
-    """Copy a snapshot to master0 and restore the cluster's datastore from it (every server
-    restarts; the API is down meanwhile). Returns where the snapshot was put on master0."""
-    progress = progress or Progress()
-    current, runtime = _installed(state)
-    snap = _snapshots(runtime, current.cluster.name)
-    if not snapshot.is_file():
-        raise StateError(f"{snapshot}: no such snapshot file", "give the file `sealer etcd backup` wrote")
-    d2 = Day2(current, current, state, RunOptions(), Day2Options(), progress)
-    remote = f"/var/lib/sealer/restore/{snapshot.name}"
-    async with Fleet(
-        known_hosts=state.known_hosts_path, logdir=state.logs_dir / "etcd", cluster=current.cluster.name
-    ) as fleet:
-        # Every host is touched and a runtime may re-install a host's services (k0s re-joins
-        # controllers): node names, the image and the private registry exactly as at install.
-        await d2.gather(fleet, need_image=True)
-        ctx = d2.context(fleet, d2.registry_endpoint())
-        # what the runtime does on which host (where it kept the state before the restore, ...)
-        ctx.say = lambda host, message: progress.note(f"{host}: {message}")
-        target = ctx.target(ctx.master0)
-        progress.phase("upload snapshot")
-        (
-            await fleet.run(
-                target, "mkdir -p /var/lib/sealer/restore && chmod 0700 /var/lib/sealer/restore", sudo=True
-            )
-        ).check()
-        await fleet.put(target, snapshot, remote, sudo=True)
-        progress.host(ctx.master0.ip, "ok", remote)
-        progress.phase("restore")
-        await snap.etcd_restore(ctx, remote)
-        progress.host(ctx.master0.ip, "ok", "restored; servers restarted")
-        progress.end_phase()
-        # A k0s archive carries the cluster's PKI, so the restored cluster may have another CA:
-        # the saved kubeconfig is fetched again rather than trusted.
-        state.write_admin_conf(await runtime.kubeconfig(ctx))
-        kube = await _open_api(state, runtime, ctx)
-        try:
-            nodes = await kubeops.wait_api(kube, 300)
-            by_ip = {a: n.name for n in nodes for a in n.addresses}
-            wanted = {h.ip: kubeops.NodeWait(by_ip[h.ip]) for h in current.cluster.hosts if h.ip in by_ip}
-            await kubeops.wait_nodes(kube, wanted, 300)
-        finally:
-            await kube.close()
-    return remote

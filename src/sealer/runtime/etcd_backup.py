@@ -76,7 +76,8 @@ class RestoreRun(Protocol):
 
 
 class DirectRun:
-    """Every step run as it comes, nothing recorded: the runtimes' own etcd_restore."""
+    """Every step run as it comes, nothing recorded: a restore without a journal (k0s_restore,
+    kubeadm_restore; tests)."""
 
     def __init__(self) -> None:
         self.memo: dict[str, str] = {}
@@ -163,7 +164,7 @@ async def restore_steps(runtime: object, ctx: RuntimeContext, snapshot: str, run
 
 # k3s ---------------------------------------------------------------------------------------------
 async def k3s_restore_steps(rt: K3sRuntime, ctx: RuntimeContext, snapshot: str, run: RestoreRun) -> None:
-    """k3s's restore (K3sRuntime.etcd_restore) as steps: the bundle unpacked and its token compared
+    """k3s's restore as steps: the bundle unpacked and its token compared
     with the cluster's, every server stopped, master0 cluster-reset from the snapshot (with the
     backup's token when the cluster was created anew since) and started; then either the other
     servers re-join with their db wiped and the agents restart, or (another token) the snapshot's

@@ -530,9 +530,3 @@ tail -n 2 "$err" >&2; rm -f "$err"; exit 1
         from sealer.runtime import etcd_backup
 
         return await etcd_backup.k0s_snapshot(self, ctx)
-
-    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None:
-        """k0s's restore: master0 reset and restored from the archive, the other controllers re-join."""
-        from sealer.runtime import etcd_backup
-
-        await etcd_backup.k0s_restore(self, ctx, snapshot)

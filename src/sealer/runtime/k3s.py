@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from sealer.errors import RuntimeErrorSealer, SealerError
+from sealer.errors import RuntimeErrorSealer
 from sealer.infra.shell import quote_path
 from sealer.model.cluster import Host
 from sealer.runtime import lb
@@ -355,86 +355,6 @@ mv -f "$list.new" "$list"
             )
         await self._sh(ctx, ctx.master0, bundle_script(f"{SNAPSHOT_DIR}/{found[1]}"))
         return BACKUP_BUNDLE
-
-    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None:
-        """k3s's restore: stop every server, `k3s server --cluster-reset --cluster-reset-restore-path`
-        on master0, start it, then the other servers re-join it and the agents restart.
-
-        The bundle's token is the one the snapshot's bootstrap data is encrypted with. When the
-        cluster now runs with another one (deleted and created anew since the backup), master0
-        is reset with the original token (k3s then restores the old CAs), the node-password Secrets
-        the snapshot brought back are deleted (the re-created hosts have new node passwords), the
-        other servers are reset and re-join, and the agents re-join with the restored node-token."""
-        masters, workers = list(ctx.cluster.masters), list(ctx.cluster.workers)
-        m0 = ctx.master0
-        unpacked = await ctx.fleet.run(ctx.target(m0), unpack_script(snapshot), sudo=True, timeout=120)
-        if not unpacked.ok:
-            raise RuntimeErrorSealer(
-                f"{snapshot}: not a k3s backup ({(unpacked.stderr or unpacked.stdout).strip()[-200:]})",
-                "give the file `sealer etcd backup` wrote for a k3s cluster; nothing was changed",
-            )
-        words = unpacked.stdout.split()
-        db, token_state = words[-2], words[-1]
-        foreign = token_state == "other-token"
-        for host in masters:
-            await self._sh(ctx, host, f"systemctl stop {SERVER_UNIT}", timeout=180)
-        if foreign:
-            ctx.say(m0.ip, "the backup's cluster token differs: restoring with it (the old CAs come back)")
-            # k3s's cluster-reset reads the token from config.yaml's token-file: the original one
-            await self._sh(ctx, m0, f"install -m 0600 {RESTORE_DIR}/token {TOKEN_FILE}")
-        reset = f"{BIN_DIR}/k3s server --cluster-reset --cluster-reset-restore-path={shlex.quote(db)} 2>&1"
-        result = await ctx.fleet.run(ctx.target(m0), reset, sudo=True, timeout=600)
-        if not result.ok:
-            lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
-            raise RuntimeErrorSealer(
-                f"{m0.ip}: k3s --cluster-reset failed: {(lines or ['no output'])[-1]}",
-                "k3s is stopped on the masters; fix the cause and run the restore again"
-                + (
-                    ""
-                    if foreign
-                    else f", or start {SERVER_UNIT} by hand to go back to the state before the restore"
-                ),
-            )
-        await self._start(ctx, m0, SERVER_UNIT, restart=True)
-        await self._sh(ctx, m0, f"rm -f {RESTORE_DIR}/token")  # it is k3s's server/token again
-        ctx.shared.pop("k3s-node-token", None)  # master0's node-token may have changed with the CA
-        if not foreign:
-            for host in masters[1:]:
-                await self._sh(ctx, host, "rm -rf /var/lib/rancher/k3s/server/db")
-                await self._start(ctx, host, SERVER_UNIT, restart=True)
-            await asyncio.gather(*(self._start(ctx, w, AGENT_UNIT, restart=True) for w in workers))
-            return
-        try:
-            await self._rejoin_after_foreign_restore(ctx)
-        except SealerError as err:
-            raise RuntimeErrorSealer(
-                f"the other nodes could not re-join the restored master0: {err.message}",
-                (f"{err.hint}; then " if err.hint else "")
-                + "to start over: `sealer delete --all`, `sealer run -f Clusterfile` and the same "
-                "restore again",
-            ) from None
-
-    async def _rejoin_after_foreign_restore(self, ctx: RuntimeContext) -> None:
-        m0 = ctx.master0
-        masters, workers = list(ctx.cluster.masters), list(ctx.cluster.workers)
-        others = [h for h in masters if h.ip != m0.ip]
-        names = [f"{ctx.node_names[h.ip]}.node-password.k3s" for h in masters + workers]
-        if names:
-            quoted = " ".join(shlex.quote(n) for n in names)
-            # one at a time: a Secret the snapshot does not hold (NotFound) is no failure
-            await self._sh(
-                ctx,
-                m0,
-                f"for n in {quoted}; do out=$({BIN_DIR}/k3s kubectl -n kube-system delete secret "
-                '"$n" 2>&1) || echo "$out" | grep -q NotFound || { echo "$out" >&2; exit 1; }; done',
-            )
-        if others:
-            await self.reset(ctx, others)
-            await self.join(ctx, others, [])
-        if workers:
-            ctx.say(m0.ip, "agents re-join with the restored cluster token")
-            await self._node_token(ctx)
-            await asyncio.gather(*(self._agent(ctx, w) for w in workers))
 
     async def kubeconfig(self, ctx: RuntimeContext) -> str:
         with tempfile.TemporaryDirectory(prefix="sealer-k3s-") as tmp:

@@ -728,9 +728,3 @@ command -v containerd >/dev/null || {{ echo "no containerd in the image or on th
         from sealer.runtime import etcd_backup
 
         return await etcd_backup.kubeadm_snapshot(self, ctx)
-
-    async def etcd_restore(self, ctx: RuntimeContext, snapshot: str) -> None:
-        """`etcdutl snapshot restore` on every master with the static Pods stopped, then restart."""
-        from sealer.runtime import etcd_backup
-
-        await etcd_backup.kubeadm_restore(self, ctx, snapshot)
