@@ -25,7 +25,6 @@ from sealer.apply.configs import render as render_config
 from sealer.apply.progress import Progress
 from sealer.apply.rootfs import Payload, UnpackedImage, disk_need, fans_out, unpack
 from sealer.apply.rootfs import payloads as plan_payloads
-from sealer.apply.rootfs import tree_bytes as _tree_bytes
 from sealer.errors import HostError, NotImplementedYet, RuntimeErrorSealer, SealerError
 from sealer.image import oci
 from sealer.image.kubefile_apps import Application as KubefileApp
@@ -35,6 +34,7 @@ from sealer.image.registry import RegistryOptions
 from sealer.image.service import ensure_image, image_info
 from sealer.image.store import ImageStore
 from sealer.image.store import sealer_home as image_home
+from sealer.image.store import tree_bytes as _tree_bytes
 from sealer.infra import transfer
 from sealer.infra.connector import TransferStats
 from sealer.infra.fleet import Fleet

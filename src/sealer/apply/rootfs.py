@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sealer.errors import ImageError
 from sealer.image.layers import apply_layer
-from sealer.image.store import ImageStore, PlatformImage, sealer_home
+from sealer.image.store import ImageStore, PlatformImage, sealer_home, tree_bytes
 from sealer.state.files import ensure_private_dir
 
 COMPLETE = ".sealer-complete"
@@ -41,16 +41,6 @@ class UnpackedImage:
             return path.read_text(errors="replace")
         except OSError:
             return None
-
-
-def tree_bytes(root: Path) -> int:
-    """Bytes of the regular files under root (what a copy of it writes)."""
-    total = 0
-    for base, _dirs, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(base, name)).st_size
-    return total
 
 
 def unpack(store: ImageStore, image: PlatformImage, cache: Path) -> UnpackedImage:

@@ -44,7 +44,7 @@ from sealer.image.oci import Descriptor, Platform, host_platform
 from sealer.image.reference import Reference, parse_reference
 from sealer.image.registry import RegistryClient, RegistryOptions
 from sealer.image.service import ensure_image
-from sealer.image.store import ImageStore, default_store_root, sealer_home
+from sealer.image.store import ImageStore, default_store_root, sealer_home, tree_bytes
 
 KUBEFILE_NAMES = ("Kubefile", "kubefile")
 IMAGE_TYPES = ("kube-installer", "app-installer")
@@ -626,7 +626,7 @@ def build_cache_entries(cache_dir: Path) -> list[BuildCacheEntry]:
         except FileNotFoundError:
             return
         is_tree = stat.S_ISDIR(st.st_mode)
-        size = _tree_bytes(path) if is_tree else st.st_size
+        size = tree_bytes(path) if is_tree else st.st_size
         out.append(BuildCacheEntry(path, kind, size, st.st_mtime if last_used is None else last_used))
 
     for path in _entries(cache_dir / "layers"):
@@ -658,15 +658,6 @@ def _mtime(path: Path) -> float:
         return path.lstat().st_mtime
     except FileNotFoundError:
         return 0.0
-
-
-def _tree_bytes(root: Path) -> int:
-    total = 0
-    for base, _dirs, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(base, name)).st_size
-    return total
 
 
 def prune_build_cache(

@@ -758,7 +758,7 @@ class ImageStore:
                 continue
             if st.st_mtime >= limit:
                 continue
-            size = _tree_size(path) if path.is_dir() and not path.is_symlink() else st.st_size
+            size = tree_bytes(path) if path.is_dir() and not path.is_symlink() else st.st_size
             out.append((path, size))
         return out
 
@@ -792,7 +792,8 @@ def _list_dir(path: Path) -> list[Path]:
         return []
 
 
-def _tree_size(root: Path) -> int:
+def tree_bytes(root: Path) -> int:
+    """Bytes of the regular files under root (what a copy of it writes)."""
     total = 0
     for base, _dirs, files in os.walk(root):
         for name in files:
