@@ -69,16 +69,35 @@ async def _write(kube: Kube, name: str, me: LockHolder, existing: Lease | None) 
         await kube.client.replace(existing)
 
 
+async def _read(kube: Kube, name: str) -> Lease | None:
+    try:
+        lease: Lease = await kube.client.get(Lease, name, namespace=NAMESPACE)
+    except ApiError as err:
+        if err.status.code != 404:
+            raise
+        return None
+    return lease
+
+
+async def _write_first(kube: Kube, cluster: str, me: LockHolder, existing: Lease | None, hint: str) -> None:
+    """Write our Lease over what was read; another sealer that wrote in between wins (409)."""
+    name = lease_name(cluster)
+    try:
+        await _write(kube, name, me, existing)
+    except ApiError as err:
+        if err.status.code == 409:
+            raise LockHeldError(
+                f"cluster {cluster}: another sealer took the in-cluster lease {NAMESPACE}/{name} just now",
+                hint,
+            )
+        raise
+
+
 async def acquire(kube: Kube, cluster: str, command: str) -> LockHolder:
     """Take the cluster's Lease, or raise LockHeldError naming the live holder."""
     name = lease_name(cluster)
     me = current_holder_info(command)
-    try:
-        existing: Lease | None = await kube.client.get(Lease, name, namespace=NAMESPACE)
-    except ApiError as err:
-        if err.status.code != 404:
-            raise
-        existing = None
+    existing = await _read(kube, name)
     if existing is not None:
         other = held_by_other(existing, me, datetime.now(UTC))
         if other is not None:
@@ -88,15 +107,7 @@ async def acquire(kube: Kube, cluster: str, command: str) -> LockHolder:
                 f"wait for it to finish; if that operation is gone, its lease expires {DURATION}s after its "
                 f"last renewal, or remove it: kubectl -n {NAMESPACE} delete lease {name}",
             )
-    try:
-        await _write(kube, name, me, existing)
-    except ApiError as err:
-        if err.status.code == 409:
-            raise LockHeldError(
-                f"cluster {cluster}: another sealer took the in-cluster lease {NAMESPACE}/{name} just now",
-                "wait for it to finish, then run the command again",
-            )
-        raise
+    await _write_first(kube, cluster, me, existing, "wait for it to finish, then run the command again")
     return me
 
 
@@ -141,12 +152,7 @@ async def reclaim(kube: Kube, cluster: str, me: LockHolder, since: datetime) -> 
     it ran on another machine and has not expired); one renewed since then is a live operator:
     LockHeldError."""
     name = lease_name(cluster)
-    try:
-        existing: Lease | None = await kube.client.get(Lease, name, namespace=NAMESPACE)
-    except ApiError as err:
-        if err.status.code != 404:
-            raise
-        existing = None
+    existing = await _read(kube, name)
     if existing is not None and existing.spec is not None:
         other = held_by_other(existing, me, datetime.now(UTC))
         renewed = existing.spec.renewTime or existing.spec.acquireTime
@@ -158,15 +164,13 @@ async def reclaim(kube: Kube, cluster: str, me: LockHolder, since: datetime) -> 
                 f"{NAMESPACE}/{name}, taken after this restore began)",
                 "wait for it to finish, then run the same restore again: it continues where it stopped",
             )
-    try:
-        await _write(kube, name, me, existing)
-    except ApiError as err:
-        if err.status.code == 409:
-            raise LockHeldError(
-                f"cluster {cluster}: another sealer took the in-cluster lease {NAMESPACE}/{name} just now",
-                "wait for it to finish, then run the same restore again: it continues where it stopped",
-            )
-        raise
+    await _write_first(
+        kube,
+        cluster,
+        me,
+        existing,
+        "wait for it to finish, then run the same restore again: it continues where it stopped",
+    )
 
 
 @contextlib.asynccontextmanager
