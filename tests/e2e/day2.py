@@ -79,6 +79,19 @@ def journal(home: Path, cluster: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def assert_no_finished_step_started_again(recs: list[dict[str, Any]]) -> None:
+    """The journal's promise after kills and re-runs: a step that finished never starts again."""
+    finished: set[tuple[Any, ...]] = set()
+    for r in recs:
+        if r["type"] != "step":
+            continue
+        key = (r["op"], r["action"], r["step"], r.get("host"), r.get("digest"))
+        if r["status"] == "start":
+            assert key not in finished, f"step {key} was started again after it had finished"
+        elif r["status"] == "done":
+            finished.add(key)
+
+
 def last_op_steps(home: Path, cluster: str, step: str, status: str = "done") -> list[str]:
     """Hosts of the last operation's `step` records with `status`, in journal order."""
     records = journal(home, cluster)

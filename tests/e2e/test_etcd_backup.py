@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.day2 import assert_no_finished_step_started_again
 from tests.e2e.images import SEALER, run_sealer, sealer_env
 from tests.e2e.runtime_images import RuntimeImage, prepare_hosts
 from tests.e2e.test_run_runtimes import CLUSTER, clusterfile
@@ -122,18 +123,6 @@ def _killed_at(home: Path, args: list[str], point: str, flag: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.returncode
 
 
-def _assert_no_finished_step_started_again(recs: list[dict[str, Any]]) -> None:
-    finished: set[tuple[Any, ...]] = set()
-    for r in recs:
-        if r["type"] != "step":
-            continue
-        key = (r["op"], r["action"], r["step"], r.get("host"), r.get("digest"))
-        if r["status"] == "start":
-            assert key not in finished, f"step {key} was started again after it had finished"
-        elif r["status"] == "done":
-            finished.add(key)
-
-
 def _killed_twice_then_resumed(home: Path, tb, snapshot: Path, hosts, masters, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The same restore killed twice at step boundaries (before master0's cluster-reset, with every
     server stopped and the API down; then before a worker's restart, after the API came back from
@@ -172,7 +161,7 @@ def _killed_twice_then_resumed(home: Path, tb, snapshot: Path, hosts, masters, t
     assert [r["op"] for r in recs if r["type"] == "begin"][-1] == op
     end = [r for r in recs if r["type"] == "end"][-1]
     assert (end["op"], end["status"]) == (op, "done"), end
-    _assert_no_finished_step_started_again(recs)
+    assert_no_finished_step_started_again(recs)
     assert not (home / CLUSTER / "etcd-restore.json").exists()
 
 
@@ -216,7 +205,7 @@ def _failed_then_resumed(
     tb.run_on(worker, "mv /usr/local/bin/k3s.away /usr/local/bin/k3s")
     done = run_sealer(home, *args, timeout=1500)
     assert "resuming operation" in done.stderr, done.stdout + done.stderr
-    _assert_no_finished_step_started_again(_journal(home))
+    assert_no_finished_step_started_again(_journal(home))
     return done
 
 
@@ -339,7 +328,7 @@ def test_backup_then_restore(
         again = run_sealer(home, *args, timeout=1500)
         assert "resuming operation" in again.stderr, again.stdout + again.stderr
         assert f"cluster {CLUSTER} restored" in again.stdout, again.stdout + again.stderr
-        _assert_no_finished_step_started_again(_journal(home))
+        assert_no_finished_step_started_again(_journal(home))
     _assert_restored(home, hosts)
     _assert_lease_released(home)
     status = run_sealer(home, "status", "--cluster", CLUSTER).stdout

@@ -45,7 +45,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.day2 import assert_clean, build_upgrade_image, clusterfile, nodes_by_ip, ready
+from tests.e2e.day2 import (
+    assert_clean,
+    assert_no_finished_step_started_again,
+    build_upgrade_image,
+    clusterfile,
+    nodes_by_ip,
+    ready,
+)
 from tests.e2e.images import SEALER, run_sealer, sealer_env
 from tests.e2e.test_day2_k3s import (  # noqa: F401  (upgrade_images is a fixture)
     NEXT_VERSION,
@@ -71,18 +78,6 @@ Step = tuple[str, str, str | None]  # (action, step, host): a journaled step, in
 def records(home: Path) -> list[dict[str, Any]]:
     path = home / CLUSTER / "journal.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def assert_no_finished_step_started_again(recs: list[dict[str, Any]]) -> None:
-    finished: set[tuple[Any, ...]] = set()
-    for r in recs:
-        if r["type"] != "step":
-            continue
-        key = (r["op"], r["action"], r["step"], r.get("host"), r.get("digest"))
-        if r["status"] == "start":
-            assert key not in finished, f"step {key} was started again after it had finished"
-        elif r["status"] == "done":
-            finished.add(key)
 
 
 def parse_lines(lines: Sequence[bytes]) -> list[dict[str, Any]]:
