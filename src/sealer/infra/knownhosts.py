@@ -114,6 +114,42 @@ def keys_for(entries: list[Entry], address: str, port: int | None) -> list[str]:
     return [e.key for e in entries if e.marker is None and patterns_match(e.patterns, name)]
 
 
+_SPECIAL = frozenset("*?!|")
+
+
+class HostIndex:
+    """Entries indexed for lookups. sealer writes one plain name per line, so a cluster's file is
+    a dict lookup per host instead of a pattern match per line per host (which made connecting
+    to N hosts cost O(N^2)); wildcard, negated and hashed pattern lists are still matched one by
+    one, and keys come back in file order as OpenSSH reads them."""
+
+    def __init__(self, entries: list[Entry] | None = None) -> None:
+        self._count = 0
+        self._exact: dict[str, list[tuple[int, str]]] = {}
+        self._other: list[tuple[int, Entry]] = []
+        for entry in entries or ():
+            self.add(entry)
+
+    def add(self, entry: Entry) -> None:
+        order, self._count = self._count, self._count + 1
+        if entry.marker is not None:
+            return  # @revoked / @cert-authority never pin a host's own key
+        names = entry.patterns.split(",")
+        if any(c in _SPECIAL for c in entry.patterns):
+            self._other.append((order, entry))
+            return
+        for name in dict.fromkeys(names):
+            self._exact.setdefault(name, []).append((order, entry.key))
+
+    def keys_for(self, address: str, port: int | None) -> list[str]:
+        name = host_pattern(address, port)
+        hits = list(self._exact.get(name, ()))
+        if self._other:
+            hits += [(i, e.key) for i, e in self._other if patterns_match(e.patterns, name)]
+            hits.sort(key=lambda hit: hit[0])
+        return [key for _, key in hits]
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[int]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -125,6 +161,14 @@ def _locked(path: Path) -> Iterator[int]:
         os.close(fd)  # closing releases the flock
 
 
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    # os.write may write less than asked (a full disk, a signal): never leave half a line
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
 def _read_fd(fd: int) -> str:
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
@@ -133,12 +177,25 @@ def _read_fd(fd: int) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    # what changes whenever anyone appends to or rewrites the file (ctime too: a rewrite to the
+    # same size within one mtime tick still moves it)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class KnownHostsFile:
     """The cluster's own known_hosts (0600). Records are appended under an exclusive flock so
-    parallel sealer processes never interleave half lines."""
+    parallel sealer processes never interleave half lines.
+
+    The parsed file is kept and re-read only when its inode, size or times change, so N hosts
+    connecting (each looked up, each recorded) cost O(N) reads and parses in all, not O(N^2)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._index: HostIndex | None = None
+        self._seen: tuple[int, int, int, int] | None = None
+        self.reads = 0  # how often the file was read and parsed (tests and benchmarks count them)
+        self.writes = 0  # how often keys were appended to it (one per record_many batch)
 
     def entries(self) -> list[Entry]:
         try:
@@ -148,26 +205,65 @@ class KnownHostsFile:
         except OSError as err:
             raise KnownHostsFileError(f"cannot read {self.path}: {err.strerror}") from err
 
+    def _load(self, fd: int) -> HostIndex:
+        """The index of the open file, parsed again only if it changed since we last saw it."""
+        seen = _stamp(os.fstat(fd))  # before reading: a change after this forces a re-read later
+        if self._index is None or seen != self._seen:
+            self._index, self._seen = None, None
+            index = HostIndex(parse(_read_fd(fd)))
+            self.reads += 1
+            self._index, self._seen = index, seen
+        return self._index
+
     def keys_for(self, address: str, port: int | None) -> list[str]:
-        return keys_for(self.entries(), address, port)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise KnownHostsFileError(f"cannot read {self.path}: {err.strerror}") from err
+        try:
+            return self._load(fd).keys_for(address, port)
+        except OSError as err:
+            raise KnownHostsFileError(f"cannot read {self.path}: {err.strerror}") from err
+        finally:
+            os.close(fd)
 
     def record(self, address: str, port: int | None, key: str) -> bool:
         """Pin `key` for the host; False if it was pinned already (by us or a parallel run)."""
-        key = normalize_key(key)
+        return self.record_many([(address, port, key)])[0]
+
+    def record_many(self, items: list[tuple[str, int | None, str]]) -> list[bool]:
+        """Pin each (address, port, key) with one lock and at most one write for all of them;
+        per item, False if it was pinned already (by us, an earlier item or a parallel run)."""
+        keys = [normalize_key(key) for _, _, key in items]
+        added: list[bool] = []
         try:
             with _locked(self.path) as fd:
-                current = parse(_read_fd(fd))
-                if key in keys_for(current, address, port):
-                    return False
-                text = _read_fd(fd)
-                prefix = "" if not text or text.endswith("\n") else "\n"
-                os.lseek(fd, 0, os.SEEK_END)
-                os.write(fd, f"{prefix}{host_pattern(address, port)} {key}\n".encode())
-                return True
+                index = self._load(fd)
+                lines: list[str] = []
+                for (address, port, _), key in zip(items, keys, strict=True):
+                    if key in index.keys_for(address, port):
+                        added.append(False)
+                        continue
+                    self._seen = None  # the index holds lines not on disk until written
+                    index.add(Entry(host_pattern(address, port), key))
+                    lines.append(f"{host_pattern(address, port)} {key}\n")
+                    added.append(True)
+                if lines:
+                    size = os.fstat(fd).st_size
+                    prefix = "\n" if size and os.pread(fd, 1, size - 1) != b"\n" else ""
+                    _write_all(fd, (prefix + "".join(lines)).encode(), size)
+                    self.writes += 1
+                    self._seen = _stamp(os.fstat(fd))
         except OSError as err:
+            self._index, self._seen = None, None
+            who = items[0][0] if len(items) == 1 else f"{len(items)} hosts"
             raise KnownHostsFileError(
-                f"cannot record the host key of {address} in {self.path}: {err.strerror}"
+                f"cannot record the host key of {who} in {self.path}: {err.strerror}",
+                f"make {self.path.parent} writable by this user and check the disk has room",
             ) from err
+        return added
 
     def forget(self, address: str, port: int | None = None) -> int:
         """Drop every key pinned for the host; returns how many lines went."""
@@ -186,10 +282,10 @@ class KnownHostsFile:
                             continue
                     kept.append(line)
                 if removed:
+                    self._index, self._seen = None, None
                     data = "".join(kept).encode()
-                    os.lseek(fd, 0, os.SEEK_SET)
                     os.ftruncate(fd, 0)
-                    os.write(fd, data)
+                    _write_all(fd, data, 0)
                 return removed
         except OSError as err:
             raise KnownHostsFileError(f"cannot edit {self.path}: {err.strerror}") from err

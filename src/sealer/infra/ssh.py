@@ -30,10 +30,9 @@ from sealer.infra.errors import (
 from sealer.infra.host import Target
 from sealer.infra.hostlog import HostLogs
 from sealer.infra.knownhosts import (
-    Entry,
+    HostIndex,
     KnownHostsFile,
     fingerprint,
-    keys_for,
     normalize_key,
     user_known_hosts,
 )
@@ -162,7 +161,9 @@ class SSHConnector:
         self._handshakes: asyncio.Semaphore | None = None
         self._conns: dict[tuple[object, ...], asyncio.Task[_Conn]] = {}
         self._keys: dict[tuple[str, str | None], Any] = {}
-        self._user_known: list[Entry] | None = None
+        self._user_known: HostIndex | None = None
+        self._pins: list[tuple[Target, str, asyncio.Future[bool]]] = []
+        self._pin_task: asyncio.Task[None] | None = None
         self.handshakes_done = 0
         self.max_handshakes_seen = 0
         self._in_flight = 0
@@ -207,8 +208,8 @@ class SSHConnector:
                 pinned.setdefault(k, str(self.known_hosts.path))
         if self.trust_user_known_hosts:
             if self._user_known is None:  # read once per run, not once per host
-                self._user_known = user_known_hosts()
-            for k in keys_for(self._user_known, target.address, target.port):
+                self._user_known = HostIndex(user_known_hosts())
+            for k in self._user_known.keys_for(target.address, target.port):
                 pinned.setdefault(k, "~/.ssh/known_hosts")
         return pinned
 
@@ -299,18 +300,43 @@ class SSHConnector:
                 self._in_flight -= 1
                 self.handshakes_done += 1
         try:
-            recorded = (
-                check.to_record is not None
-                and self.known_hosts is not None
-                and self.known_hosts.record(target.address, target.port, check.to_record)
-            )
-        except SealerError:
+            recorded = check.to_record is not None and await self._pin(target, check.to_record)
+        except BaseException:
             conn.close()  # a key we could not pin is a key we must not use
             raise
         if recorded and check.to_record is not None:
             log.info("%s: recorded host key %s", target.name, fingerprint(check.to_record))
         username = conn.get_extra_info("username") or target.login_user
         return _Conn(target, conn, str(username))
+
+    async def _pin(self, target: Target, key: str) -> bool:
+        """Record a first-contact host key; False if it was pinned already. Handshakes that end
+        while a write is pending share the next one (one lock and one append per batch, not per
+        host: on a network home directory every flock is a round trip)."""
+        if self.known_hosts is None:
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pins.append((target, key, future))
+        if self._pin_task is None or self._pin_task.done():
+            self._pin_task = asyncio.ensure_future(self._write_pins(self.known_hosts))
+        return await future
+
+    async def _write_pins(self, store: KnownHostsFile) -> None:
+        await asyncio.sleep(0)  # let handshakes that finish in this loop iteration join the batch
+        while self._pins:
+            batch, self._pins = self._pins, []
+            try:
+                added = store.record_many([(t.address, t.port, key) for t, key, _ in batch])
+            except Exception as err:  # any failure must reach every waiting handshake
+                message = err.message if isinstance(err, SealerError) else f"cannot pin its host key: {err}"
+                hint = err.hint if isinstance(err, SealerError) else None
+                for t, _, future in batch:
+                    if not future.done():  # each host fails with its own error, naming it
+                        future.set_exception(HostError(t.name, message, hint))
+                continue
+            for (_, _, future), ok in zip(batch, added, strict=True):
+                if not future.done():
+                    future.set_result(ok)
 
     def _connect_error(self, target: Target, check: _HostKeyCheck, err: BaseException) -> BaseException:
         name = target.name
