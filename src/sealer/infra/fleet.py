@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
+from sealer.errors import SealerError
 from sealer.infra import transfer
 from sealer.infra.connector import Connector, Outcome, Result, TransferStats, host_error_of
 from sealer.infra.host import Target
@@ -16,6 +18,42 @@ from sealer.infra.local import LocalConnector, is_local_address
 from sealer.infra.ssh import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HANDSHAKES, SSHConnector
 
 T = TypeVar("T")
+
+# Open files a run holds per host: its SSH socket and its log file; plus what the process needs
+# besides (the state files, the interpreter's own, a local connector's pipes).
+FILES_PER_HOST = 2
+FILES_BASE = 64
+
+
+class OpenFilesError(SealerError):
+    """The process may not open enough files for every host of the run."""
+
+
+def ensure_open_files(hosts: int) -> int:
+    """Make room for `hosts` connections: raise the soft RLIMIT_NOFILE to the hard limit when the
+    soft one is short (it is 1024 on many systems: ~500 hosts would die with EMFILE midway),
+    and fail up front, naming the limits, when even the hard limit is short. Returns the limit."""
+    need = FILES_BASE + FILES_PER_HOST * hosts
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return soft
+    if hard == resource.RLIM_INFINITY or hard >= need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+        except (ValueError, OSError):
+            # some kernels cap the soft limit below an "unlimited" hard one (fs.nr_open)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+                return need
+            except (ValueError, OSError):
+                pass
+    raise OpenFilesError(
+        f"{hosts} hosts need about {need} open files, but this process may open only "
+        f"{soft} and cannot raise that past its hard limit {hard} (ulimit -Hn)",
+        f"raise the hard limit (`ulimit -Hn {need}` as root, LimitNOFILE= for a service, or "
+        "nofile in /etc/security/limits.conf), or run on fewer hosts at once (--roles/--ips)",
+    )
 
 
 class Fleet:
@@ -98,6 +136,7 @@ class Fleet:
         """Run action on every host in parallel; results in the hosts' order. on_done sees each
         host's outcome as soon as it is known (for live progress)."""
         targets = list(hosts)
+        ensure_open_files(len(targets))
 
         async def one(host: Target) -> Outcome[T]:
             outcome: Outcome[T]
