@@ -430,6 +430,24 @@ async def _note(work: Awaitable[Any], note: str) -> str:
     return note
 
 
+def labels_taints_step(
+    kube: Kube, name: str, host: Host, remove_labels: Sequence[str] = (), remove_taints: Sequence[str] = ()
+) -> tuple[dict[str, Any], Callable[[], Awaitable[str]]]:
+    """The inputs and the work of the journaled step that gives Node `name` its host's labels and
+    taints from the Clusterfile (and takes off those given): day-2's `labels-taints`, and the end
+    of an etcd restore (apply/restore.py), whose snapshot holds the Nodes of backup time."""
+    labels = effective_labels(host)
+    taints = [*host.taints, *(parse_taint(t) for t in remove_taints)]
+
+    async def work() -> str:
+        await kube.set_labels(name, labels, remove_labels)
+        await kube.set_taints(name, taints)
+        return f"{len(labels)} label(s), {len(host.taints)} taint(s)"
+
+    inputs = {"labels": labels, "remove": list(remove_labels), "taints": [str(t) for t in taints]}
+    return inputs, work
+
+
 class Executor:
     """Runs the actions of a plan with journaled steps, in plan order."""
 
@@ -682,21 +700,8 @@ class Executor:
     ) -> None:
         kube = await self.api()
         name = self.d2.node_name(host.ip)
-        labels = effective_labels(host)
-        taints = [*host.taints, *(parse_taint(t) for t in remove_taints)]
-
-        async def work() -> str:
-            await kube.set_labels(name, labels, remove_labels)
-            await kube.set_taints(name, taints)
-            return f"{len(labels)} label(s), {len(host.taints)} taint(s)"
-
-        await self.steps.step(
-            action.id,
-            "labels-taints",
-            host.ip,
-            {"labels": labels, "remove": list(remove_labels), "taints": [str(t) for t in taints]},
-            work,
-        )
+        inputs, work = labels_taints_step(kube, name, host, remove_labels, remove_taints)
+        await self.steps.step(action.id, "labels-taints", host.ip, inputs, work)
 
     async def do_update_labels(self, action: Action) -> None:
         remove = list(action.details.get("remove") or [])
