@@ -1,25 +1,37 @@
 """Benchmark: planning large clusters (issue 2: 5,000 hosts "well under a second").
 
-Measures, side by side in one run, 500 vs 5,000 hosts for: parsing the Clusterfile, planning a
-create, planning an update against the last-applied file (10% of workers replaced, image changed,
-one group relabelled), and the field-level diff. Prints times and the 5,000/500 ratio (10 = linear).
+Measures, side by side in one run, a small vs a large cluster (default 500 vs 5,000 hosts; `--sizes
+30,300` for the operator's 300-host case) for: parsing the Clusterfile, planning a create, planning
+an update against the last-applied file (10% of workers replaced, image changed, one group
+relabelled), the field-level diff, and `sealer status` (cluster_status + its lines) on a state dir
+whose journal holds a finished install and an upgrade that stopped halfway, every host with its
+steps. Prints times and the large/small ratio (equal to the size ratio = linear).
 
-    .venv/bin/python bench/plan.py [--repeat N]
+    .venv/bin/python bench/plan.py [--repeat N] [--sizes 30,300]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from sealer.apply.lifecycle import cluster_status, status_lines
 from sealer.model.cluster import Cluster, Clusterfile, HostGroup
 from sealer.model.clusterfile import dump_clusterfile, parse_clusterfile
 from sealer.plan import make_plan
 from sealer.plan.diff import diff_clusterfiles
+from sealer.state.journal import Journal, digest_of
+from sealer.state.store import ClusterState
+
+# per-host steps of an install and an upgrade, as the engine journals them (begin + done each)
+HOST_STEPS = ("facts", "preflight", "rootfs", "registry-ca", "runtime-install", "join", "labels")
 
 
 def make_cluster(hosts: int, *, image: str = "example/k8s:v1.22.15", replaced: int = 0) -> Cluster:
@@ -54,12 +66,35 @@ def workload(hosts: int) -> dict[str, Callable[[], Any]]:
     update = make_plan(desired, current)
     assert len(update.actions) >= 3, update.text()
     old_cf, new_cf = Clusterfile(cluster=current), Clusterfile(cluster=desired)
+    state = status_state(current, dump_clusterfile(old_cf))
     return {
         "parse": lambda: parse_clusterfile(text, "bench"),
         "plan create": lambda: make_plan(desired, None),
         "plan update": lambda: make_plan(desired, current),
         "diff": lambda: diff_clusterfiles(old_cf, new_cf),
+        "status": lambda: status_lines(cluster_status(state)),
     }
+
+
+def status_state(cluster: Cluster, text: str) -> ClusterState:
+    """A state dir as `sealer run` then a failed `sealer upgrade` leave it on `cluster`'s hosts."""
+    home = Path(tempfile.mkdtemp(prefix="sealer-bench-status-"))
+    state = ClusterState(cluster.name, home)
+    state.ensure()
+    state.record_applied(text, runtime_type="kubernetes")
+    ips = [ip for group in cluster.host_groups for ip in group.ips]
+    journal = Journal(state.journal_path, durable=False)
+    for kind, stop in (("run", len(ips)), ("upgrade", len(ips) // 2)):
+        op = journal.begin(kind, digest_of(kind))
+        for step in HOST_STEPS:
+            for n, ip in enumerate(ips):
+                journal.step(op, kind, step, "start", host=ip)
+                if kind == "run" or n < stop:
+                    journal.step(op, kind, step, "done", host=ip)
+        if kind == "run":
+            journal.end(op, "done")
+    journal.close()
+    return state
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -71,8 +106,9 @@ def timed(fn: Callable[[], Any]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--sizes", default="500,5000", help="small,large host counts")
     args = parser.parse_args()
-    small, large = 500, 5000
+    small, large = (int(n) for n in args.sizes.split(","))
     work = {small: workload(small), large: workload(large)}
     samples: dict[tuple[int, str], list[float]] = {}
     # Interleave sizes round by round, so background load hits both sides of each ratio alike.
@@ -82,11 +118,13 @@ def main() -> None:
                 samples.setdefault((size, name), []).append(timed(work[size][name]))
     med = {key: statistics.median(values) for key, values in samples.items()}
     print(f"{'operation':<14}{small:>10} hosts{large:>10} hosts{'ratio':>9}   (medians of {args.repeat})")
+    os.environ.setdefault("SEALER_HOME", tempfile.mkdtemp(prefix="sealer-bench-home-"))
     for name in work[small]:
         a, b = med[(small, name)], med[(large, name)]
         print(f"{name:<14}{a * 1000:>13.1f} ms{b * 1000:>13.1f} ms{b / a:>9.1f}")
     total = med[(large, "parse")] + med[(large, "plan update")]
-    print(f"5,000 hosts, parse + plan an update: {total * 1000:.0f} ms (linear scaling = ratio 10)")
+    print(f"{large:,} hosts, parse + plan an update: {total * 1000:.0f} ms "
+          f"(linear scaling = ratio {large / small:g})")
 
 
 if __name__ == "__main__":
