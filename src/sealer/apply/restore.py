@@ -3,7 +3,10 @@ every other operation: its plan digest is the snapshot file's sha256 and the clu
 the runtime's (runtime/etcd_backup.py: "stop m1", "cluster-reset m0", "rejoin m2", ...), so running
 the same restore again after a kill or a failure skips the finished steps and redoes the interrupted
 one. Both hold the in-cluster Lease (apply/lease.py) while the API answers; a restore takes it back
-from the restored datastore, whose Lease is the one of the snapshot's time."""
+from the restored datastore, whose Lease is the one of the snapshot's time. The restored datastore
+holds the Nodes and the in-cluster Clusterfile of backup time: the restore ends by bringing them to
+the last-applied Clusterfile (labels and taints, Nodes of removed hosts, the saved state) and by
+removing the snapshot's copies from the masters."""
 
 from __future__ import annotations
 
@@ -22,23 +25,26 @@ from typing import Any
 from sealer.apply import kubeops
 from sealer.apply import lease as leasemod
 from sealer.apply.engine import RunOptions, Steps, _all_hosts
-from sealer.apply.lifecycle import Day2, Day2Options, _installed, _mirror_journal
+from sealer.apply.lifecycle import Day2, Day2Options, _installed, _mirror_journal, labels_taints_step
 from sealer.apply.progress import Progress
 from sealer.errors import HostError, RuntimeErrorSealer, SealerError, StateError
 from sealer.infra.fleet import Fleet
 from sealer.kube.client import Kube
 from sealer.model.cluster import Clusterfile, Host
-from sealer.model.clusterfile import dump_clusterfile
+from sealer.model.clusterfile import dump_clusterfile, parse_clusterfile
+from sealer.plan.planner import _labels_change, _taints_change
 from sealer.runtime import etcd_backup
-from sealer.runtime.base import ClusterRuntime, RuntimeContext
+from sealer.runtime.base import ClusterRuntime, RuntimeContext, registers_node
+from sealer.runtime.containerd import run_checked
 from sealer.state import ClusterState, Journal
 from sealer.state.files import atomic_write
-from sealer.state.journal import Operation, digest_of
+from sealer.state.journal import Operation, StepKey, digest_of
 from sealer.state.lock import LockHolder, current_holder_info
 
 KIND = "etcd-restore"  # the journal's operation kind, and the action of every step
 MEMO = "etcd-restore.json"  # decisions of the restore being run, for a resumed run
 REMOTE_DIR = "/var/lib/sealer/restore"
+CLEANUP = "cleanup"  # the last step: the snapshot's copies removed from the masters
 API_TIMEOUT = 300.0
 
 
@@ -138,6 +144,10 @@ class JournaledRun:
         self, name: str, hosts: Sequence[Host], work: Callable[[Host], Awaitable[str | None]]
     ) -> None:
         await _all_hosts(list(hosts), lambda h: self.step(name, h, {}, partial(work, h)))
+
+    def finished(self, name: str, host: Host) -> bool:
+        """Whether the step `name` (of `each`, no inputs) on `host` finished in this operation."""
+        return StepKey(KIND, name, host.ip, digest_of({})) in self.steps.finished
 
     def remember(self, key: str, value: str) -> None:
         self.memo.set(key, value)
@@ -347,31 +357,116 @@ async def _restore(
     # run, a resumed one too, makes sure master0 has it, and sends it only when it has not.
     run.progress.phase("upload")
     prepare = f"mkdir -p {REMOTE_DIR} && chmod 0700 {REMOTE_DIR} && (sha256sum {remote} 2>/dev/null || true)"
-    there = await ctx.fleet.run(target, prepare, sudo=True)
-    there.check()
-    if there.stdout.split()[:1] == [sha]:
+    if run.finished(CLEANUP, m0):
+        # killed after the last step removed the snapshot: every step that reads it is done
+        run.progress.host(m0.ip, "skipped", "its copy was removed by the finished restore")
+    elif (await ctx.fleet.run(target, prepare, sudo=True)).check().stdout.split()[:1] == [sha]:
         run.progress.host(m0.ip, "skipped", f"{remote} already there")
     else:
         await ctx.fleet.put(target, snapshot, remote, sudo=True)
         (await ctx.fleet.run(target, f"chmod 0600 {remote}", sudo=True)).check()
         run.progress.host(m0.ip, "ok", remote)
     await etcd_backup.restore_steps(runtime, ctx, remote, run)
+    # A k0s archive or a kubeadm bundle may bring another CA back: the kubeconfig is fetched
+    # again rather than trusted.
+    state.write_admin_conf(await runtime.kubeconfig(ctx))
+    text = state.read_admin_conf()
+    assert text is not None
+    async with Kube(text) as kube:
+        await finish_steps(run, runtime, ctx, current, kube, remote, text)
+    run.progress.end_phase()
+
+
+def _node_hosts(runtime: ClusterRuntime, ctx: RuntimeContext, current: Clusterfile) -> list[Host]:
+    return [h for h in current.cluster.hosts if registers_node(runtime, ctx, h)]
+
+
+async def _before(run: etcd_backup.RestoreRun, kube: Kube, ctx: RuntimeContext) -> dict[str, Host]:
+    """The hosts of the Clusterfile sealer had applied when the snapshot was taken (the restored
+    datastore's copy, remembered before save-state replaces it), by address."""
+    saved = run.recall("clusterfile-before")
+    if saved is None:
+        saved = await kube.read_clusterfile() or ""
+        run.remember("clusterfile-before", saved)
+    if not saved:
+        return {}
+    before, problems = parse_clusterfile(saved, "the Clusterfile in the restored datastore")
+    if before is None:
+        ctx.say(
+            ctx.master0.ip,
+            "the Clusterfile in the snapshot does not parse ("
+            + "; ".join(p.message for p in problems[:2])
+            + "): labels and taints it set that the Clusterfile no longer has stay on the Nodes",
+        )
+        return {}
+    return {h.ip: h for h in before.cluster.hosts}
+
+
+async def finish_steps(
+    run: etcd_backup.RestoreRun,
+    runtime: ClusterRuntime,
+    ctx: RuntimeContext,
+    current: Clusterfile,
+    kube: Kube,
+    remote: str,
+    admin_conf: str,
+) -> None:
+    """After the runtime's steps the datastore is the snapshot's: its Nodes carry the labels and
+    taints of backup time, hosts removed since have Nodes, the in-cluster state is the Clusterfile
+    of backup time. These steps bring it to the last-applied Clusterfile, as `sealer apply` would,
+    then remove the snapshot's copies from the masters."""
+    m0 = ctx.master0
+    hosts = list(current.cluster.hosts)
+    node_hosts = _node_hosts(runtime, ctx, current)
 
     async def ready() -> str:
-        # A k0s archive or a kubeadm bundle may bring another CA back: the kubeconfig is fetched
-        # again rather than trusted.
-        state.write_admin_conf(await runtime.kubeconfig(ctx))
-        text = state.read_admin_conf()
-        assert text is not None
-        async with Kube(text) as kube:
-            nodes = await kubeops.wait_api(kube, API_TIMEOUT)
-            by_ip = {a: n.name for n in nodes for a in n.addresses}
-            wanted = {h.ip: kubeops.NodeWait(by_ip[h.ip]) for h in current.cluster.hosts if h.ip in by_ip}
-            await kubeops.wait_nodes(kube, wanted, API_TIMEOUT)
+        nodes = await kubeops.wait_api(kube, API_TIMEOUT)
+        by_ip = {a: n.name for n in nodes for a in n.addresses}
+        # every host that is a Node, also one that joined after the backup and registers anew
+        wanted = {h.ip: kubeops.NodeWait(by_ip.get(h.ip) or ctx.node_names[h.ip]) for h in node_hosts}
+        await kubeops.wait_nodes(kube, wanted, API_TIMEOUT)
         return f"{len(wanted)} node(s) Ready"
 
     await run.step("nodes-ready", m0, {}, ready)
-    run.progress.end_phase()
+
+    before = await _before(run, kube, ctx)
+    by_ip = {a: n.name for n in await kube.nodes() for a in n.addresses}
+
+    async def relabel(h: Host) -> None:
+        old = before.get(h.ip)
+        # what `sealer apply` takes off: set by the Clusterfile of backup time, not by this one
+        labels = (_labels_change(old, h) or {}).get("remove", []) if old is not None else []
+        taints = (_taints_change(old, h) or {}).get("remove", []) if old is not None else []
+        name = by_ip.get(h.ip) or ctx.node_names[h.ip]
+        inputs, work = labels_taints_step(kube, name, h, labels, taints)
+        await run.step("labels-taints", h, inputs, work)
+
+    await _all_hosts(node_hosts, relabel)
+    ips = sorted(h.ip for h in hosts)
+    names = {ctx.node_names[h.ip] for h in hosts if h.ip in ctx.node_names}
+
+    async def forget_stale() -> str:
+        stale = [
+            n.name for n in await kube.nodes() if n.name not in names and not set(n.addresses) & set(ips)
+        ]
+        for name in stale:
+            await kubeops.delete_node(kube, name)
+        return f"deleted {', '.join(sorted(stale))}" if stale else "none"
+
+    await run.step("delete-stale-nodes", m0, {"hosts": ips}, forget_stale)
+    clusterfile = dump_clusterfile(current, redact=True)
+
+    async def save() -> str:
+        await kube.save_state(clusterfile, admin_conf)
+        return "the Clusterfile in the cluster is the last-applied one again"
+
+    await run.step("save-state", m0, {"clusterfile": clusterfile}, save)
+
+    async def cleanup(h: Host) -> str:
+        await run_checked(ctx, h, etcd_backup.leftovers_script(remote))
+        return "snapshot copies removed"
+
+    await run.each(CLEANUP, list(current.cluster.masters), cleanup)
 
 
 # backup ----------------------------------------------------------------------------------------------

@@ -143,6 +143,19 @@ async def _copy_to_masters(ctx: RuntimeContext, path: str, masters: list[Host]) 
             await _sh(ctx, host, f"chmod 0600 {quote_path(path)}")
 
 
+def leftovers_script(uploaded: str) -> str:
+    """What a finished restore leaves on a master that is a copy of the snapshot: the file uploaded
+    (master0), what the runtime unpacked from it (k3s: the db; kubernetes: the db, the PKI, also on
+    the other masters); the directories go when empty. What a runtime keeps as the state before the
+    restore (k0s's archive in BACKUP_DIR, etcd's `<data-dir>.sealer-before-restore`, k3s's
+    db/etcd-old-*) is elsewhere and stays."""
+    work = (k3smod.RESTORE_DIR, RESTORE_WORK)
+    dirs = sorted({uploaded.rsplit("/", 1)[0], *(w.rsplit("/", 1)[0] for w in work)})
+    return f"rm -f {quote_path(uploaded)} && rm -rf {' '.join(quote_path(w) for w in work)}\n" + "".join(
+        f"rmdir {quote_path(d)} 2>/dev/null || true\n" for d in dirs
+    )
+
+
 def can_restore(runtime: object) -> bool:
     return isinstance(runtime, K3sRuntime | K0sRuntime | KubernetesRuntime)
 
