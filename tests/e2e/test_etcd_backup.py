@@ -18,6 +18,13 @@ agent re-joins, once master0 runs with the backup's token, and resumes on the pa
 with the control planes down (k0s: before master0's restore; kubeadm: before the static Pods
 start again) and resumed. The backup holds the in-cluster Lease while it takes the
 snapshot, so the snapshot holds it; no restore leaves it behind.
+
+Between backup and restore the workers' labels and taints change in the Clusterfile and are
+applied (for k3s a worker that was in the cluster at backup time is also removed): every restore
+ends with the Nodes as the last-applied Clusterfile says (the label changed, the one added there,
+the taint dropped since the backup off; no Node of the removed host, which later joins again under
+the same name), the in-cluster Clusterfile the last-applied one, and no snapshot copy left on the
+masters.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.day2 import assert_no_finished_step_started_again
 from tests.e2e.images import SEALER, run_sealer, sealer_env
@@ -83,6 +91,47 @@ def _assert_restored(home: Path, hosts) -> None:  # type: ignore[no-untyped-def]
     for node in nodes.values():
         ready = [c for c in node.status.conditions if c.type == "Ready"]
         assert ready and ready[0].status == "True", node.metadata.name
+
+
+# the workers' labels and taints after the backup (clusterfile() gives them disk=ssd and the taint
+# dedicated=e2e:NoSchedule, both in the snapshot)
+LATER_LABELS = {"disk": "nvme", "zone": "after-backup"}
+
+
+def _changed_since_backup(text: str) -> str:
+    """The Clusterfile with the workers' labels changed and their taint dropped."""
+    docs = list(yaml.safe_load_all(text))
+    for group in docs[0]["spec"]["hosts"]:
+        if group["roles"] == ["node"]:
+            group["labels"] = dict(LATER_LABELS)
+            group.pop("taints", None)
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def _assert_as_clusterfile(home: Path, tb, masters, workers) -> None:  # type: ignore[no-untyped-def]
+    """The restore ended with what the last-applied Clusterfile says, not what the snapshot held:
+    the workers' labels of after the backup and their dropped taint off (the masters' label kept),
+    the in-cluster Clusterfile the last-applied one; and the snapshot's copies are gone from the
+    masters (what the runtimes keep as the state before the restore is asserted where it is)."""
+    from lightkube.resources.core_v1 import ConfigMap, Node
+
+    from sealer.kube.client import CLUSTERFILE_CONFIGMAP, STATE_NAMESPACE
+
+    kube = _kube(home)
+    for w in workers:
+        node = kube.get(Node, w.name)
+        labels = node.metadata.labels or {}
+        assert {k: labels.get(k) for k in LATER_LABELS} == LATER_LABELS, (w.name, labels)
+        taints = [t.key for t in (node.spec.taints or [])]
+        assert "dedicated" not in taints, (w.name, taints)
+    for m in masters:  # unchanged since the backup, and not taken off
+        labels = kube.get(Node, m.name).metadata.labels or {}
+        assert labels.get("tier") == "control", (m.name, labels)
+    saved = kube.get(ConfigMap, CLUSTERFILE_CONFIGMAP, namespace=STATE_NAMESPACE).data["Clusterfile"]
+    assert "after-backup" in saved and "dedicated" not in saved, saved
+    for m in masters:
+        left = tb.run_on(m, "ls -A /var/lib/sealer/restore /var/lib/sealer/restore-work 2>/dev/null; true")
+        assert left.stdout.strip() == "", (m.name, left.stdout)
 
 
 def _journal(home: Path) -> list[dict[str, Any]]:
@@ -234,9 +283,13 @@ def test_backup_then_restore(
     masters, workers = hosts[:n_masters], hosts[n_masters:]
     prepare_hosts(tb, [*hosts, *spare], img)
     cf = tmp_path / "Clusterfile"
-    cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers]))
+    # k3s: the spare is a worker at backup time, removed before the restore (its Node is in the
+    # snapshot), joined again at the end
+    at_backup = [*workers, *spare]
+    cf.write_text(clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in at_backup]))
     done = run_sealer(home, "run", "-f", str(cf), timeout=1500)
-    assert f"cluster {CLUSTER} is up: {len(hosts)} node(s)" in done.stdout, done.stdout + done.stderr
+    n = len(masters) + len(at_backup)
+    assert f"cluster {CLUSTER} is up: {n} node(s)" in done.stdout, done.stdout + done.stderr
 
     from lightkube.resources.core_v1 import ConfigMap
 
@@ -272,6 +325,12 @@ def test_backup_then_restore(
 
     kube.delete(ConfigMap, "backup-probe", namespace="default")
     kube.create(_config_map("after-backup", "too-late"))
+    # the Clusterfile changes after the backup: the workers' labels and taints (and for k3s the
+    # spare is removed); the restore must end with this, not with the snapshot's Nodes
+    later = clusterfile(img.image, tb.key_path, [m.ip for m in masters], [w.ip for w in workers])
+    cf.write_text(_changed_since_backup(later))
+    applied = run_sealer(home, "apply", "-f", str(cf), "-y", timeout=900)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
 
     # a file that is no snapshot of this runtime: refused before anything stops, the cluster untouched
     # (k3s's own restore checks the file only after stopping its servers: not asserted here)
@@ -299,7 +358,8 @@ def test_backup_then_restore(
             home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500
         )
     assert f"cluster {CLUSTER} restored from {snapshot}" in restored.stdout, restored.stdout + restored.stderr
-    _assert_restored(home, hosts)
+    _assert_restored(home, hosts)  # for k3s: the spare's Node, in the snapshot, is gone
+    _assert_as_clusterfile(home, tb, masters, workers)
     m0 = masters[0]
     if runtime == "kubernetes":
         for m in masters:  # every member restored, its old data kept, the static Pods back in place
@@ -330,6 +390,7 @@ def test_backup_then_restore(
         assert f"cluster {CLUSTER} restored" in again.stdout, again.stdout + again.stderr
         assert_no_finished_step_started_again(_journal(home))
     _assert_restored(home, hosts)
+    _assert_as_clusterfile(home, tb, masters, workers)
     _assert_lease_released(home)
     status = run_sealer(home, "status", "--cluster", CLUSTER).stdout
     assert "unfinished" not in status, status
@@ -346,6 +407,7 @@ def test_backup_then_restore(
         onto = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
         assert "re-created with it" in onto.stdout + onto.stderr, onto.stdout + onto.stderr
         _assert_restored(home, hosts)
+        _assert_as_clusterfile(home, tb, masters, workers)
         for h in hosts:  # every host trusts the old CA again
             assert tb.run_on(h, "cat /etc/kubernetes/pki/ca.crt").stdout == old_ca, h.name
         # no second copy of the CA keys left where the bundle was unpacked
@@ -372,7 +434,8 @@ def test_backup_then_restore(
         assert "resuming operation" in onto.stderr, onto.stdout + onto.stderr
         assert "restoring with it" in onto.stdout + onto.stderr, onto.stdout + onto.stderr
         assert f"cluster {CLUSTER} restored from {snapshot}" in onto.stdout, onto.stdout + onto.stderr
-        _assert_restored(home, hosts)
+        _assert_restored(home, hosts)  # the spare's Node and node-password Secret are gone
+        _assert_as_clusterfile(home, tb, masters, workers)
         for h in hosts:  # every node runs with the original cluster token now
             f = AGENT_ENV if h not in masters else "/etc/rancher/k3s/sealer-token"
             assert old_token.rsplit(":", 1)[1] in tb.run_on(h, f"cat {f}").stdout, h.name
@@ -395,3 +458,4 @@ def test_backup_then_restore(
         onto = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, "-y", timeout=1500)
         assert "workers re-join" in onto.stdout + onto.stderr, onto.stdout + onto.stderr
         _assert_restored(home, hosts)
+        _assert_as_clusterfile(home, tb, masters, workers)

@@ -3,7 +3,11 @@ runtime's restore (every step keyed by name and host once, in an order that stop
 restores and restores before it re-joins), a restore interrupted at each of its steps and run
 again through the real journal (finished steps skipped, the interrupted one redone, decisions
 taken before anything changed recalled even where the hosts no longer show them), the plan
-digest, and what another command is told while a restore is unfinished."""
+digest, and what another command is told while a restore is unfinished. Every restore ends with
+the same steps: the Nodes Ready, each Node's labels and taints as the last-applied Clusterfile says
+(what the snapshot's Clusterfile set and this one no longer has taken off), the Nodes of hosts not
+in the Clusterfile deleted, the in-cluster Clusterfile saved, the snapshot's copies removed from
+the masters; a restore killed after that removal does not upload the snapshot again."""
 
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ from sealer.apply.engine import Steps
 from sealer.apply.progress import Progress
 from sealer.errors import HostError, RuntimeErrorSealer, StateError
 from sealer.infra.connector import Result
-from sealer.model.cluster import Host
+from sealer.kube.client import NodeStatus
+from sealer.model.cluster import Clusterfile, Host
+from sealer.model.clusterfile import parse_clusterfile
 from sealer.runtime import etcd_backup as eb
 from sealer.runtime import k3s
 from sealer.runtime.base import RuntimeContext
@@ -30,7 +36,6 @@ from sealer.runtime.k0s import K0sRuntime
 from sealer.runtime.kubernetes import KubernetesRuntime
 from sealer.state import ClusterState, Journal
 from tests.unit.apply.test_lifecycle import BASE, _cf
-from tests.unit.runtime.test_etcd_backup import _ctx
 
 SNAP = "/var/lib/sealer/restore/s.snapshot"
 
@@ -84,7 +89,105 @@ class Fleet:
         self.hosts.calls.append((host, f"put {dst}"))
 
 
+# The last-applied Clusterfile (the workers' labels changed since the backup, their taint dropped)
+# and the one the snapshot holds in the cluster, of backup time.
+NOW = """apiVersion: sealer.io/v2
+kind: Cluster
+metadata: {name: rt}
+spec:
+  image: kubernetes:test
+  env: [ENV]
+  hosts:
+    - ips: [10.0.0.2, 10.0.0.3]
+      roles: [master]
+      labels: {tier: control}
+    - ips: [10.0.0.9]
+      roles: [node]
+      labels: {disk: nvme, zone: b}
+"""
+BEFORE = (
+    NOW.replace("{disk: nvme, zone: b}", "{disk: ssd, old: x}\n      taints: [dedicated=e2e:NoSchedule]")
+    + "    - ips: [10.0.0.7]\n      roles: [node]\n"
+)
+
+
+def _current(env: str = "A=1") -> Clusterfile:
+    cf, problems = parse_clusterfile(NOW.replace("ENV", env), "test")
+    assert cf is not None, problems
+    return cf
+
+
+def _ctx(fleet: Any, current: Clusterfile) -> RuntimeContext:
+    return RuntimeContext(
+        fleet=fleet,
+        cluster=current.cluster,
+        targets={h.ip: h.ip for h in current.cluster.hosts},  # type: ignore[misc]
+        node_names={h.ip: f"n{h.ip.rsplit('.', 1)[1]}" for h in current.cluster.hosts},
+        registry=None,
+    )
+
+
+class FakeKube:
+    """The restored API as the finishing steps see it: the snapshot's Nodes (master1 without an
+    address, the worker registered under another name, one of a host removed since) and its
+    Clusterfile of backup time."""
+
+    server = "https://10.0.0.2:6443"
+
+    def __init__(self) -> None:
+        self.addresses = {"n2": ("10.0.0.2",), "n3": (), "w-9": ("10.0.0.9",), "n7": ("10.0.0.7",)}
+        self.labels: dict[str, dict[str, str]] = {
+            "n2": {"tier": "control"},
+            "n3": {"tier": "control"},
+            "w-9": {"disk": "ssd", "old": "x", "kubernetes.io/os": "linux"},
+            "n7": {},
+        }
+        self.taints: dict[str, list[str]] = {}
+        self.clusterfile: str | None = BEFORE.replace("ENV", "A=1")
+        self.saved: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+        self.client = self  # kubeops.delete_node deletes through kube.client
+
+    async def __aenter__(self) -> FakeKube:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def nodes(self) -> list[NodeStatus]:
+        return [NodeStatus(n, True, "", a) for n, a in self.addresses.items()]
+
+    async def wait_nodes(self, wanted: Any, timeout: float, *, title: str, hint: str) -> list[NodeStatus]:
+        missing = sorted(w.name for _, w in wanted if w.name not in self.addresses)
+        if missing:
+            raise RuntimeErrorSealer(f"{title}: {missing} not registered", hint)
+        return [s for s in await self.nodes() if s.name in {w.name for _, w in wanted}]
+
+    async def set_labels(self, node: str, add: dict[str, str], remove: Sequence[str] = ()) -> None:
+        for key in remove:
+            self.labels[node].pop(key, None)
+        self.labels[node].update(add)
+
+    async def set_taints(self, node: str, taints: Any) -> None:
+        self.taints[node] = [str(t) for t in taints]
+
+    async def read_clusterfile(self) -> str | None:
+        return self.clusterfile
+
+    async def save_state(self, clusterfile: str, kubeconfig: str) -> None:
+        self.clusterfile = clusterfile
+        self.saved.append((clusterfile, kubeconfig))
+
+    async def delete(self, kind: Any, name: str, namespace: str | None = None) -> None:
+        self.deleted.append((kind.__name__, name))
+        if kind.__name__ == "Node":
+            del self.addresses[name]
+
+
 class Recording(k3s.K3sRuntime):
+    async def kubeconfig(self, ctx: RuntimeContext) -> str:
+        return "apiVersion: v1\nkind: Config\n"
+
     async def _start(self, ctx: RuntimeContext, host: Host, unit: str, restart: bool) -> None:
         await ctx.fleet.run(host.ip, f"systemctl restart {unit}")
 
@@ -104,6 +207,9 @@ class Recording(k3s.K3sRuntime):
 
 
 class RecordingK0s(K0sRuntime):
+    async def kubeconfig(self, ctx: RuntimeContext) -> str:
+        return "apiVersion: v1\nkind: Config\n"
+
     async def install(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
         await ctx.fleet.run(masters[0].ip, "k0s install controller")
 
@@ -117,6 +223,9 @@ class RecordingK0s(K0sRuntime):
 
 
 class RecordingKubeadm(KubernetesRuntime):
+    async def kubeconfig(self, ctx: RuntimeContext) -> str:
+        return "apiVersion: v1\nkind: Config\n"
+
     async def install(self, ctx: RuntimeContext, masters: list[Host], workers: list[Host]) -> None:
         await ctx.fleet.run(masters[0].ip, "kubeadm init")
 
@@ -158,11 +267,18 @@ class ListRun(eb.DirectRun):
         self.api_back_at = len(self.steps)
 
 
-def _steps(runtime: str, foreign: bool) -> tuple[ListRun, HostState]:
-    hosts = HostState(foreign)
+def _steps(runtime: str, foreign: bool, env: str = "A=1") -> tuple[ListRun, HostState, FakeKube]:
+    hosts, kube = HostState(foreign), FakeKube()
     run = ListRun()
-    asyncio.run(eb.restore_steps(RUNTIMES[runtime](), _ctx(Fleet(hosts)), SNAP, run))
-    return run, hosts
+    rt, current = RUNTIMES[runtime](), _current(env)
+    ctx = _ctx(Fleet(hosts), current)
+
+    async def restore() -> None:
+        await eb.restore_steps(rt, ctx, SNAP, run)
+        await rs.finish_steps(run, rt, ctx, current, kube, SNAP, "admin.conf")  # type: ignore[arg-type]
+
+    asyncio.run(restore())
+    return run, hosts, kube
 
 
 M0, M1, W = "10.0.0.2", "10.0.0.3", "10.0.0.9"
@@ -195,6 +311,12 @@ EXPECTED = {
         ("delete-nodes", M0), ("drop-pki-copy", M0), ("join", M1), ("join", W),
     ],
 }  # fmt: skip
+# every restore ends so: the cluster as the last-applied Clusterfile, the snapshot's copies gone
+TAIL = [
+    ("nodes-ready", M0), ("labels-taints", M0), ("labels-taints", M1), ("labels-taints", W),
+    ("delete-stale-nodes", M0), ("save-state", M0), ("cleanup", M0), ("cleanup", M1),
+]  # fmt: skip
+EXPECTED = {key: [*steps, *TAIL] for key, steps in EXPECTED.items()}
 # where the restored API answers again: the lease is taken back there
 API_BACK_AFTER = {
     ("k3s", False): ("start", M0),
@@ -208,7 +330,7 @@ API_BACK_AFTER = {
 
 @pytest.mark.parametrize(("runtime", "foreign"), sorted(EXPECTED))
 def test_each_runtime_restores_in_keyed_steps(runtime: str, foreign: bool) -> None:
-    run, _ = _steps(runtime, foreign)
+    run, _, _ = _steps(runtime, foreign)
     assert run.steps == EXPECTED[(runtime, foreign)]
     # a step's journal key is (name, host): one that came twice would be skipped the second time
     assert len(set(run.steps)) == len(run.steps)
@@ -216,9 +338,17 @@ def test_each_runtime_restores_in_keyed_steps(runtime: str, foreign: bool) -> No
     assert run.steps[run.api_back_at - 1] == API_BACK_AFTER[(runtime, foreign)]
 
 
-def _journaled(state: ClusterState, runtime: Any, hosts: HostState, kill_at: tuple[str, str] | None) -> Steps:
-    """One run of the restore as apply/restore.py runs it (journal, memo, steps), killed when it
-    is about to start `kill_at`."""
+def _journaled(
+    state: ClusterState,
+    runtime: Any,
+    hosts: HostState,
+    kube: FakeKube,
+    kill_at: tuple[str, str] | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Steps:
+    """One run of the restore as apply/restore.py runs it (journal, memo, steps; the upload, the
+    runtime's steps, the finishing ones), killed when it is about to start `kill_at`."""
+    monkeypatch.setattr(rs, "Kube", lambda text: kube)
     journal = state.journal()
     try:
         r = journal.resume_or_begin(rs.KIND, "sha256:plan")
@@ -239,8 +369,10 @@ def _journaled(state: ClusterState, runtime: Any, hosts: HostState, kill_at: tup
             await real_step(name, host, inputs, killable)
 
         run.step = step  # type: ignore[method-assign]
+        current = _current()
+        ctx = _ctx(Fleet(hosts), current)
         try:
-            asyncio.run(eb.restore_steps(runtime, _ctx(Fleet(hosts)), SNAP, run))
+            asyncio.run(rs._restore(run, runtime, ctx, Path("/backups/s"), "f" * 64, SNAP, state, current))
         except Killed:
             return steps
         journal.end(r.op, "done")
@@ -250,14 +382,17 @@ def _journaled(state: ClusterState, runtime: Any, hosts: HostState, kill_at: tup
 
 
 @pytest.mark.parametrize(("runtime", "foreign"), sorted(EXPECTED))
-def test_a_restore_killed_at_any_step_resumes_from_it(runtime: str, foreign: bool, tmp_path: Path) -> None:
+def test_a_restore_killed_at_any_step_resumes_from_it(
+    runtime: str, foreign: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     expected = EXPECTED[(runtime, foreign)]
     for i, kill_at in enumerate(expected):
         state = ClusterState("demo", tmp_path / f"home-{i}")
         state.ensure()
-        hosts = HostState(foreign)
-        _journaled(state, RUNTIMES[runtime](), hosts, kill_at)
-        again = _journaled(state, RUNTIMES[runtime](), hosts, None)
+        hosts, kube = HostState(foreign), FakeKube()
+        _journaled(state, RUNTIMES[runtime](), hosts, kube, kill_at, monkeypatch)
+        uploads = len([c for c in hosts.calls if c == (M0, f"put {SNAP}")])
+        again = _journaled(state, RUNTIMES[runtime](), hosts, kube, None, monkeypatch)
         # every step before the kill is skipped (and those that ran beside it on other hosts and
         # finished), the killed one and every later one run
         assert again.skip_count >= i and again.run_count + again.skip_count == len(expected), kill_at
@@ -271,10 +406,18 @@ def test_a_restore_killed_at_any_step_resumes_from_it(runtime: str, foreign: boo
         ]
         # each finished step started once, the killed one again by the resumed run; the resumed
         # run took the path decided before anything changed, though the hosts answer otherwise
-        # now (k3s: the same token; kubeadm: the same CA): its steps are those of that path
+        # now (k3s: the same token; kubeadm: the same CA; the in-cluster Clusterfile: the last-
+        # applied one): its steps are those of that path, with the same inputs
         assert Counter(started) == Counter([*expected, kill_at]), kill_at
         resumed = started[-again.run_count :]
         assert resumed == [s for s in expected if s in resumed]
+        # the snapshot is sent again unless master0's copy was removed by the finished cleanup
+        sent_again = len([c for c in hosts.calls if c == (M0, f"put {SNAP}")]) - uploads
+        assert sent_again == (0 if kill_at == ("cleanup", M1) else 1), kill_at
+        # the end state is the same wherever the restore was killed
+        assert kube.labels["w-9"] == {"disk": "nvme", "zone": "b", "kubernetes.io/os": "linux"}, kill_at
+        assert "n7" not in kube.addresses and kube.clusterfile is not None
+        assert "nvme" in kube.clusterfile and "dedicated" not in kube.clusterfile
 
 
 def test_memo_is_private_and_only_for_its_operation(tmp_path: Path) -> None:
@@ -391,3 +534,67 @@ def test_a_failure_names_the_snapshot_as_given_and_the_way_on() -> None:
         "see `journalctl -u k3s`; then run `sealer etcd restore /backups/prod.snapshot -y` again: it "
         "continues from the failed step (`sealer status --cluster demo` shows it)"
     )
+
+
+def test_the_restore_ends_with_the_nodes_the_clusterfile_says() -> None:
+    run, hosts, kube = _steps("k3s", False)
+    # the worker: the labels of now, the one only the snapshot's Clusterfile had taken off, a label
+    # sealer never set kept; the taint dropped since the backup taken off
+    assert kube.labels["w-9"] == {"disk": "nvme", "zone": "b", "kubernetes.io/os": "linux"}
+    assert "dedicated=e2e:NoSchedule-" in kube.taints["w-9"]
+    # master1's Node has no address: found by its name, kept and labelled
+    assert kube.labels["n3"] == {"tier": "control"} and "n3" in kube.addresses
+    # the Node of the host removed since the backup is deleted (with k3s's node-password Secret, so
+    # the host can join again under its name); no Node of a Clusterfile host is
+    assert kube.deleted == [("Node", "n7"), ("Secret", "n7.node-password.k3s")]
+    assert set(kube.addresses) == {"n2", "n3", "w-9"}
+    # the in-cluster state is the last-applied Clusterfile (passwords redacted) again
+    assert kube.saved == [(rs.dump_clusterfile(_current(), redact=True), "admin.conf")]
+    # the snapshot's copies removed on every master; what the runtimes keep as the state before the
+    # restore is not named
+    cleanup = [(h, c) for h, c in hosts.calls if c == eb.leftovers_script(SNAP)]
+    assert [h for h, _ in cleanup] == [M0, M1]
+    script = eb.leftovers_script(SNAP)
+    assert f"rm -f {SNAP}" in script and k3s.RESTORE_DIR in script and eb.RESTORE_WORK in script
+    assert "before-restore" not in script and eb.BACKUP_DIR not in script and "etcd-old" not in script
+    assert run.steps[-len(TAIL) :] == TAIL
+
+
+def test_pure_k0s_controllers_are_no_nodes_to_wait_for_or_label() -> None:
+    hosts, kube = HostState(False), FakeKube()
+    for name in ("n2", "n3"):  # K0sControllerWorker=false: the controllers never registered
+        del kube.addresses[name]
+    run = ListRun()
+    current = _current("K0sControllerWorker=false")
+    ctx = _ctx(Fleet(hosts), current)
+    asyncio.run(rs.finish_steps(run, RecordingK0s(), ctx, current, kube, SNAP, "a"))  # type: ignore[arg-type]
+    assert [s for s in run.steps if s[0] == "labels-taints"] == [("labels-taints", W)]
+    assert kube.deleted == [("Node", "n7"), ("Secret", "n7.node-password.k3s")]
+
+
+def test_a_host_not_registered_again_is_waited_for_by_name() -> None:
+    """A worker that joined after the backup has no Node in the snapshot: the restore waits for it
+    to register anew rather than label what is not there."""
+    hosts, kube = HostState(False), FakeKube()
+    del kube.addresses["w-9"]
+    current = _current()
+    with pytest.raises(RuntimeErrorSealer) as err:
+        asyncio.run(
+            rs.finish_steps(ListRun(), Recording(), _ctx(Fleet(hosts), current), current, kube, SNAP, "a")
+        )  # type: ignore[arg-type]
+    assert "n9" in err.value.message
+    assert kube.saved == [] and not any(c == eb.leftovers_script(SNAP) for _, c in hosts.calls)
+
+
+def test_without_a_clusterfile_in_the_snapshot_nothing_is_taken_off() -> None:
+    """A snapshot without sealer's state (or with one that does not parse): the Clusterfile's labels
+    and taints are set, none taken off, since none is known to be sealer's."""
+    for saved in (None, "not: [a clusterfile"):
+        hosts, kube = HostState(False), FakeKube()
+        kube.clusterfile = saved
+        current = _current()
+        asyncio.run(
+            rs.finish_steps(ListRun(), Recording(), _ctx(Fleet(hosts), current), current, kube, SNAP, "a")
+        )  # type: ignore[arg-type]
+        assert kube.labels["w-9"] == {"disk": "nvme", "zone": "b", "old": "x", "kubernetes.io/os": "linux"}
+        assert not any(t.endswith("-") for t in kube.taints["w-9"])
