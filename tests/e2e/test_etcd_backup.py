@@ -347,6 +347,9 @@ def test_backup_then_restore(
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
         assert "nothing was changed" in refused.stderr, refused.stderr
         assert _kube(home).get(ConfigMap, "after-backup", namespace="default").data == {"v": "too-late"}
+        # no restore resumes a refused one: its upload is not left on master0
+        left = tb.run_on(masters[0], "ls -A /var/lib/sealer/restore 2>/dev/null; true").stdout
+        assert left.strip() == "", left
 
     no = run_sealer(home, "etcd", "restore", str(snapshot), "--cluster", CLUSTER, check=False)
     assert no.returncode == 1 and "not confirmed" in no.stderr, no.stdout + no.stderr

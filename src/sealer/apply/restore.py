@@ -308,6 +308,8 @@ async def etcd_restore(
             except BaseException as err:
                 progress.end_phase(failed=True)
                 journal.end(run.op, "failed", err.message if isinstance(err, SealerError) else repr(err))
+                if isinstance(err, Exception) and unfinished_restore(state) is None:
+                    await _drop_refused_upload(ctx, remote)
                 if isinstance(err, SealerError):
                     raise _resumable(err, state, command, remote, snapshot) from None
                 raise
@@ -319,6 +321,13 @@ async def etcd_restore(
             journal.close()
             await _mirror_journal(d2, fleet)
     return RestoreResult(remote, run.resumed, steps.run_count, steps.skip_count, time.monotonic() - started)
+
+
+async def _drop_refused_upload(ctx: RuntimeContext, remote: str) -> None:
+    """A restore that failed before it changed anything (a file that is no backup of this cluster,
+    refused) is not resumed: its upload would stay on master0 for good."""
+    with contextlib.suppress(Exception):
+        await ctx.fleet.run(ctx.target(ctx.master0), etcd_backup.leftovers_script(remote), sudo=True)
 
 
 def _resumable(
