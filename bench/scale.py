@@ -15,7 +15,7 @@ and peak RSS. With `--compare DIR` (a copy of an older `src/`, e.g. `git archive
 side by side. `--profile DIR` writes a cProfile of each child (pstats, by size and tree).
 
     .venv/bin/python -m bench.scale [--sizes 10,100,300] [--rounds 1] [--compare /tmp/old] [--fanout]
-                                    [--nofile 1024] [--profile DIR]
+                                    [--nofile 1024] [--default-keys] [--profile DIR]
 
 Needs root and the test bed. A lab holds at most 240 hosts, so sizes above that use a second lab
 (--labs h6a,h6b). Every lab is torn down at the end.
@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,12 +46,25 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def _child(hosts: list[tuple[str, ...]], fanout: bool) -> dict[str, Any]:
+async def _child(hosts: list[tuple[str, ...]], fanout: bool, default_keys: bool) -> dict[str, Any]:
     from sealer.apply.facts import gather
     from sealer.infra.fleet import Fleet
     from sealer.infra.host import Target
 
-    targets = [Target(ip, pk=key) for ip, key in hosts]
+    if default_keys:
+        # ssh.pkPasswd and no ssh.pk: each lab's key encrypted under a default name in ~/.ssh
+        home = Path(tempfile.mkdtemp(prefix="sealer-scale-home-"))
+        (home / ".ssh").mkdir(mode=0o700)
+        names = ("id_ed25519", "id_ecdsa", "id_rsa")  # one default name per lab's key (2 labs)
+        for name, key in zip(names, dict.fromkeys(k for _, k in hosts), strict=False):
+            dest = home / ".ssh" / name
+            dest.write_bytes(Path(key).read_bytes())
+            dest.chmod(0o600)
+            subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "bench", "-f", str(dest)], check=True)
+        os.environ["HOME"] = str(home)
+        targets = [Target(ip, pk_password="bench") for ip, _ in hosts]
+    else:
+        targets = [Target(ip, pk=key) for ip, key in hosts]
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="sealer-scale-") as tmp:
         src = Path(tmp) / "payload"
@@ -87,6 +101,8 @@ async def _child(hosts: list[tuple[str, ...]], fanout: bool) -> dict[str, Any]:
             out["known_hosts_io"] = [getattr(store, "reads", None), getattr(store, "writes", None)]
         # read once the connections are closed: a run out of file descriptors could not open it
         pinned = known_hosts.read_text().count("\n") if known_hosts.exists() else 0
+    if default_keys:
+        shutil.rmtree(os.environ["HOME"], ignore_errors=True)
     out["failed"] = bad
     out["pinned"] = pinned
     out["cpu_total"] = _cpu()
@@ -105,10 +121,10 @@ def child_main(args: argparse.Namespace) -> None:
         import cProfile
 
         prof = cProfile.Profile()
-        result = prof.runcall(asyncio.run, _child(hosts, args.fanout))
+        result = prof.runcall(asyncio.run, _child(hosts, args.fanout, args.default_keys))
         prof.dump_stats(args.profile_out)
     else:
-        result = asyncio.run(_child(hosts, args.fanout))
+        result = asyncio.run(_child(hosts, args.fanout, args.default_keys))
     print("RESULT " + json.dumps(result))
 
 
@@ -117,6 +133,8 @@ def run_child(n: int, tree: str, ips_file: Path, args: argparse.Namespace) -> di
     cmd = [sys.executable, "-m", "bench.scale", "--child", str(n), "--ips", str(ips_file)]
     if args.fanout:
         cmd.append("--fanout")
+    if args.default_keys:
+        cmd.append("--default-keys")
     if args.profile:
         name = "now" if tree == str(ROOT / "src") else "before"
         cmd += ["--profile-out", str(Path(args.profile) / f"scale-{n}-{name}.pstats")]
@@ -165,6 +183,8 @@ def main() -> None:
     ap.add_argument("--fanout", action="store_true", help="also a host-to-host copy (sealer cp --fanout)")
     ap.add_argument("--profile", help="write a cProfile of each child into this directory")
     ap.add_argument("--nofile", type=int, help="the operator's soft open-files limit (e.g. 1024)")
+    ap.add_argument("--default-keys", action="store_true",
+                    help="log in with encrypted keys in ~/.ssh and ssh.pkPasswd, no ssh.pk")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ips", help=argparse.SUPPRESS)
     ap.add_argument("--profile-out", help=argparse.SUPPRESS)
