@@ -438,8 +438,16 @@ async def finish_steps(
 
     await run.step("nodes-ready", m0, {}, ready)
 
-    before = await _before(run, kube, ctx)
-    by_ip = {a: n.name for n in await kube.nodes() for a in n.addresses}
+    try:
+        before = await _before(run, kube, ctx)
+        by_ip = {a: n.name for n in await kube.nodes() for a in n.addresses}
+    except kubeops._TRANSIENT as err:
+        raise RuntimeErrorSealer(
+            f"the restored API {kube.server} failed while reading its Nodes and Clusterfile: "
+            f"{kubeops._message(err)}",
+            "the datastore is restored; check the API on master0 and run the same restore again to "
+            "bring the Nodes to the Clusterfile",
+        ) from None
 
     async def relabel(h: Host) -> None:
         old = before.get(h.ip)

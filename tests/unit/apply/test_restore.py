@@ -598,3 +598,19 @@ def test_without_a_clusterfile_in_the_snapshot_nothing_is_taken_off() -> None:
         )  # type: ignore[arg-type]
         assert kube.labels["w-9"] == {"disk": "nvme", "zone": "b", "old": "x", "kubernetes.io/os": "linux"}
         assert not any(t.endswith("-") for t in kube.taints["w-9"])
+
+
+def test_an_api_failure_after_the_restore_is_a_clear_error() -> None:
+    hosts, kube = HostState(False), FakeKube()
+
+    async def broken() -> str | None:
+        raise OSError("connection reset")
+
+    kube.read_clusterfile = broken  # type: ignore[method-assign]
+    current = _current()
+    with pytest.raises(RuntimeErrorSealer) as err:
+        asyncio.run(
+            rs.finish_steps(ListRun(), Recording(), _ctx(Fleet(hosts), current), current, kube, SNAP, "a")
+        )  # type: ignore[arg-type]
+    assert kube.server in err.value.message and "connection reset" in err.value.message
+    assert "run the same restore again" in (err.value.hint or "")
