@@ -419,6 +419,13 @@ class SSHConnector:
             return HostAuthError(
                 name, f"cannot load a private key: {err}", "set ssh.pkPasswd to the key's passphrase"
             )
+        if isinstance(err, asyncssh.KeyEncryptionError):
+            # ssh.pkPasswd given without ssh.pk: it is tried on the keys in ~/.ssh
+            return HostAuthError(
+                name,
+                f"cannot decrypt the keys in ~/.ssh with ssh.pkPasswd: {err}",
+                "fix ssh.pkPasswd, or set ssh.pk to the private key it belongs to",
+            )
         if isinstance(err, (asyncio.TimeoutError, TimeoutError)):
             return HostUnreachableError(
                 name,
