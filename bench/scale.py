@@ -15,7 +15,7 @@ and peak RSS. With `--compare DIR` (a copy of an older `src/`, e.g. `git archive
 side by side. `--profile DIR` writes a cProfile of each child (pstats, by size and tree).
 
     .venv/bin/python -m bench.scale [--sizes 10,100,300] [--rounds 1] [--compare /tmp/old] [--fanout]
-                                    [--nofile 1024] [--default-keys] [--profile DIR]
+                                    [--nofile 1024] [--default-keys] [--max-handshakes N] [--profile DIR]
 
 Needs root and the test bed. A lab holds at most 240 hosts, so sizes above that use a second lab
 (--labs h6a,h6b). Every lab is torn down at the end.
@@ -46,7 +46,9 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def _child(hosts: list[tuple[str, ...]], fanout: bool, default_keys: bool) -> dict[str, Any]:
+async def _child(
+    hosts: list[tuple[str, ...]], fanout: bool, default_keys: bool, max_handshakes: int | None
+) -> dict[str, Any]:
     from sealer.apply.facts import gather
     from sealer.infra.fleet import Fleet
     from sealer.infra.host import Target
@@ -74,7 +76,8 @@ async def _child(hosts: list[tuple[str, ...]], fanout: bool, default_keys: bool)
         # as the engine: the cluster's own known_hosts (empty: first contact), per-host logs, and
         # ~/.ssh/config and ~/.ssh/known_hosts consulted
         known_hosts, logs = Path(tmp) / "known_hosts", Path(tmp) / "logs"
-        async with Fleet(known_hosts=known_hosts, logdir=logs, cluster="scale") as fleet:
+        extra = {"max_handshakes": max_handshakes} if max_handshakes else {}
+        async with Fleet(known_hosts=known_hosts, logdir=logs, cluster="scale", **extra) as fleet:
 
             async def phase(name: str, coro: Any) -> Any:
                 cpu, start = _cpu(), time.perf_counter()
@@ -121,10 +124,10 @@ def child_main(args: argparse.Namespace) -> None:
         import cProfile
 
         prof = cProfile.Profile()
-        result = prof.runcall(asyncio.run, _child(hosts, args.fanout, args.default_keys))
+        result = prof.runcall(asyncio.run, _child(hosts, args.fanout, args.default_keys, args.max_handshakes))
         prof.dump_stats(args.profile_out)
     else:
-        result = asyncio.run(_child(hosts, args.fanout, args.default_keys))
+        result = asyncio.run(_child(hosts, args.fanout, args.default_keys, args.max_handshakes))
     print("RESULT " + json.dumps(result))
 
 
@@ -135,6 +138,8 @@ def run_child(n: int, tree: str, ips_file: Path, args: argparse.Namespace) -> di
         cmd.append("--fanout")
     if args.default_keys:
         cmd.append("--default-keys")
+    if args.max_handshakes:
+        cmd += ["--max-handshakes", str(args.max_handshakes)]
     if args.profile:
         name = "now" if tree == str(ROOT / "src") else "before"
         cmd += ["--profile-out", str(Path(args.profile) / f"scale-{n}-{name}.pstats")]
@@ -183,6 +188,7 @@ def main() -> None:
     ap.add_argument("--fanout", action="store_true", help="also a host-to-host copy (sealer cp --fanout)")
     ap.add_argument("--profile", help="write a cProfile of each child into this directory")
     ap.add_argument("--nofile", type=int, help="the operator's soft open-files limit (e.g. 1024)")
+    ap.add_argument("--max-handshakes", type=int, help="SSH handshakes in flight (sealer's default 32)")
     ap.add_argument("--default-keys", action="store_true",
                     help="log in with encrypted keys in ~/.ssh and ssh.pkPasswd, no ssh.pk")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
