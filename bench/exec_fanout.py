@@ -59,6 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     labs: list[Testbed] = []
+    scratch = tempfile.TemporaryDirectory(prefix="exec-fanout-")
     try:
         hosts: list[tuple[str, Path]] = []
         for lab in args.lab.split(","):
@@ -70,7 +71,7 @@ def main() -> None:
             hosts += [(h.ip, tb.key_path) for h in tb.up(want)]
         if len(hosts) < max(sizes):
             raise SystemExit(f"{max(sizes)} hosts need {-(-max(sizes) // LAB_MAX)} labs: --lab a,b")
-        kh = Path(tempfile.mkdtemp(prefix="exec-fanout-")) / "known_hosts"
+        kh = Path(scratch.name) / "known_hosts"
         kh.write_text("".join((tb.dir / "known_hosts").read_text() for tb in labs))
         heads = ("hosts", "sealer cold", "sealer warm", "ssh loop", "cold/ssh", "warm/ssh")
         print("{:>5} {:>12} {:>12} {:>10} {:>9} {:>9}".format(*heads))
@@ -90,6 +91,7 @@ def main() -> None:
     finally:
         for tb in labs:
             tb.down(fast=True)
+        scratch.cleanup()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ steps. Prints times and the large/small ratio (equal to the size ratio = linear)
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ from sealer.state.journal import Journal, digest_of
 from sealer.state.store import ClusterState
 
 # per-host steps of an install and an upgrade, as the engine journals them (begin + done each)
+_SCRATCH = tempfile.TemporaryDirectory(prefix="sealer-bench-status-")  # removed at exit
 HOST_STEPS = ("facts", "preflight", "rootfs", "registry-ca", "runtime-install", "join", "labels")
 
 
@@ -78,7 +78,7 @@ def workload(hosts: int) -> dict[str, Callable[[], Any]]:
 
 def status_state(cluster: Cluster, text: str) -> ClusterState:
     """A state dir as `sealer run` then a failed `sealer upgrade` leave it on `cluster`'s hosts."""
-    home = Path(tempfile.mkdtemp(prefix="sealer-bench-status-"))
+    home = Path(tempfile.mkdtemp(dir=_SCRATCH.name))
     state = ClusterState(cluster.name, home)
     state.ensure()
     state.record_applied(text, runtime_type="kubernetes")
@@ -118,7 +118,6 @@ def main() -> None:
                 samples.setdefault((size, name), []).append(timed(work[size][name]))
     med = {key: statistics.median(values) for key, values in samples.items()}
     print(f"{'operation':<14}{small:>10} hosts{large:>10} hosts{'ratio':>9}   (medians of {args.repeat})")
-    os.environ.setdefault("SEALER_HOME", tempfile.mkdtemp(prefix="sealer-bench-home-"))
     for name in work[small]:
         a, b = med[(small, name)], med[(large, name)]
         print(f"{name:<14}{a * 1000:>13.1f} ms{b * 1000:>13.1f} ms{b / a:>9.1f}")
