@@ -32,7 +32,7 @@ from sealer.infra.fleet import Fleet
 from sealer.kube.client import Kube
 from sealer.model.cluster import Clusterfile, Host
 from sealer.model.clusterfile import dump_clusterfile, parse_clusterfile
-from sealer.plan.planner import _labels_change, _taints_change
+from sealer.plan.planner import labels_change, taints_change
 from sealer.runtime import etcd_backup
 from sealer.runtime.base import ClusterRuntime, RuntimeContext, registers_node
 from sealer.runtime.containerd import run_checked
@@ -452,8 +452,8 @@ async def finish_steps(
     async def relabel(h: Host) -> None:
         old = before.get(h.ip)
         # what `sealer apply` takes off: set by the Clusterfile of backup time, not by this one
-        labels = (_labels_change(old, h) or {}).get("remove", []) if old is not None else []
-        taints = (_taints_change(old, h) or {}).get("remove", []) if old is not None else []
+        labels = (labels_change(old, h) or {}).get("remove", []) if old is not None else []
+        taints = (taints_change(old, h) or {}).get("remove", []) if old is not None else []
         name = by_ip.get(h.ip) or ctx.node_names[h.ip]
         inputs, work = labels_taints_step(kube, name, h, labels, taints)
         await run.step("labels-taints", h, inputs, work)

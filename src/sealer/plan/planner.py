@@ -368,8 +368,8 @@ def _update_plan(
     _add_joins(actions, new_masters, new_workers, "the cluster", rejoin=lost)
 
     barrier = actions.last
-    _add_updates(actions, barrier, staying, current_by_ip, "update-labels", _labels_change)
-    _add_updates(actions, barrier, staying, current_by_ip, "update-taints", _taints_change)
+    _add_updates(actions, barrier, staying, current_by_ip, "update-labels", labels_change)
+    _add_updates(actions, barrier, staying, current_by_ip, "update-taints", taints_change)
     _add_updates(actions, barrier, staying, current_by_ip, "update-env", _env_change)
     if desired.host_aliases != current.host_aliases:
         actions.add(
@@ -519,7 +519,8 @@ def effective_labels(host: Host) -> dict[str, str]:
     return labels
 
 
-def _labels_change(old: Host, new: Host) -> Change | None:
+def labels_change(old: Host, new: Host) -> Change | None:
+    """Labels to set and to take off for a host going from `old` to `new` (None: nothing changes)."""
     before, after = effective_labels(old), effective_labels(new)
     if before == after:
         return None
@@ -533,7 +534,8 @@ def _labels_change(old: Host, new: Host) -> Change | None:
     return change
 
 
-def _taints_change(old: Host, new: Host) -> Change | None:
+def taints_change(old: Host, new: Host) -> Change | None:
+    """Taints to add and to take off for a host going from `old` to `new` (None: nothing changes)."""
     if set(old.taints) == set(new.taints):
         return None
     old_present = {t for t in old.taints if not t.remove}
