@@ -1317,13 +1317,69 @@ def cluster_status(state: ClusterState) -> dict[str, Any]:
     return data
 
 
+# A step unfinished on more hosts than this is one line with a sample of its hosts; JSON keeps all.
+_STATUS_PER_HOST = 5
+_STATUS_SAMPLE = 10
+_STATUS_ERRORS = 5
+
+
+def _sample(ips: Sequence[str], shown: int = _STATUS_SAMPLE) -> str:
+    more = f", +{len(ips) - shown} more" if len(ips) > shown else ""
+    return ", ".join(ips[:shown]) + more
+
+
+def _unfinished_lines(unfinished: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per unfinished step and host while few hosts share a step; beyond that one line per
+    step with its hosts sampled (failed first) and its errors grouped by text, so a half-finished
+    300-host upgrade reads in a screen instead of a thousand lines."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for u in unfinished:
+        groups.setdefault((u["action"], u["step"]), []).append(u)
+    lines: list[str] = []
+    grouped = False
+    for (action, step), us in groups.items():
+        if len(us) <= _STATUS_PER_HOST:
+            for u in us:
+                err = f": {u['error']}" if u.get("error") else ""
+                lines.append(f"  unfinished: {action} {step} on {u['host']} ({u['status']}){err}")
+            continue
+        grouped = True
+        # failed hosts first: they are the ones to look at; the others were interrupted mid-step
+        ordered = sorted(us, key=lambda u: u["status"] != "failed")
+        statuses: dict[str, int] = {}
+        for u in ordered:
+            statuses[u["status"]] = statuses.get(u["status"], 0) + 1
+        # "start" with no end: interrupted mid-step (or running now, which runningNow says)
+        counts = ", ".join(f"{n} {'started' if st == 'start' else st}" for st, n in statuses.items())
+        lines.append(
+            f"  unfinished: {action} {step} on {len(us)} hosts ({counts}): "
+            + _sample([str(u["host"]) for u in ordered])
+        )
+        by_error: dict[str, list[str]] = {}
+        for u in ordered:
+            if u.get("error"):
+                host = str(u["host"])
+                error = str(u["error"])
+                # step errors name their host ("10.0.1.4: ..."); without it equal causes group together
+                by_error.setdefault(error.removeprefix(f"{host}: "), []).append(host)
+        ranked = sorted(by_error.items(), key=lambda item: -len(item[1]))
+        for error, hosts in ranked[:_STATUS_ERRORS]:
+            lines.append(f"    {len(hosts)} host(s) ({_sample(hosts, 3)}): {error}")
+        if len(ranked) > _STATUS_ERRORS:
+            others = sum(len(hosts) for _, hosts in ranked[_STATUS_ERRORS:])
+            lines.append(f"    {len(ranked) - _STATUS_ERRORS} other error(s) on {others} host(s)")
+    if grouped:
+        lines.append("  every host and error: sealer status -o json")
+    return lines
+
+
 def status_lines(data: Mapping[str, Any]) -> list[str]:
     lines = []
     if data["exists"]:
         lines.append(
             f"cluster {data['cluster']}: {data['runtime'] or '?'}, image {data['image']}, "
-            f"{len(data['masters'])} master(s) {', '.join(data['masters'])}"
-            + (f", {len(data['workers'])} worker(s) {', '.join(data['workers'])}" if data["workers"] else "")
+            f"{len(data['masters'])} master(s) {_sample(data['masters'])}"
+            + (f", {len(data['workers'])} worker(s) {_sample(data['workers'])}" if data["workers"] else "")
         )
     elif data["deleted"]:
         lines.append(f"cluster {data['cluster']}: deleted")
@@ -1337,9 +1393,7 @@ def status_lines(data: Mapping[str, Any]) -> list[str]:
             f"last operation: {last['kind']} {last['op']} {last['status']} (started {last['started']}"
             + (f", ended {last['ended']})" if last["ended"] else ")")
         )
-    for u in data["unfinished"]:
-        err = f": {u['error']}" if u.get("error") else ""
-        lines.append(f"  unfinished: {u['action']} {u['step']} on {u['host']} ({u['status']}){err}")
+    lines.extend(_unfinished_lines(data["unfinished"]))
     if data.get("runningNow"):
         lines.append(f"running now: {data['runningNow']}")
     if data["toFinish"]:

@@ -214,6 +214,90 @@ def test_status_of_a_finished_operation_has_nothing_to_finish(tmp_path: Path) ->
     assert "to finish" not in "\n".join(status_lines(data))
 
 
+def _half_finished_upgrade(tmp_path: Path, errors: dict[int, str]) -> dict[str, object]:
+    """An upgrade of 300 workers stopped half way: 150 done, the hosts in `errors` failed with that
+    error (prefixed with the host, as step errors are), the others started and interrupted; three
+    masters' restart step started too."""
+    from sealer.state.journal import Journal
+
+    state = ClusterState("demo", tmp_path)
+    state.record_applied(BASE, runtime_type="kubernetes")
+    journal = Journal(state.journal_path, durable=False)  # 1,000 records: no fsync needed in a test
+    run = journal.resume_or_begin("upgrade", "sha256:plan")
+    state.update_meta(last_operation={"op": run.op, "kind": "upgrade", "command": "sealer upgrade x:2"})
+    workers = [f"10.0.{1 + i // 250}.{1 + i % 250}" for i in range(300)]
+    for i, ip in enumerate(workers):
+        journal.step(run.op, "upgrade-worker", "upgrade", "start", host=ip, digest="d")
+        if i % 2 == 0:
+            journal.step(run.op, "upgrade-worker", "upgrade", "done", host=ip, digest="d")
+        elif i in errors:
+            journal.step(run.op, "upgrade-worker", "upgrade", "failed", host=ip, digest="d",
+                         error=f"{ip}: {errors[i]}")
+    for ip in ("10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        journal.step(run.op, "upgrade-master", "restart", "start", host=ip, digest="d")
+    journal.end(run.op, "failed", "interrupted")
+    journal.close()
+    return cluster_status(state)
+
+
+def test_status_of_a_half_finished_300_host_upgrade_groups_hosts_by_step(tmp_path: Path) -> None:
+    failed = {1: "kubelet did not start", 3: "kubelet did not start", 5: "kubelet did not start",
+              7: "image pull timed out"}
+    data = _half_finished_upgrade(tmp_path, failed)
+    unfinished = data["unfinished"]
+    assert isinstance(unfinished, list) and len(unfinished) == 153  # JSON: every host, with its error
+    assert {u["error"] for u in unfinished if u["status"] == "failed"} == {
+        "10.0.1.2: kubelet did not start", "10.0.1.4: kubelet did not start",
+        "10.0.1.6: kubelet did not start", "10.0.1.8: image pull timed out"}
+    lines = status_lines(data)
+    assert len(lines) < 15, lines
+    worker = [line for line in lines if "upgrade-worker upgrade" in line]
+    # failed hosts lead the sample: they are the ones to look at
+    assert worker == [
+        "  unfinished: upgrade-worker upgrade on 150 hosts (4 failed, 146 started): 10.0.1.2, 10.0.1.4, "
+        "10.0.1.6, 10.0.1.8, 10.0.1.10, 10.0.1.12, 10.0.1.14, 10.0.1.16, 10.0.1.18, 10.0.1.20, +140 more"
+    ]
+    text = "\n".join(lines)
+    assert "    3 host(s) (10.0.1.2, 10.0.1.4, 10.0.1.6): kubelet did not start" in text
+    assert "    1 host(s) (10.0.1.8): image pull timed out" in text
+    # three hosts on a step: one line each, as before
+    for ip in ("10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        assert f"  unfinished: upgrade-master restart on {ip} (start)" in lines
+    assert "every host and error: sealer status -o json" in text
+    assert lines[-1] == "to finish it, run: sealer upgrade x:2"
+    # 300 workers in the header: a count and a sample, not 300 addresses
+    workers = [f"10.0.{1 + i // 250}.{1 + i % 250}" for i in range(300)]
+    header = status_lines({**data, "workers": workers})[0]
+    assert header.endswith(", 300 worker(s) 10.0.1.1, 10.0.1.2, 10.0.1.3, 10.0.1.4, 10.0.1.5, 10.0.1.6, "
+                           "10.0.1.7, 10.0.1.8, 10.0.1.9, 10.0.1.10, +290 more")
+
+
+def test_status_caps_the_distinct_errors_of_a_step_and_counts_the_rest(tmp_path: Path) -> None:
+    failed = {i: f"disk full on /dev/sd{chr(97 + i // 2)}" for i in range(1, 16, 2)}  # 8 distinct errors
+    lines = status_lines(_half_finished_upgrade(tmp_path, failed))
+    errors = [line for line in lines if line.startswith("    ") and "disk full" in line]
+    assert len(errors) == 5
+    assert "    3 other error(s) on 3 host(s)" in lines
+
+
+def test_status_keeps_per_host_lines_for_up_to_five_hosts_on_a_step(tmp_path: Path) -> None:
+    state = ClusterState("demo", tmp_path)
+    state.record_applied(BASE, runtime_type="k3s")
+    journal = state.journal()
+    run = journal.resume_or_begin("apply", "sha256:p")
+    for n, action in ((5, "five"), (6, "six")):
+        for i in range(n):
+            journal.step(run.op, action, "rootfs", "start", host=f"10.0.0.{10 + i}", digest="d")
+    journal.end(run.op, "failed", "x")
+    journal.close()
+    lines = status_lines(cluster_status(state))
+    assert [line for line in lines if "five rootfs" in line] == [
+        f"  unfinished: five rootfs on 10.0.0.{10 + i} (start)" for i in range(5)]
+    assert [line for line in lines if "six rootfs" in line] == [
+        "  unfinished: six rootfs on 6 hosts (6 started): 10.0.0.10, 10.0.0.11, 10.0.0.12, 10.0.0.13, "
+        "10.0.0.14, 10.0.0.15"]
+
+
 def test_only_runtimes_with_upgrade_host_are_upgraded_in_place() -> None:
     from sealer.apply.lifecycle import EtcdSnapshots, _host_upgrader
     from sealer.runtime.base import choose_runtime
