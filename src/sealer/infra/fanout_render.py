@@ -82,7 +82,8 @@ class FanoutView:
     @property
     def eta(self) -> float | None:
         """When the last host should be done: the largest ETA among hosts still receiving."""
-        etas = [p.eta for p in self.hosts.values() if p.state == "receiving"]
+        # list() copies in one C call: Live redraws from its own thread while events arrive
+        etas = [p.eta for p in list(self.hosts.values()) if p.state == "receiving"]
         if any(e is None for e in etas):
             return None
         return max((e for e in etas if e is not None), default=0.0)
