@@ -29,7 +29,7 @@ from sealer.model.clusterfile import load_clusterfile, parse_clusterfile
 from sealer.model.yamlnodes import MAX_BYTES
 from sealer.plan import ObservedState, Plan, plan_clusterfile
 from sealer.plan.diff import FieldChange, diff_clusterfiles
-from sealer.state import ClusterState, break_lock, check_cluster_name
+from sealer.state import ClusterLock, ClusterState, break_lock, check_cluster_name
 
 _CLUSTERFILE_HELP = "Path of the Clusterfile (sealer.io/v2, multi-document YAML)."
 
@@ -206,6 +206,16 @@ def render_plan(plan: Plan, console: Console) -> None:
         console.print(f"note: {note}")
 
 
+def _note_unfinished(cluster: str, lock: ClusterLock) -> None:
+    """Say so when the lock just taken was left by an operation that died."""
+    if lock.previous_holder is not None:
+        click.echo(
+            f"note: the last operation on cluster {cluster}, {lock.previous_holder.describe()}, "
+            "did not finish",
+            err=True,
+        )
+
+
 def _confirm(question: str) -> bool:
     """Ask on the terminal; no answer (EOF, no terminal) is a no."""
     try:
@@ -242,12 +252,7 @@ def run_apply(
     )
     options = RunOptions(command=command, ready_timeout=ready_timeout, distributor=distributor)
     with state.lock(command) as lock:
-        if lock.previous_holder is not None:
-            click.echo(
-                f"note: the last operation on cluster {state.name}, {lock.previous_holder.describe()}, "
-                "did not finish",
-                err=True,
-            )
+        _note_unfinished(state.name, lock)
         refuse_if_restore_unfinished(state, f"`{command}`")
         result = asyncio.run(
             apply_cluster(desired, state=state, options=options, day2=day2, progress=Progress(quiet=quiet),

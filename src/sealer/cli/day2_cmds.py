@@ -29,6 +29,7 @@ from sealer.cli.cluster_cmds import (
     _confirm,
     _console,
     _local_image_runtime,
+    _note_unfinished,
     render_plan,
     run_apply,
 )
@@ -494,12 +495,7 @@ def etcd_restore_cmd(snapshot: str, cluster: str | None, yes: bool) -> None:
         )
     command = _command_line(sys.argv[1:])
     with state.lock(command) as lock:
-        if lock.previous_holder is not None:
-            click.echo(
-                f"note: the last operation on cluster {state.name}, {lock.previous_holder.describe()}, "
-                "did not finish",
-                err=True,
-            )
+        _note_unfinished(state.name, lock)
         result = asyncio.run(
             etcd_restore(state, Path(snapshot), command=command, progress=Progress(quiet=quiet_for("table")))
         )
