@@ -695,17 +695,22 @@ class ImageStore:
                     f"remove {other.name} first, or use --force (blobs stay while {other.name} needs them)",
                 )
 
+    def _live_digests(self) -> set[str]:
+        """Every blob a name reaches, and the index's own entries (the caller holds the index lock)."""
+        live: set[str] = set()
+        for rec in self.records():
+            live |= self.reachable(rec.descriptor)
+        for d in self._read_index():
+            live.add(d.digest)
+        return live
+
     def gc(self) -> tuple[int, int] | None:
         """Delete blobs no name reaches. Returns (count, bytes) or None when another process is importing."""
         with self._flock("gc.lock", fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
             if not got:
                 return None  # someone is mid-import; their blobs are not referenced yet
             with self._index_lock():
-                live: set[str] = set()
-                for rec in self.records():
-                    live |= self.reachable(rec.descriptor)
-                for d in self._read_index():
-                    live.add(d.digest)
+                live = self._live_digests()
                 count = freed = 0
                 for path in self.blobs_dir.iterdir():
                     if f"sha256:{path.name}" in live:
@@ -766,11 +771,7 @@ class ImageStore:
         """Blobs no name reaches, with their sizes, deleted when `delete`. The caller holds
         `exclusive()`: a blob being imported is not referenced yet and must not go."""
         with self._index_lock():
-            live: set[str] = set()
-            for rec in self.records():
-                live |= self.reachable(rec.descriptor)
-            for d in self._read_index():
-                live.add(d.digest)
+            live = self._live_digests()
             out: list[tuple[Path, int]] = []
             for path in _list_dir(self.blobs_dir):
                 if f"sha256:{path.name}" in live:
