@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,13 +22,7 @@ from sealer.image.build import BuildCache, LayerInfo, build_cache_entries, prune
 from sealer.image.store import ImageStore
 from tests.registry_fixture import make_test_image, tar_layer
 
-
-@pytest.fixture(autouse=True)
-def _no_holds() -> Iterator[None]:
-    # unpack keeps a hold on every entry it returned until the process ends; tests are one process.
-    release_cache_holds()
-    yield
-    release_cache_holds()
+pytestmark = pytest.mark.usefixtures("released_cache_holds")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,7 @@ from sealer.cli.main import cli
 from sealer.image.store import ImageStore
 from tests.registry_fixture import make_test_image, tar_layer
 
-
-@pytest.fixture(autouse=True)
-def _no_holds() -> Iterator[None]:
-    release_cache_holds()
-    yield
-    release_cache_holds()
+pytestmark = pytest.mark.usefixtures("released_cache_holds")
 
 
 @pytest.fixture
